@@ -1,0 +1,370 @@
+"""Data sets for pyro_vae, all local: nothing is downloaded.
+
+- :func:`load_digits`: scikit-learn's bundled UCI handwritten digits (1797 images of
+  8×8 pixels), the embedded default.
+- :func:`load_mnist`: MNIST from the standard IDX files in a local folder.
+- :func:`load_array`: a user's own ``.npy``/``.npz``/``.csv`` matrix.
+- :func:`make_linear_gaussian`: seeded draws from a linear-Gaussian (probabilistic
+  PCA) model, for tests and examples.
+
+Each loader returns a :class:`Dataset` with a fixed, seeded train/validation/test
+split. Binarization follows Burda et al. (2016): ``"static"`` draws each pixel once
+from Bernoulli(intensity) with a fixed seed; ``"dynamic"`` redraws the training images
+at every epoch (see :meth:`Dataset.train_epoch`) while validation and test stay
+statically binarized, so evaluation is deterministic; ``None`` keeps the intensities
+in [0, 1] (for a Gaussian likelihood, or a Bernoulli one on grey levels).
+"""
+
+import gzip
+import os
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+__all__ = [
+    "BINARIZATIONS",
+    "Dataset",
+    "LinearGaussianData",
+    "load_array",
+    "load_digits",
+    "load_mnist",
+    "make_linear_gaussian",
+]
+
+BINARIZATIONS = ("static", "dynamic", None)
+MNIST_IMAGES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A split data set of float32 tensors with rows = data points.
+
+    Attributes
+    ----------
+    name : str
+        Where the data came from.
+    train, validation, test : torch.Tensor
+        Shapes ``(n_train, x_dim)``, ``(n_val, x_dim)``, ``(n_test, x_dim)``; binary
+        when ``binarize`` is ``"static"`` or ``"dynamic"`` (for ``"dynamic"``, ``train``
+        holds one static draw, see :meth:`train_epoch`).
+    binarize : {"static", "dynamic", None}
+        The binarization scheme.
+    train_intensities : torch.Tensor
+        The training images before binarization, shape ``(n_train, x_dim)``.
+    image_shape : tuple of int or None
+        ``(height, width)`` when the rows are images, for plotting.
+    """
+
+    name: str
+    train: torch.Tensor
+    validation: torch.Tensor
+    test: torch.Tensor
+    binarize: str | None
+    train_intensities: torch.Tensor = field(repr=False)
+    image_shape: tuple | None = None
+
+    @property
+    def x_dim(self):
+        """Data dimension (int)."""
+        return self.train.shape[1]
+
+    def train_epoch(self, generator=None):
+        """Training data for one epoch, shape ``(n_train, x_dim)``.
+
+        For ``binarize="dynamic"`` a fresh Bernoulli draw of the training intensities
+        (Burda et al. 2016, sec. 5.1); otherwise :attr:`train` itself.
+        """
+        if self.binarize == "dynamic":
+            return torch.bernoulli(self.train_intensities, generator=generator)
+        return self.train
+
+
+@dataclass(frozen=True)
+class LinearGaussianData:
+    """Draws from p(x) = N(b, WWᵀ + σ²I) with the parameters that made them.
+
+    Attributes
+    ----------
+    x : torch.Tensor
+        Data, shape ``(num_data, x_dim)``.
+    z : torch.Tensor
+        The latent draws, shape ``(num_data, z_dim)``.
+    weight : torch.Tensor
+        W, shape ``(x_dim, z_dim)``.
+    bias : torch.Tensor
+        b, shape ``(x_dim,)``.
+    noise_scale : float
+        σ.
+    """
+
+    x: torch.Tensor
+    z: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor
+    noise_scale: float
+
+
+def _check_fractions(val_fraction, test_fraction):
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0 <= value < 1:
+            raise ValueError(f"Expected {name} in [0, 1) but got {value!r}")
+    if val_fraction + test_fraction >= 1:
+        raise ValueError(
+            "Expected val_fraction + test_fraction < 1 but got "
+            f"{val_fraction} + {test_fraction}"
+        )
+
+
+def _check_matrix(x, name):
+    if x.ndim != 2:
+        raise ValueError(f"Expected {name} to be a 2-D matrix but got shape {x.shape}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"Expected {name} to be non-empty but got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"Expected {name} to hold finite values but found NaN or inf")
+
+
+def _split(
+    x, name, binarize, val_fraction, test_fraction, seed, image_shape=None, order=None
+):
+    """Seeded permutation (or the given ``order``) into train/validation/test, then
+    binarization. The test split is the last rows of the permuted data."""
+    if binarize not in BINARIZATIONS:
+        raise ValueError(f"Expected binarize in {BINARIZATIONS} but got {binarize!r}")
+    _check_fractions(val_fraction, test_fraction)
+    x = np.asarray(x, dtype=np.float32)
+    _check_matrix(x, name)
+    if binarize is not None and (x.min() < 0 or x.max() > 1):
+        raise ValueError(
+            f"Expected intensities in [0, 1] to binarize {name} but got values in "
+            f"[{x.min()}, {x.max()}]"
+        )
+    if order is None:
+        order = np.random.default_rng(seed).permutation(len(x))
+    n_test = int(round(test_fraction * len(x)))
+    n_val = int(round(val_fraction * len(x)))
+    if len(x) - n_test - n_val < 1:
+        raise ValueError(f"Expected at least one training point in {name}")
+    parts = np.split(x[order], [len(x) - n_test - n_val, len(x) - n_test])
+    intensities = [torch.from_numpy(np.ascontiguousarray(p)) for p in parts]
+    if binarize is None:
+        binary = intensities
+    else:
+        gen = torch.Generator().manual_seed(seed)
+        binary = [torch.bernoulli(p, generator=gen) for p in intensities]
+    return Dataset(
+        name=name,
+        train=binary[0],
+        validation=binary[1],
+        test=binary[2],
+        binarize=binarize,
+        train_intensities=intensities[0],
+        image_shape=image_shape,
+    )
+
+
+def load_digits(binarize="static", val_fraction=0.1, test_fraction=0.2, seed=0):
+    """UCI handwritten digits bundled with scikit-learn: 1797 images, 8×8 pixels.
+
+    Intensities 0–16 are scaled to [0, 1]; rows are shuffled with ``seed`` and split.
+
+    Parameters
+    ----------
+    binarize : {"static", "dynamic", None}, default "static"
+        See the module docstring.
+    val_fraction, test_fraction : float, default 0.1, 0.2
+        Fractions of the 1797 images held out for validation and test.
+    seed : int, default 0
+        Seed of the split and of the static binarization.
+
+    Returns
+    -------
+    Dataset
+        ``x_dim = 64``; with the defaults 1258 train, 180 validation, 359 test rows.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``binarize`` or fractions outside [0, 1).
+
+    References
+    ----------
+    E. Alpaydin, C. Kaynak, "Optical Recognition of Handwritten Digits", UCI Machine
+    Learning Repository, 1998.
+    """
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    x = sklearn_digits().data / 16.0
+    return _split(x, "digits", binarize, val_fraction, test_fraction, seed, (8, 8))
+
+
+def _read_idx(path):
+    """Read an IDX file (optionally gzipped) into a uint8 array."""
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise ValueError(f"Could not read MNIST file {path!r}: {e}") from e
+    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] != 0x08:
+        raise ValueError(f"Expected an IDX file of unsigned bytes at {path!r}")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"MNIST file {path!r} is truncated (header)")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    size = int(np.prod(shape))
+    if len(raw) - header != size:
+        raise ValueError(
+            f"MNIST file {path!r} is truncated or corrupt: expected {size} data bytes "
+            f"for shape {shape} but found {len(raw) - header}"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _find_idx(path, stem):
+    for name in (stem, stem + ".gz"):
+        candidate = os.path.join(path, name)
+        if os.path.exists(candidate):
+            return candidate
+    expected = " and ".join(f"{s}[.gz]" for s in MNIST_IMAGES.values())
+    raise FileNotFoundError(
+        f"MNIST file {stem}[.gz] not found in {path!r}; expected the IDX files "
+        f"{expected} there (nothing is downloaded)"
+    )
+
+
+def load_mnist(path, binarize="static", val_fraction=10000 / 70000, seed=0):
+    """MNIST from the standard IDX files in a local folder; nothing is downloaded.
+
+    Reads ``train-images-idx3-ubyte[.gz]`` and ``t10k-images-idx3-ubyte[.gz]`` from
+    ``path``. The official 10 000-image test set is the test split; ``val_fraction``
+    of the 60 000 training images (default 10 000) is held out for validation.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Folder holding the IDX files.
+    binarize : {"static", "dynamic", None}, default "static"
+        See the module docstring.
+    val_fraction : float, default 1/7
+        Fraction of all 70 000 images taken from the training file for validation.
+    seed : int, default 0
+        Seed of the split and of the static binarization.
+
+    Returns
+    -------
+    Dataset
+        ``x_dim = 784``, ``image_shape = (28, 28)``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a file is missing; the message lists the files expected and where.
+    ValueError
+        If a file is truncated or not an IDX file.
+    """
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(
+            f"MNIST folder {path!r} not found; expected a folder holding "
+            "train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz]"
+        )
+    train = _read_idx(_find_idx(path, MNIST_IMAGES["train"]))
+    test = _read_idx(_find_idx(path, MNIST_IMAGES["test"]))
+    x = np.concatenate([train, test]).reshape(len(train) + len(test), -1) / 255.0
+    # The official test set stays the test split: only the training rows are shuffled.
+    order = np.concatenate(
+        [
+            np.random.default_rng(seed).permutation(len(train)),
+            np.arange(len(train), len(x)),
+        ]
+    )
+    test_fraction = len(test) / len(x)
+    return _split(
+        x, "mnist", binarize, val_fraction, test_fraction, seed, (28, 28), order
+    )
+
+
+def load_array(path, binarize=None, val_fraction=0.1, test_fraction=0.2, seed=0):
+    """A user's own data matrix from ``.npy``, ``.npz`` (first array) or ``.csv``.
+
+    Rows are data points, columns dimensions. Split and binarized as in
+    :func:`load_digits`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    binarize : {"static", "dynamic", None}, default None
+        Binarization; the values must then lie in [0, 1].
+    val_fraction, test_fraction : float
+        Held-out fractions.
+    seed : int, default 0
+        Seed of the split and binarization.
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        For an unknown suffix, a non-2-D, empty or non-finite matrix.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Data file {path!r} not found")
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".npy":
+        x = np.load(path, allow_pickle=False)
+    elif suffix == ".npz":
+        with np.load(path, allow_pickle=False) as archive:
+            if not archive.files:
+                raise ValueError(f"Expected at least one array in {path!r}")
+            x = archive[archive.files[0]]
+    elif suffix == ".csv":
+        x = np.loadtxt(path, delimiter=",", ndmin=2)
+    else:
+        raise ValueError(
+            f"Expected a data file ending in .npy, .npz or .csv but got {path!r}"
+        )
+    name = os.path.basename(path)
+    return _split(x, name, binarize, val_fraction, test_fraction, seed)
+
+
+def make_linear_gaussian(num_data, x_dim=10, z_dim=2, noise_scale=0.5, seed=0):
+    """Draw x = W z + b + σ ε with z, ε ~ N(0, I): data from probabilistic PCA.
+
+    Parameters
+    ----------
+    num_data : int
+        Number of points.
+    x_dim, z_dim : int, default 10, 2
+        Data and latent dimensions.
+    noise_scale : float, default 0.5
+        σ.
+    seed : int, default 0
+        Seed of W, b and the draws.
+
+    Returns
+    -------
+    LinearGaussianData
+        x of shape ``(num_data, x_dim)`` with the true W, b and σ.
+    """
+    for name, value in (("num_data", num_data), ("x_dim", x_dim), ("z_dim", z_dim)):
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"Expected {name} to be an integer > 0 but got {value!r}")
+    if not noise_scale > 0:
+        raise ValueError(f"Expected noise_scale > 0 but got {noise_scale!r}")
+    gen = torch.Generator().manual_seed(seed)
+    weight = torch.randn(x_dim, z_dim, generator=gen)
+    bias = torch.randn(x_dim, generator=gen)
+    z = torch.randn(num_data, z_dim, generator=gen)
+    noise = noise_scale * torch.randn(num_data, x_dim, generator=gen)
+    x = z @ weight.T + bias + noise
+    return LinearGaussianData(x, z, weight, bias, float(noise_scale))

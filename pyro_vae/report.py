@@ -1,0 +1,407 @@
+r"""Tables and result files of a comparison of training objectives.
+
+The input is what ``pyro-vae compare`` collects, one entry per training objective:
+
+- ``rows``: list of dict with ``"objective"`` (label, e.g. ``"Trace_ELBO"``),
+  ``"loss"``, ``"alpha"``, ``"num_particles"``, ``"epochs_run"``, ``"best_epoch"``,
+  ``"train_time_s"`` (seconds) and, for each estimate ``<name>`` of
+  :data:`ESTIMATES`, ``"test_<name>"`` (mean over the test split, nats per data
+  point) and ``"test_<name>_se"`` (its Monte-Carlo standard error, nats);
+- ``histories``: dict objective label -> list of per-epoch dicts
+  (:attr:`pyro_vae.FitResult.history`);
+- ``meta``: dict describing the run (``"dataset"``, ``"num_test"``,
+  ``"num_samples"``, ``"epochs"``, ``"z_dim"``, ``"seed"``, ``"wall_time_s"``,
+  ``"versions"``, ...).
+
+:func:`write_results` turns them into ``results.csv``, ``results.json`` and a
+``report.md`` that explains how to read the numbers; :func:`read_results` loads the
+JSON back.
+
+References
+----------
+1. D. P. Kingma, M. Welling, "Auto-Encoding Variational Bayes", ICLR 2014.
+2. Y. Burda, R. Grosse, R. Salakhutdinov, "Importance Weighted Autoencoders",
+   ICLR 2016.
+"""
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+from urllib.parse import quote
+
+from ._io import atomic_path
+
+__all__ = [
+    "ESTIMATES",
+    "format_markdown_table",
+    "format_table",
+    "read_results",
+    "write_results",
+]
+
+ESTIMATES = ("elbo", "iwae_5", "iwae_50", "log_px", "gap", "kl", "reconstruction")
+"""Names of the test-set estimates a row carries as ``test_<name>`` and ``_se``."""
+
+_WITH_SE = ("elbo", "iwae_5", "iwae_50", "log_px")
+_LABELS = {
+    "elbo": "ELBO",
+    "log_px": "log p(x)",
+    "gap": "gap",
+    "kl": "KL",
+    "reconstruction": "reconstruction",
+}
+_FIGURES = (
+    ("validation_curves.png", "Validation bound per epoch"),
+    ("bounds.png", "Test-set bounds per objective (±2 MC s.e.)"),
+    ("reconstructions_*.png", "Reconstructions"),
+    ("samples_*.png", "Samples from the model"),
+)
+
+
+def _label(name):
+    """Display name of an estimate: ``"iwae_5"`` -> ``"IWAE-5"``, ``"kl"`` -> ``"KL"``.
+
+    Used by :mod:`pyro_vae.plots` too, so tables and figures agree.
+    """
+    if name.startswith("iwae_"):
+        return f"IWAE-{name[len('iwae_') :]}"
+    return _LABELS.get(name, name)
+
+
+def _check_rows(rows):
+    if not rows:
+        raise ValueError(
+            f"Expected rows to be a non-empty list of dicts but got {rows!r}"
+        )
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ValueError(f"Expected rows[{i}] to be a dict but got {type(row)}")
+
+
+def _value(row, key, i):
+    """``row[key]`` as a float, or ValueError naming the key and the objective."""
+    if key not in row:
+        name = row.get("objective", f"rows[{i}]")
+        raise ValueError(
+            f"Expected key {key!r} in the row of objective {name!r}; "
+            f"it has {sorted(row)}"
+        )
+    return float(row[key])
+
+
+def _cells(rows):
+    """Header and string cells of the table, one list per row."""
+    _check_rows(rows)
+    header = ["objective", "train time (s)", *(_label(name) for name in ESTIMATES)]
+    body = []
+    for i, row in enumerate(rows):
+        cells = [str(row.get("objective", f"rows[{i}]"))]
+        cells.append(f"{_value(row, 'train_time_s', i):.2f}")
+        for name in ESTIMATES:
+            mean = _value(row, f"test_{name}", i)
+            if name in _WITH_SE:
+                se = _value(row, f"test_{name}_se", i)
+                cells.append(f"{mean:.2f}±{se:.2f}")
+            else:
+                cells.append(f"{mean:.2f}")
+        body.append(cells)
+    return header, body
+
+
+def _note(num_samples):
+    return (
+        "nats per test data point; log p(x) by importance sampling "
+        f"with K={num_samples}"
+    )
+
+
+def format_table(rows, num_samples=None):
+    """Plain-text table of the test-set estimates, one line per objective.
+
+    Columns: objective, train time (s), ELBO, IWAE-5, IWAE-50, log p(x), gap, KL,
+    reconstruction. Numbers have 2 decimals; the bounds and log p(x) carry their
+    Monte-Carlo standard error as ``mean±se`` (e.g. ``-23.08±0.01``). Objective names
+    are left-aligned, numbers right-aligned.
+
+    Parameters
+    ----------
+    rows : list of dict
+        One dict per objective with ``"objective"``, ``"train_time_s"`` (seconds) and
+        ``"test_<name>"`` for each name in :data:`ESTIMATES` (nats per data point),
+        plus ``"test_<name>_se"`` for elbo, iwae_5, iwae_50 and log_px.
+    num_samples : int, optional
+        K, the importance samples per point behind log p(x); when given, a last line
+        states the units and K.
+
+    Returns
+    -------
+    str
+        Header line, separator line, one line per row (and the note), no trailing
+        newline.
+
+    Raises
+    ------
+    ValueError
+        If ``rows`` is empty or a row lacks one of the keys above (named).
+    """
+    header, body = _cells(rows)
+    widths = [max(len(r[j]) for r in (header, *body)) for j in range(len(header))]
+
+    def line(cells):
+        first = cells[0].ljust(widths[0])
+        rest = (c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
+        return "  ".join((first, *rest))
+
+    lines = [line(header), "  ".join("-" * w for w in widths)]
+    lines += [line(cells) for cells in body]
+    if num_samples is not None:
+        lines.append(_note(num_samples))
+    return "\n".join(lines)
+
+
+def format_markdown_table(rows, num_samples=None):
+    """The table of :func:`format_table` in Markdown (GitHub pipe table).
+
+    Parameters
+    ----------
+    rows : list of dict
+        As for :func:`format_table`.
+    num_samples : int, optional
+        When given, a blank line and a note on units and K follow the table.
+
+    Returns
+    -------
+    str
+        ``2 + len(rows)`` lines (header, alignment row, rows), plus 2 with the note;
+        no trailing newline. Number columns are right-aligned.
+
+    Raises
+    ------
+    ValueError
+        If ``rows`` is empty or a row lacks a key (named).
+    """
+    header, body = _cells(rows)
+
+    def line(cells):
+        return "| " + " | ".join(c.replace("|", r"\|") for c in cells) + " |"
+
+    lines = [
+        line(header),
+        "|" + "|".join([":---", *["---:"] * (len(header) - 1)]) + "|",
+    ]
+    lines += [line(cells) for cells in body]
+    if num_samples is not None:
+        lines += ["", _note(num_samples) + "."]
+    return "\n".join(lines)
+
+
+def _jsonable(obj):
+    """Plain JSON types: tuples as lists, numpy/torch scalars as numbers, NaN as None.
+
+    Infinite floats also become None, so the file is strict JSON.
+    """
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "tolist") and not isinstance(obj, str | bytes):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _describe(meta, num_objectives):
+    """One paragraph on what was run, from whatever ``meta`` holds."""
+    what = f"{num_objectives} training objective{'s' if num_objectives != 1 else ''}"
+    parts = [f"This run compares {what}"]
+    if "dataset" in meta:
+        parts.append(f" on the `{meta['dataset']}` data set")
+    if "z_dim" in meta:
+        parts.append(f" with a {meta['z_dim']}-dimensional latent z")
+    if "epochs" in meta:
+        parts.append(f", each trained for up to {meta['epochs']} epochs")
+    if "seed" in meta:
+        parts.append(f" (seed {meta['seed']})")
+    parts.append(".")
+    if "num_test" in meta or "num_samples" in meta:
+        parts.append(" All objectives are evaluated with the same estimators")
+        if "num_test" in meta:
+            parts.append(f" on {meta['num_test']} test points")
+        if "num_samples" in meta:
+            parts.append(
+                f", log p(x) with K = {meta['num_samples']} importance samples"
+            )
+        parts.append(".")
+    if "wall_time_s" in meta:
+        parts.append(f" Total wall time: {float(meta['wall_time_s']):.1f} s.")
+    text = "".join(parts)
+    versions = meta.get("versions")
+    if isinstance(versions, dict) and versions:
+        listed = ", ".join(f"{name} {version}" for name, version in versions.items())
+        text += f"\n\nVersions: {listed}."
+    return text
+
+
+_HOW_TO_READ = """\
+## How to read this
+
+All numbers are in nats per test data point; higher is better for every bound.
+`±` is one Monte-Carlo standard error: differences below about two of them are
+not resolved.
+
+- **ELBO** = E_q log p(x|z) − KL(q(z|x) ‖ p(z)), i.e. the *reconstruction*
+  column minus the *KL* column (Kingma & Welling 2014).
+- **IWAE-k** is the importance-weighted bound L_k = E log (1/k) Σ_{{s≤k}} w_s with
+  w = p(x, z) / q(z|x). L_1 is the ELBO, and the bounds tighten with k toward
+  log p(x): ELBO ≤ IWAE-5 ≤ IWAE-50 ≤ log p(x) (Burda et al. 2016).
+- **log p(x)** is L_K with K{k}, the importance-sampling estimate with the guide as
+  proposal; it is the common yardstick on which all training objectives are judged.
+- **gap** = log p(x) − ELBO, which estimates KL(q(z|x) ‖ p(z|x)): how far the
+  guide is from the true posterior.
+
+References: D. P. Kingma, M. Welling, "Auto-Encoding Variational Bayes", ICLR 2014;
+Y. Burda, R. Grosse, R. Salakhutdinov, "Importance Weighted Autoencoders", ICLR 2016.
+"""
+
+
+def _figures(out_dir):
+    """Markdown image links to the known figures present in ``out_dir``."""
+    links = []
+    for pattern, caption in _FIGURES:
+        prefix = pattern.split("*")[0]
+        for path in sorted(out_dir.glob(pattern)):
+            which = path.stem[len(prefix) :] if "*" in pattern else ""
+            alt = f"{caption}: {which}" if which else caption
+            links.append(f"![{alt}]({quote(path.name)})")
+    return links
+
+
+def _report(out_dir, rows, meta):
+    lines = [
+        "# Comparison of VAE training objectives",
+        "",
+        _describe(meta, len(rows)),
+        "",
+        "## Test-set estimates",
+        "",
+        format_markdown_table(rows, meta.get("num_samples")),
+        "",
+        _HOW_TO_READ.format(
+            k=f" = {meta['num_samples']}" if "num_samples" in meta else " (all draws)"
+        ).rstrip("\n"),
+    ]
+    links = _figures(out_dir)
+    if links:
+        lines += ["", "## Figures", ""]
+        lines += [f"{link}\n" for link in links]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def write_results(out_dir, rows, histories, meta):
+    """Write ``results.csv``, ``results.json`` and ``report.md`` into ``out_dir``.
+
+    - ``results.csv``: one line per row after a header; the columns are the keys of
+      the first row, followed by any key that only later rows have (cells of
+      missing keys are empty).
+    - ``results.json``: ``{"meta": meta, "results": rows, "histories": histories}``,
+      indent 2; tuples become lists, numpy/torch scalars numbers, and NaN or
+      infinite floats ``null`` (strict JSON).
+    - ``report.md``: a title, what was run (from ``meta``), the Markdown table
+      (:func:`format_markdown_table`), a "How to read this" section, and image
+      links to the figures already in ``out_dir`` (``validation_curves.png``,
+      ``bounds.png``, ``reconstructions_*.png``, ``samples_*.png``), so save the
+      figures first.
+
+    Each file is written to a temporary name and renamed
+    (:func:`pyro_vae._io.atomic_path`).
+
+    Parameters
+    ----------
+    out_dir : str or os.PathLike
+        Folder, created if needed.
+    rows : list of dict
+        One dict per objective, see :func:`format_table`.
+    histories : dict of str to list of dict
+        Objective label -> per-epoch records (:attr:`pyro_vae.FitResult.history`).
+    meta : dict
+        Description of the run; ``"num_samples"`` (K) is quoted under the table.
+
+    Returns
+    -------
+    dict of str to str
+        ``{"results.csv": path, "results.json": path, "report.md": path}``.
+
+    Raises
+    ------
+    ValueError
+        If ``rows`` is empty or a row lacks a key of the table (named).
+    """
+    _check_rows(rows)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = _report(out_dir, rows, meta)  # validates rows before anything is written
+    paths = {name: str(out_dir / name) for name in ("results.csv", "results.json")}
+    paths["report.md"] = str(out_dir / "report.md")
+
+    fieldnames = list(rows[0])
+    fieldnames += [k for row in rows[1:] for k in row if k not in fieldnames]
+    with atomic_path(paths["results.csv"]) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    payload = _jsonable({"meta": meta, "results": rows, "histories": histories})
+    with atomic_path(paths["results.json"]) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=2, allow_nan=False, ensure_ascii=False)
+            f.write("\n")
+
+    with atomic_path(paths["report.md"]) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(report)
+    return paths
+
+
+def read_results(out_dir):
+    """Load the ``results.json`` written by :func:`write_results`.
+
+    Parameters
+    ----------
+    out_dir : str or os.PathLike
+        The folder passed to :func:`write_results`.
+
+    Returns
+    -------
+    dict
+        ``{"meta": dict, "results": list of dict, "histories": dict}``; values that
+        were NaN or infinite are ``None``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``out_dir`` holds no ``results.json``.
+    ValueError
+        If the file is not valid JSON or lacks one of the three keys.
+    """
+    path = os.path.join(os.fspath(out_dir), "results.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"No results.json in {os.fspath(out_dir)!r}: expected the output folder "
+            "of `pyro-vae compare` (written by pyro_vae.report.write_results)"
+        )
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"Expected valid JSON in {path!r}: {e}") from e
+    keys = ("meta", "results", "histories")
+    if not isinstance(data, dict) or not all(k in data for k in keys):
+        found = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise ValueError(
+            f"Expected a JSON object with keys {keys} in {path!r} but found {found}"
+        )
+    return data

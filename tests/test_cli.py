@@ -1,0 +1,121 @@
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_vae.cli import main
+from pyro_vae.compare import parse_objective
+
+
+def test_compare_smoke(tmp_path, capsys):
+    out = tmp_path / "out"
+    status = main(
+        [
+            "compare",
+            "--epochs", "2",
+            "--objectives", "trace,iwae:5",
+            "--num-samples", "100",
+            "--z-dim", "2",
+            "--hidden-dims", "16",
+            "--no-progress",
+            "--out", str(out),
+        ]
+    )  # fmt: skip
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "Trace_ELBO" in printed and "RenyiELBO(alpha=0, K=5)" in printed
+    names = set(os.listdir(out))
+    expected = {"results.csv", "results.json", "report.md", "validation_curves.png"}
+    expected |= {"bounds.png", "reconstructions_0.png", "samples_1.png"}
+    assert expected <= names
+    assert not [n for n in names if n.startswith(".tmp")]
+    results = json.loads((out / "results.json").read_text())
+    rows = results["results"]
+    assert [r["objective"] for r in rows] == ["Trace_ELBO", "RenyiELBO(alpha=0, K=5)"]
+    for r in rows:
+        # the estimates are per test point, in nats, and ordered as bounds must be
+        # (IWAE-k is monotone in expectation; 4 s.e. of slack for K=100 draws)
+        slack = 4 * (r["test_elbo_se"] + r["test_log_px_se"])
+        assert r["test_elbo"] <= r["test_iwae_5"] + slack
+        assert r["test_iwae_50"] <= r["test_log_px"] + slack
+        assert r["test_gap"] == pytest.approx(r["test_log_px"] - r["test_elbo"], abs=1e-4)
+        assert -64 * np.log(2) - 20 < r["test_log_px"] < 0
+        assert r["epochs_run"] == 2
+    assert results["meta"]["num_test"] == 359
+    assert (out / "results.csv").read_text().count("\n") == 3
+    with open(out / "bounds.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_then_evaluate(tmp_path, capsys):
+    ckpt = tmp_path / "vae.pt"
+    summary = tmp_path / "summary.json"
+    args = ["--epochs", "1", "--z-dim", "2", "--hidden-dims", "8", "--no-progress"]
+    assert main(["train", *args, "--checkpoint", str(ckpt)]) == 0
+    assert ckpt.exists()
+    capsys.readouterr()
+    assert main(["evaluate", str(ckpt), "--num-samples", "60", "--json", str(summary)]) == 0
+    printed = capsys.readouterr().out
+    assert "log_px" in printed
+    values = json.loads(summary.read_text())
+    assert values["elbo"]["mean"] <= values["log_px"]["mean"] + 4 * values["log_px"]["se"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["compare", "--objectives", "trace,renyi:1:5"], "Trace_ELBO"),
+        (["compare", "--objectives", "magic"], "objective"),
+        (["compare", "--objectives", "renyi:0:0"], "num_particles"),
+        (["compare", "--dataset", "mnist:/no/such/folder"], "t10k-images-idx3-ubyte"),
+        (["compare", "--dataset", "data.txt"], "dataset"),
+        (["train", "--objective", "iwae:x"], "objective"),
+    ],
+)
+def test_bad_input_writes_nothing(argv, message, tmp_path, capsys):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--out", str(out)] if argv[0] == "compare" else argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv", [["compare", "--epochs", "0"], ["train", "--batch-size", "-1"]])
+def test_bad_numbers_rejected_by_parser(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "expected an integer > 0" in capsys.readouterr().err
+
+
+def test_evaluate_unreadable_checkpoint(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00" * 10)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", str(bad)])
+    assert exit_info.value.code == 2
+    assert "checkpoint" in capsys.readouterr().err
+
+
+def test_parse_objective():
+    assert parse_objective("trace") == ("trace", 0.0, 1)
+    assert parse_objective("meanfield:3") == ("meanfield", 0.0, 3)
+    assert parse_objective("renyi:0.5:5") == ("renyi", 0.5, 5)
+    assert parse_objective("iwae:50") == ("renyi", 0.0, 50)
+
+
+def test_compare_on_user_array(tmp_path):
+    x = torch.rand(50, 5).numpy()
+    path = tmp_path / "x.npy"
+    np.save(path, x)
+    out = tmp_path / "out"
+    argv = ["compare", "--dataset", str(path), "--binarize", "none", "--likelihood",
+            "gaussian", "--epochs", "1", "--objectives", "trace", "--num-samples", "50",
+            "--hidden-dims", "4", "--z-dim", "2", "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    assert (out / "results.json").exists()
+    assert not (out / "samples_0.png").exists()  # no images for non-image data

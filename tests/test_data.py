@@ -1,0 +1,325 @@
+import gzip
+import math
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_vae.data import load_array, load_digits, load_mnist, make_linear_gaussian
+
+
+def sorted_rows(x):
+    """Rows of a 2-D array sorted lexicographically (first column most significant)."""
+    x = np.asarray(x)
+    return x[np.lexsort(x.T[::-1])]
+
+
+def is_binary(x):
+    return bool(((x == 0) | (x == 1)).all())
+
+
+# ------------------------------------------------------------------ load_digits
+
+
+@pytest.mark.parametrize("binarize", ["static", "dynamic", None])
+def test_load_digits_shapes(binarize):
+    ds = load_digits(binarize=binarize)
+    assert ds.train.shape == (1258, 64)
+    assert ds.validation.shape == (180, 64)
+    assert ds.test.shape == (359, 64)
+    assert ds.train_intensities.shape == (1258, 64)
+    assert ds.x_dim == 64
+    assert ds.image_shape == (8, 8)
+    assert ds.binarize == binarize
+    for split in (ds.train, ds.validation, ds.test):
+        assert split.dtype == torch.float32
+
+
+@pytest.mark.parametrize("binarize", ["static", "dynamic"])
+def test_load_digits_binary(binarize):
+    ds = load_digits(binarize=binarize)
+    for split in (ds.train, ds.validation, ds.test):
+        assert is_binary(split)
+    # A sensible fraction of pixels is on: the mean intensity of the digits is ≈ 0.3.
+    assert 0.2 < ds.train.mean().item() < 0.4
+    assert torch.equal(ds.train_intensities, load_digits(binarize=None).train)
+
+
+def test_load_digits_continuous():
+    ds = load_digits(binarize=None)
+    for split in (ds.train, ds.validation, ds.test):
+        assert split.min() >= 0 and split.max() <= 1
+    # Grey levels, not binary: the 17 levels k/16 occur.
+    levels = torch.unique(torch.cat([ds.train, ds.validation, ds.test]))
+    assert len(levels) == 17
+    assert torch.allclose(levels, torch.arange(17) / 16.0)
+    assert torch.equal(ds.train, ds.train_intensities)
+
+
+def test_load_digits_split_seeded():
+    a, b = load_digits(seed=0), load_digits(seed=0)
+    for name in ("train", "validation", "test"):
+        assert torch.equal(getattr(a, name), getattr(b, name))
+    c = load_digits(binarize=None, seed=0)
+    d = load_digits(binarize=None, seed=1)
+    assert not torch.equal(c.test, d.test)
+    assert not torch.equal(c.train, d.train)
+
+
+def test_load_digits_splits_partition_the_data():
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    ds = load_digits(binarize=None)
+    rows = torch.cat([ds.train, ds.validation, ds.test]).numpy()
+    assert len(rows) == 1797
+    expected = (sklearn_digits().data / 16.0).astype(np.float32)
+    np.testing.assert_array_equal(sorted_rows(rows), sorted_rows(expected))
+
+
+def test_dynamic_train_epoch_redraws_with_the_right_mean():
+    ds = load_digits(binarize="dynamic")
+    gen = torch.Generator().manual_seed(123)
+    first, second = ds.train_epoch(gen), ds.train_epoch(gen)
+    assert first.shape == ds.train.shape
+    assert is_binary(first) and is_binary(second)
+    assert not torch.equal(first, second)
+    # The evaluation splits stay fixed (static) for a dynamic data set.
+    again = load_digits(binarize="dynamic")
+    assert torch.equal(ds.test, again.test)
+    assert torch.equal(ds.validation, again.validation)
+
+    n = 300
+    total = first + second
+    for _ in range(n - 2):
+        total += ds.train_epoch(gen)
+    mean = total / n
+    p = ds.train_intensities
+    # Each pixel mean over n Bernoulli(p) draws has standard deviation √(p(1−p)/n).
+    # Allow 6 of them (the max over ~80 000 pixels of |N(0,1)| stays below 6 with
+    # probability ≈ 1 − 1.6e-4) plus 1/n for the discreteness of the counts.
+    sd = (p * (1 - p) / n).sqrt()
+    assert ((mean - p).abs() <= 6 * sd + 1.0 / n).all()
+    # Pixels with intensity exactly 0 or 1 are never (or always) on.
+    assert torch.equal(mean[p == 0], p[p == 0])
+    assert torch.equal(mean[p == 1], p[p == 1])
+    # The global mean is much tighter: its sd is √(Σ p(1−p)) / (n × #pixels).
+    global_sd = (p * (1 - p)).sum().sqrt() / (n * p.numel())
+    assert abs(mean.mean() - p.mean()) < 4 * global_sd
+
+
+def test_static_train_epoch_returns_train():
+    ds = load_digits(binarize="static")
+    assert ds.train_epoch() is ds.train
+    assert ds.train_epoch(torch.Generator().manual_seed(5)) is ds.train
+
+
+def test_load_digits_bad_arguments():
+    with pytest.raises(ValueError, match="binarize"):
+        load_digits(binarize="dyn")
+    with pytest.raises(ValueError, match="val_fraction"):
+        load_digits(val_fraction=1.5)
+    with pytest.raises(ValueError, match="test_fraction"):
+        load_digits(val_fraction=0.5, test_fraction=0.6)
+
+
+# ------------------------------------------------------------------- load_mnist
+
+
+def write_idx(path, array, compress=False):
+    array = np.asarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
+    payload = header + array.tobytes()
+    if compress:
+        with gzip.open(str(path) + ".gz", "wb") as f:
+            f.write(payload)
+    else:
+        path.write_bytes(payload)
+    return payload
+
+
+@pytest.fixture
+def fake_images():
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 256, size=(20, 28, 28), dtype=np.uint8)
+    test = rng.integers(0, 256, size=(5, 28, 28), dtype=np.uint8)
+    return train, test
+
+
+@pytest.mark.parametrize("train_gz, test_gz", [(True, False), (False, True)])
+def test_load_mnist_shapes_and_official_test_split(
+    tmp_path, fake_images, train_gz, test_gz
+):
+    train, test = fake_images
+    write_idx(tmp_path / "train-images-idx3-ubyte", train, compress=train_gz)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", test, compress=test_gz)
+    ds = load_mnist(tmp_path, binarize=None)
+    assert ds.x_dim == 784
+    assert ds.image_shape == (28, 28)
+    # val_fraction = 1/7 of all 25 images → round(3.57) = 4 validation rows.
+    assert ds.train.shape == (16, 784)
+    assert ds.validation.shape == (4, 784)
+    assert ds.test.shape == (5, 784)
+    expected_test = torch.from_numpy(test.reshape(5, 784) / 255.0).float()
+    assert torch.equal(ds.test, expected_test)
+    train_rows = torch.cat([ds.train, ds.validation]).numpy()
+    expected_train = (train.reshape(20, 784) / 255.0).astype(np.float32)
+    np.testing.assert_array_equal(sorted_rows(train_rows), sorted_rows(expected_train))
+
+
+def test_load_mnist_static_binarization(tmp_path, fake_images):
+    train, test = fake_images
+    write_idx(tmp_path / "train-images-idx3-ubyte", train, compress=True)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", test, compress=True)
+    ds = load_mnist(str(tmp_path))
+    assert ds.binarize == "static"
+    for split in (ds.train, ds.validation, ds.test):
+        assert is_binary(split)
+    assert ds.test.shape == (5, 784)
+
+
+def test_load_mnist_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError) as info:
+        load_mnist(tmp_path / "nowhere")
+    message = str(info.value)
+    assert "train-images-idx3-ubyte" in message
+    assert "t10k-images-idx3-ubyte" in message
+
+
+def test_load_mnist_missing_test_file(tmp_path, fake_images):
+    write_idx(tmp_path / "train-images-idx3-ubyte", fake_images[0])
+    with pytest.raises(FileNotFoundError, match="t10k-images-idx3-ubyte"):
+        load_mnist(tmp_path)
+
+
+def test_load_mnist_truncated_data(tmp_path, fake_images):
+    train, test = fake_images
+    payload = write_idx(tmp_path / "train-images-idx3-ubyte", train)
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(payload[:-100])
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", test)
+    with pytest.raises(ValueError, match="truncated"):
+        load_mnist(tmp_path)
+
+
+def test_load_mnist_truncated_header(tmp_path, fake_images):
+    train, test = fake_images
+    write_idx(tmp_path / "train-images-idx3-ubyte", train)
+    payload = write_idx(tmp_path / "t10k-images-idx3-ubyte", test)
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(payload[:9])
+    with pytest.raises(ValueError, match="truncated"):
+        load_mnist(tmp_path)
+
+
+def test_load_mnist_truncated_gzipped_payload(tmp_path, fake_images):
+    train, test = fake_images
+    write_idx(tmp_path / "train-images-idx3-ubyte", train)
+    payload = write_idx(tmp_path / "t10k-images-idx3-ubyte", test)
+    (tmp_path / "t10k-images-idx3-ubyte").unlink()
+    with gzip.open(tmp_path / "t10k-images-idx3-ubyte.gz", "wb") as f:
+        f.write(payload[:-1])
+    with pytest.raises(ValueError, match="truncated"):
+        load_mnist(tmp_path)
+
+
+def test_load_mnist_not_an_idx_file(tmp_path, fake_images):
+    write_idx(tmp_path / "train-images-idx3-ubyte", fake_images[0])
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(b"<html>not mnist</html>")
+    with pytest.raises(ValueError, match="IDX"):
+        load_mnist(tmp_path)
+
+
+# -------------------------------------------------------------------- load_array
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz", ".csv"])
+def test_load_array_round_trip(tmp_path, suffix):
+    x = np.random.default_rng(1).normal(size=(50, 3))
+    path = tmp_path / f"data{suffix}"
+    if suffix == ".npy":
+        np.save(path, x)
+    elif suffix == ".npz":
+        np.savez(path, first=x, second=np.zeros(2))
+    else:
+        np.savetxt(path, x, delimiter=",")
+    ds = load_array(path)
+    assert ds.name == f"data{suffix}"
+    assert ds.train.shape == (35, 3)
+    assert ds.validation.shape == (5, 3)
+    assert ds.test.shape == (10, 3)
+    rows = torch.cat([ds.train, ds.validation, ds.test]).numpy()
+    np.testing.assert_array_equal(sorted_rows(rows), sorted_rows(x.astype(np.float32)))
+
+
+def test_load_array_errors(tmp_path):
+    unknown = tmp_path / "data.txt"
+    unknown.write_text("1,2\n3,4\n")
+    with pytest.raises(ValueError, match=r"\.npy"):
+        load_array(unknown)
+
+    nan = np.ones((10, 2))
+    nan[3, 1] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    with pytest.raises(ValueError, match="finite"):
+        load_array(tmp_path / "nan.npy")
+
+    np.save(tmp_path / "empty.npy", np.zeros((0, 3)))
+    with pytest.raises(ValueError, match="empty"):
+        load_array(tmp_path / "empty.npy")
+
+    np.save(tmp_path / "big.npy", np.full((10, 2), 2.0))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        load_array(tmp_path / "big.npy", binarize="static")
+
+    with pytest.raises(FileNotFoundError):
+        load_array(tmp_path / "missing.npy")
+
+
+def test_load_array_binarizes(tmp_path):
+    np.save(tmp_path / "p.npy", np.full((40, 4), 0.5))
+    ds = load_array(tmp_path / "p.npy", binarize="static")
+    assert is_binary(ds.train)
+    assert torch.equal(ds.train_intensities, torch.full((28, 4), 0.5))
+
+
+# ---------------------------------------------------------- make_linear_gaussian
+
+
+def test_make_linear_gaussian_shapes_and_seed():
+    a = make_linear_gaussian(100, x_dim=7, z_dim=3, noise_scale=0.2, seed=4)
+    assert a.x.shape == (100, 7)
+    assert a.z.shape == (100, 3)
+    assert a.weight.shape == (7, 3)
+    assert a.bias.shape == (7,)
+    assert a.noise_scale == 0.2
+    b = make_linear_gaussian(100, x_dim=7, z_dim=3, noise_scale=0.2, seed=4)
+    assert torch.equal(a.x, b.x) and torch.equal(a.weight, b.weight)
+    c = make_linear_gaussian(100, x_dim=7, z_dim=3, noise_scale=0.2, seed=5)
+    assert not torch.equal(a.x, c.x)
+    # x = W z + b + σ ε: the residual is the noise, of size ≈ σ.
+    residual = a.x - a.z @ a.weight.T - a.bias
+    assert 0.15 < residual.std().item() < 0.25
+
+
+def test_make_linear_gaussian_covariance():
+    n = 20000
+    data = make_linear_gaussian(n, 10, 2, 0.5)
+    x = data.x.double()
+    sample_cov = torch.cov(x.T)
+    true_cov = data.weight.double() @ data.weight.double().T + 0.25 * torch.eye(10)
+    # For Gaussian data Var(S_ij) = (Σ_ii Σ_jj + Σ_ij²)/N ≤ 2 max_k Σ_kk² / N, so every
+    # entry of the sample covariance has sd ≤ √(2/N) · max diag(Σ); 5 sd bounds the
+    # max over the 55 distinct entries with probability > 1 − 55 · 6e-7.
+    tolerance = 5 * math.sqrt(2 / n) * true_cov.diagonal().max()
+    assert (sample_cov - true_cov).abs().max() < tolerance
+    # The sample mean is within 5 sd (√(Σ_ii / N)) of b.
+    mean_sd = (true_cov.diagonal() / n).sqrt()
+    assert ((x.mean(0) - data.bias.double()).abs() < 5 * mean_sd).all()
+
+
+def test_make_linear_gaussian_errors():
+    with pytest.raises(ValueError, match="num_data"):
+        make_linear_gaussian(0)
+    with pytest.raises(ValueError, match="noise_scale"):
+        make_linear_gaussian(10, noise_scale=-1.0)

@@ -1,0 +1,208 @@
+import csv
+import json
+import math
+import os
+
+import pytest
+
+from pyro_vae.report import (
+    ESTIMATES,
+    format_markdown_table,
+    format_table,
+    read_results,
+    write_results,
+)
+
+OBJECTIVES = ("Trace_ELBO", "TraceMeanField_ELBO", "RenyiELBO(alpha=0, K=5)")
+
+
+def _rows():
+    rows = []
+    for i, objective in enumerate(OBJECTIVES):
+        row = {
+            "objective": objective,
+            "loss": ("trace", "meanfield", "renyi")[i],
+            "alpha": 0.0,
+            "num_particles": 5 if i == 2 else 1,
+            "epochs_run": 10,
+            "best_epoch": 8 + i,
+            "train_time_s": 12.3456 + i,
+        }
+        for j, name in enumerate(ESTIMATES):
+            row[f"test_{name}"] = -23.0812 - i - 0.25 * j
+            row[f"test_{name}_se"] = 0.0123 + 0.01 * j
+        rows.append(row)
+    return rows
+
+
+def _histories():
+    return {
+        objective: [
+            {"epoch": e, "train_loss": 30.5 - e, "val_elbo": -25.0 + e, "wall_time": e}
+            for e in (1, 2)
+        ]
+        for objective in OBJECTIVES
+    }
+
+
+META = {
+    "dataset": "digits",
+    "num_test": 360,
+    "num_samples": 5000,
+    "epochs": 2,
+    "z_dim": 2,
+    "seed": 0,
+    "wall_time_s": 12.5,
+    "versions": {"torch": "2.4.0", "pyro-ppl": "1.9.1"},
+}
+
+
+def test_format_table_contents_and_numbers():
+    rows = _rows()
+    lines = format_table(rows, num_samples=5000).splitlines()
+    assert len(lines) == 2 + len(rows) + 1
+    assert lines[0].split()[:4] == ["objective", "train", "time", "(s)"]
+    assert set(lines[1].replace(" ", "")) == {"-"}
+    assert lines[-1] == (
+        "nats per test data point; log p(x) by importance sampling with K=5000"
+    )
+    # Header, separator and rows align: numbers are right-aligned in fixed columns.
+    assert len({len(line) for line in lines[:-1]}) == 1
+    first = lines[2].split()
+    assert first == [
+        "Trace_ELBO",
+        "12.35",
+        "-23.08±0.01",  # elbo, se 0.0123
+        "-23.33±0.02",  # iwae_5, se 0.0223
+        "-23.58±0.03",  # iwae_50
+        "-23.83±0.04",  # log_px
+        "-24.08",  # gap: no se
+        "-24.33",  # kl
+        "-24.58",  # reconstruction
+    ]
+    for objective, line in zip(OBJECTIVES, lines[2:5], strict=True):
+        assert line.startswith(objective)
+    assert "-25.08±0.01" in lines[4]  # elbo of the third objective
+
+
+def test_format_table_right_aligns_numbers():
+    rows = _rows()
+    rows[2]["train_time_s"] = 123.456
+    header, _, *body = format_table(rows).splitlines()
+    end = header.index("train time (s)") + len("train time (s)")
+    for line, cell in zip(body, ("12.35", "13.35", "123.46"), strict=True):
+        assert line.index(cell) + len(cell) == end
+        assert not line.endswith(" ")
+
+
+def test_format_table_without_num_samples_has_no_note():
+    lines = format_table(_rows()).splitlines()
+    assert len(lines) == 2 + 3
+    assert "nats" not in lines[-1]
+
+
+def test_format_table_validates_rows():
+    with pytest.raises(ValueError, match="rows"):
+        format_table([])
+    rows = _rows()
+    del rows[2]["test_log_px_se"]
+    with pytest.raises(
+        ValueError, match=r"'test_log_px_se'.*RenyiELBO\(alpha=0, K=5\)"
+    ):
+        format_table(rows)
+
+
+def test_format_markdown_table_lines():
+    rows = _rows()
+    lines = format_markdown_table(rows).splitlines()
+    assert len(lines) == 2 + len(rows)
+    assert lines[0] == (
+        "| objective | train time (s) | ELBO | IWAE-5 | IWAE-50 | log p(x) | gap | KL "
+        "| reconstruction |"
+    )
+    assert lines[1] == "|:---|" + "---:|" * 8
+    assert lines[2].startswith("| Trace_ELBO | 12.35 | -23.08±0.01 | -23.33±0.02 |")
+    assert all(line.count("|") == 10 for line in lines)
+    with_note = format_markdown_table(rows, num_samples=5000).splitlines()
+    assert len(with_note) == 2 + len(rows) + 2
+    assert with_note[-2] == "" and "K=5000" in with_note[-1]
+    with pytest.raises(ValueError, match="rows"):
+        format_markdown_table([])
+
+
+def test_write_results_round_trips(tmp_path):
+    rows, histories = _rows(), _histories()
+    out_dir = tmp_path / "run" / "compare"
+    paths = write_results(out_dir, rows, histories, META)
+    assert set(paths) == {"results.csv", "results.json", "report.md"}
+    assert sorted(os.listdir(out_dir)) == sorted(paths)  # no temporary file left
+    assert all(os.path.isfile(p) for p in paths.values())
+
+    with open(paths["results.json"], encoding="utf-8") as f:
+        loaded = json.load(f)
+    assert loaded == {"meta": META, "results": rows, "histories": histories}
+    assert isinstance(loaded["results"][0]["test_elbo"], float)
+    assert read_results(out_dir) == loaded
+
+    with open(paths["results.csv"], newline="", encoding="utf-8") as f:
+        table = list(csv.reader(f))
+    assert len(table) == 1 + len(rows)
+    assert table[0] == list(rows[0])
+    for line, row in zip(table[1:], rows, strict=True):
+        assert line[0] == row["objective"]
+        assert float(line[table[0].index("test_log_px")]) == row["test_log_px"]
+        assert int(line[table[0].index("best_epoch")]) == row["best_epoch"]
+
+
+def test_write_results_writes_strict_json(tmp_path):
+    rows = _rows()
+    rows[0]["test_gap_se"] = math.nan
+    write_results(tmp_path, rows, {}, {"num_samples": 5000})
+
+    def reject(constant):
+        raise AssertionError(f"non-standard JSON constant {constant}")
+
+    with open(tmp_path / "results.json", encoding="utf-8") as f:
+        loaded = json.load(f, parse_constant=reject)
+    assert loaded["results"][0]["test_gap_se"] is None
+
+
+def test_report_explains_and_links_existing_figures(tmp_path):
+    rows = _rows()
+    write_results(tmp_path, rows, _histories(), META)
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert report.startswith("# ")
+    assert "`digits`" in report and "360 test points" in report
+    assert format_markdown_table(rows, num_samples=5000) in report
+    assert "## How to read this" in report
+    assert "Burda et al. 2016" in report
+    assert "KL(q(z|x) ‖ p(z|x))" in report
+    assert "![" not in report and "## Figures" not in report  # no figure yet
+
+    for name in ("bounds.png", "reconstructions_Trace_ELBO.png", "other.png"):
+        (tmp_path / name).write_bytes(b"")
+    write_results(tmp_path, rows, _histories(), META)
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "](bounds.png)" in report
+    assert "](reconstructions_Trace_ELBO.png)" in report
+    assert "validation_curves.png" not in report
+    assert "other.png" not in report
+
+
+def test_write_results_rejects_empty_rows(tmp_path):
+    with pytest.raises(ValueError, match="rows"):
+        write_results(tmp_path / "out", [], {}, META)
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_write_results_writes_nothing_for_a_bad_row(tmp_path):
+    rows = _rows()
+    del rows[0]["test_kl"]
+    with pytest.raises(ValueError, match="'test_kl'"):
+        write_results(tmp_path, rows, {}, META)
+    assert os.listdir(tmp_path) == []
+
+
+def test_read_results_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="results.json"):
+        read_results(tmp_path)
