@@ -7,6 +7,7 @@ one-line error naming it (exit status 2) and nothing written.
 import argparse
 import json
 import os
+import re
 import sys
 import time
 import warnings
@@ -49,8 +50,7 @@ def _add_common(parser):
     parser.add_argument(
         "--dataset",
         default="digits",
-        help="'digits' (bundled, default), 'mnist:PATH' (local IDX files) or a "
-        ".npy/.npz/.csv file",
+        help="'digits' (bundled, default), 'mnist:PATH' (local IDX files) or a .npy/.npz/.csv file",
     )
     parser.add_argument(
         "--binarize",
@@ -72,9 +72,7 @@ def _add_training(parser):
     )
     parser.add_argument("--z-dim", type=_positive_int, default=8)
     parser.add_argument("--hidden-dims", type=_int_list, default=(256,))
-    parser.add_argument(
-        "--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli"
-    )
+    parser.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli")
     parser.add_argument("--batch-size", type=_positive_int, default=128)
     parser.add_argument("--lr", type=_positive_float, default=1e-3)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -95,8 +93,7 @@ def build_parser():
     p.add_argument(
         "--objectives",
         default=",".join(DEFAULT_OBJECTIVES),
-        help="comma-separated: trace, meanfield, renyi:ALPHA:K, iwae:K "
-        "(default %(default)s)",
+        help="comma-separated: trace, meanfield, renyi:ALPHA:K, iwae:K (default %(default)s)",
     )
     p.add_argument("--num-samples", type=_positive_int, default=5000)
     p.add_argument("--out", default="results", help="output folder (default %(default)s)")
@@ -146,13 +143,17 @@ def _run_compare(args):
         "bounds.png": plots.plot_bounds(result.rows),
     }
     if data.image_shape is not None:
-        for i, (label, vae) in enumerate(result.models.items()):
+        for label, vae in result.models.items():
             x = data.test[:10]
-            figures[f"reconstructions_{i}.png"] = plots.plot_reconstructions(
+            slug = re.sub(r"[^A-Za-z0-9.]+", "_", label).strip("_")
+            figures[f"reconstructions_{slug}.png"] = plots.plot_reconstructions(
                 x, vae.reconstruct(x), data.image_shape
             )
-            figures[f"samples_{i}.png"] = plots.plot_image_grid(
-                vae.sample(40), data.image_shape, nrows=4, title=f"p(z) samples: {label}"
+            figures[f"samples_{slug}.png"] = plots.plot_image_grid(
+                vae.sample(40),
+                data.image_shape,
+                nrows=4,
+                title=f"p(z) samples: {label}",
             )
     for name, fig in figures.items():
         plots.save_figure(fig, os.path.join(out, name))

@@ -159,13 +159,16 @@ def compare(
     labels = [objective_label(*spec) for spec in specs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"Expected distinct objectives but got {list(objectives)}")
-    if num_samples < 50:
-        raise ValueError(f"Expected num_samples >= 50 (for IWAE-50) but got {num_samples}")
+    if num_samples < 100:
+        raise ValueError(
+            f"Expected num_samples >= 100 (two groups of 50 for the IWAE-50 standard "
+            f"error) but got {num_samples}"
+        )
     start = time.perf_counter()
     torch.manual_seed(seed)
     initial = VAE(data.x_dim, z_dim, hidden_dims, likelihood).state_dict()
     result = Comparison()
-    for (loss, alpha, k), label in zip(specs, labels):
+    for (loss, alpha, k), label in zip(specs, labels, strict=True):
         vae = VAE(data.x_dim, z_dim, hidden_dims, likelihood)
         vae.load_state_dict(initial)
         run = fit(

@@ -107,13 +107,15 @@ class LinearGaussianData:
 
 
 def _check_fractions(val_fraction, test_fraction):
-    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+    for name, value in (
+        ("val_fraction", val_fraction),
+        ("test_fraction", test_fraction),
+    ):
         if not 0 <= value < 1:
             raise ValueError(f"Expected {name} in [0, 1) but got {value!r}")
     if val_fraction + test_fraction >= 1:
         raise ValueError(
-            "Expected val_fraction + test_fraction < 1 but got "
-            f"{val_fraction} + {test_fraction}"
+            f"Expected val_fraction + test_fraction < 1 but got {val_fraction} + {test_fraction}"
         )
 
 
@@ -126,9 +128,7 @@ def _check_matrix(x, name):
         raise ValueError(f"Expected {name} to hold finite values but found NaN or inf")
 
 
-def _split(
-    x, name, binarize, val_fraction, test_fraction, seed, image_shape=None, order=None
-):
+def _split(x, name, binarize, val_fraction, test_fraction, seed, image_shape=None, order=None):
     """Seeded permutation (or the given ``order``) into train/validation/test, then
     binarization. The test split is the last rows of the permuted data."""
     if binarize not in BINARIZATIONS:
@@ -283,9 +283,7 @@ def load_mnist(path, binarize="static", val_fraction=10000 / 70000, seed=0):
         ]
     )
     test_fraction = len(test) / len(x)
-    return _split(
-        x, "mnist", binarize, val_fraction, test_fraction, seed, (28, 28), order
-    )
+    return _split(x, "mnist", binarize, val_fraction, test_fraction, seed, (28, 28), order)
 
 
 def load_array(path, binarize=None, val_fraction=0.1, test_fraction=0.2, seed=0):
@@ -330,9 +328,7 @@ def load_array(path, binarize=None, val_fraction=0.1, test_fraction=0.2, seed=0)
     elif suffix == ".csv":
         x = np.loadtxt(path, delimiter=",", ndmin=2)
     else:
-        raise ValueError(
-            f"Expected a data file ending in .npy, .npz or .csv but got {path!r}"
-        )
+        raise ValueError(f"Expected a data file ending in .npy, .npz or .csv but got {path!r}")
     name = os.path.basename(path)
     return _split(x, name, binarize, val_fraction, test_fraction, seed)
 

@@ -70,9 +70,7 @@ def log_importance_weights(model, guide, x, num_samples, **kwargs):
     """
     with pyro.plate("particles", num_samples, dim=-2):
         guide_trace = poutine.trace(guide).get_trace(x, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-            x, **kwargs
-        )
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, **kwargs)
     terms = {"log_likelihood": 0.0, "log_prior": 0.0, "log_guide": 0.0}
     for trace, role in ((model_trace, "model"), (guide_trace, "guide")):
         for name, site in trace.nodes.items():
@@ -214,7 +212,11 @@ def evaluate(vae, x, num_samples=5000, ks=(1, 5, 50), seed=0, **kwargs):
             xb = x[start : start + batch_rows]
             chunks = [
                 log_importance_weights(
-                    vae.model, vae.guide, xb, min(sample_rows, num_samples - s), **kwargs
+                    vae.model,
+                    vae.guide,
+                    xb,
+                    min(sample_rows, num_samples - s),
+                    **kwargs,
                 )
                 for s in range(0, num_samples, sample_rows)
             ]

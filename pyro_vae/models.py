@@ -8,7 +8,8 @@ known in closed form and serve as the ground truth for every estimator.
 Both classes expose ``model(x, num_data=None)`` and ``guide(x, num_data=None)``: plain
 Pyro model and guide functions with a latent site ``"z"`` (event shape ``(z_dim,)``)
 and an observed site ``"x"`` (event shape ``(x_dim,)``) inside
-``pyro.plate("data", size=num_data, subsample_size=len(x))``, so they work unchanged
+``pyro.plate("data", size=num_data, subsample=...)`` over the rows of x (a minibatch
+log-likelihood is scaled by ``num_data / len(x)``), so they work unchanged
 with :class:`pyro.infer.SVI`, :class:`pyro.infer.Predictive` and :mod:`pyro.poutine`.
 
 References
@@ -37,14 +38,17 @@ def _check_positive_int(name, value):
         raise ValueError(f"Expected {name} to be an integer > 0 but got {value!r}")
 
 
-def _plate_size(x, num_data):
+def _data_plate(x, num_data):
+    """``pyro.plate("data")`` over the rows of x, scaled by num_data / len(x).
+
+    The subsample indices are given, so the plate draws no random numbers.
+    """
     if num_data is None:
-        return x.shape[0]
-    if num_data < x.shape[0]:
-        raise ValueError(
-            f"Expected num_data >= the batch size {x.shape[0]} but got {num_data}"
-        )
-    return num_data
+        num_data = x.shape[0]
+    elif num_data < x.shape[0]:
+        raise ValueError(f"Expected num_data >= the batch size {x.shape[0]} but got {num_data}")
+    subsample = torch.arange(x.shape[0], device=x.device)
+    return pyro.plate("data", num_data, subsample=subsample)
 
 
 class Encoder(nn.Module):
@@ -53,7 +57,7 @@ class Encoder(nn.Module):
     def __init__(self, x_dim, z_dim, hidden_dims):
         super().__init__()
         dims = (x_dim, *hidden_dims)
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims, dims[1:]))
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims, dims[1:], strict=False))
         self.fc_loc = nn.Linear(dims[-1], z_dim)
         self.fc_scale = nn.Linear(dims[-1], z_dim)
 
@@ -73,7 +77,7 @@ class Decoder(nn.Module):
     def __init__(self, x_dim, z_dim, hidden_dims):
         super().__init__()
         dims = (z_dim, *reversed(hidden_dims))
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims, dims[1:]))
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims, dims[1:], strict=False))
         self.fc_out = nn.Linear(dims[-1], x_dim)
 
     def forward(self, z):
@@ -130,9 +134,7 @@ class VAE(nn.Module):
         for width in hidden_dims:
             _check_positive_int("hidden_dims[i]", width)
         if likelihood not in LIKELIHOODS:
-            raise ValueError(
-                f"Expected likelihood in {LIKELIHOODS} but got {likelihood!r}"
-            )
+            raise ValueError(f"Expected likelihood in {LIKELIHOODS} but got {likelihood!r}")
         self.x_dim, self.z_dim = x_dim, z_dim
         self.hidden_dims = hidden_dims
         self.likelihood = likelihood
@@ -169,7 +171,7 @@ class VAE(nn.Module):
         pyro.module("decoder", self.decoder)
         if self.likelihood == "gaussian":
             pyro.param("x_log_scale", self.x_log_scale)
-        with pyro.plate("data", _plate_size(x, num_data), subsample_size=x.shape[0]):
+        with _data_plate(x, num_data):
             z_loc = x.new_zeros(x.shape[0], self.z_dim)
             z_scale = x.new_ones(x.shape[0], self.z_dim)
             z = pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
@@ -178,7 +180,7 @@ class VAE(nn.Module):
     def guide(self, x, num_data=None):
         """Pyro guide q_φ(z|x) for a batch x of shape ``(batch, x_dim)``."""
         pyro.module("encoder", self.encoder)
-        with pyro.plate("data", _plate_size(x, num_data), subsample_size=x.shape[0]):
+        with _data_plate(x, num_data):
             z_loc, z_scale = self.encoder(x)
             pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
 
@@ -265,7 +267,7 @@ class LinearGaussianVAE(nn.Module):
     def model(self, x, num_data=None):
         """Pyro model p(z) p(x|z) for x of shape ``(batch, x_dim)``; see :meth:`VAE.model`."""
         pyro.module("ppca", self)
-        with pyro.plate("data", _plate_size(x, num_data), subsample_size=x.shape[0]):
+        with _data_plate(x, num_data):
             z_loc = x.new_zeros(x.shape[0], self.z_dim)
             z_scale = x.new_ones(x.shape[0], self.z_dim)
             z = pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
@@ -274,7 +276,7 @@ class LinearGaussianVAE(nn.Module):
     def guide(self, x, num_data=None):
         """Pyro guide q_φ(z|x) = N(Ax + c, diag s²) for x of shape ``(batch, x_dim)``."""
         pyro.module("ppca", self)
-        with pyro.plate("data", _plate_size(x, num_data), subsample_size=x.shape[0]):
+        with _data_plate(x, num_data):
             z_loc, z_scale = self.encoder(x)
             pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
 
@@ -343,8 +345,7 @@ class LinearGaussianVAE(nn.Module):
         """
         if x.dim() != 2 or x.shape[1] != self.x_dim or x.shape[0] < 2:
             raise ValueError(
-                f"Expected x of shape (num_data >= 2, {self.x_dim}) but got "
-                f"{tuple(x.shape)}"
+                f"Expected x of shape (num_data >= 2, {self.x_dim}) but got {tuple(x.shape)}"
             )
         if self.z_dim >= self.x_dim:
             raise ValueError(
@@ -368,9 +369,7 @@ class LinearGaussianVAE(nn.Module):
     def set_guide_to_posterior(self):
         """Set q_φ(z|x) to N(M⁻¹Wᵀ(x − b), diag(σ² M⁻¹)): exact when WᵀW is diagonal."""
         noise_var = self.noise_scale.square()
-        m_inv = torch.linalg.inv(
-            self.weight.T @ self.weight + noise_var * torch.eye(self.z_dim)
-        )
+        m_inv = torch.linalg.inv(self.weight.T @ self.weight + noise_var * torch.eye(self.z_dim))
         proj = m_inv @ self.weight.T
         self.guide_loc.weight.copy_(proj)
         self.guide_loc.bias.copy_(-proj @ self.bias)
@@ -396,9 +395,7 @@ def check_data(x, vae, name="data"):
     if x.shape[0] == 0:
         raise ValueError(f"Expected {name} to hold at least one data point but it is empty")
     if x.shape[1] != vae.x_dim:
-        raise ValueError(
-            f"Expected {name} of width x_dim={vae.x_dim} but got width {x.shape[1]}"
-        )
+        raise ValueError(f"Expected {name} of width x_dim={vae.x_dim} but got width {x.shape[1]}")
     x = x.float()
     if not torch.isfinite(x).all():
         raise ValueError(f"Expected {name} to hold finite values but found NaN or inf")

@@ -125,9 +125,7 @@ def plot_bounds(rows, names=("elbo", "iwae_5", "iwae_50", "log_px")):
         a value is not finite.
     """
     if not rows:
-        raise ValueError(
-            f"Expected rows to be a non-empty list of dicts but got {rows!r}"
-        )
+        raise ValueError(f"Expected rows to be a non-empty list of dicts but got {rows!r}")
     if not names:
         raise ValueError(f"Expected names to be a non-empty sequence but got {names!r}")
     labels = [str(row.get("objective", f"rows[{i}]")) for i, row in enumerate(rows)]
@@ -180,9 +178,7 @@ def _as_images(images, image_shape, name="images"):
         images = images.detach().cpu().numpy()
     images = np.asarray(images, dtype=float)
     if images.ndim != 2 or images.shape[0] == 0:
-        raise ValueError(
-            f"Expected {name} of shape (n, H*W) with n >= 1 but got {images.shape}"
-        )
+        raise ValueError(f"Expected {name} of shape (n, H*W) with n >= 1 but got {images.shape}")
     if (
         len(image_shape) != 2
         or not all(isinstance(d, int | np.integer) and d > 0 for d in image_shape)
@@ -244,15 +240,11 @@ def plot_image_grid(images, image_shape, nrows=None, title=None):
     if nrows is None:
         nrows = math.ceil(n / math.ceil(math.sqrt(n)))
     if isinstance(nrows, bool) or not isinstance(nrows, int) or not 1 <= nrows <= n:
-        raise ValueError(
-            f"Expected nrows to be an integer in [1, {n}] but got {nrows!r}"
-        )
+        raise ValueError(f"Expected nrows to be an integer in [1, {n}] but got {nrows!r}")
     ncols = math.ceil(n / nrows)
     scale = min(0.6, 9.0 / ncols)  # inches per image, at most 9 inches wide
     fig = Figure(figsize=(ncols * scale, nrows * scale + (0.4 if title else 0.1)))
-    ax = fig.add_axes(
-        (0.0, 0.0, 1.0, 1.0 - (0.4 / fig.get_figheight() if title else 0))
-    )
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0 - (0.4 / fig.get_figheight() if title else 0)))
     _show(ax, _mosaic(images, nrows, ncols))
     ax.set_axis_off()
     if title:

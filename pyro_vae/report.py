@@ -72,9 +72,7 @@ def _label(name):
 
 def _check_rows(rows):
     if not rows:
-        raise ValueError(
-            f"Expected rows to be a non-empty list of dicts but got {rows!r}"
-        )
+        raise ValueError(f"Expected rows to be a non-empty list of dicts but got {rows!r}")
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise ValueError(f"Expected rows[{i}] to be a dict but got {type(row)}")
@@ -85,8 +83,7 @@ def _value(row, key, i):
     if key not in row:
         name = row.get("objective", f"rows[{i}]")
         raise ValueError(
-            f"Expected key {key!r} in the row of objective {name!r}; "
-            f"it has {sorted(row)}"
+            f"Expected key {key!r} in the row of objective {name!r}; it has {sorted(row)}"
         )
     return float(row[key])
 
@@ -111,10 +108,7 @@ def _cells(rows):
 
 
 def _note(num_samples):
-    return (
-        "nats per test data point; log p(x) by importance sampling "
-        f"with K={num_samples}"
-    )
+    return f"nats per test data point; log p(x) by importance sampling with K={num_samples}"
 
 
 def format_table(rows, num_samples=None):
@@ -231,9 +225,7 @@ def _describe(meta, num_objectives):
         if "num_test" in meta:
             parts.append(f" on {meta['num_test']} test points")
         if "num_samples" in meta:
-            parts.append(
-                f", log p(x) with K = {meta['num_samples']} importance samples"
-            )
+            parts.append(f", log p(x) with K = {meta['num_samples']} importance samples")
         parts.append(".")
     if "wall_time_s" in meta:
         parts.append(f" Total wall time: {float(meta['wall_time_s']):.1f} s.")
@@ -401,7 +393,5 @@ def read_results(out_dir):
     keys = ("meta", "results", "histories")
     if not isinstance(data, dict) or not all(k in data for k in keys):
         found = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise ValueError(
-            f"Expected a JSON object with keys {keys} in {path!r} but found {found}"
-        )
+        raise ValueError(f"Expected a JSON object with keys {keys} in {path!r} but found {found}")
     return data

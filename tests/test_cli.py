@@ -28,7 +28,11 @@ def test_compare_smoke(tmp_path, capsys):
     assert "Trace_ELBO" in printed and "RenyiELBO(alpha=0, K=5)" in printed
     names = set(os.listdir(out))
     expected = {"results.csv", "results.json", "report.md", "validation_curves.png"}
-    expected |= {"bounds.png", "reconstructions_0.png", "samples_1.png"}
+    expected |= {
+        "bounds.png",
+        "reconstructions_Trace_ELBO.png",
+        "samples_RenyiELBO_alpha_0_K_5.png",
+    }
     assert expected <= names
     assert not [n for n in names if n.startswith(".tmp")]
     results = json.loads((out / "results.json").read_text())
@@ -113,9 +117,28 @@ def test_compare_on_user_array(tmp_path):
     path = tmp_path / "x.npy"
     np.save(path, x)
     out = tmp_path / "out"
-    argv = ["compare", "--dataset", str(path), "--binarize", "none", "--likelihood",
-            "gaussian", "--epochs", "1", "--objectives", "trace", "--num-samples", "50",
-            "--hidden-dims", "4", "--z-dim", "2", "--no-progress", "--out", str(out)]
+    argv = [
+        "compare",
+        "--dataset",
+        str(path),
+        "--binarize",
+        "none",
+        "--likelihood",
+        "gaussian",
+        "--epochs",
+        "1",
+        "--objectives",
+        "trace",
+        "--num-samples",
+        "100",
+        "--hidden-dims",
+        "4",
+        "--z-dim",
+        "2",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     assert (out / "results.json").exists()
-    assert not (out / "samples_0.png").exists()  # no images for non-image data
+    assert not (out / "samples_Trace_ELBO.png").exists()  # no images for non-image data

@@ -128,9 +128,7 @@ def test_load_digits_bad_arguments():
 
 def write_idx(path, array, compress=False):
     array = np.asarray(array, dtype=np.uint8)
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(
-        f">{array.ndim}I", *array.shape
-    )
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     payload = header + array.tobytes()
     if compress:
         with gzip.open(str(path) + ".gz", "wb") as f:
@@ -149,9 +147,7 @@ def fake_images():
 
 
 @pytest.mark.parametrize("train_gz, test_gz", [(True, False), (False, True)])
-def test_load_mnist_shapes_and_official_test_split(
-    tmp_path, fake_images, train_gz, test_gz
-):
+def test_load_mnist_shapes_and_official_test_split(tmp_path, fake_images, train_gz, test_gz):
     train, test = fake_images
     write_idx(tmp_path / "train-images-idx3-ubyte", train, compress=train_gz)
     write_idx(tmp_path / "t10k-images-idx3-ubyte", test, compress=test_gz)

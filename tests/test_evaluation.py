@@ -5,6 +5,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from pyro import poutine
 
 import pyro_vae.evaluation
 from pyro_vae.data import make_linear_gaussian
@@ -86,7 +87,7 @@ def test_bound_ordering(perturbed):
     chain = [summary["elbo"], summary["iwae_5"], summary["iwae_50"]]
     # Each estimate is a mean of independent draws with the reported se; a difference
     # of two has se ≤ √(se1² + se2²) (they share draws, which only helps here).
-    for (low, se_low), (high, se_high) in zip(chain, chain[1:]):
+    for (low, se_low), (high, se_high) in zip(chain, chain[1:], strict=False):
         assert low <= high + 3 * math.hypot(se_low, se_high)
     iwae_50, se_50 = summary["iwae_50"]
     assert iwae_50 <= exact + 3 * se_50
@@ -115,9 +116,7 @@ def test_gap_matches_exact_posterior_kl(perturbed):
 def test_elbo_matches_closed_form_elbo(perturbed):
     lg, x_test, result = perturbed
     # ELBO = log p(x) − KL(q ‖ p(z|x)), both in closed form.
-    exact_elbo = (
-        lg.exact_log_likelihood(x_test) - lg.exact_posterior_kl(x_test)
-    ).mean()
+    exact_elbo = (lg.exact_log_likelihood(x_test) - lg.exact_posterior_kl(x_test)).mean()
     elbo, se = result.summary()["elbo"]
     assert abs(elbo - exact_elbo.item()) <= 3 * se
 
@@ -125,9 +124,7 @@ def test_elbo_matches_closed_form_elbo(perturbed):
 def test_reconstruction_minus_kl_is_elbo(perturbed):
     _, _, result = perturbed
     values = result.values
-    assert torch.allclose(
-        values["reconstruction"] - values["kl"], values["elbo"], atol=1e-4
-    )
+    assert torch.allclose(values["reconstruction"] - values["kl"], values["elbo"], atol=1e-4)
     assert not torch.allclose(values["reconstruction"], values["elbo"], atol=0.1)
 
 
@@ -153,9 +150,7 @@ def test_standard_errors_are_calibrated():
     second = evaluate(lg, x, num_samples=1000, seed=1)
     for name in ("elbo", "kl", "iwae_5"):
         diff = first.values[name] - second.values[name]
-        scale = (
-            first.std_errors[name].square() + second.std_errors[name].square()
-        ).sqrt()
+        scale = (first.std_errors[name].square() + second.std_errors[name].square()).sqrt()
         mean_square = (diff / scale).square().mean().item()
         assert 0.4 < mean_square < 1.7, name
 
@@ -214,12 +209,13 @@ def test_unseeded_evaluate_uses_global_rng():
 
 
 def counting(lg):
-    """A model/guide pair wrapping ``lg`` that counts the guide passes."""
+    """A model/guide pair wrapping ``lg`` that records the (particles, rows) of z drawn
+    by each guide pass."""
     calls = []
 
     def guide(x, **kwargs):
-        calls.append((x.shape[0], kwargs))
-        return lg.guide(x, **kwargs)
+        trace = poutine.trace(lg.guide).get_trace(x, **kwargs)
+        calls.append(tuple(trace.nodes["z"]["value"].shape[:-1]))
 
     return SimpleNamespace(model=lg.model, guide=guide, x_dim=lg.x_dim), calls
 
@@ -233,9 +229,7 @@ def counting(lg):
         (45, 100, 5),
     ],
 )
-def test_chunking_gives_the_same_answer(
-    monkeypatch, num_points, num_samples, expected_passes
-):
+def test_chunking_gives_the_same_answer(monkeypatch, num_points, num_samples, expected_passes):
     lg, x_test = fitted_linear_gaussian()
     perturb_guide(lg)
     x = x_test[:num_points]
@@ -244,6 +238,9 @@ def test_chunking_gives_the_same_answer(
     wrapped, calls = counting(lg)
     chunked = evaluate(wrapped, x, num_samples=num_samples, ks=(1, 5), seed=0)
     assert len(calls) == expected_passes
+    # Every pass stays within the chunk budget and all S draws per point are made once.
+    assert all(particles * rows <= 1000 for particles, rows in calls)
+    assert sum(particles * rows for particles, rows in calls) == num_points * num_samples
     for value in chunked.values.values():
         assert value.shape == (num_points,)
     # Draw order changes with chunking, so compare each run with the closed form:

@@ -15,7 +15,7 @@ REPEATS = 20
 
 @pytest.fixture(scope="module")
 def linear_gaussian():
-    """ML-fit probabilistic PCA with a perturbed guide (gap ≈ 5 nats/point), 10 points."""
+    """ML-fit probabilistic PCA, guide perturbed (gap ≈ 5 nats/point), 10 points."""
     torch.manual_seed(0)
     data = make_linear_gaussian(2010, 10, 2, 0.5)
     lg = LinearGaussianVAE(10, 2).fit_maximum_likelihood(data.x[:2000])
@@ -82,10 +82,7 @@ def test_make_elbo_classes():
 def test_objective_label():
     assert objective_label("trace") == "Trace_ELBO"
     assert objective_label("meanfield", num_particles=4) == "TraceMeanField_ELBO(K=4)"
-    assert (
-        objective_label("renyi", alpha=0.0, num_particles=5)
-        == "RenyiELBO(alpha=0, K=5)"
-    )
+    assert objective_label("renyi", alpha=0.0, num_particles=5) == "RenyiELBO(alpha=0, K=5)"
 
 
 def test_make_elbo_errors():
@@ -116,9 +113,7 @@ def test_negative_alpha_warns_at_the_caller():
 def test_trace_and_meanfield_agree_in_expectation(linear_gaussian):
     lg, x, reference = linear_gaussian
     trace = repeated_losses(make_elbo("trace", num_particles=500), lg, x, seed=1)
-    meanfield = repeated_losses(
-        make_elbo("meanfield", num_particles=500), lg, x, seed=2
-    )
+    meanfield = repeated_losses(make_elbo("meanfield", num_particles=500), lg, x, seed=2)
     mean_trace, se_trace = mean_and_se(trace)
     mean_meanfield, se_meanfield = mean_and_se(meanfield)
     assert se_trace > 0 and se_meanfield > 0
@@ -148,9 +143,7 @@ def test_bound_ordering(linear_gaussian):
     trace, se_trace = mean_and_se(
         -repeated_losses(make_elbo("trace", num_particles=50), lg, x, 100)
     )
-    renyi_5, se_5 = mean_and_se(
-        -repeated_losses(make_elbo("renyi", num_particles=5), lg, x, 100)
-    )
+    renyi_5, se_5 = mean_and_se(-repeated_losses(make_elbo("renyi", num_particles=5), lg, x, 100))
     renyi_50, se_50 = mean_and_se(
         -repeated_losses(make_elbo("renyi", num_particles=50), lg, x, 100)
     )

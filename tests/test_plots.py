@@ -100,9 +100,7 @@ def test_plot_bounds_bars_and_error_bars():
         segments = bars.errorbar.lines[2][0].get_segments()
         half_lengths = [(s[1][1] - s[0][1]) / 2 for s in segments]
         centres = [(s[1][1] + s[0][1]) / 2 for s in segments]
-        np.testing.assert_allclose(
-            half_lengths, [2 * r[f"test_{name}_se"] for r in rows]
-        )
+        np.testing.assert_allclose(half_lengths, [2 * r[f"test_{name}_se"] for r in rows])
         np.testing.assert_allclose(centres, means)
     assert "±2 MC s.e." in ax.get_title()
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
@@ -196,9 +194,7 @@ def test_plot_validation_curves_falls_back_to_the_training_loss():
     histories = _histories(validation=False)
     ax = plot_validation_curves(histories).axes[0]
     for line, history in zip(ax.lines, histories.values(), strict=True):
-        np.testing.assert_allclose(
-            line.get_ydata(), [-r["train_loss"] for r in history]
-        )
+        np.testing.assert_allclose(line.get_ydata(), [-r["train_loss"] for r in history])
     assert ax.get_ylabel().startswith("−train loss")
 
 

@@ -63,9 +63,7 @@ def test_format_table_contents_and_numbers():
     assert len(lines) == 2 + len(rows) + 1
     assert lines[0].split()[:4] == ["objective", "train", "time", "(s)"]
     assert set(lines[1].replace(" ", "")) == {"-"}
-    assert lines[-1] == (
-        "nats per test data point; log p(x) by importance sampling with K=5000"
-    )
+    assert lines[-1] == ("nats per test data point; log p(x) by importance sampling with K=5000")
     # Header, separator and rows align: numbers are right-aligned in fixed columns.
     assert len({len(line) for line in lines[:-1]}) == 1
     first = lines[2].split()
@@ -106,9 +104,7 @@ def test_format_table_validates_rows():
         format_table([])
     rows = _rows()
     del rows[2]["test_log_px_se"]
-    with pytest.raises(
-        ValueError, match=r"'test_log_px_se'.*RenyiELBO\(alpha=0, K=5\)"
-    ):
+    with pytest.raises(ValueError, match=r"'test_log_px_se'.*RenyiELBO\(alpha=0, K=5\)"):
         format_table(rows)
 
 

@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from pyro_vae import LinearGaussianVAE, VAE, fit, load_checkpoint, save_checkpoint
+from pyro_vae import VAE, LinearGaussianVAE, fit, load_checkpoint, save_checkpoint
 from pyro_vae.data import load_digits, make_linear_gaussian
 
 
@@ -14,9 +14,7 @@ def linear_data():
 
 @pytest.fixture(scope="module")
 def binary_x():
-    return torch.bernoulli(
-        torch.full((40, 64), 0.3), generator=torch.Generator().manual_seed(0)
-    )
+    return torch.bernoulli(torch.full((40, 64), 0.3), generator=torch.Generator().manual_seed(0))
 
 
 def test_svi_reaches_maximum_likelihood_on_linear_gaussian(linear_data):
@@ -68,9 +66,7 @@ def test_patience_stops_early(linear_data):
     x = linear_data.x
     vae = LinearGaussianVAE(6, 2)
     # lr so large that the validation bound stops improving quickly
-    run = fit(
-        vae, x[:500], validation=x[500:], epochs=200, lr=0.5, patience=3, progress=False
-    )
+    run = fit(vae, x[:500], validation=x[500:], epochs=200, lr=0.5, patience=3, progress=False)
     assert run.stopped_early
     assert len(run.history) == run.best_epoch + 3
 
@@ -78,9 +74,7 @@ def test_patience_stops_early(linear_data):
 def test_fit_on_dataset_with_dynamic_binarization_and_renyi():
     data = load_digits(binarize="dynamic")
     vae = VAE(64, z_dim=2, hidden_dims=(32,))
-    run = fit(
-        vae, data, loss="renyi", alpha=0.0, num_particles=5, epochs=3, progress=False
-    )
+    run = fit(vae, data, loss="renyi", alpha=0.0, num_particles=5, epochs=3, progress=False)
     losses = [h["train_loss"] for h in run.history]
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < losses[0]
@@ -104,7 +98,9 @@ def test_checkpoint_round_trip(tmp_path, binary_x):
     run = fit(vae, binary_x, epochs=2, batch_size=16, checkpoint=path, progress=False)
     loaded, state = load_checkpoint(path)
     assert isinstance(loaded, VAE) and loaded.z_dim == 3 and loaded.hidden_dims == (16,)
-    for (name, a), (_, b) in zip(vae.state_dict().items(), loaded.state_dict().items()):
+    for (name, a), (_, b) in zip(
+        vae.state_dict().items(), loaded.state_dict().items(), strict=True
+    ):
         assert torch.equal(a, b), name
     assert state["history"] == run.history
     assert state["fit_config"]["epochs"] == 2
