@@ -29,6 +29,7 @@ def main(args):
     generative = [vae.weight, vae.bias, vae.log_noise_scale]
     for p in generative:
         p.requires_grad_(False)  # train the guide only: p(x) stays fixed
+    vae.eval()  # no dropout here; silences Pyro's warning about the frozen parameters
     svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 0.02}), Trace_ELBO())
     exact_log_px = vae.exact_log_likelihood(x_test).mean().item()
     print(f"exact log p(x) = {exact_log_px:.3f} nats per point")

@@ -19,7 +19,7 @@ from .training import fit, load_checkpoint
 
 __all__ = ["main"]
 
-DEFAULTS = {"epochs": 300, "patience": 100, "binarize": "dynamic"}
+DEFAULTS = {"epochs": 800, "patience": 100, "binarize": "dynamic"}
 
 
 def _positive_int(text):

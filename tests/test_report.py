@@ -70,17 +70,17 @@ def test_format_table_contents_and_numbers():
     assert first == [
         "Trace_ELBO",
         "12.35",
-        "-23.08±0.01",  # elbo, se 0.0123
-        "-23.33±0.02",  # iwae_5, se 0.0223
-        "-23.58±0.03",  # iwae_50
-        "-23.83±0.04",  # log_px
+        "-23.08±0.012",  # elbo, se 0.0123
+        "-23.33±0.022",  # iwae_5, se 0.0223
+        "-23.58±0.032",  # iwae_50
+        "-23.83±0.042",  # log_px
         "-24.08",  # gap: no se
         "-24.33",  # kl
         "-24.58",  # reconstruction
     ]
     for objective, line in zip(OBJECTIVES, lines[2:5], strict=True):
         assert line.startswith(objective)
-    assert "-25.08±0.01" in lines[4]  # elbo of the third objective
+    assert "-25.08±0.012" in lines[4]  # elbo of the third objective
 
 
 def test_format_table_right_aligns_numbers():
@@ -117,7 +117,7 @@ def test_format_markdown_table_lines():
         "| reconstruction |"
     )
     assert lines[1] == "|:---|" + "---:|" * 8
-    assert lines[2].startswith("| Trace_ELBO | 12.35 | -23.08±0.01 | -23.33±0.02 |")
+    assert lines[2].startswith("| Trace_ELBO | 12.35 | -23.08±0.012 | -23.33±0.022 |")
     assert all(line.count("|") == 10 for line in lines)
     with_note = format_markdown_table(rows, num_samples=5000).splitlines()
     assert len(with_note) == 2 + len(rows) + 2
