@@ -153,7 +153,7 @@ def _run_compare(args):
                 vae.sample(40),
                 data.image_shape,
                 nrows=4,
-                title=f"p(z) samples: {label}",
+                title=f"decoder means at z ~ p(z): {label}",
             )
     for name, fig in figures.items():
         plots.save_figure(fig, os.path.join(out, name))

@@ -116,8 +116,8 @@ def format_table(rows, num_samples=None):
 
     Columns: objective, train time (s), ELBO, IWAE-5, IWAE-50, log p(x), gap, KL,
     reconstruction. Numbers have 2 decimals; the bounds and log p(x) carry their
-    Monte-Carlo standard error as ``mean±se`` with 3 decimals for the s.e. (e.g. ``-23.08±0.012``). Objective names
-    are left-aligned, numbers right-aligned.
+    Monte-Carlo standard error as ``mean±se``, the s.e. with 3 decimals (e.g.
+    ``-23.08±0.012``). Objective names are left-aligned, numbers right-aligned.
 
     Parameters
     ----------

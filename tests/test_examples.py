@@ -15,9 +15,7 @@ def load(name):
 
 
 def test_linear_gaussian_gap_matches_closed_form(capsys):
-    rows = load("linear_gaussian_gap").main(
-        argparse.Namespace(epochs=10, num_samples=2000, seed=0)
-    )
+    rows = load("linear_gaussian_gap").main(argparse.Namespace(epochs=10, num_samples=2000, seed=0))
     assert len(rows) >= 3
     for epoch, exact_gap, gap, se in rows:
         # estimated log p(x) − ELBO against the exact KL(q ‖ p(z|x)): 4 Monte-Carlo s.e.
