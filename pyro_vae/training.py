@@ -83,6 +83,7 @@ def fit(
     patience=None,
     restore_best=True,
     checkpoint=None,
+    optimizer_state=None,
     jit=False,
 ):
     """Train a VAE's model and guide with :class:`pyro.infer.SVI` and Adam.
@@ -134,6 +135,12 @@ def fit(
         Load the best epoch's parameters at the end (needs validation data).
     checkpoint : str or os.PathLike, optional
         Write a checkpoint (see :func:`save_checkpoint`) there at the end, atomically.
+    optimizer_state : dict, optional
+        Adam state to resume from, as saved in a checkpoint:
+        ``vae, ckpt = load_checkpoint(path)`` then
+        ``fit(vae, data, optimizer_state=ckpt["optimizer_state"], ...)``. (With
+        ``restore_best`` the checkpoint holds the best epoch's parameters but the last
+        epoch's optimizer state.)
     jit : bool, default False
         Use :class:`pyro.infer.JitTrace_ELBO` for ``loss="trace"``.
 
@@ -179,6 +186,8 @@ def fit(
     pyro.set_rng_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     optim = pyro.optim.Adam({"lr": lr})
+    if optimizer_state is not None:
+        optim.set_state(optimizer_state)
     svi = SVI(vae.model, vae.guide, optim, make_elbo(loss, alpha, num_particles, jit))
     scaled = loss != "renyi"
 

@@ -142,3 +142,22 @@ def test_compare_on_user_array(tmp_path):
     assert main(argv) == 0
     assert (out / "results.json").exists()
     assert not (out / "samples_Trace_ELBO.png").exists()  # no images for non-image data
+
+
+@pytest.mark.slow
+def test_compare_defaults_end_to_end(tmp_path, capsys):
+    # The README's main job as a user runs it: all defaults (800 epochs, 4 objectives).
+    out = tmp_path / "results"
+    assert main(["compare", "--no-progress", "--out", str(out)]) == 0
+    rows = {r["objective"]: r for r in json.loads((out / "results.json").read_text())["results"]}
+    trace, iwae = rows["Trace_ELBO"], rows["RenyiELBO(alpha=0, K=5)"]
+    assert set(rows) == {"Trace_ELBO", "TraceMeanField_ELBO", "RenyiELBO(alpha=0, K=5)",
+                         "RenyiELBO(alpha=0.5, K=5)"}  # fmt: skip
+    for r in rows.values():
+        # every bound below the next, far beyond the ~0.002 nats Monte-Carlo s.e.
+        assert r["test_elbo"] < r["test_iwae_5"] < r["test_iwae_50"] < r["test_log_px"]
+        assert -24.0 < r["test_log_px"] < -22.0  # the yardstick's range on the digits
+    # Burda et al. (2016): IWAE training buys log p(x) with a looser ELBO
+    assert iwae["test_log_px"] > trace["test_log_px"] + 0.1
+    assert iwae["test_elbo"] < trace["test_elbo"] - 0.1
+    assert "RenyiELBO(alpha=0.5, K=5)" in capsys.readouterr().out

@@ -108,6 +108,19 @@ def test_checkpoint_round_trip(tmp_path, binary_x):
     assert os.listdir(tmp_path) == ["run.pt"]
 
 
+def test_resume_continues_the_optimizer(tmp_path, binary_x):
+    first, second = tmp_path / "first.pt", tmp_path / "second.pt"
+    fit(VAE(64, z_dim=2, hidden_dims=(8,)), binary_x, epochs=2, batch_size=20,
+        checkpoint=first, progress=False)  # fmt: skip
+    vae, state = load_checkpoint(first)
+    fit(vae, binary_x, epochs=3, batch_size=20, checkpoint=second, progress=False,
+        optimizer_state=state["optimizer_state"])  # fmt: skip
+    resumed = load_checkpoint(second)[1]["optimizer_state"]
+    # Adam's step count carries on: 2 epochs × 2 batches, then 3 × 2 more
+    steps = {int(s["state"][0]["step"]) for s in resumed.values()}
+    assert steps == {10}
+
+
 def test_unreadable_checkpoint(tmp_path, binary_x):
     path = tmp_path / "bad.pt"
     path.write_bytes(b"not a checkpoint")
