@@ -6,6 +6,7 @@ one-line error naming it (exit status 2) and nothing written.
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -197,7 +198,7 @@ def _run_evaluate(args):
     summary = evaluate(vae, data.test, args.num_samples, ks=(5, 50), seed=args.seed)
     summary = summary.summary()
     for name, (mean, se) in summary.items():
-        print(f"{name:>15} {mean:10.3f} ± {se:.3f}")
+        print(f"{name:>15} {mean:10.3f}" + (f" ± {se:.3f}" if math.isfinite(se) else ""))
     print(
         f"nats per test point ({len(data.test)} points, K={args.num_samples}); "
         f"{time.perf_counter() - start:.1f} s"
