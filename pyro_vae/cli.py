@@ -205,7 +205,11 @@ def _run_evaluate(args):
     )
     if args.json:
         with atomic_path(args.json) as tmp, open(tmp, "w") as f:
-            json.dump({k: {"mean": m, "se": s} for k, (m, s) in summary.items()}, f)
+            finite = {
+                k: {"mean": m, "se": s if math.isfinite(s) else None}
+                for k, (m, s) in summary.items()
+            }
+            json.dump(finite, f, indent=2)
 
 
 def main(argv=None):

@@ -63,7 +63,8 @@ def test_train_then_evaluate(tmp_path, capsys):
     assert main(["evaluate", str(ckpt), "--num-samples", "60", "--json", str(summary)]) == 0
     printed = capsys.readouterr().out
     assert "log_px" in printed
-    values = json.loads(summary.read_text())
+    values = json.loads(summary.read_text(), parse_constant=pytest.fail)  # strict JSON
+    assert values["ess"]["se"] is None and 1 <= values["ess"]["mean"] <= 60
     assert values["elbo"]["mean"] <= values["log_px"]["mean"] + 4 * values["log_px"]["se"]
 
 
