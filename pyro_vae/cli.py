@@ -144,8 +144,8 @@ def _run_compare(args):
         "bounds.png": plots.plot_bounds(result.rows),
     }
     if data.image_shape is not None:
+        x = data.test[:10]
         for label, vae in result.models.items():
-            x = data.test[:10]
             slug = re.sub(r"[^A-Za-z0-9.]+", "_", label).strip("_")
             figures[f"reconstructions_{slug}.png"] = plots.plot_reconstructions(
                 x, vae.reconstruct(x), data.image_shape

@@ -202,6 +202,12 @@ def evaluate(vae, x, num_samples=5000, ks=(1, 5, 50), seed=0, **kwargs):
     for k in ks:
         if not 1 <= k <= num_samples:
             raise ValueError(f"Expected each k in ks in [1, {num_samples}] but got {k!r}")
+    return _evaluate(vae, x, num_samples, ks, seed, **kwargs)
+
+
+@torch.no_grad()
+def _evaluate(vae, x, num_samples, ks, seed, **kwargs):
+    """:func:`evaluate` without argument checks, for callers that checked them once."""
     batch_rows = max(1, min(x.shape[0], _CHUNK_ROWS // num_samples))
     sample_rows = max(1, min(num_samples, _CHUNK_ROWS // batch_rows))
     with torch.random.fork_rng(enabled=seed is not None):
