@@ -27,7 +27,10 @@ __all__ = [
     "BINARIZATIONS",
     "Dataset",
     "LinearGaussianData",
+    "check_data",
+    "dataset_from_spec",
     "load_array",
+    "load_dataset",
     "load_digits",
     "load_mnist",
     "make_linear_gaussian",
@@ -55,6 +58,11 @@ class Dataset:
         The training images before binarization, shape ``(n_train, x_dim)``.
     image_shape : tuple of int or None
         ``(height, width)`` when the rows are images, for plotting.
+    spec : dict
+        How to rebuild exactly this split with :func:`load_dataset`: ``"dataset"``
+        (``"digits"``, ``"mnist:PATH"`` or a file path), ``"binarize"``,
+        ``"val_fraction"``, ``"test_fraction"`` and ``"split_seed"`` (the seed of the
+        permutation and of the static binarization; not the training seed).
     """
 
     name: str
@@ -64,6 +72,7 @@ class Dataset:
     binarize: str | None
     train_intensities: torch.Tensor = field(repr=False)
     image_shape: tuple | None = None
+    spec: dict = field(default_factory=dict)
 
     @property
     def x_dim(self):
@@ -128,7 +137,9 @@ def _check_matrix(x, name):
         raise ValueError(f"Expected {name} to hold finite values but found NaN or inf")
 
 
-def _split(x, name, binarize, val_fraction, test_fraction, seed, image_shape=None, order=None):
+def _split(
+    x, name, binarize, val_fraction, test_fraction, seed, spec, image_shape=None, order=None
+):
     """Seeded permutation (or the given ``order``) into train/validation/test, then
     binarization. The test split is the last rows of the permuted data."""
     if binarize not in BINARIZATIONS:
@@ -162,13 +173,20 @@ def _split(x, name, binarize, val_fraction, test_fraction, seed, image_shape=Non
         binarize=binarize,
         train_intensities=intensities[0],
         image_shape=image_shape,
+        spec={
+            "dataset": spec,
+            "binarize": binarize,
+            "val_fraction": val_fraction,
+            "test_fraction": None if name == "mnist" else test_fraction,
+            "split_seed": seed,
+        },
     )
 
 
-def load_digits(binarize="static", val_fraction=0.1, test_fraction=0.2, seed=0):
+def load_digits(binarize="static", val_fraction=0.1, test_fraction=0.2, split_seed=0):
     """UCI handwritten digits bundled with scikit-learn: 1797 images, 8×8 pixels.
 
-    Intensities 0–16 are scaled to [0, 1]; rows are shuffled with ``seed`` and split.
+    Intensities 0–16 are scaled to [0, 1]; rows are shuffled with ``split_seed`` and split.
 
     Parameters
     ----------
@@ -176,8 +194,9 @@ def load_digits(binarize="static", val_fraction=0.1, test_fraction=0.2, seed=0):
         See the module docstring.
     val_fraction, test_fraction : float, default 0.1, 0.2
         Fractions of the 1797 images held out for validation and test.
-    seed : int, default 0
-        Seed of the split and of the static binarization.
+    split_seed : int, default 0
+        Seed of the split and of the static binarization (not of training: the
+        dynamic binarization draws come from the training seed).
 
     Returns
     -------
@@ -197,7 +216,7 @@ def load_digits(binarize="static", val_fraction=0.1, test_fraction=0.2, seed=0):
     from sklearn.datasets import load_digits as sklearn_digits
 
     x = sklearn_digits().data / 16.0
-    return _split(x, "digits", binarize, val_fraction, test_fraction, seed, (8, 8))
+    return _split(x, "digits", binarize, val_fraction, test_fraction, split_seed, "digits", (8, 8))
 
 
 def _read_idx(path):
@@ -236,7 +255,7 @@ def _find_idx(path, stem):
     )
 
 
-def load_mnist(path, binarize="static", val_fraction=10000 / 70000, seed=0):
+def load_mnist(path, binarize="static", val_fraction=10000 / 70000, split_seed=0):
     """MNIST from the standard IDX files in a local folder; nothing is downloaded.
 
     Reads ``train-images-idx3-ubyte[.gz]`` and ``t10k-images-idx3-ubyte[.gz]`` from
@@ -251,8 +270,9 @@ def load_mnist(path, binarize="static", val_fraction=10000 / 70000, seed=0):
         See the module docstring.
     val_fraction : float, default 1/7
         Fraction of all 70 000 images taken from the training file for validation.
-    seed : int, default 0
-        Seed of the split and of the static binarization.
+    split_seed : int, default 0
+        Seed of the split and of the static binarization (not of training: the
+        dynamic binarization draws come from the training seed).
 
     Returns
     -------
@@ -278,15 +298,25 @@ def load_mnist(path, binarize="static", val_fraction=10000 / 70000, seed=0):
     # The official test set stays the test split: only the training rows are shuffled.
     order = np.concatenate(
         [
-            np.random.default_rng(seed).permutation(len(train)),
+            np.random.default_rng(split_seed).permutation(len(train)),
             np.arange(len(train), len(x)),
         ]
     )
     test_fraction = len(test) / len(x)
-    return _split(x, "mnist", binarize, val_fraction, test_fraction, seed, (28, 28), order)
+    return _split(
+        x,
+        "mnist",
+        binarize,
+        val_fraction,
+        test_fraction,
+        split_seed,
+        f"mnist:{path}",
+        (28, 28),
+        order,
+    )
 
 
-def load_array(path, binarize=None, val_fraction=0.1, test_fraction=0.2, seed=0):
+def load_array(path, binarize=None, val_fraction=0.1, test_fraction=0.2, split_seed=0):
     """A user's own data matrix from ``.npy``, ``.npz`` (first array) or ``.csv``.
 
     Rows are data points, columns dimensions. Split and binarized as in
@@ -300,8 +330,8 @@ def load_array(path, binarize=None, val_fraction=0.1, test_fraction=0.2, seed=0)
         Binarization; the values must then lie in [0, 1].
     val_fraction, test_fraction : float
         Held-out fractions.
-    seed : int, default 0
-        Seed of the split and binarization.
+    split_seed : int, default 0
+        Seed of the split and of the static binarization.
 
     Returns
     -------
@@ -330,7 +360,7 @@ def load_array(path, binarize=None, val_fraction=0.1, test_fraction=0.2, seed=0)
     else:
         raise ValueError(f"Expected a data file ending in .npy, .npz or .csv but got {path!r}")
     name = os.path.basename(path)
-    return _split(x, name, binarize, val_fraction, test_fraction, seed)
+    return _split(x, name, binarize, val_fraction, test_fraction, split_seed, path)
 
 
 def make_linear_gaussian(num_data, x_dim=10, z_dim=2, noise_scale=0.5, seed=0):
@@ -364,3 +394,128 @@ def make_linear_gaussian(num_data, x_dim=10, z_dim=2, noise_scale=0.5, seed=0):
     noise = noise_scale * torch.randn(num_data, x_dim, generator=gen)
     x = z @ weight.T + bias + noise
     return LinearGaussianData(x, z, weight, bias, float(noise_scale))
+
+
+def load_dataset(spec, binarize="dynamic", split_seed=0, val_fraction=None, test_fraction=None):
+    """Load a data set by spec: ``"digits"``, ``"mnist:PATH"`` or a data file path.
+
+    :func:`dataset_from_spec` rebuilds a split from :attr:`Dataset.spec`, as saved in
+    a checkpoint.
+
+    Parameters
+    ----------
+    spec : str
+        ``"digits"`` (bundled), ``"mnist:PATH"`` (local IDX files) or a
+        ``.npy``/``.npz``/``.csv`` path.
+    binarize : {"static", "dynamic", None}, default "dynamic"
+        See the module docstring.
+    split_seed : int, default 0
+        Seed of the split and the static binarization.
+    val_fraction, test_fraction : float, optional
+        Held-out fractions; default each loader's (the MNIST test split is always
+        the official one, so ``test_fraction`` is not used for it).
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    ValueError
+        For an unknown spec or invalid fractions, as the loaders.
+    FileNotFoundError
+        If a file named by the spec does not exist.
+    """
+    fractions = {}
+    if val_fraction is not None:
+        fractions["val_fraction"] = val_fraction
+    if not isinstance(spec, str):
+        raise ValueError(f"Expected dataset spec to be a str but got {spec!r}")
+    if spec.startswith("mnist:"):
+        return load_mnist(spec[len("mnist:") :], binarize, split_seed=split_seed, **fractions)
+    if test_fraction is not None:
+        fractions["test_fraction"] = test_fraction
+    if spec == "digits":
+        return load_digits(binarize, split_seed=split_seed, **fractions)
+    if os.path.splitext(spec)[1].lower() in (".npy", ".npz", ".csv"):
+        return load_array(spec, binarize, split_seed=split_seed, **fractions)
+    raise ValueError(
+        f"Expected dataset 'digits', 'mnist:PATH' or a .npy/.npz/.csv path but got {spec!r}"
+    )
+
+
+def dataset_from_spec(spec):
+    """Rebuild the split described by :attr:`Dataset.spec` (e.g. from a checkpoint).
+
+    Raises
+    ------
+    ValueError
+        If ``spec`` lacks a key of :attr:`Dataset.spec`.
+    """
+    keys = ("dataset", "binarize", "val_fraction", "test_fraction", "split_seed")
+    missing = [key for key in keys if key not in (spec or {})]
+    if missing:
+        raise ValueError(f"Expected a data spec with keys {keys} but {missing} are missing")
+    return load_dataset(
+        spec["dataset"],
+        spec["binarize"],
+        spec["split_seed"],
+        spec["val_fraction"],
+        spec["test_fraction"],
+    )
+
+
+def check_data(x, vae, name="data"):
+    """Validate a data matrix for ``vae`` once, at a public entry point.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Shape ``(num_data, vae.x_dim)``; any real or bool dtype.
+    vae : pyro_vae.models.BaseVAE
+        The model; x is returned on its parameters' dtype and device.
+    name : str
+        The argument's name, for messages.
+
+    Returns
+    -------
+    torch.Tensor
+        x, of the model's dtype and on its device.
+
+    Raises
+    ------
+    ValueError
+        If x is not a non-empty 2-D matrix of width ``vae.x_dim``, holds NaN or inf,
+        or, for a Bernoulli likelihood, values other than 0 and 1 (grey levels give a
+        cross-entropy, not a log-likelihood: binarize them, or use the
+        ``"continuous_bernoulli"`` or ``"gaussian"`` likelihood).
+    """
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"Expected {name} to be a torch.Tensor but got {type(x).__name__}")
+    if x.dim() != 2:
+        raise ValueError(
+            f"Expected {name} of shape (num_data, {vae.x_dim}) but got {tuple(x.shape)}"
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"Expected {name} to hold at least one data point but it is empty")
+    if x.shape[1] != vae.x_dim:
+        raise ValueError(f"Expected {name} of width x_dim={vae.x_dim} but got width {x.shape[1]}")
+    ref = next(vae.parameters())
+    x = x.to(dtype=ref.dtype, device=ref.device)
+    if not torch.isfinite(x).all():
+        raise ValueError(f"Expected {name} to hold finite values but found NaN or inf")
+    likelihood = getattr(vae, "likelihood", None)
+    if likelihood == "bernoulli" and ((x != 0) & (x != 1)).any():
+        raise ValueError(
+            f"Expected binary {name} (0 or 1) for the Bernoulli likelihood but got values in "
+            f"[{x.min().item():g}, {x.max().item():g}] that are not all 0 or 1: its "
+            "log-density would be a cross-entropy, not a log-likelihood (Loaiza-Ganem & "
+            "Cunningham 2019). Binarize the data (binarize='static' or 'dynamic'), or use "
+            "likelihood='continuous_bernoulli' or 'gaussian'"
+        )
+    if likelihood == "continuous_bernoulli" and (x.min() < 0 or x.max() > 1):
+        raise ValueError(
+            f"Expected {name} in [0, 1] for the continuous Bernoulli likelihood but got "
+            f"values in [{x.min().item():g}, {x.max().item():g}]"
+        )
+    return x

@@ -13,12 +13,16 @@ From them, per data point and in nats:
 - log p(x) ≈ L_S = log (1/S) Σ_s w_s, the importance-sampling estimate with the
   guide as proposal (Burda et al. 2016, sec. 5.1, S = 5000), with Monte-Carlo
   standard error √(1/ESS − 1/S) by the delta method, ESS = (Σ w)² / Σ w²
-  (Kong 1992);
-- the gap log p(x) − ELBO, which estimates KL(q(z|x) ‖ p(z|x)).
+  (Kong 1992), and bias ≈ −(1/ESS − 1/S)/2;
+- the gap log p(x) − ELBO, which estimates KL(q(z|x) ‖ p(z|x)), with its standard
+  error by the delta method on the shared draws;
+- the Pareto k̂ of the weights (Vehtari et al. 2024), which says whether the log p(x)
+  estimate and its standard error can be trusted (:mod:`pyro_vae.diagnostics`).
 
 All weights come from Pyro traces of the user's model and guide run under a plate of
 S particles (dim -2), so any model/guide pair whose sample sites sit in one
-``"data"`` plate works.
+``"data"`` plate works. The main interface is :func:`evaluate`; compare two models on
+the same points with :func:`paired_difference`.
 
 References
 ----------
@@ -26,9 +30,13 @@ References
 2. D. P. Kingma, M. Welling, "Auto-Encoding Variational Bayes", ICLR 2014.
 3. A. Kong, "A note on importance sampling using standardized weights", Tech. Rep. 348,
    Dept. of Statistics, University of Chicago, 1992.
+4. A. Vehtari, D. Simpson, A. Gelman, Y. Yao, J. Gabry, "Pareto Smoothed Importance
+   Sampling", J. Mach. Learn. Res. 25(72):1–58, 2024.
 """
 
+import contextlib
 import math
+import numbers
 from dataclasses import dataclass
 
 import pyro
@@ -36,9 +44,17 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
-from .models import check_data
+from .data import check_data
+from .diagnostics import KHAT_UNRELIABLE, pareto_khat
 
-__all__ = ["Evaluation", "evaluate", "log_importance_weights"]
+__all__ = [
+    "Evaluation",
+    "evaluate",
+    "evaluate_unchecked",
+    "log_importance_weights",
+    "paired_difference",
+    "point_estimates",
+]
 
 _CHUNK_ROWS = 2**17  # particles × data points per model pass: bounds memory
 
@@ -101,11 +117,13 @@ class Evaluation:
         Each of shape ``(batch,)``, nats per data point: ``"elbo"``,
         ``"reconstruction"`` (E_q log p(x|z)), ``"kl"`` (KL(q(z|x) ‖ p(z))),
         ``"iwae_{k}"`` for each k, ``"log_px"`` (L_S) and ``"gap"`` (log p(x) − ELBO);
-        also ``"ess"``, the importance-sampling effective sample size (draws).
+        also ``"ess"``, the importance-sampling effective sample size (draws), and
+        ``"khat"``, the Pareto k̂ of the weights (dimensionless; see :meth:`unreliable`).
     std_errors : dict of str to torch.Tensor
         Monte-Carlo standard error of each estimate in ``values`` (nats), shape
-        ``(batch,)``; for ``"gap"`` the errors of its two terms in quadrature (an
-        upper bound, as the two share their draws and are positively correlated).
+        ``(batch,)``; none for ``"ess"`` and ``"khat"``, nor for ``"iwae_{k}"`` with
+        fewer than 2 groups of k draws. For ``"gap"`` the delta-method error on the
+        shared draws (:func:`point_estimates`), not an upper bound.
     num_samples : int
         S, draws per data point.
     """
@@ -121,7 +139,12 @@ class Evaluation:
         -------
         dict of str to (float, float)
             ``name -> (mean, se)`` in nats per data point, with
-            se = √(Σ_i se_i²) / batch (independent draws per point).
+            se = √(Σ_i se_i²) / batch (independent draws per point); se is NaN for a
+            value without standard errors (``"ess"``, ``"khat"``).
+
+        See Also
+        --------
+        paired_difference : the standard error that decides between two models.
         """
         out = {}
         for name, value in self.values.items():
@@ -131,9 +154,66 @@ class Evaluation:
             out[name] = (float(value.mean()), mc_se)
         return out
 
+    def unreliable(self, threshold=KHAT_UNRELIABLE):
+        """Flag the points whose log p(x) and its standard error are not to be trusted.
 
-def _point_statistics(terms, ks):
-    """Estimates and standard errors from log-weight terms of shape (S, batch)."""
+        Parameters
+        ----------
+        threshold : float, default 0.7
+            k̂ above which a point is flagged
+            (:data:`pyro_vae.diagnostics.KHAT_UNRELIABLE`).
+
+        Returns
+        -------
+        torch.Tensor
+            Boolean mask of shape ``(batch,)``, True where ``values["khat"] >
+            threshold``; ``int(mask.sum())`` counts them.
+
+        Raises
+        ------
+        ValueError
+            If the evaluation has no ``"khat"`` values.
+        """
+        if "khat" not in self.values:
+            raise ValueError(
+                f"Expected an Evaluation with 'khat' values but got {sorted(self.values)}"
+            )
+        return self.values["khat"] > threshold
+
+
+def point_estimates(terms, ks):
+    r"""Estimates and Monte-Carlo standard errors from the draws of each data point.
+
+    The estimator core of :func:`evaluate`, on draws already made.
+
+    Parameters
+    ----------
+    terms : dict of str to torch.Tensor
+        ``"log_likelihood"``, ``"log_prior"`` and ``"log_guide"`` as returned by
+        :func:`log_importance_weights`, each of shape ``(S, batch)``, nats.
+    ks : sequence of int
+        The k of the IWAE bounds, each in [1, S] (not checked).
+
+    Returns
+    -------
+    values, std_errors : dict of str to torch.Tensor
+        As :attr:`Evaluation.values` and :attr:`Evaluation.std_errors`, shape
+        ``(batch,)`` each.
+
+    Notes
+    -----
+    With normalized weights ŵ_s = w_s / w̄ (mean 1) and sample variances Var_s:
+
+    - ELBO, reconstruction, KL: means over s, se = std_s / √S;
+    - L_k: mean over the ⌊S/k⌋ groups of log (1/k) Σ_group w, se = std over groups
+      / √⌊S/k⌋;
+    - log p(x) = log w̄, se² = Var_s(ŵ) / S = 1/ESS − 1/S (delta method:
+      log w̄ ≈ log μ + (w̄ − μ)/μ), and bias E[log w̄] − log p(x) ≈ −se²/2;
+    - gap = log w̄ − mean_s log w_s ≈ const + mean_s (ŵ_s − log w_s) to first order,
+      so se² = Var_s(ŵ − log w) / S. Since Cov(ŵ, log w) ≥ 0 (both increase with w),
+      this is at most the two terms' errors in quadrature, which overstate it;
+    - k̂: :func:`pyro_vae.diagnostics.pareto_khat` of log w.
+    """
     log_w = terms["log_likelihood"] + terms["log_prior"] - terms["log_guide"]
     num_samples = log_w.shape[0]
     values, ses = {}, {}
@@ -149,20 +229,23 @@ def _point_statistics(terms, ks):
         grouped = log_w[: groups * k].reshape(groups, k, -1)
         bound = grouped.logsumexp(1) - math.log(k)
         values[f"iwae_{k}"] = bound.mean(0)
-        ses[f"iwae_{k}"] = bound.std(0) / math.sqrt(groups) if groups > 1 else None
+        if groups > 1:
+            ses[f"iwae_{k}"] = bound.std(0) / math.sqrt(groups)
     log_sum = log_w.logsumexp(0)
     ess = (2 * log_sum - (2 * log_w).logsumexp(0)).exp()
     values["log_px"] = log_sum - math.log(num_samples)
     ses["log_px"] = (1 / ess - 1 / num_samples).clamp(min=0).sqrt()
     values["gap"] = values["log_px"] - values["elbo"]
-    ses["gap"] = (ses["log_px"].square() + ses["elbo"].square()).sqrt()
+    normalized = (log_w - values["log_px"]).exp()
+    ses["gap"] = ((normalized - log_w).var(0, correction=0) / num_samples).sqrt()
     values["ess"] = ess
-    return values, {key: se for key, se in ses.items() if se is not None}
+    values["khat"] = pareto_khat(log_w).to(log_w.dtype)
+    return values, ses
 
 
 @torch.no_grad()
 def evaluate(vae, x, num_samples=5000, ks=(1, 5, 50), seed=0, **kwargs):
-    """Held-out ELBO, IWAE bounds and log p(x) per data point, in nats.
+    """Held-out ELBO, IWAE bounds, log p(x) and Pareto k̂ per data point, in nats.
 
     Draws ``num_samples`` z ~ q_φ(z|x) per point in memory-bounded chunks (at most
     2¹⁷ particle-rows per model pass) and reduces them as described in the module
@@ -172,12 +255,13 @@ def evaluate(vae, x, num_samples=5000, ks=(1, 5, 50), seed=0, **kwargs):
     ----------
     vae : object with ``model`` and ``guide``
         E.g. :class:`pyro_vae.VAE`; any Pyro model/guide pair with a ``"data"`` plate.
+        If it has an ``x_dim`` attribute, x is checked against it.
     x : torch.Tensor
         Held-out data, shape ``(batch, x_dim)``.
     num_samples : int, default 5000
         S, importance samples per point (K = 5000 is the standard of Burda et al.).
-    ks : tuple of int, default (1, 5, 50)
-        The k of the IWAE bounds L_k to report; each ≤ ``num_samples``.
+    ks : sequence of int, default (1, 5, 50)
+        The k of the IWAE bounds L_k to report; each an integer in [1, num_samples].
     seed : int or None, default 0
         Seed of the draws (the global RNG state is restored afterwards); None uses
         the global RNG.
@@ -187,30 +271,87 @@ def evaluate(vae, x, num_samples=5000, ks=(1, 5, 50), seed=0, **kwargs):
     Returns
     -------
     Evaluation
-        Per-point values and standard errors, shape ``(batch,)`` each.
+        Per-point values and standard errors, shape ``(batch,)`` each. Points with
+        ``values["khat"]`` > 0.7 (:meth:`Evaluation.unreliable`) have a log p(x)
+        estimate and standard error not to be trusted.
 
     Raises
     ------
     ValueError
-        For bad data (wrong width, NaN/inf, empty, outside [0, 1] for a Bernoulli
-        likelihood), ``num_samples`` < 2 or a k outside [1, num_samples].
+        For bad data (wrong width, NaN/inf, empty, non-binary for a Bernoulli
+        likelihood), ``num_samples`` not an integer ≥ 2, ``ks`` not a sequence of
+        integers in [1, num_samples], or ``seed`` neither an integer nor None.
+
+    See Also
+    --------
+    evaluate_unchecked : the same without the checks.
+    paired_difference : compare two evaluations on the same points.
+
+    Notes
+    -----
+    Pyro's global param store is left as found: ``pyro.module``/``pyro.param`` calls
+    in ``model`` and ``guide`` register names during the evaluation, and those not in
+    the store before are deleted afterwards. The store is not emptied for the run
+    (as ``pyro.get_param_store().scope()`` would do), since a model or guide that reads
+    its parameters with ``pyro.param`` must see the user's values.
     """
+    if not (callable(getattr(vae, "model", None)) and callable(getattr(vae, "guide", None))):
+        raise ValueError(
+            f"Expected vae to have callable model and guide but got {type(vae).__name__}"
+        )
     if hasattr(vae, "x_dim"):
         x = check_data(x, vae, "x")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
+    elif not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] == 0:
+        raise ValueError(
+            f"Expected x to be a torch.Tensor of shape (batch, ...) with batch >= 1 but got "
+            f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}"
+        )
+    if not _is_int(num_samples) or num_samples < 2:
         raise ValueError(f"Expected num_samples to be an integer >= 2 but got {num_samples!r}")
+    ks = _check_ks(ks, num_samples)
+    if seed is not None and not _is_int(seed):
+        raise ValueError(f"Expected seed to be an integer or None but got {seed!r}")
+    return evaluate_unchecked(vae, x, num_samples, ks, seed, **kwargs)
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_ks(ks, num_samples):
+    """ks as a tuple of Python ints in [1, num_samples], or a ValueError naming ks."""
+    expected = f"Expected ks to be a sequence of integers in [1, num_samples={num_samples}]"
+    if isinstance(ks, (str, bytes)) or not hasattr(ks, "__iter__"):
+        raise ValueError(f"{expected} but got {ks!r}")
+    ks = tuple(ks)
     for k in ks:
-        if not 1 <= k <= num_samples:
-            raise ValueError(f"Expected each k in ks in [1, {num_samples}] but got {k!r}")
-    return _evaluate(vae, x, num_samples, ks, seed, **kwargs)
+        if not _is_int(k) or not 1 <= k <= num_samples:
+            raise ValueError(f"{expected} but got {ks!r}, with k = {k!r}")
+    return tuple(int(k) for k in ks)
+
+
+@contextlib.contextmanager
+def _param_store_as_found():
+    """Delete, on exit, the names added to Pyro's global param store inside."""
+    store = pyro.get_param_store()
+    before = set(store.keys())
+    try:
+        yield
+    finally:
+        for name in [name for name in store.keys() if name not in before]:
+            del store[name]
 
 
 @torch.no_grad()
-def _evaluate(vae, x, num_samples, ks, seed, **kwargs):
-    """:func:`evaluate` without argument checks, for callers that checked them once."""
+def evaluate_unchecked(vae, x, num_samples, ks, seed, **kwargs):
+    """:func:`evaluate` without argument checks, for callers that checked them once.
+
+    Same arguments (all required), result and param-store behaviour as
+    :func:`evaluate`.
+    """
     batch_rows = max(1, min(x.shape[0], _CHUNK_ROWS // num_samples))
     sample_rows = max(1, min(num_samples, _CHUNK_ROWS // batch_rows))
-    with torch.random.fork_rng(enabled=seed is not None):
+    with _param_store_as_found(), torch.random.fork_rng(enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
         per_batch = []
@@ -227,7 +368,76 @@ def _evaluate(vae, x, num_samples, ks, seed, **kwargs):
                 for s in range(0, num_samples, sample_rows)
             ]
             terms = {key: torch.cat([c[key] for c in chunks]) for key in chunks[0]}
-            per_batch.append(_point_statistics(terms, ks))
+            per_batch.append(point_estimates(terms, ks))
     values = {key: torch.cat([v[key] for v, _ in per_batch]) for key in per_batch[0][0]}
     ses = {key: torch.cat([s[key] for _, s in per_batch]) for key in per_batch[0][1]}
     return Evaluation(values, ses, num_samples)
+
+
+_evaluate = evaluate_unchecked  # the former private name, kept for pyro_vae.training
+
+
+def paired_difference(a, b, name="log_px"):
+    r"""Mean per-point difference of two evaluations on the same data points.
+
+    Parameters
+    ----------
+    a, b : Evaluation
+        Evaluations of two models (or objectives, or guides) on the *same* n data
+        points, in the same order.
+    name : str, default "log_px"
+        The estimate to compare, a key of both ``values`` (e.g. ``"log_px"``,
+        ``"elbo"``, ``"iwae_50"``).
+
+    Returns
+    -------
+    mean, se : float
+        mean = (1/n) Σ_i (a_i − b_i) and its standard error std_i(a_i − b_i) / √n
+        (sample standard deviation, n − 1 in the denominator), nats per data point;
+        positive mean: a is higher.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is missing from either evaluation, their numbers of points differ,
+        or there are fewer than 2 points.
+
+    See Also
+    --------
+    Evaluation.summary : means with their Monte-Carlo standard errors.
+
+    Notes
+    -----
+    Whether model a beats model b is a question about new data from the same
+    distribution, so its uncertainty comes from which n test points were drawn, not
+    only from the importance sampling. The Monte-Carlo standard error of
+    :meth:`Evaluation.summary` is the error in each model's average on *these* points
+    with the points held fixed: it shrinks as S grows and says nothing about the spread
+    of log p(x) across points, which is usually far larger (tens of nats against
+    hundredths). Comparing two unpaired means with their between-point spreads, in
+    turn, throws away that log p(x) of the two models is strongly correlated across
+    points (hard points are hard for both):
+
+    .. math:: \mathrm{Var}(\bar a - \bar b) = \frac{\mathrm{Var}(a) + \mathrm{Var}(b)
+              - 2\,\mathrm{Cov}(a, b)}{n}.
+
+    The per-point differences d_i = a_i − b_i carry both sources, the choice of points
+    and each point's Monte-Carlo error, so std(d)/√n is the standard error of the
+    comparison.
+    """
+    for label, ev in (("a", a), ("b", b)):
+        if name not in getattr(ev, "values", {}):
+            raise ValueError(
+                f"Expected {label} to be an Evaluation with {name!r} in its values but got "
+                f"{sorted(getattr(ev, 'values', {})) or type(ev).__name__}"
+            )
+    if a.values[name].shape != b.values[name].shape:
+        raise ValueError(
+            f"Expected a and b on the same data points but got {a.values[name].numel()} "
+            f"and {b.values[name].numel()} points"
+        )
+    diff = a.values[name] - b.values[name]
+    n = diff.numel()
+    if n < 2:
+        raise ValueError(f"Expected at least 2 data points for a standard error but got {n}")
+    return float(diff.mean()), float(diff.std() / math.sqrt(n))

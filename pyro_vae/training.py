@@ -1,26 +1,47 @@
-"""Training with Pyro's SVI, per-epoch history, early stopping and checkpoints."""
+"""Training: minibatch stochastic optimization of a bound, validation, checkpoints, resume.
+
+:func:`fit` is a short loop over named steps around a :class:`TrainingState`: one epoch
+(:meth:`Trainer.train_epoch`), validation (:meth:`Trainer.validate`), checkpoint
+(:meth:`Trainer.save`) and the stopping rule (:meth:`Trainer.should_stop`). Each step
+takes the gradient of the objective's ``differentiable_loss`` (Pyro's ELBO classes,
+built by :func:`pyro_vae.objectives.make_elbo`) on the user's ``vae.model`` and
+``vae.guide`` and applies :class:`torch.optim.Adam` to ``vae.parameters()``: the
+fastest Pyro path measured here (1.6× a hand-written torch step against 1.8× through
+``SVI``), whose optimizer state is keyed by the module, not by param-store names.
+"""
 
 import copy
 import math
+import random
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyro
-import pyro.optim
 import torch
-from pyro.infer import SVI
 from tqdm.auto import tqdm
 
 from ._io import atomic_path
-from .data import Dataset
+from .data import Dataset, check_data
 from .evaluation import _evaluate
-from .models import VAE, LinearGaussianVAE, check_data
+from .models import VAE, LinearGaussianVAE
 from .objectives import check_objective, make_elbo, objective_label
 
-__all__ = ["FitResult", "fit", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "FitResult",
+    "Trainer",
+    "TrainingState",
+    "fit",
+    "load_checkpoint",
+    "save_checkpoint",
+]
 
+CHECKPOINT_FORMAT = "pyro_vae.checkpoint/2"
+DEFAULT_LR = 1e-3
 MONITORS = ("iwae", "elbo")
 _SHOWN = ("train_loss", "val_elbo", "val_iwae")  # in the progress bar
+# Arguments that define a run: a resumed run must use the saved values.
+_RUN_DEFINING = ("loss", "alpha", "num_particles", "batch_size", "seed", "val_samples", "monitor")
 
 
 @dataclass
@@ -34,12 +55,12 @@ class FitResult:
         in nats per data point averaged over the epoch's minibatches; ``val_elbo`` and
         ``val_iwae`` (L_k with k = ``val_samples``) in nats per point on the
         validation data (absent without validation data); ``wall_time``, seconds since
-        the start of training.
+        the start of training (of this process, for a resumed run).
     best_epoch : int
         Epoch whose parameters the module holds at the end (the best by the monitored
         validation bound when ``restore_best``; otherwise the last).
     train_time : float
-        Seconds of training, validation included.
+        Seconds of training in this call, validation included.
     config : dict
         The arguments of the run.
     stopped_early : bool
@@ -53,18 +74,204 @@ class FitResult:
     stopped_early: bool = False
 
 
-def _check_fit_args(epochs, batch_size, lr, patience, val_samples, monitor):
+@dataclass
+class TrainingState:
+    """Everything a run needs to continue bit for bit after the last completed epoch.
+
+    Attributes
+    ----------
+    epoch : int
+        Epochs completed.
+    history : list of dict
+        As :attr:`FitResult.history`.
+    best_score : float
+        Best monitored validation bound so far (nats per point), ``-inf`` before any.
+    best_epoch : int
+        Its epoch (the last epoch when there is no validation data).
+    best_state : dict or None
+        The module's ``state_dict`` at ``best_epoch`` (with ``restore_best``).
+    stale : int
+        Epochs since the monitored bound last improved (for ``patience``).
+    """
+
+    epoch: int = 0
+    history: list = field(default_factory=list)
+    best_score: float = -math.inf
+    best_epoch: int = 0
+    best_state: dict | None = None
+    stale: int = 0
+
+
+def _rng_state(generator):
+    """The RNG states a run draws from: torch's global, the shuffling generator, and
+    Python's and NumPy's (as :func:`pyro.util.get_rng_state`), as plain tensors."""
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "generator": generator.get_state(),
+        "python": random.getstate(),
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+    }
+
+
+def _set_rng_state(state, generator):
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["generator"])
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    np_state = state["numpy"]
+    np.random.set_state(
+        (
+            "MT19937",
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached_gaussian"],
+        )
+    )
+
+
+def _check_fit_args(epochs, batch_size, lr, patience, val_samples, monitor, checkpoint_every):
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"Expected {name} to be an integer > 0 but got {value!r}")
-    if not lr > 0:
-        raise ValueError(f"Expected lr > 0 but got {lr!r}")
-    if patience is not None and (not isinstance(patience, int) or patience <= 0):
-        raise ValueError(f"Expected patience to be None or an integer > 0 but got {patience!r}")
+    if lr is not None and not (isinstance(lr, int | float) and lr > 0):
+        raise ValueError(f"Expected lr > 0 (or None for the default) but got {lr!r}")
+    for name, value in (("patience", patience), ("checkpoint_every", checkpoint_every)):
+        if value is not None and (not isinstance(value, int) or value <= 0):
+            raise ValueError(f"Expected {name} to be None or an integer > 0 but got {value!r}")
     if not isinstance(val_samples, int) or val_samples < 2:
         raise ValueError(f"Expected val_samples to be an integer >= 2 but got {val_samples!r}")
     if monitor not in MONITORS:
         raise ValueError(f"Expected monitor in {MONITORS} but got {monitor!r}")
+
+
+class Trainer:
+    """The steps of :func:`fit` around a :class:`TrainingState` (see the module docstring).
+
+    Arguments are those of :func:`fit`, already validated; ``train`` is a
+    :class:`~pyro_vae.data.Dataset` or a checked tensor, ``validation`` a checked
+    tensor or None.
+    """
+
+    def __init__(self, vae, train, validation, config):
+        self.vae, self.train, self.validation, self.config = vae, train, validation, config
+        self.elbo = make_elbo(config["loss"], config["alpha"], config["num_particles"])
+        self.optimizer = torch.optim.Adam(vae.parameters(), lr=config["lr"])
+        self.generator = torch.Generator().manual_seed(config["seed"])
+        self.state = TrainingState()
+
+    def train_epoch(self, epoch):
+        """One pass over the shuffled training data; returns the epoch's record (dict).
+
+        Raises
+        ------
+        FloatingPointError
+            If a minibatch loss is NaN or inf (the parameters are left at the last step
+            before it).
+        """
+        train = self.train
+        x = train.train_epoch(self.generator) if isinstance(train, Dataset) else train
+        num_data, batch_size = x.shape[0], self.config["batch_size"]
+        order = torch.randperm(num_data, generator=self.generator)
+        total = 0.0
+        for step, rows in enumerate(order.split(batch_size), start=1):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.elbo.differentiable_loss(
+                self.vae.model, self.vae.guide, x[rows], num_data=num_data, subsample=rows
+            )
+            value = loss.item()
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"Non-finite loss {value} at epoch {epoch}, step {step}: lower the "
+                    f"learning rate (lr={self.config['lr']:g}) or clip gradients "
+                    "(e.g. pyro.optim.ClippedAdam with SVI); the last checkpoint, if any, "
+                    f"holds epoch {self.state.epoch}"
+                )
+            loss.backward()
+            self.optimizer.step()
+            total += value * len(rows) / num_data
+        return {"epoch": epoch, "train_loss": total / num_data}
+
+    def validate(self, record):
+        """Add the validation ELBO and IWAE bound to ``record`` and update the best epoch."""
+        state, config = self.state, self.config
+        if self.validation is None:
+            state.best_epoch = record["epoch"]
+            return
+        k = config["val_samples"]
+        summary = _evaluate(self.vae, self.validation, k, (k,), config["seed"]).summary()
+        record["val_elbo"] = summary["elbo"][0]
+        record["val_iwae"] = summary[f"iwae_{k}"][0]
+        score = record["val_iwae" if config["monitor"] == "iwae" else "val_elbo"]
+        if score > state.best_score:
+            state.best_score, state.best_epoch, state.stale = score, record["epoch"], 0
+            if config["restore_best"]:
+                state.best_state = copy.deepcopy(self.vae.state_dict())
+        else:
+            state.stale += 1
+
+    def should_stop(self):
+        """Whether ``patience`` epochs passed without a better monitored bound (bool)."""
+        patience = self.config["patience"]
+        return patience is not None and self.state.stale >= patience
+
+    def finish(self):
+        """Load the best epoch's parameters (with ``restore_best``)."""
+        if self.config["restore_best"] and self.state.best_state is not None:
+            self.vae.load_state_dict(self.state.best_state)
+
+    def resumable(self):
+        """What :meth:`restore` needs to continue after the last completed epoch (dict)."""
+        return {
+            "state": dict(vars(self.state)),
+            "model_state": copy.deepcopy(self.vae.state_dict()),
+            "optimizer_state": copy.deepcopy(self.optimizer.state_dict()),
+            "rng_state": _rng_state(self.generator),
+        }
+
+    def save(self, path, data_spec=None, resumable=None):
+        """Write a checkpoint that :func:`fit` can resume from (atomically)."""
+        resumable = resumable or self.resumable()
+        save_checkpoint(path, self.vae, self.config, self.state, resumable, data_spec)
+
+    def restore(self, checkpoint):
+        """Continue from a checkpoint written by :meth:`save`.
+
+        Raises
+        ------
+        ValueError
+            If the checkpoint holds no training state, or was written by a run with
+            another model or with other values of the run-defining arguments
+            (``loss``, ``alpha``, ``num_particles``, ``batch_size``, ``seed``,
+            ``val_samples``, ``monitor``).
+        """
+        resumable = checkpoint.get("training_state")
+        if not resumable:
+            raise ValueError("Expected a checkpoint written by fit(checkpoint=...) to resume")
+        if checkpoint["model_config"] != self.vae.config:
+            raise ValueError(
+                f"Expected the checkpoint's model {checkpoint['model_config']} but got "
+                f"vae with {self.vae.config}"
+            )
+        saved = checkpoint["fit_config"]
+        for name in _RUN_DEFINING:
+            if saved.get(name) != self.config[name]:
+                raise ValueError(
+                    f"Expected {name}={saved.get(name)!r} as in the checkpoint being resumed "
+                    f"but got {self.config[name]!r}"
+                )
+        self.vae.load_state_dict(resumable["model_state"])
+        self.optimizer.load_state_dict(resumable["optimizer_state"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config["lr"]
+        self.state = TrainingState(**resumable["state"])
+        _set_rng_state(resumable["rng_state"], self.generator)
 
 
 def fit(
@@ -75,7 +282,7 @@ def fit(
     num_particles=1,
     epochs=100,
     batch_size=128,
-    lr=1e-3,
+    lr=None,
     seed=0,
     progress=True,
     validation=None,
@@ -84,18 +291,22 @@ def fit(
     patience=None,
     restore_best=True,
     checkpoint=None,
-    optimizer_state=None,
-    jit=False,
+    checkpoint_every=None,
+    resume=None,
 ):
-    """Train a VAE's model and guide with :class:`pyro.infer.SVI` and Adam.
+    """Train a VAE's model and guide by stochastic gradient ascent on a bound.
 
-    Each epoch shuffles the training data (redrawing it for dynamic binarization),
-    takes one SVI step per minibatch, then estimates the validation ELBO and IWAE bound
-    L_k (k = ``val_samples``) with :func:`pyro_vae.evaluate` on fixed draws.
+    Each epoch shuffles the training data (redrawing it for dynamic binarization) and
+    takes one Adam step per minibatch on the objective's ``differentiable_loss`` of
+    ``vae.model``/``vae.guide`` called with ``num_data=N`` and the minibatch's row
+    indices as ``subsample``, so every bound is the data set's bound scaled from the
+    minibatch (N/B); then it estimates the validation ELBO and IWAE bound L_k
+    (k = ``val_samples``) with :func:`pyro_vae.evaluate` on fixed draws.
 
-    Pyro's global param store is cleared first (as in Pyro's examples), so the
-    module's parameters are the ones registered by ``pyro.module``; the global RNGs
-    are seeded with ``seed`` via :func:`pyro.set_rng_seed`.
+    Pyro's validation is off in the loop (the data are checked once, here), and the
+    user's Pyro param store is left as found (the run happens in
+    :meth:`pyro.params.param_store.ParamStoreDict.scope`). The global RNGs are seeded
+    with ``seed`` via :func:`pyro.set_rng_seed` (a fresh run only).
 
     Parameters
     ----------
@@ -103,47 +314,45 @@ def fit(
         The module; trained in place.
     data : Dataset or torch.Tensor
         A :class:`pyro_vae.data.Dataset` (its ``validation`` split is used unless
-        ``validation`` is given) or a float tensor of shape ``(num_data, x_dim)``.
-    loss : {"trace", "meanfield", "renyi"}, default "trace"
+        ``validation`` is given) or a tensor of shape ``(num_data, x_dim)``.
+    loss : {"trace", "meanfield", "renyi", "pyro_renyi"}, default "trace"
         The objective; see :func:`pyro_vae.objectives.make_elbo`.
     alpha : float, default 0.0
         Rényi order (``loss="renyi"``); 0 is the IWAE bound.
     num_particles : int, default 1
         Samples per data point (the IWAE k).
     epochs : int, default 100
-        Maximum number of passes over the training data.
+        Total number of passes over the training data (a resumed run counts the
+        epochs already done).
     batch_size : int, default 128
-        Minibatch size. For ``"trace"`` and ``"meanfield"`` the minibatch bound is
-        scaled by num_data / batch through the model's ``num_data``. Rényi bounds are
-        trained on unscaled minibatches, because :class:`~pyro.infer.RenyiELBO` applies
-        the scale inside its log-sum-exp (Adam is invariant to the constant factor).
-    lr : float, default 1e-3
-        Adam learning rate.
+        Minibatch size B.
+    lr : float, optional
+        Adam learning rate; default 1e-3 for a new run and the checkpoint's for a
+        resumed one (a given ``lr`` replaces the saved one).
     seed : int, default 0
-        Seed of initialization-independent randomness: shuffling, binarization, z draws.
+        Training seed: shuffling, dynamic binarization draws, z draws. Not the split.
     progress : bool, default True
         Show a tqdm progress bar with the running loss.
-    validation : torch.Tensor, optional
-        Validation data ``(num_val, x_dim)``; default the Dataset's validation split.
+    validation : torch.Tensor or False, optional
+        Validation data ``(num_val, x_dim)``; default the Dataset's validation split;
+        ``False`` turns validation off.
     val_samples : int, default 50
         Draws per validation point (the k of the monitored IWAE bound).
     monitor : {"iwae", "elbo"}, default "iwae"
         Validation bound that selects the best epoch and drives ``patience``.
-        L_k is the closer to log p(x), so it judges all objectives on one yardstick.
     patience : int, optional
         Stop after this many epochs without a better monitored bound.
     restore_best : bool, default True
         Load the best epoch's parameters at the end (needs validation data).
     checkpoint : str or os.PathLike, optional
-        Write a checkpoint (see :func:`save_checkpoint`) there at the end, atomically.
-    optimizer_state : dict, optional
-        Adam state to resume from, as saved in a checkpoint:
-        ``vae, ckpt = load_checkpoint(path)`` then
-        ``fit(vae, data, optimizer_state=ckpt["optimizer_state"], ...)``. (With
-        ``restore_best`` the checkpoint holds the best epoch's parameters but the last
-        epoch's optimizer state.)
-    jit : bool, default False
-        Use :class:`pyro.infer.JitTrace_ELBO` for ``loss="trace"``.
+        Where to write the checkpoint (atomically): every ``checkpoint_every`` epochs
+        and at the end. It holds the module, Adam's state, the RNG states, the
+        history, the best epoch and state and the early-stopping counter.
+    checkpoint_every : int, optional
+        Epochs between checkpoints (default: only at the end).
+    resume : str or os.PathLike, optional
+        A checkpoint of an interrupted run to continue; with the same arguments the
+        result equals that of an uninterrupted run, bit for bit (same seed, CPU).
 
     Returns
     -------
@@ -153,21 +362,19 @@ def fit(
     Raises
     ------
     ValueError
-        For bad data (NaN/inf, wrong width, empty, outside [0, 1] for a Bernoulli
+        For bad data (NaN/inf, wrong width, empty, non-binary for a Bernoulli
         likelihood), an unknown loss, ``num_particles`` < 1, ``alpha == 1`` with the
-        Rényi bound, or ``epochs``, ``batch_size``, ``lr`` ≤ 0.
+        Rényi bound, ``epochs``, ``batch_size``, ``lr`` ≤ 0, or a ``resume``
+        checkpoint of another model or run.
+    FloatingPointError
+        If a loss is NaN or inf; the message names the epoch and step.
     """
     check_objective(loss, alpha, num_particles)
-    _check_fit_args(epochs, batch_size, lr, patience, val_samples, monitor)
-    if isinstance(data, Dataset):
-        check_data(data.train_intensities, vae, "data")
-        train = data
-        if validation is None and len(data.validation):
-            validation = data.validation
-    else:
-        train = check_data(data, vae, "data")
-    if validation is not None:
-        validation = check_data(validation, vae, "validation")
+    _check_fit_args(epochs, batch_size, lr, patience, val_samples, monitor, checkpoint_every)
+    train, validation = _training_data(vae, data, validation)
+    resumed = load_checkpoint(resume)[1] if resume is not None else None
+    if lr is None:
+        lr = resumed["fit_config"]["lr"] if resumed else DEFAULT_LR
     config = {
         "loss": loss,
         "alpha": alpha,
@@ -180,67 +387,61 @@ def fit(
         "val_samples": val_samples,
         "monitor": monitor,
         "patience": patience,
-        "jit": jit,
+        "restore_best": restore_best,
     }
-
-    pyro.clear_param_store()
-    pyro.set_rng_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    optim = pyro.optim.Adam({"lr": lr})
-    if optimizer_state is not None:
-        optim.set_state(optimizer_state)
-    svi = SVI(vae.model, vae.guide, optim, make_elbo(loss, alpha, num_particles, jit))
-    scaled = loss != "renyi"
+    data_spec = data.spec if isinstance(data, Dataset) else None
+    trainer = Trainer(vae, train, validation, config)
+    if resumed is not None:
+        trainer.restore(resumed)
+    else:
+        pyro.set_rng_seed(seed)
 
     result = FitResult(config=config)
-    best_score, best_state, stale = -math.inf, None, 0
     start = time.perf_counter()
-    bar = tqdm(range(1, epochs + 1), desc=config["objective"], disable=not progress)
-    for epoch in bar:
-        x = train.train_epoch(generator) if isinstance(train, Dataset) else train
-        num_data = x.shape[0]
-        order = torch.randperm(num_data, generator=generator)
-        total = 0.0
-        for i in range(0, num_data, batch_size):
-            xb = x[order[i : i + batch_size]]
-            if scaled:
-                total += svi.step(xb, num_data=num_data) * xb.shape[0] / num_data
-            else:
-                total += svi.step(xb)
-        record = {"epoch": epoch, "train_loss": total / num_data}
-        if validation is not None:
-            # validation was checked once above: skip the checks in the epoch loop
-            ev = _evaluate(vae, validation, val_samples, (val_samples,), seed)
-            summary = ev.summary()
-            record["val_elbo"] = summary["elbo"][0]
-            record["val_iwae"] = summary[f"iwae_{val_samples}"][0]
-            score = record["val_iwae" if monitor == "iwae" else "val_elbo"]
-            if score > best_score:
-                best_score, stale = score, 0
-                result.best_epoch = epoch
-                if restore_best:
-                    best_state = copy.deepcopy(vae.state_dict())
-            else:
-                stale += 1
-        else:
-            result.best_epoch = epoch
-        record["wall_time"] = time.perf_counter() - start
-        result.history.append(record)
-        bar.set_postfix({k: f"{record[k]:.2f}" for k in _SHOWN if k in record})
-        if patience is not None and stale >= patience:
-            result.stopped_early = True
-            break
+    bar = tqdm(
+        total=epochs, initial=trainer.state.epoch, desc=config["objective"], disable=not progress
+    )
+    with pyro.get_param_store().scope(), pyro.validation_enabled(False):
+        for epoch in range(trainer.state.epoch + 1, epochs + 1):
+            record = trainer.train_epoch(epoch)
+            trainer.validate(record)
+            record["wall_time"] = time.perf_counter() - start
+            trainer.state.history.append(record)
+            trainer.state.epoch = epoch
+            bar.update()
+            bar.set_postfix({k: f"{record[k]:.2f}" for k in _SHOWN if k in record})
+            if checkpoint is not None and checkpoint_every and epoch % checkpoint_every == 0:
+                trainer.save(checkpoint, data_spec)
+            if trainer.should_stop():
+                result.stopped_early = True
+                break
     bar.close()
-    if best_state is not None:
-        vae.load_state_dict(best_state)
-    result.train_time = time.perf_counter() - start
+    last = trainer.resumable() if checkpoint is not None else None
+    trainer.finish()
     if checkpoint is not None:
-        save_checkpoint(checkpoint, vae, result, optim)
+        trainer.save(checkpoint, data_spec, resumable=last)
+    result.history = trainer.state.history
+    result.best_epoch = trainer.state.best_epoch
+    result.train_time = time.perf_counter() - start
     return result
 
 
-def save_checkpoint(path, vae, result=None, optim=None):
-    """Write the module's config and state, the run's history and the optimizer state.
+def _training_data(vae, data, validation):
+    """Check the data once; return (train, validation) for :class:`Trainer`."""
+    if isinstance(data, Dataset):
+        check_data(data.train, vae, "data")
+        train = data
+        if validation is None and len(data.validation):
+            validation = data.validation
+    else:
+        train = check_data(data, vae, "data")
+    if validation is False or validation is None:
+        return train, None
+    return train, check_data(validation, vae, "validation")
+
+
+def save_checkpoint(path, vae, config=None, state=None, resumable=None, data_spec=None):
+    """Write the module, the run's settings and history (atomically).
 
     The file is written to a temporary name and renamed, so a reader never sees a
     partial checkpoint.
@@ -250,27 +451,40 @@ def save_checkpoint(path, vae, result=None, optim=None):
     path : str or os.PathLike
         Destination (by convention ``*.pt``).
     vae : VAE or LinearGaussianVAE
-        The module.
-    result : FitResult, optional
-        The training run (config and history).
-    optim : pyro.optim.PyroOptim, optional
-        The optimizer, whose per-parameter state is saved.
+        The module; its current parameters are saved as ``model_state``.
+    config : dict, optional
+        The run's arguments (:attr:`FitResult.config`).
+    state : TrainingState, optional
+        History, best epoch and counters.
+    resumable : dict, optional
+        What :meth:`Trainer.restore` needs (written by :meth:`Trainer.save`).
+    data_spec : dict, optional
+        :attr:`pyro_vae.data.Dataset.spec` of the training data (data set,
+        binarization, split fractions and split seed).
     """
-    state = {
-        "format": "pyro_vae.checkpoint/1",
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT,
         "model_config": vae.config,
         "model_state": vae.state_dict(),
-        "fit_config": result.config if result else {},
-        "history": result.history if result else [],
-        "best_epoch": result.best_epoch if result else None,
-        "optimizer_state": optim.get_state() if optim is not None else None,
+        "fit_config": dict(config or {}),
+        "data_spec": dict(data_spec) if data_spec else None,
+        "history": list(state.history) if state else [],
+        "best_epoch": state.best_epoch if state else None,
+        "training_state": resumable,
+        "versions": _versions(),
     }
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        torch.save(checkpoint, tmp)
+
+
+def _versions():
+    from . import __version__
+
+    return {"torch": str(torch.__version__), "pyro-ppl": pyro.__version__, "pyro_vae": __version__}
 
 
 def load_checkpoint(path):
-    """Rebuild a module from a checkpoint written by :func:`save_checkpoint`.
+    """Rebuild a module from a checkpoint written by :func:`save_checkpoint` or :func:`fit`.
 
     Parameters
     ----------
@@ -280,33 +494,35 @@ def load_checkpoint(path):
     Returns
     -------
     vae : VAE or LinearGaussianVAE
-        The module with its saved parameters, in eval mode.
+        The module with its saved parameters (the best epoch's, when the run restored
+        them), in eval mode.
     checkpoint : dict
-        Everything saved: ``fit_config``, ``history``, ``best_epoch``,
-        ``optimizer_state`` (for :meth:`pyro.optim.PyroOptim.set_state`).
+        Everything saved: ``fit_config``, ``data_spec``, ``history``, ``best_epoch``,
+        ``training_state`` (for ``fit(resume=...)``), ``versions``.
 
     Raises
     ------
-    ValueError
-        If the file cannot be read or is not a pyro_vae checkpoint.
     FileNotFoundError
         If the file does not exist.
+    ValueError
+        If the file cannot be read, is not a pyro_vae checkpoint, or is malformed.
     """
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as e:
         raise ValueError(f"Could not read checkpoint {str(path)!r}: {e}") from e
-    if not isinstance(state, dict) or state.get("format") != "pyro_vae.checkpoint/1":
-        raise ValueError(f"Expected a pyro_vae checkpoint at {str(path)!r}")
-    config = dict(state["model_config"])
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"Expected a pyro_vae checkpoint ({CHECKPOINT_FORMAT}) at {str(path)!r}")
     classes = {"VAE": VAE, "LinearGaussianVAE": LinearGaussianVAE}
-    cls = classes.get(config.pop("class"))
-    if cls is None:
-        raise ValueError(f"Unknown model class in checkpoint {str(path)!r}")
-    if "hidden_dims" in config:
-        config["hidden_dims"] = tuple(config["hidden_dims"])
-    vae = cls(**config)
-    vae.load_state_dict(state["model_state"])
-    return vae.eval(), state
+    try:
+        config = dict(checkpoint["model_config"])
+        cls = classes[config.pop("class")]
+        if "hidden_dims" in config:
+            config["hidden_dims"] = tuple(config["hidden_dims"])
+        vae = cls(**config)
+        vae.load_state_dict(checkpoint["model_state"])
+    except Exception as e:
+        raise ValueError(f"Malformed pyro_vae checkpoint {str(path)!r}: {e!r}") from e
+    return vae.eval(), checkpoint
