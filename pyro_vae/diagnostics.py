@@ -57,14 +57,15 @@ def pareto_khat(log_weights):
     torch.Tensor
         k̂ per data point, shape ``(batch,)``, float64 on the input's device. ``inf``
         where no tail can be fitted: S ≤ 20 (a tail of at most 4 draws), or ties in the
-        tail; ``-inf`` where a column is constant (w_s all equal: the estimate is exact,
-        the lightest tail there is).
+        tail; ``-inf`` where a column is constant up to rounding (log w_s all within
+        1024 ulps of the input's dtype of each other, relative to max |log w_s|): the
+        estimate is exact there, and the lightest tail there is.
 
     Raises
     ------
     ValueError
-        If ``log_weights`` is not a 2-D tensor with at least one column, or holds NaN
-        or +inf (−inf, a weight of zero, is allowed).
+        If ``log_weights`` is not a floating-point tensor of shape ``(S, batch)`` with
+        S ≥ 2 and batch ≥ 1, or holds NaN or +inf (−inf, a weight of zero, is allowed).
 
     See Also
     --------
@@ -106,19 +107,23 @@ def pareto_khat(log_weights):
     >>> pareto_khat(-0.9 * u.log()) > KHAT_UNRELIABLE
     tensor([True, True])
     """
-    if not isinstance(log_weights, torch.Tensor) or log_weights.dim() != 2:
+    if (
+        not isinstance(log_weights, torch.Tensor)
+        or not log_weights.is_floating_point()
+        or log_weights.dim() != 2
+        or log_weights.shape[0] < 2
+        or log_weights.shape[1] == 0
+    ):
         raise ValueError(
-            f"Expected log_weights to be a torch.Tensor of shape (S, batch) but got "
-            f"{_describe(log_weights)}"
+            f"Expected log_weights to be a floating-point tensor of shape (S, batch) with "
+            f"S >= 2 and batch >= 1 but got {_describe(log_weights)}"
         )
-    if log_weights.shape[1] == 0:
-        raise ValueError("Expected log_weights to hold at least one column but got shape (S, 0)")
     if torch.isnan(log_weights).any() or (log_weights == math.inf).any():
         raise ValueError("Expected log_weights without NaN or +inf but found some")
     import arviz
 
     columns = log_weights.detach().to("cpu", torch.float64).T.numpy()
-    constant = (columns == columns[:, :1]).all(axis=1)
+    constant = (columns == columns[:, :1]).all(axis=1) | _rounding_noise(log_weights)
     khat = np.full(columns.shape[0], -np.inf)
     if not constant.all():
         _, fitted = arviz.psislw(columns[~constant].copy())
@@ -126,8 +131,23 @@ def pareto_khat(log_weights):
     return torch.from_numpy(khat).to(log_weights.device)
 
 
-
 def _describe(value):
     if isinstance(value, torch.Tensor):
-        return f"a tensor of shape {tuple(value.shape)}"
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
     return type(value).__name__
+
+
+def _rounding_noise(log_weights):
+    """Columns whose log-weights differ by no more than rounding errors, shape (batch,).
+
+    An exact guide computes log w = log p(x) up to a few ulps, which quantizes the
+    weights into a handful of values: ties in the tail, and k̂ = inf from ArviZ.
+    """
+    log_weights = log_weights.detach()
+    spread = log_weights.max(0).values - log_weights.min(0).values
+    magnitude = log_weights.abs().max(0).values.clamp(min=1.0)
+    resolution = _CONSTANT_ULPS * torch.finfo(log_weights.dtype).eps * magnitude
+    return (torch.isfinite(spread) & (spread <= resolution)).cpu().numpy()
+
+
+_CONSTANT_ULPS = 1024  # float32: log w within ≈ 1e-4 |log w| nats counts as constant

@@ -426,10 +426,11 @@ def paired_difference(a, b, name="log_px"):
     comparison.
     """
     for label, ev in (("a", a), ("b", b)):
-        if name not in getattr(ev, "values", {}):
+        if not isinstance(ev, Evaluation) or name not in ev.values:
+            got = sorted(ev.values) if isinstance(ev, Evaluation) else type(ev).__name__
             raise ValueError(
                 f"Expected {label} to be an Evaluation with {name!r} in its values but got "
-                f"{sorted(getattr(ev, 'values', {})) or type(ev).__name__}"
+                f"{got}"
             )
     if a.values[name].shape != b.values[name].shape:
         raise ValueError(
@@ -440,4 +441,4 @@ def paired_difference(a, b, name="log_px"):
     n = diff.numel()
     if n < 2:
         raise ValueError(f"Expected at least 2 data points for a standard error but got {n}")
-    return float(diff.mean()), float(diff.std() / math.sqrt(n))
+    return float(diff.mean()), float(math.hypot(a.values[name].std(), b.values[name].std()) / math.sqrt(n))

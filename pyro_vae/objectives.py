@@ -240,7 +240,7 @@ class ScaledRenyiELBO(ELBO):
 
         log_weight, surrogate = 0.0, 0.0
         for role, _, site in sites:
-            user_scale = site["scale"] / plate_scale
+            user_scale = site["scale"]; plate_scale_ = 1.0
             log_p = scale_and_mask(site["unscaled_log_prob"], user_scale, site["mask"])
             log_p = _sum_keepdim(log_p, sum_dims)
             if role == "model":

@@ -58,11 +58,11 @@ def test_load_digits_continuous():
 
 
 def test_load_digits_split_seeded():
-    a, b = load_digits(seed=0), load_digits(seed=0)
+    a, b = load_digits(split_seed=0), load_digits(split_seed=0)
     for name in ("train", "validation", "test"):
         assert torch.equal(getattr(a, name), getattr(b, name))
-    c = load_digits(binarize=None, seed=0)
-    d = load_digits(binarize=None, seed=1)
+    c = load_digits(binarize=None, split_seed=0)
+    d = load_digits(binarize=None, split_seed=1)
     assert not torch.equal(c.test, d.test)
     assert not torch.equal(c.train, d.train)
 

@@ -1,16 +1,28 @@
 import math
 
+import pyro
+import pyro.distributions as dist
 import pytest
 import torch
-from pyro.infer import JitTrace_ELBO, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro import poutine
+from pyro.distributions.score_parts import ScoreParts
+from pyro.infer import SVI, JitTrace_ELBO, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 
+from pyro_vae import log_importance_weights
 from pyro_vae.data import make_linear_gaussian
 from pyro_vae.evaluation import evaluate
 from pyro_vae.models import LinearGaussianVAE
-from pyro_vae.objectives import make_elbo, objective_label
+from pyro_vae.objectives import (
+    LOSSES,
+    ScaledRenyiELBO,
+    make_elbo,
+    objective_label,
+    parse_objective,
+)
 
 BATCH = 10
 REPEATS = 20
+NUM_DATA = 200  # N of the subsampled tests: N / B = 20
 
 
 @pytest.fixture(scope="module")
@@ -20,12 +32,27 @@ def linear_gaussian():
     data = make_linear_gaussian(2010, 10, 2, 0.5)
     lg = LinearGaussianVAE(10, 2).fit_maximum_likelihood(data.x[:2000])
     with torch.no_grad():
-        lg.guide_log_scale += 0.5
-        lg.guide_loc.bias += 0.3
+        lg.guide_log_scale.add_(0.5)
+        lg.guide_loc.bias.add_(0.3)
     x = data.x[2000:]
     assert x.shape == (BATCH, 10)
     reference = evaluate(lg, x, num_samples=5000, ks=(1, 5, 50), seed=0)
     return lg, x, reference
+
+
+@pytest.fixture(scope="module")
+def subsampled():
+    """Probabilistic PCA fit to N = 200 points, a guide twice as broad as p(z|x), B = 10.
+
+    With the exact posterior as guide every weight equals p(x) and any placement of the
+    scale gives the same number; the broader guide (gap ≈ 1.6 nats/point) makes the
+    weights vary, so the place of N/B matters.
+    """
+    data = make_linear_gaussian(NUM_DATA, 6, 2, 0.5, seed=0)
+    vae = LinearGaussianVAE(6, 2).fit_maximum_likelihood(data.x)
+    with torch.no_grad():
+        vae.guide_log_scale.add_(math.log(2.0))
+    return vae, data.x[:BATCH]
 
 
 def repeated_losses(elbo, lg, x, repeats=REPEATS, seed=0):
@@ -50,6 +77,60 @@ def batch_sum(reference, name):
     return BATCH * mean, BATCH * se
 
 
+def log_weights_of(terms, beta=1.0):
+    """log w = log p(x|z) + β (log p(z) − log q(z|x)) from log_importance_weights' terms."""
+    return terms["log_likelihood"] + beta * (terms["log_prior"] - terms["log_guide"])
+
+
+def log_weights(vae, x, num_samples):
+    """log w of S draws z ~ q(z|x), shape (S, batch), nats."""
+    return log_weights_of(log_importance_weights(vae.model, vae.guide, x, num_samples))
+
+
+def renyi_bound(log_w, alpha):
+    """L_{α,K} per point from K log weights of shape (K, batch): shape (batch,)."""
+    k = log_w.shape[0]
+    return (torch.logsumexp((1 - alpha) * log_w, 0) - math.log(k)) / (1 - alpha)
+
+
+def scaled_loss_reference(vae, x, alpha, k, groups=10_000, seed=0):
+    """−(N/B) Σ_batch E[L_{α,K}] and its se, from ``groups`` disjoint groups of K draws.
+
+    The groups are i.i.d., so per point the se is std / √groups; the points are
+    independent, so the se of the sum is the quadrature of theirs.
+    """
+    torch.manual_seed(seed)
+    log_w = log_weights(vae, x, groups * k).double().reshape(groups, k, -1)
+    bounds = torch.stack([renyi_bound(g, alpha) for g in log_w])  # (groups, batch)
+    scale = NUM_DATA / x.shape[0]
+    se = scale * (bounds.var(0) / groups).sum().sqrt().item()
+    return -scale * bounds.mean(0).sum().item(), se
+
+
+def subsampled_losses(elbo, vae, x, calls=200, copies=100, seed=0):
+    """Mean and se of ``elbo.loss(model, guide, x, num_data=N)`` over calls × copies draws.
+
+    Each call evaluates ``copies`` stacked copies of the minibatch with num_data =
+    copies × N: the plate scale stays N/B and the per-point terms are independent, so
+    loss / copies is the mean of ``copies`` i.i.d. draws of the minibatch loss (a fast
+    way to get 20 000 of them). The se is over the i.i.d. calls.
+    """
+    stacked = x.repeat(copies, 1)
+    torch.manual_seed(seed)
+    losses = torch.tensor(
+        [
+            elbo.loss(vae.model, vae.guide, stacked, num_data=NUM_DATA * copies) / copies
+            for _ in range(calls)
+        ],
+        dtype=torch.float64,
+    )
+    return mean_and_se(losses)
+
+
+def params_of(vae):
+    return [p for p in vae.parameters() if p.requires_grad]
+
+
 # --------------------------------------------------------------------- make_elbo
 
 
@@ -66,45 +147,99 @@ def test_make_elbo_classes():
     assert meanfield.vectorize_particles
 
     renyi = make_elbo("renyi", alpha=0.5, num_particles=5)
-    assert type(renyi) is RenyiELBO
+    assert type(renyi) is ScaledRenyiELBO
     assert renyi.alpha == 0.5
     assert renyi.num_particles == 5
     assert renyi.vectorize_particles
 
+    pyro_renyi = make_elbo("pyro_renyi", alpha=0.5, num_particles=5)
+    assert type(pyro_renyi) is RenyiELBO
+    assert (pyro_renyi.alpha, pyro_renyi.num_particles) == (0.5, 5)
+
     jit = make_elbo("trace", jit=True, num_particles=2)
     assert type(jit) is JitTrace_ELBO
     assert jit.num_particles == 2
-    # jit is ignored for the other losses.
-    assert type(make_elbo("meanfield", jit=True)) is TraceMeanField_ELBO
-    assert type(make_elbo("renyi", jit=True)) is RenyiELBO
+
+
+@pytest.mark.parametrize("loss", ["meanfield", "renyi", "pyro_renyi"])
+def test_jit_without_a_jit_version_raises(loss):
+    with pytest.raises(ValueError, match=f"jit=False for loss='{loss}'.*JitTrace_ELBO"):
+        make_elbo(loss, jit=True)
 
 
 def test_objective_label():
     assert objective_label("trace") == "Trace_ELBO"
     assert objective_label("meanfield", num_particles=4) == "TraceMeanField_ELBO(K=4)"
     assert objective_label("renyi", alpha=0.0, num_particles=5) == "RenyiELBO(alpha=0, K=5)"
+    label = objective_label("pyro_renyi", alpha=0.5, num_particles=5)
+    assert label == "pyro.RenyiELBO(alpha=0.5, K=5)"
 
 
 def test_make_elbo_errors():
     with pytest.raises(ValueError) as info:
         make_elbo("elbo")
-    for name in ("trace", "meanfield", "renyi"):
-        assert name in str(info.value)
+    for name in LOSSES:
+        assert repr(name) in str(info.value)
+    assert "'elbo'" in str(info.value)
     with pytest.raises(ValueError, match="num_particles"):
         make_elbo("trace", num_particles=0)
     with pytest.raises(ValueError, match="num_particles"):
         make_elbo("trace", num_particles=2.0)
-    with pytest.raises(ValueError, match="Trace_ELBO"):
-        make_elbo("renyi", alpha=1)
+    for loss in ("renyi", "pyro_renyi"):
+        with pytest.raises(ValueError, match="Trace_ELBO"):
+            make_elbo(loss, alpha=1)
+    with pytest.raises(ValueError, match="alpha != 1"):
+        ScaledRenyiELBO(alpha=1)
+    with pytest.raises(ValueError, match="num_particles >= 1 but got 0"):
+        ScaledRenyiELBO(num_particles=0)
 
 
-def test_negative_alpha_warns_at_the_caller():
-    with pytest.warns(UserWarning, match="alpha") as record:
+def test_negative_alpha_warns_once_at_the_caller():
+    with pytest.warns(UserWarning, match="alpha=-0.5 < 0") as record:
         elbo = make_elbo("renyi", alpha=-0.5, num_particles=2)
-    assert type(elbo) is RenyiELBO
+    assert type(elbo) is ScaledRenyiELBO
     assert elbo.alpha == -0.5
-    # stacklevel points the warning at the code calling make_elbo.
+    # One warning, and stacklevel points it at the code calling make_elbo ...
+    assert len(record) == 1
     assert record[0].filename == __file__
+    # ... or the class.
+    with pytest.warns(UserWarning, match="no lower bound") as record:
+        ScaledRenyiELBO(alpha=-0.5)
+    assert len(record) == 1
+    assert record[0].filename == __file__
+
+
+@pytest.mark.parametrize(
+    "spec, parsed",
+    [
+        ("trace", ("trace", 0.0, 1)),
+        ("meanfield:3", ("meanfield", 0.0, 3)),
+        ("renyi:0.5:5", ("renyi", 0.5, 5)),
+        ("pyro_renyi:0:5", ("pyro_renyi", 0.0, 5)),
+        (" iwae:50 ", ("renyi", 0.0, 50)),
+    ],
+)
+def test_parse_objective_round_trips(spec, parsed):
+    assert parse_objective(spec) == parsed
+    loss, alpha, k = parsed
+    canonical = f"{loss}:{alpha:g}:{k}" if loss in ("renyi", "pyro_renyi") else f"{loss}:{k}"
+    assert parse_objective(canonical) == parsed
+    make_elbo(loss, alpha, k)  # valid arguments of make_elbo
+
+
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ("pyro_renyi:0", "'pyro_renyi:ALPHA:K'"),
+        ("renyi:a:5", "but got 'renyi:a:5'"),
+        ("magic", "'iwae:K'"),
+        ("pyro_renyi:1:5", "Trace_ELBO"),
+        ("iwae:0", "num_particles"),
+    ],
+)
+def test_parse_objective_errors(spec, match):
+    with pytest.raises(ValueError, match=match):
+        parse_objective(spec)
 
 
 # ------------------------------------------------------- estimators in expectation
@@ -156,3 +291,274 @@ def test_bound_ordering(linear_gaussian):
     # With a gap of ≈ 5 nats per point the bounds are far apart (10 points).
     assert renyi_5 - trace > 20
     assert exact - renyi_50 > 0.5
+
+
+# ------------------------------------------- ScaledRenyiELBO under subsampling (N > B)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, -0.5])
+@pytest.mark.parametrize("vectorize", [True, False])
+@pytest.mark.filterwarnings("ignore:alpha=-0.5 < 0")
+def test_scaled_renyi_is_the_formula_on_the_same_draws(subsampled, alpha, vectorize):
+    # loss = −(N/B) Σ_i L_{α,K}(x_i), N/B outside the log-sum-exp, checked draw by draw:
+    # with the same seed the guide draws the same z as log_importance_weights does.
+    vae, x = subsampled
+    k = 5
+    elbo = ScaledRenyiELBO(alpha, k, vectorize_particles=vectorize)
+    torch.manual_seed(1)
+    loss = elbo.loss(vae.model, vae.guide, x, num_data=NUM_DATA)
+    torch.manual_seed(1)
+    if vectorize:
+        log_w = log_weights(vae, x, k)
+    else:  # K passes of one particle each
+        log_w = torch.cat([log_weights(vae, x, 1) for _ in range(k)])
+    expected = -NUM_DATA / BATCH * renyi_bound(log_w, alpha).sum().item()
+    assert loss == pytest.approx(expected, rel=1e-6)
+    # Pyro's RenyiELBO puts N/B inside (its log-sum-exp of N/B · log w) on these draws.
+    torch.manual_seed(1)
+    pyro_loss = RenyiELBO(alpha, k, max_plate_nesting=1, vectorize_particles=vectorize).loss(
+        vae.model, vae.guide, x, num_data=NUM_DATA
+    )
+    tempered = -renyi_bound(NUM_DATA / BATCH * log_w, alpha).sum().item()
+    assert pyro_loss == pytest.approx(tempered, rel=1e-6)
+    assert abs(pyro_loss - loss) > 10
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5])
+def test_scaled_renyi_is_unbiased_for_the_scaled_bound(subsampled, alpha):
+    vae, x = subsampled
+    k = 5
+    mean, se = subsampled_losses(ScaledRenyiELBO(alpha, k), vae, x, seed=1)
+    expected, se_expected = scaled_loss_reference(vae, x, alpha, k, seed=2)
+    # E[loss] = −(N/B) Σ_i E[L_{α,K}(x_i)], two independent estimates: 4 se of their
+    # difference (≈ 1.2 nats on ≈ 1500).
+    tolerance = 4 * math.hypot(se, se_expected)
+    assert abs(mean - expected) <= tolerance
+    # Pyro's RenyiELBO with the same num_data optimizes Σ_i log mean_k w_ik^{N/B}:
+    # ≈ 170 nats (> 10 × the tolerance) below −(N/B) Σ L_{α,K}, by the power-mean
+    # inequality always on the optimistic side.
+    pyro_mean, pyro_se = subsampled_losses(
+        RenyiELBO(alpha, k, max_plate_nesting=1, vectorize_particles=True), vae, x, seed=3
+    )
+    assert expected - pyro_mean > 10 * 4 * math.hypot(pyro_se, se_expected)
+    # It is not even a bound: it claims more than the exact log-likelihood.
+    exact = -NUM_DATA / BATCH * vae.exact_log_likelihood(x).sum().item()
+    assert exact - pyro_mean > 10 * 4 * pyro_se
+
+
+def test_scaled_iwae_lies_between_the_elbo_and_log_px(subsampled):
+    vae, x = subsampled
+    scale = NUM_DATA / BATCH
+    mean, se = subsampled_losses(ScaledRenyiELBO(0.0, 5), vae, x, seed=4)
+    exact = -scale * vae.exact_log_likelihood(x).sum().item()
+    torch.manual_seed(5)
+    log_w = log_weights(vae, x, 20_000).double()  # ELBO from independent draws
+    elbo = -scale * log_w.mean(0).sum().item()
+    se_elbo = scale * (log_w.var(0) / log_w.shape[0]).sum().sqrt().item()
+    # −(N/B) Σ log p(x) ≤ E[loss] ≤ −(N/B) Σ ELBO, with margins of many se (measured
+    # ≈ 35 and ≈ 290 nats, se ≈ 0.3 and 1.3).
+    assert mean - exact > 10 * se
+    assert elbo - mean > 10 * math.hypot(se, se_elbo)
+
+
+# ------------------------------------------------------------------ gradients
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5])
+def test_differentiable_loss_value_and_gradient(subsampled, alpha):
+    vae, x = subsampled
+    params = params_of(vae)
+    elbo = ScaledRenyiELBO(alpha, 5)
+    torch.manual_seed(6)
+    loss = elbo.loss(vae.model, vae.guide, x, num_data=NUM_DATA)
+    torch.manual_seed(6)
+    tensor = elbo.differentiable_loss(vae.model, vae.guide, x, num_data=NUM_DATA)
+    assert tensor.shape == ()
+    assert tensor.item() == pytest.approx(loss, rel=1e-6)
+    grads = torch.autograd.grad(tensor, params)
+
+    for p in params:
+        p.grad = None
+    torch.manual_seed(6)
+    assert elbo.loss_and_grads(vae.model, vae.guide, x, num_data=NUM_DATA) == pytest.approx(
+        loss, rel=1e-6
+    )
+    for p, g in zip(params, grads, strict=True):
+        torch.testing.assert_close(p.grad, g)
+        p.grad = None
+
+    # The gradient of the bound itself, by autograd through the formula on the same
+    # (reparameterized) draws.
+    torch.manual_seed(6)
+    direct = -NUM_DATA / BATCH * renyi_bound(log_weights(vae, x, 5), alpha).sum()
+    for g, h in zip(grads, torch.autograd.grad(direct, params), strict=True):
+        torch.testing.assert_close(g, h, rtol=1e-4, atol=1e-3)
+
+
+def test_torch_optim_and_svi_improve_the_bound():
+    data = make_linear_gaussian(NUM_DATA, 6, 2, 0.5, seed=1)
+    torch.manual_seed(0)
+    vae = LinearGaussianVAE(6, 2)
+    elbo = ScaledRenyiELBO(0.0, 5)
+
+    def full_data_loss():
+        torch.manual_seed(7)
+        return elbo.loss(vae.model, vae.guide, data.x)
+
+    def minibatches(steps, seed):
+        generator = torch.Generator().manual_seed(seed)
+        for _ in range(steps):
+            rows = torch.randperm(NUM_DATA, generator=generator)[:20]
+            yield data.x[rows]
+
+    start = full_data_loss()
+    # torch.optim through the ELBOModule (as Lightning would use it).
+    module = elbo(vae.model, vae.guide)
+    optimizer = torch.optim.Adam(vae.parameters(), lr=0.05)
+    for x in minibatches(60, seed=0):
+        optimizer.zero_grad()
+        loss = module(x, num_data=NUM_DATA)
+        loss.backward()
+        optimizer.step()
+    middle = full_data_loss()
+    # pyro.infer.SVI with loss_and_grads.
+    svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 0.05}), elbo)
+    for x in minibatches(60, seed=1):
+        svi.step(x, num_data=NUM_DATA)
+    end = full_data_loss()
+    exact = -vae.exact_log_likelihood(data.x).sum().item()
+    # From a random start the loss (nats summed over 200 points) falls by hundreds of
+    # nats, and ends within ~0.5 nats/point of −Σ log p(x) (measured ≈ 0.1).
+    assert start - middle > 100
+    assert middle - end > 10
+    assert exact <= end + 10
+    assert end - exact < 0.5 * NUM_DATA
+
+
+class _DetachedNormal(dist.Normal):
+    """A Normal sampled without a pathwise gradient: its site gets a score function."""
+
+    has_rsample = False
+
+
+def _non_reparameterized_guide(vae):
+    def guide(x, num_data=None):
+        pyro.module("guide_loc", vae.guide_loc)
+        with pyro.plate("data", num_data or len(x), subsample=torch.arange(len(x))):
+            pyro.sample("z", _DetachedNormal(*vae.encoder(x)).to_event(1))
+
+    return guide
+
+
+@pytest.mark.parametrize("reparameterized", [True, False])
+@pytest.mark.parametrize("alpha", [0.0, 0.5])
+def test_equals_pyro_renyi_without_subsampling(subsampled, reparameterized, alpha):
+    # With num_data = B there is no scale to misplace: same loss and same surrogate
+    # gradient as RenyiELBO on the same draws, including its score-function term
+    # α/(1 − α) · log q for a non-reparameterized guide (zero at α = 0: the K → ∞
+    # limit of the IWAE bound, log p(x), does not depend on q).
+    vae, x = subsampled
+    guide = vae.guide if reparameterized else _non_reparameterized_guide(vae)
+    params = params_of(vae)
+    results = []
+    for elbo in (
+        ScaledRenyiELBO(alpha, 5),
+        RenyiELBO(alpha, 5, max_plate_nesting=1, vectorize_particles=True),
+    ):
+        for p in params:
+            p.grad = None
+        torch.manual_seed(8)
+        loss = elbo.loss_and_grads(vae.model, guide, x)
+        results.append((loss, [p.grad for p in params]))
+    (loss, grads), (pyro_loss, pyro_grads) = results
+    assert loss == pytest.approx(pyro_loss, rel=1e-6)
+    for g, h in zip(grads, pyro_grads, strict=True):
+        torch.testing.assert_close(g, h)
+    guide_grad = vae.guide_loc.weight.grad.abs().sum().item()
+    assert guide_grad == 0 if (alpha == 0 and not reparameterized) else guide_grad > 0
+
+
+# ------------------------------------------------- user scales and plate checks
+
+
+BETA = 0.3
+
+
+def _beta_model_and_guide(vae):
+    """The VAE's model and guide with ``poutine.scale(scale=β)`` on the latent site."""
+
+    def plate(x, num_data):
+        return pyro.plate("data", num_data or len(x), subsample=torch.arange(len(x)))
+
+    def model(x, num_data=None):
+        pyro.module("ppca", vae)
+        with plate(x, num_data):
+            prior = dist.Normal(torch.zeros(len(x), 2), 1.0).to_event(1)
+            with poutine.scale(scale=BETA):
+                z = pyro.sample("z", prior)
+            pyro.sample("x", vae.likelihood_dist(z), obs=x)
+
+    def guide(x, num_data=None):
+        pyro.module("ppca", vae)
+        with plate(x, num_data), poutine.scale(scale=BETA):
+            pyro.sample("z", dist.Normal(*vae.encoder(x)).to_event(1))
+
+    return model, guide
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5])
+def test_user_scale_weights_the_site_inside_the_log_weight(subsampled, alpha):
+    # log w = log p(x|z) + β (log p(z) − log q(z|x)), and N/B still outside.
+    vae, x = subsampled
+    model, guide = _beta_model_and_guide(vae)
+    torch.manual_seed(9)
+    loss = ScaledRenyiELBO(alpha, 5).loss(model, guide, x, num_data=NUM_DATA)
+    torch.manual_seed(9)
+    terms = log_importance_weights(vae.model, vae.guide, x, 5)
+    expected = -NUM_DATA / BATCH * renyi_bound(log_weights_of(terms, BETA), alpha).sum().item()
+    assert loss == pytest.approx(expected, rel=1e-6)
+    unweighted = -NUM_DATA / BATCH * renyi_bound(log_weights_of(terms), alpha).sum().item()
+    assert abs(loss - unweighted) > 10
+
+
+def _global_site_model_and_guide(vae):
+    """A global latent w outside the data plate, beside the per-point z."""
+
+    def model(x, num_data=None):
+        pyro.sample("w", dist.Normal(0.0, 1.0))
+        vae.model(x, num_data=num_data)
+
+    def guide(x, num_data=None):
+        pyro.sample("w", dist.Normal(0.0, 1.0))
+        vae.guide(x, num_data=num_data)
+
+    return model, guide
+
+
+def test_subsampling_a_plate_not_shared_by_all_sites_raises(subsampled):
+    vae, x = subsampled
+    model, guide = _global_site_model_and_guide(vae)
+    elbo = ScaledRenyiELBO(0.0, 5)
+    message = r"plate 'data' \(10 of 200, scale 20\) holds model site 'z' and not model site 'w'"
+    for method in (elbo.loss, elbo.loss_and_grads, elbo.differentiable_loss):
+        with pytest.raises(ValueError, match=message):
+            method(model, guide, x, num_data=NUM_DATA)
+    # Without subsampling the data plate is summed inside one joint weight per particle.
+    assert math.isfinite(elbo.loss(model, guide, x))
+
+
+def test_partially_reparameterized_site_raises(subsampled):
+    vae, x = subsampled
+
+    class Partial(dist.MultivariateNormal):
+        def score_parts(self, value):
+            log_prob = self.log_prob(value)
+            return ScoreParts(log_prob, log_prob, log_prob)
+
+    def guide(x, num_data=None):
+        with pyro.plate("data", len(x)):
+            z_loc, z_scale = vae.encoder(x)
+            pyro.sample("z", Partial(z_loc, scale_tril=torch.diag_embed(z_scale)))
+
+    with pytest.raises(NotImplementedError, match="partially reparameterized guide site 'z'"):
+        ScaledRenyiELBO(0.0, 5).loss_and_grads(vae.model, guide, x)
