@@ -1,10 +1,27 @@
-"""Atomic file writes: write to a temporary file in the target folder, then rename."""
+"""File writing and provenance: atomic writes (a temporary file, then a rename) and
+the versions of the libraries behind a result."""
 
 import contextlib
 import os
+import platform
 import tempfile
 
-__all__ = ["atomic_path"]
+__all__ = ["atomic_path", "versions"]
+
+
+def versions():
+    """Versions of Python and of the libraries behind a result (dict of str)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    found = {"python": platform.python_version(), "pyro_vae": __version__}
+    for name in ("torch", "pyro-ppl", "arviz", "numpy"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
 
 
 @contextlib.contextmanager

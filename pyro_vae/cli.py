@@ -1,7 +1,8 @@
 """Command line: ``pyro-vae compare``, ``pyro-vae train``, ``pyro-vae evaluate``.
 
 Arguments are validated before any work starts; a bad one ends the command with a
-one-line error naming it (exit status 2) and nothing written.
+one-line error naming it (exit status 2) and nothing written. The package's own
+warnings are shown; Pyro's deprecation chatter is not.
 """
 
 import argparse
@@ -13,10 +14,14 @@ import sys
 import time
 import warnings
 
-from .compare import DEFAULT_OBJECTIVES, compare, load_dataset, parse_objective
+import torch
+
+from .compare import DEFAULT_OBJECTIVES, compare
+from .data import dataset_from_spec, load_dataset
 from .evaluation import evaluate
 from .models import VAE
-from .training import fit, load_checkpoint
+from .objectives import parse_objective
+from .training import DEFAULT_LR, fit, load_checkpoint
 
 __all__ = ["main"]
 
@@ -60,7 +65,13 @@ def _add_common(parser):
         help="binarization of the training data (validation/test are always static "
         "unless 'none'); default %(default)s",
     )
-    parser.add_argument("--seed", type=int, default=0, help="default %(default)s")
+    parser.add_argument(
+        "--split-seed",
+        type=int,
+        default=0,
+        help="seed of the train/validation/test split and its static binarization "
+        "(default %(default)s)",
+    )
 
 
 def _add_training(parser):
@@ -75,8 +86,17 @@ def _add_training(parser):
     parser.add_argument("--hidden-dims", type=_int_list, default=(256,))
     parser.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli")
     parser.add_argument("--batch-size", type=_positive_int, default=128)
-    parser.add_argument("--lr", type=_positive_float, default=1e-3)
+    parser.add_argument(
+        "--lr", type=_positive_float, help=f"Adam learning rate (default {DEFAULT_LR:g})"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="training seed: initialization, shuffling, binarization and z draws "
+        "(default %(default)s); does not move the test set",
+    )
 
 
 def build_parser():
@@ -97,6 +117,13 @@ def build_parser():
         help="comma-separated: trace, meanfield, renyi:ALPHA:K, iwae:K (default %(default)s)",
     )
     p.add_argument("--num-samples", type=_positive_int, default=5000)
+    p.add_argument(
+        "--seeds",
+        type=_positive_int,
+        default=1,
+        help="train each objective with this many training seeds (--seed, --seed+1, ...) "
+        "and report mean ± s.d. across them (default %(default)s)",
+    )
     p.add_argument("--out", default="results", help="output folder (default %(default)s)")
 
     p = sub.add_parser("train", help="train one VAE and save a checkpoint")
@@ -104,10 +131,32 @@ def build_parser():
     _add_training(p)
     p.add_argument("--objective", default="trace", help="as in compare --objectives")
     p.add_argument("--checkpoint", default="vae.pt", help="default %(default)s")
+    p.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        help="also write the checkpoint every this many epochs (for --resume)",
+    )
+    p.add_argument(
+        "--resume",
+        metavar="CHECKPOINT",
+        help="continue an interrupted run from its checkpoint: its data split, model and "
+        "training settings are used; --epochs sets the total, --lr replaces the saved "
+        "learning rate only if given",
+    )
 
-    p = sub.add_parser("evaluate", help="evaluate a checkpoint on the test split")
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a checkpoint on the test split it was trained with",
+    )
     p.add_argument("checkpoint")
-    _add_common(p)
+    p.add_argument(
+        "--dataset",
+        help="evaluate on this data set's test split instead of the checkpoint's "
+        "('digits', 'mnist:PATH' or a .npy/.npz/.csv file)",
+    )
+    p.add_argument("--binarize", choices=("dynamic", "static", "none"))
+    p.add_argument("--split-seed", type=int, help="with --dataset: the split's seed")
+    p.add_argument("--seed", type=int, default=0, help="seed of the importance samples")
     p.add_argument("--num-samples", type=_positive_int, default=5000)
     p.add_argument("--json", help="also write the summary to this JSON file")
     return parser
@@ -123,7 +172,7 @@ def _run_compare(args):
     specs = [s for s in args.objectives.split(",") if s.strip()]
     for spec in specs:
         parse_objective(spec)
-    data = load_dataset(args.dataset, _binarize(args), args.seed)
+    data = load_dataset(args.dataset, _binarize(args), args.split_seed)
     result = compare(
         data,
         objectives=specs,
@@ -132,10 +181,10 @@ def _run_compare(args):
         hidden_dims=args.hidden_dims,
         likelihood=args.likelihood,
         batch_size=args.batch_size,
-        lr=args.lr,
+        lr=args.lr or DEFAULT_LR,
         patience=args.patience,
         num_samples=args.num_samples,
-        seed=args.seed,
+        seeds=range(args.seed, args.seed + args.seeds),
         progress=not args.no_progress,
     )
     out = args.out
@@ -158,15 +207,36 @@ def _run_compare(args):
             )
     for name, fig in figures.items():
         plots.save_figure(fig, os.path.join(out, name))
-    report.write_results(out, result.rows, result.histories, result.meta)
+    report.write_results(out, result.rows, result.histories, result.meta, result.pairs)
     print(report.format_table(result.rows, num_samples=args.num_samples))
+    print("paired differences on the same test points (± s.e. over points):")
+    print(report.format_pairs(result.pairs))
     print(f"wall time {result.meta['wall_time_s']:.0f} s; results in {out}/")
 
 
 def _run_train(args):
-    loss, alpha, k = parse_objective(args.objective)
-    data = load_dataset(args.dataset, _binarize(args), args.seed)
-    vae = VAE(data.x_dim, args.z_dim, args.hidden_dims, args.likelihood)
+    if args.resume:
+        _, saved = load_checkpoint(args.resume)
+        if not saved.get("training_state") or not saved.get("data_spec"):
+            raise ValueError(
+                f"Expected --resume to name a checkpoint written by `pyro-vae train` but "
+                f"{args.resume!r} holds no training state or data spec"
+            )
+        config, model = saved["fit_config"], saved["model_config"]
+        data = dataset_from_spec(saved["data_spec"])
+        vae = VAE(data.x_dim, model["z_dim"], tuple(model["hidden_dims"]), model["likelihood"])
+        loss, alpha, k = config["loss"], config["alpha"], config["num_particles"]
+        settings = {
+            "batch_size": config["batch_size"],
+            "seed": config["seed"],
+            "patience": config["patience"],
+        }
+    else:
+        loss, alpha, k = parse_objective(args.objective)
+        data = load_dataset(args.dataset, _binarize(args), args.split_seed)
+        settings = {"batch_size": args.batch_size, "seed": args.seed, "patience": args.patience}
+        torch.manual_seed(args.seed)
+        vae = VAE(data.x_dim, args.z_dim, args.hidden_dims, args.likelihood)
     run = fit(
         vae,
         data,
@@ -174,12 +244,12 @@ def _run_train(args):
         alpha=alpha,
         num_particles=k,
         epochs=args.epochs,
-        batch_size=args.batch_size,
         lr=args.lr,
-        seed=args.seed,
-        patience=args.patience,
         progress=not args.no_progress,
         checkpoint=args.checkpoint,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+        **settings,
     )
     last = run.history[run.best_epoch - 1]
     print(
@@ -189,26 +259,49 @@ def _run_train(args):
     )
 
 
+def _evaluation_data(args, saved):
+    """The test split to evaluate on: the checkpoint's own unless --dataset is given."""
+    if args.dataset is None:
+        if args.binarize is not None or args.split_seed is not None:
+            raise ValueError("Expected --binarize and --split-seed only with --dataset")
+        if not saved.get("data_spec"):
+            raise ValueError(
+                f"Expected checkpoint {args.checkpoint!r} to record its data split; "
+                "name the test data with --dataset (and --split-seed)"
+            )
+        return dataset_from_spec(saved["data_spec"])
+    binarize = _binarize(args) if args.binarize is not None else "static"
+    return load_dataset(args.dataset, binarize, args.split_seed or 0)
+
+
 def _run_evaluate(args):
     from ._io import atomic_path
 
-    vae, _ = load_checkpoint(args.checkpoint)
-    data = load_dataset(args.dataset, _binarize(args), args.seed)
+    vae, saved = load_checkpoint(args.checkpoint)
+    data = _evaluation_data(args, saved)
     start = time.perf_counter()
-    summary = evaluate(vae, data.test, args.num_samples, ks=(5, 50), seed=args.seed)
-    summary = summary.summary()
+    result = evaluate(vae, data.test, args.num_samples, ks=(5, 50), seed=args.seed)
+    summary = result.summary()
     for name, (mean, se) in summary.items():
         print(f"{name:>15} {mean:10.3f}" + (f" ± {se:.3f}" if math.isfinite(se) else ""))
+    spec = data.spec
+    unreliable = int(result.unreliable().sum())
     print(
-        f"nats per test point ({len(data.test)} points, K={args.num_samples}); "
-        f"{time.perf_counter() - start:.1f} s"
+        f"nats per test point ({len(data.test)} points of {spec['dataset']}, split seed "
+        f"{spec['split_seed']}, K={args.num_samples}); {unreliable} points with "
+        f"Pareto k̂ > 0.7; {time.perf_counter() - start:.1f} s"
     )
     if args.json:
         with atomic_path(args.json) as tmp, open(tmp, "w") as f:
             finite = {
-                k: {"mean": m, "se": s if math.isfinite(s) else None}
+                k: {
+                    "mean": m if math.isfinite(m) else None,
+                    "se": s if math.isfinite(s) else None,
+                }
                 for k, (m, s) in summary.items()
             }
+            finite["data_spec"] = spec
+            finite["khat_unreliable"] = unreliable
             json.dump(finite, f, indent=2)
 
 
@@ -219,7 +312,9 @@ def main(argv=None):
     runners = {"compare": _run_compare, "train": _run_train, "evaluate": _run_evaluate}
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", module="pyro")
+            # Pyro's own deprecation notices only; pyro_vae's warnings stay visible.
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"pyro\.")
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"pyro\.")
             runners[args.command](args)
     except (ValueError, FileNotFoundError) as e:
         parser.exit(2, f"pyro-vae {args.command}: error: {e}\n")

@@ -1,89 +1,33 @@
 """The main job: train one VAE per objective and judge all on held-out log p(x).
 
-Every objective trains the same architecture from the same initialization and seed;
-every trained model is then evaluated on the test split by the same estimator
-(:func:`pyro_vae.evaluate`, K = 5000 importance samples), so the table's differences
-are the objectives' own.
+For each training seed, every objective trains the same architecture from the same
+initialization (drawn with that seed) on the same split; every trained model is then
+evaluated on the test split by the same estimator (:func:`pyro_vae.evaluate`,
+K = 5000 importance samples). Differences between objectives are reported two ways:
+the spread across training seeds (retraining), and paired per-point differences on
+the same test points (:func:`pyro_vae.evaluation.paired_difference`), which is what
+decides whether one objective beats another on this test set.
 """
 
-import os
-import platform
+import itertools
+import math
+import statistics
 import time
 from dataclasses import dataclass, field
 
 import torch
 
-from .data import load_array, load_digits, load_mnist
-from .evaluation import evaluate
+from ._io import versions
+from .evaluation import evaluate, paired_difference
 from .models import VAE
-from .objectives import check_objective, objective_label
+from .objectives import objective_label, parse_objective
 from .training import fit
 
-__all__ = [
-    "DEFAULT_OBJECTIVES",
-    "Comparison",
-    "compare",
-    "load_dataset",
-    "parse_objective",
-]
+__all__ = ["DEFAULT_OBJECTIVES", "PAIRED", "REPORTED", "Comparison", "compare"]
 
 DEFAULT_OBJECTIVES = ("trace", "meanfield", "renyi:0:5", "renyi:0.5:5")
 REPORTED = ("elbo", "iwae_5", "iwae_50", "log_px", "gap", "kl", "reconstruction")
-
-
-def parse_objective(spec):
-    """Parse an objective spec into ``(loss, alpha, num_particles)``.
-
-    Specs: ``"trace"``, ``"meanfield"`` (optionally ``":K"`` particles),
-    ``"renyi:ALPHA:K"``, and ``"iwae:K"`` for ``"renyi:0:K"``.
-
-    Raises
-    ------
-    ValueError
-        If the spec is malformed or its values are invalid (see
-        :func:`pyro_vae.objectives.make_elbo`).
-    """
-    parts = str(spec).strip().split(":")
-    name, args = parts[0], parts[1:]
-    try:
-        if name in ("trace", "meanfield") and len(args) <= 1:
-            loss, alpha, k = name, 0.0, int(args[0]) if args else 1
-        elif name == "renyi" and len(args) == 2:
-            loss, alpha, k = name, float(args[0]), int(args[1])
-        elif name == "iwae" and len(args) == 1:
-            loss, alpha, k = "renyi", 0.0, int(args[0])
-        else:
-            raise ValueError
-    except ValueError:
-        raise ValueError(
-            f"Expected an objective like 'trace', 'meanfield', 'renyi:ALPHA:K' or "
-            f"'iwae:K' but got {spec!r}"
-        ) from None
-    check_objective(loss, alpha, k)
-    return loss, alpha, k
-
-
-def load_dataset(spec, binarize="dynamic", seed=0):
-    """Load ``"digits"``, ``"mnist:PATH"`` or a ``.npy``/``.npz``/``.csv`` file path.
-
-    Returns
-    -------
-    pyro_vae.data.Dataset
-
-    Raises
-    ------
-    ValueError, FileNotFoundError
-        As the loaders in :mod:`pyro_vae.data`.
-    """
-    if spec == "digits":
-        return load_digits(binarize=binarize, seed=seed)
-    if spec.startswith("mnist:"):
-        return load_mnist(spec[len("mnist:") :], binarize=binarize, seed=seed)
-    if os.path.splitext(spec)[1].lower() in (".npy", ".npz", ".csv"):
-        return load_array(spec, binarize=binarize, seed=seed)
-    raise ValueError(
-        f"Expected dataset 'digits', 'mnist:PATH' or a .npy/.npz/.csv path but got {spec!r}"
-    )
+PAIRED = ("log_px", "elbo")
 
 
 @dataclass
@@ -94,21 +38,54 @@ class Comparison:
     ----------
     rows : list of dict
         One per objective: ``objective``, ``loss``, ``alpha``, ``num_particles``,
-        ``epochs_run``, ``best_epoch``, ``train_time_s`` and, for each of elbo,
-        iwae_5, iwae_50, log_px, gap, kl, reconstruction, ``test_<name>`` with its
-        Monte-Carlo standard error ``test_<name>_se`` (nats per test point).
+        ``seeds`` (list), ``epochs_run`` and ``best_epoch`` (lists, per seed),
+        ``train_time_s`` (mean over seeds, wall seconds) and, for each name in
+        :data:`REPORTED`, ``test_<name>`` (mean over seeds of the test-set mean, nats
+        per point), ``test_<name>_se`` (its Monte-Carlo standard error) and
+        ``test_<name>_sd`` (standard deviation across seeds; NaN with one seed); and
+        ``khat_unreliable``, the largest number over seeds of test points whose Pareto
+        k̂ exceeds 0.7 (log p(x) not to be trusted there).
+    pairs : list of dict
+        One per pair of objectives (a, b): ``a``, ``b`` and for log_px and elbo
+        ``<name>_diff`` (mean over seeds of the mean per-point difference a − b),
+        ``<name>_diff_se`` (its standard error over test points) and
+        ``<name>_diff_sd`` (standard deviation across seeds; NaN with one seed).
     histories : dict of str to list of dict
-        Per-epoch training history of each objective (see :class:`pyro_vae.FitResult`).
+        Per-epoch training history of each objective, first seed.
     models : dict of str to VAE
-        The trained modules, keyed by objective label.
+        The trained modules of the first seed, keyed by objective label.
+    evaluations : dict of str to list of Evaluation
+        Per-point test estimates of each objective, one per seed.
     meta : dict
-        Data set, sizes, settings, versions and total wall time.
+        Data set and split, seeds, sizes, settings, versions and total wall time.
     """
 
     rows: list = field(default_factory=list)
+    pairs: list = field(default_factory=list)
     histories: dict = field(default_factory=dict)
     models: dict = field(default_factory=dict)
+    evaluations: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+
+
+def _check_compare_args(objectives, num_samples, seeds):
+    specs = [parse_objective(spec) for spec in objectives]
+    if not specs:
+        raise ValueError("Expected at least one objective but got none")
+    labels = [objective_label(*spec) for spec in specs]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"Expected distinct objectives but got {list(objectives)}")
+    if not isinstance(num_samples, int) or num_samples < 100:
+        raise ValueError(
+            f"Expected num_samples >= 100 (two groups of 50 for the IWAE-50 standard "
+            f"error) but got {num_samples!r}"
+        )
+    seeds = list(seeds)
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ValueError(f"Expected seeds to be a non-empty list of integers but got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"Expected distinct seeds but got {seeds}")
+    return specs, labels, seeds
 
 
 def compare(
@@ -122,25 +99,30 @@ def compare(
     lr=1e-3,
     patience=None,
     num_samples=5000,
-    seed=0,
+    seeds=(0,),
     progress=True,
 ):
-    """Train one VAE per objective, then evaluate each on the test split.
+    """Train one VAE per objective and training seed, then evaluate each on the test split.
 
     Parameters
     ----------
     data : pyro_vae.data.Dataset
-        Train/validation/test splits. The validation split selects each run's best
-        epoch by the validation IWAE bound L_50.
+        Train/validation/test splits (the split and its seed are fixed by the data;
+        training seeds do not move the test set). The validation split selects each
+        run's best epoch by the validation IWAE bound L_50.
     objectives : sequence of str, default DEFAULT_OBJECTIVES
-        Specs as in :func:`parse_objective`; default Trace_ELBO, TraceMeanField_ELBO,
-        RenyiELBO(α=0, K=5) and RenyiELBO(α=0.5, K=5).
-    epochs, batch_size, lr, patience, seed
+        Specs as in :func:`pyro_vae.objectives.parse_objective`; default Trace_ELBO,
+        TraceMeanField_ELBO, the IWAE bound (Rényi α = 0, K = 5) and the Rényi bound
+        α = 0.5, K = 5.
+    epochs, batch_size, lr, patience
         As in :func:`pyro_vae.fit`, the same for every objective.
     z_dim, hidden_dims, likelihood
         As in :class:`pyro_vae.VAE`.
     num_samples : int, default 5000
         Importance samples per test point for log p(x) (Burda et al. 2016).
+    seeds : sequence of int, default (0,)
+        Training seeds (initialization, shuffling, binarization and z draws); each
+        objective is trained once per seed.
     progress : bool, default True
         Show progress bars.
 
@@ -151,56 +133,36 @@ def compare(
     Raises
     ------
     ValueError
-        For a bad objective spec or any invalid training argument, before any training.
+        For a bad objective spec, seeds or any invalid training argument, before any
+        training.
     """
-    specs = [parse_objective(spec) for spec in objectives]
-    if not specs:
-        raise ValueError("Expected at least one objective but got none")
-    labels = [objective_label(*spec) for spec in specs]
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"Expected distinct objectives but got {list(objectives)}")
-    if num_samples < 100:
-        raise ValueError(
-            f"Expected num_samples >= 100 (two groups of 50 for the IWAE-50 standard "
-            f"error) but got {num_samples}"
-        )
+    specs, labels, seeds = _check_compare_args(objectives, num_samples, seeds)
     start = time.perf_counter()
-    torch.manual_seed(seed)
-    initial = VAE(data.x_dim, z_dim, hidden_dims, likelihood).state_dict()
+    runs = {label: [] for label in labels}
     result = Comparison()
+    for seed in seeds:
+        torch.manual_seed(seed)
+        initial = VAE(data.x_dim, z_dim, hidden_dims, likelihood).state_dict()
+        for (loss, alpha, k), label in zip(specs, labels, strict=True):
+            vae = VAE(data.x_dim, z_dim, hidden_dims, likelihood)
+            vae.load_state_dict(initial)
+            run = fit(vae, data, loss=loss, alpha=alpha, num_particles=k, epochs=epochs,
+                      batch_size=batch_size, lr=lr, seed=seed, patience=patience,
+                      progress=progress)  # fmt: skip
+            test = evaluate(vae, data.test, num_samples, ks=(5, 50), seed=seed)
+            runs[label].append((run, test))
+            result.models.setdefault(label, vae)
+            result.histories.setdefault(label, run.history)
     for (loss, alpha, k), label in zip(specs, labels, strict=True):
-        vae = VAE(data.x_dim, z_dim, hidden_dims, likelihood)
-        vae.load_state_dict(initial)
-        run = fit(
-            vae,
-            data,
-            loss=loss,
-            alpha=alpha,
-            num_particles=k,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            seed=seed,
-            patience=patience,
-            progress=progress,
-        )
-        summary = evaluate(vae, data.test, num_samples, ks=(5, 50), seed=seed).summary()
-        row = {
-            "objective": label,
-            "loss": loss,
-            "alpha": alpha,
-            "num_particles": k,
-            "epochs_run": len(run.history),
-            "best_epoch": run.best_epoch,
-            "train_time_s": run.train_time,
-        }
-        for name in REPORTED:
-            row[f"test_{name}"], row[f"test_{name}_se"] = summary[name]
-        result.rows.append(row)
-        result.histories[label] = run.history
-        result.models[label] = vae
+        result.rows.append(_row(label, loss, alpha, k, seeds, runs[label]))
+        result.evaluations[label] = [test for _, test in runs[label]]
+    for a, b in itertools.combinations(labels, 2):
+        result.pairs.append(_pair(a, b, result.evaluations[a], result.evaluations[b]))
     result.meta = {
         "dataset": data.name,
+        "data_spec": dict(data.spec),
+        "split_seed": data.spec.get("split_seed"),
+        "seeds": seeds,
         "binarize": data.binarize,
         "num_train": len(data.train),
         "num_validation": len(data.validation),
@@ -212,21 +174,49 @@ def compare(
         "likelihood": likelihood,
         "batch_size": batch_size,
         "lr": lr,
-        "seed": seed,
+        "patience": patience,
+        "torch_threads": torch.get_num_threads(),
         "wall_time_s": time.perf_counter() - start,
-        "versions": _versions(),
+        "versions": versions(),
     }
     return result
 
 
-def _versions():
-    import pyro
+def _spread(values):
+    return statistics.stdev(values) if len(values) > 1 else math.nan
 
-    from . import __version__
 
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "pyro-ppl": pyro.__version__,
-        "pyro_vae": __version__,
+def _row(label, loss, alpha, k, seeds, runs):
+    """One objective's row, aggregated over its runs (one per seed)."""
+    summaries = [test.summary() for _, test in runs]
+    row = {
+        "objective": label,
+        "loss": loss,
+        "alpha": alpha,
+        "num_particles": k,
+        "seeds": list(seeds),
+        "epochs_run": [len(run.history) for run, _ in runs],
+        "best_epoch": [run.best_epoch for run, _ in runs],
+        "train_time_s": statistics.fmean(run.train_time for run, _ in runs),
     }
+    for name in REPORTED:
+        means = [summary[name][0] for summary in summaries]
+        ses = [summary[name][1] for summary in summaries]
+        row[f"test_{name}"] = statistics.fmean(means)
+        row[f"test_{name}_se"] = math.sqrt(sum(se**2 for se in ses)) / len(ses)
+        row[f"test_{name}_sd"] = _spread(means)
+    row["khat_unreliable"] = max(int(test.unreliable().sum()) for _, test in runs)
+    return row
+
+
+def _pair(a, b, tests_a, tests_b):
+    """Paired differences a − b on the same test points, per seed then aggregated."""
+    pair = {"a": a, "b": b}
+    for name in PAIRED:
+        diffs = [paired_difference(ta, tb, name) for ta, tb in zip(tests_a, tests_b, strict=True)]
+        means = [mean for mean, _ in diffs]
+        pair[f"{name}_diff"] = statistics.fmean(means)
+        # per-seed s.e. over points, combined as the s.e. of the mean over seeds
+        pair[f"{name}_diff_se"] = math.sqrt(sum(se**2 for _, se in diffs)) / len(diffs)
+        pair[f"{name}_diff_sd"] = _spread(means)
+    return pair

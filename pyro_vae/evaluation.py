@@ -278,9 +278,11 @@ def evaluate(vae, x, num_samples=5000, ks=(1, 5, 50), seed=0, **kwargs):
     Raises
     ------
     ValueError
-        For bad data (wrong width, NaN/inf, empty, non-binary for a Bernoulli
-        likelihood), ``num_samples`` not an integer ≥ 2, ``ks`` not a sequence of
-        integers in [1, num_samples], or ``seed`` neither an integer nor None.
+        If ``vae`` lacks a callable ``model`` or ``guide``; for bad data (not a
+        non-empty tensor; with ``x_dim``: wrong width, NaN/inf, non-binary for a
+        Bernoulli likelihood); ``num_samples`` not an integer ≥ 2 (bools rejected);
+        ``ks`` not a sequence of integers in [1, num_samples] (bools and floats
+        rejected); or ``seed`` neither an integer nor None.
 
     See Also
     --------
@@ -293,7 +295,8 @@ def evaluate(vae, x, num_samples=5000, ks=(1, 5, 50), seed=0, **kwargs):
     in ``model`` and ``guide`` register names during the evaluation, and those not in
     the store before are deleted afterwards. The store is not emptied for the run
     (as ``pyro.get_param_store().scope()`` would do), since a model or guide that reads
-    its parameters with ``pyro.param`` must see the user's values.
+    its parameters with ``pyro.param`` must see the user's values; names already in the
+    store keep their tensors (``pyro.param`` never replaces a stored value).
     """
     if not (callable(getattr(vae, "model", None)) and callable(getattr(vae, "guide", None))):
         raise ValueError(
@@ -374,9 +377,6 @@ def evaluate_unchecked(vae, x, num_samples, ks, seed, **kwargs):
     return Evaluation(values, ses, num_samples)
 
 
-_evaluate = evaluate_unchecked  # the former private name, kept for pyro_vae.training
-
-
 def paired_difference(a, b, name="log_px"):
     r"""Mean per-point difference of two evaluations on the same data points.
 
@@ -429,8 +429,7 @@ def paired_difference(a, b, name="log_px"):
         if not isinstance(ev, Evaluation) or name not in ev.values:
             got = sorted(ev.values) if isinstance(ev, Evaluation) else type(ev).__name__
             raise ValueError(
-                f"Expected {label} to be an Evaluation with {name!r} in its values but got "
-                f"{got}"
+                f"Expected {label} to be an Evaluation with {name!r} in its values but got {got}"
             )
     if a.values[name].shape != b.values[name].shape:
         raise ValueError(
@@ -441,4 +440,4 @@ def paired_difference(a, b, name="log_px"):
     n = diff.numel()
     if n < 2:
         raise ValueError(f"Expected at least 2 data points for a standard error but got {n}")
-    return float(diff.mean()), float(math.hypot(a.values[name].std(), b.values[name].std()) / math.sqrt(n))
+    return float(diff.mean()), float(diff.std() / math.sqrt(n))

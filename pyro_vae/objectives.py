@@ -106,10 +106,12 @@ class ScaledRenyiELBO(ELBO):
     the others, so a global latent outside the data plate gives one joint weight per
     particle, which is only valid without subsampling.
 
-    Gradients come from RenyiELBO's surrogate: Σ_k softmax_k((1 − α) log w_ik) ∇ log w_ik
-    for reparameterized guide sites; a non-reparameterized site s adds the score term
-    1/(1 − α) · log q_s(z_ik) under the same weights (α/(1 − α) · log q_s for β_s = 1, as
-    in :class:`~pyro.infer.RenyiELBO`; its K → ∞ limit is the exact gradient).
+    Gradients come from RenyiELBO's surrogate, Σ_k softmax_k((1 − α) log w_ik) ∇ log w_ik,
+    the exact gradient of L_{α,K} for reparameterized guide sites. A non-reparameterized
+    guide site s adds the score term 1/(1 − α) · log q_s(z_ik) under the same weights
+    (net α/(1 − α) · log q_s for β_s = 1, as :class:`~pyro.infer.RenyiELBO`). That is the
+    gradient of the K → ∞ bound: biased for finite K, and zero at α = 0, where the limit
+    log p(x) does not depend on q, so such a guide site learns nothing from the IWAE bound.
 
     Parameters
     ----------
@@ -240,7 +242,7 @@ class ScaledRenyiELBO(ELBO):
 
         log_weight, surrogate = 0.0, 0.0
         for role, _, site in sites:
-            user_scale = site["scale"]; plate_scale_ = 1.0
+            user_scale = site["scale"] / plate_scale
             log_p = scale_and_mask(site["unscaled_log_prob"], user_scale, site["mask"])
             log_p = _sum_keepdim(log_p, sum_dims)
             if role == "model":

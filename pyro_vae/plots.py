@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ._io import atomic_path
-from .report import _label
+from .report import estimate_label
 
 __all__ = [
     "plot_bounds",
@@ -162,7 +162,7 @@ def plot_bounds(rows, names=("elbo", "iwae_5", "iwae_50", "log_px")):
             bottom=baseline,
             yerr=errors[j],
             capsize=3,
-            label=_label(name),
+            label=estimate_label(name),
         )
     ax.set_ylim(baseline, high + pad)
     ax.set_xticks(groups, labels, rotation=20 if max(map(len, labels)) > 12 else 0)

@@ -6,7 +6,12 @@ The input is what ``pyro-vae compare`` collects, one entry per training objectiv
   ``"loss"``, ``"alpha"``, ``"num_particles"``, ``"epochs_run"``, ``"best_epoch"``,
   ``"train_time_s"`` (seconds) and, for each estimate ``<name>`` of
   :data:`ESTIMATES`, ``"test_<name>"`` (mean over the test split, nats per data
-  point) and ``"test_<name>_se"`` (its Monte-Carlo standard error, nats);
+  point), ``"test_<name>_se"`` (its Monte-Carlo standard error, nats) and, optionally,
+  ``"test_<name>_sd"`` (standard deviation across training seeds) and
+  ``"khat_unreliable"`` (test points with Pareto k̂ > 0.7);
+- ``pairs`` (optional): list of dict with ``"a"``, ``"b"`` and, for log_px and elbo,
+  ``"<name>_diff"``, ``"<name>_diff_se"`` and ``"<name>_diff_sd"`` (paired
+  differences a − b on the same test points, see :class:`pyro_vae.compare.Comparison`);
 - ``histories``: dict objective label -> list of per-epoch dicts
   (:attr:`pyro_vae.FitResult.history`);
 - ``meta``: dict describing the run (``"dataset"``, ``"num_test"``,
@@ -35,7 +40,9 @@ from ._io import atomic_path
 
 __all__ = [
     "ESTIMATES",
+    "estimate_label",
     "format_markdown_table",
+    "format_pairs",
     "format_table",
     "read_results",
     "write_results",
@@ -60,7 +67,7 @@ _FIGURES = (
 )
 
 
-def _label(name):
+def estimate_label(name):
     """Display name of an estimate: ``"iwae_5"`` -> ``"IWAE-5"``, ``"kl"`` -> ``"KL"``.
 
     Used by :mod:`pyro_vae.plots` too, so tables and figures agree.
@@ -88,10 +95,23 @@ def _value(row, key, i):
     return float(row[key])
 
 
+def _across_seeds(rows):
+    """Whether the rows carry a spread across training seeds."""
+    return all(math.isfinite(float(row.get("test_log_px_sd", math.nan))) for row in rows)
+
+
 def _cells(rows):
-    """Header and string cells of the table, one list per row."""
+    """Header and string cells of the table, one list per row.
+
+    The ``±`` is the standard deviation across training seeds when every row has one,
+    otherwise the Monte-Carlo standard error.
+    """
     _check_rows(rows)
-    header = ["objective", "train time (s)", *(_label(name) for name in ESTIMATES)]
+    spread = "_sd" if _across_seeds(rows) else "_se"
+    header = ["objective", "train time (s)", *(estimate_label(name) for name in ESTIMATES)]
+    flags = all("khat_unreliable" in row for row in rows)
+    if flags:
+        header.append("k̂>0.7")
     body = []
     for i, row in enumerate(rows):
         cells = [str(row.get("objective", f"rows[{i}]"))]
@@ -99,16 +119,49 @@ def _cells(rows):
         for name in ESTIMATES:
             mean = _value(row, f"test_{name}", i)
             if name in _WITH_SE:
-                se = _value(row, f"test_{name}_se", i)
-                cells.append(f"{mean:.2f}±{se:.3f}")
+                cells.append(f"{mean:.2f}±{_value(row, f'test_{name}{spread}', i):.3f}")
             else:
                 cells.append(f"{mean:.2f}")
+        if flags:
+            cells.append(str(int(row["khat_unreliable"])))
         body.append(cells)
     return header, body
 
 
-def _note(num_samples):
-    return f"nats per test data point; log p(x) by importance sampling with K={num_samples}"
+def _note(num_samples, rows=None):
+    note = f"nats per test data point; log p(x) by importance sampling with K={num_samples}"
+    if rows is not None and _across_seeds(rows):
+        seeds = rows[0].get("seeds")
+        count = f"{len(seeds)} " if isinstance(seeds, list) else ""
+        return note + f"; ± one s.d. across {count}training seeds"
+    return note + "; ± one Monte-Carlo s.e."
+
+
+def format_pairs(pairs):
+    """Plain-text table of paired differences a − b on the same test points.
+
+    Parameters
+    ----------
+    pairs : list of dict
+        As :attr:`pyro_vae.compare.Comparison.pairs`.
+
+    Returns
+    -------
+    str
+        One line per pair: ``Δ log p(x)`` and ``Δ ELBO`` as ``mean ± s.e. over test
+        points`` and, when finite, ``(s.d. across seeds)``; nats per point.
+    """
+    lines = []
+    for pair in pairs:
+        parts = []
+        for name, label in (("log_px", "Δ log p(x)"), ("elbo", "Δ ELBO")):
+            text = f"{label} {pair[f'{name}_diff']:+.3f} ± {pair[f'{name}_diff_se']:.3f}"
+            sd = pair.get(f"{name}_diff_sd")
+            if sd is not None and math.isfinite(sd):
+                text += f" (s.d. {sd:.3f} across seeds)"
+            parts.append(text)
+        lines.append(f"{pair['a']} − {pair['b']}: " + "; ".join(parts))
+    return "\n".join(lines)
 
 
 def format_table(rows, num_samples=None):
@@ -151,7 +204,7 @@ def format_table(rows, num_samples=None):
     lines = [line(header), "  ".join("-" * w for w in widths)]
     lines += [line(cells) for cells in body]
     if num_samples is not None:
-        lines.append(_note(num_samples))
+        lines.append(_note(num_samples, rows))
     return "\n".join(lines)
 
 
@@ -187,7 +240,7 @@ def format_markdown_table(rows, num_samples=None):
     ]
     lines += [line(cells) for cells in body]
     if num_samples is not None:
-        lines += ["", _note(num_samples) + "."]
+        lines += ["", _note(num_samples, rows) + "."]
     return "\n".join(lines)
 
 
@@ -217,8 +270,11 @@ def _describe(meta, num_objectives):
         parts.append(f" with a {meta['z_dim']}-dimensional latent z")
     if "epochs" in meta:
         parts.append(f", each trained for up to {meta['epochs']} epochs")
-    if "seed" in meta:
-        parts.append(f" (seed {meta['seed']})")
+    if "seeds" in meta:
+        parts.append(f" (training seeds {', '.join(map(str, meta['seeds']))}")
+        if meta.get("split_seed") is not None:
+            parts.append(f"; split seed {meta['split_seed']}")
+        parts.append(")")
     parts.append(".")
     if "num_test" in meta or "num_samples" in meta:
         parts.append(" All objectives are evaluated with the same estimators")
@@ -241,8 +297,11 @@ _HOW_TO_READ = """\
 ## How to read this
 
 All numbers are in nats per test data point; higher is better for every bound.
-`±` is one Monte-Carlo standard error: differences below about two of them are
-not resolved.
+`±` is one standard deviation across training seeds when several were run (the
+spread of retraining), otherwise one Monte-Carlo standard error of the estimator (it
+says nothing about retraining). Whether one objective beats another on these test
+points is read from the paired differences below the table: the mean per-point
+difference with its standard error over test points.
 
 - **ELBO** = E_q log p(x|z) − KL(q(z|x) ‖ p(z)), i.e. the *reconstruction*
   column minus the *KL* column (Kingma & Welling 2014).
@@ -253,6 +312,9 @@ not resolved.
   proposal; it is the common yardstick on which all training objectives are judged.
 - **gap** = log p(x) − ELBO, which estimates KL(q(z|x) ‖ p(z|x)): how far the
   guide is from the true posterior.
+- **k̂>0.7** counts test points where the Pareto k̂ of the importance weights
+  exceeds 0.7 (PSIS, Vehtari et al. 2024): there the log p(x) estimate and its
+  standard error are not to be trusted.
 
 References: D. P. Kingma, M. Welling, "Auto-Encoding Variational Bayes", ICLR 2014;
 Y. Burda, R. Grosse, R. Salakhutdinov, "Importance Weighted Autoencoders", ICLR 2016.
@@ -271,7 +333,7 @@ def _figures(out_dir):
     return links
 
 
-def _report(out_dir, rows, meta):
+def _report(out_dir, rows, meta, pairs):
     lines = [
         "# Comparison of VAE training objectives",
         "",
@@ -281,6 +343,19 @@ def _report(out_dir, rows, meta):
         "",
         format_markdown_table(rows, meta.get("num_samples")),
         "",
+    ]
+    if pairs:
+        lines += [
+            "## Paired differences on the same test points",
+            "",
+            "Mean per-point difference a − b ± its standard error over test points "
+            "(nats per point); a difference of more than about two standard errors is "
+            "resolved on this test set.",
+            "",
+            *(f"- {line}" for line in format_pairs(pairs).splitlines()),
+            "",
+        ]
+    lines += [
         _HOW_TO_READ.format(
             k=f" = {meta['num_samples']}" if "num_samples" in meta else " (all draws)"
         ).rstrip("\n"),
@@ -292,13 +367,14 @@ def _report(out_dir, rows, meta):
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def write_results(out_dir, rows, histories, meta):
+def write_results(out_dir, rows, histories, meta, pairs=None):
     """Write ``results.csv``, ``results.json`` and ``report.md`` into ``out_dir``.
 
     - ``results.csv``: one line per row after a header; the columns are the keys of
       the first row, followed by any key that only later rows have (cells of
       missing keys are empty).
-    - ``results.json``: ``{"meta": meta, "results": rows, "histories": histories}``,
+    - ``results.json``: ``{"meta": meta, "results": rows, "pairs": pairs,
+      "histories": histories}``,
       indent 2; tuples become lists, numpy/torch scalars numbers, and NaN or
       infinite floats ``null`` (strict JSON).
     - ``report.md``: a title, what was run (from ``meta``), the Markdown table
@@ -320,6 +396,9 @@ def write_results(out_dir, rows, histories, meta):
         Objective label -> per-epoch records (:attr:`pyro_vae.FitResult.history`).
     meta : dict
         Description of the run; ``"num_samples"`` (K) is quoted under the table.
+    pairs : list of dict, optional
+        Paired differences (:attr:`pyro_vae.compare.Comparison.pairs`), listed in the
+        report.
 
     Returns
     -------
@@ -334,7 +413,7 @@ def write_results(out_dir, rows, histories, meta):
     _check_rows(rows)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = _report(out_dir, rows, meta)  # validates rows before anything is written
+    report = _report(out_dir, rows, meta, pairs)  # validates rows before anything is written
     paths = {name: str(out_dir / name) for name in ("results.csv", "results.json")}
     paths["report.md"] = str(out_dir / "report.md")
 
@@ -346,7 +425,9 @@ def write_results(out_dir, rows, histories, meta):
             writer.writeheader()
             writer.writerows(rows)
 
-    payload = _jsonable({"meta": meta, "results": rows, "histories": histories})
+    payload = _jsonable(
+        {"meta": meta, "results": rows, "pairs": pairs or [], "histories": histories}
+    )
     with atomic_path(paths["results.json"]) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(payload, f, indent=2, allow_nan=False, ensure_ascii=False)

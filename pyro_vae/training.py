@@ -21,9 +21,9 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from ._io import atomic_path
+from ._io import atomic_path, versions
 from .data import Dataset, check_data
-from .evaluation import _evaluate
+from .evaluation import evaluate_unchecked
 from .models import VAE, LinearGaussianVAE
 from .objectives import check_objective, make_elbo, objective_label
 
@@ -205,7 +205,7 @@ class Trainer:
             state.best_epoch = record["epoch"]
             return
         k = config["val_samples"]
-        summary = _evaluate(self.vae, self.validation, k, (k,), config["seed"]).summary()
+        summary = evaluate_unchecked(self.vae, self.validation, k, (k,), config["seed"]).summary()
         record["val_elbo"] = summary["elbo"][0]
         record["val_iwae"] = summary[f"iwae_{k}"][0]
         score = record["val_iwae" if config["monitor"] == "iwae" else "val_elbo"]
@@ -471,16 +471,10 @@ def save_checkpoint(path, vae, config=None, state=None, resumable=None, data_spe
         "history": list(state.history) if state else [],
         "best_epoch": state.best_epoch if state else None,
         "training_state": resumable,
-        "versions": _versions(),
+        "versions": versions(),
     }
     with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
-
-
-def _versions():
-    from . import __version__
-
-    return {"torch": str(torch.__version__), "pyro-ppl": pyro.__version__, "pyro_vae": __version__}
 
 
 def load_checkpoint(path):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pyro_vae.cli import main
-from pyro_vae.compare import parse_objective
+from pyro_vae.objectives import parse_objective
 
 
 def test_compare_smoke(tmp_path, capsys):
@@ -20,6 +20,7 @@ def test_compare_smoke(tmp_path, capsys):
             "--z-dim", "2",
             "--hidden-dims", "16",
             "--no-progress",
+            "--seeds", "2",
             "--out", str(out),
         ]
     )  # fmt: skip
@@ -46,8 +47,22 @@ def test_compare_smoke(tmp_path, capsys):
         assert r["test_iwae_50"] <= r["test_log_px"] + slack
         assert r["test_gap"] == pytest.approx(r["test_log_px"] - r["test_elbo"], abs=1e-4)
         assert -64 * np.log(2) - 20 < r["test_log_px"] < 0
-        assert r["epochs_run"] == 2
+        assert r["epochs_run"] == [2, 2] and r["seeds"] == [0, 1]
+        assert r["test_log_px_sd"] > 0  # two training seeds give two different models
+        assert r["khat_unreliable"] >= 0
     assert results["meta"]["num_test"] == 359
+    assert results["meta"]["seeds"] == [0, 1] and results["meta"]["split_seed"] == 0
+    assert {"torch", "pyro-ppl", "arviz", "pyro_vae"} <= set(results["meta"]["versions"])
+    (pair,) = results["pairs"]
+    assert (pair["a"], pair["b"]) == ("Trace_ELBO", "RenyiELBO(alpha=0, K=5)")
+    assert pair["log_px_diff"] == pytest.approx(
+        rows[0]["test_log_px"] - rows[1]["test_log_px"],
+        abs=1e-5,  # float32 means
+    )
+    assert pair["log_px_diff_se"] > 0
+    report = (out / "report.md").read_text()
+    assert "Paired differences on the same test points" in report
+    assert "s.d. across 2 training seeds" in report
     assert (out / "results.csv").read_text().count("\n") == 3
     with open(out / "bounds.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -66,6 +81,55 @@ def test_train_then_evaluate(tmp_path, capsys):
     values = json.loads(summary.read_text(), parse_constant=pytest.fail)  # strict JSON
     assert values["ess"]["se"] is None and 1 <= values["ess"]["mean"] <= 60
     assert values["elbo"]["mean"] <= values["log_px"]["mean"] + 4 * values["log_px"]["se"]
+
+
+def test_evaluate_rebuilds_the_training_split(tmp_path, capsys):
+    from pyro_vae import evaluate, load_checkpoint
+    from pyro_vae.data import load_digits
+
+    args = ["--epochs", "1", "--z-dim", "2", "--hidden-dims", "8", "--no-progress"]
+    paths = {}
+    for seed in (3, 4):  # retraining with another seed must not move the test set
+        paths[seed] = tmp_path / f"seed{seed}.pt"
+        argv = ["train", *args, "--split-seed", "7", "--seed", str(seed)]
+        assert main([*argv, "--checkpoint", str(paths[seed])]) == 0
+    specs = [load_checkpoint(p)[1]["data_spec"] for p in paths.values()]
+    assert specs[0] == specs[1] and specs[0]["split_seed"] == 7
+    assert [load_checkpoint(p)[1]["fit_config"]["seed"] for p in paths.values()] == [3, 4]
+    summary = tmp_path / "summary.json"
+    argv = ["evaluate", str(paths[3]), "--num-samples", "60", "--json", str(summary)]
+    assert main(argv) == 0
+    values = json.loads(summary.read_text())
+    assert values["data_spec"]["split_seed"] == 7
+    # the number is the one for split 7's test rows, not the default split's
+    vae = load_checkpoint(paths[3])[0]
+    test = load_digits(binarize="dynamic", split_seed=7).test
+    expected = evaluate(vae, test, 60, ks=(5, 50), seed=0).summary()["log_px"][0]
+    assert values["log_px"]["mean"] == pytest.approx(expected, abs=1e-5)
+    other = load_digits(binarize="dynamic", split_seed=0).test
+    assert evaluate(vae, other, 60, ks=(5,), seed=0).summary()["log_px"][0] != pytest.approx(
+        expected, abs=1e-3
+    )
+
+
+def test_train_resume_continues_the_run(tmp_path, capsys):
+    from pyro_vae import load_checkpoint
+
+    ckpt = tmp_path / "vae.pt"
+    args = ["--z-dim", "2", "--hidden-dims", "8", "--no-progress", "--checkpoint", str(ckpt)]
+    assert main(["train", "--epochs", "2", "--seed", "5", "--lr", "0.01", *args]) == 0
+    assert main(["train", "--epochs", "4", "--resume", str(ckpt), *args]) == 0
+    saved = load_checkpoint(ckpt)[1]
+    assert [h["epoch"] for h in saved["history"]] == [1, 2, 3, 4]
+    assert saved["fit_config"]["seed"] == 5 and saved["fit_config"]["lr"] == 0.01
+
+
+def test_cli_shows_the_packages_own_warnings(tmp_path):
+    argv = ["compare", "--objectives", "renyi:-0.5:2", "--epochs", "1", "--num-samples",
+            "100", "--z-dim", "2", "--hidden-dims", "8", "--no-progress",
+            "--out", str(tmp_path)]  # fmt: skip
+    with pytest.warns(UserWarning, match="no lower bound"):
+        assert main(argv) == 0
 
 
 @pytest.mark.parametrize(

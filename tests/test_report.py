@@ -8,6 +8,7 @@ import pytest
 from pyro_vae.report import (
     ESTIMATES,
     format_markdown_table,
+    format_pairs,
     format_table,
     read_results,
     write_results,
@@ -63,7 +64,10 @@ def test_format_table_contents_and_numbers():
     assert len(lines) == 2 + len(rows) + 1
     assert lines[0].split()[:4] == ["objective", "train", "time", "(s)"]
     assert set(lines[1].replace(" ", "")) == {"-"}
-    assert lines[-1] == ("nats per test data point; log p(x) by importance sampling with K=5000")
+    assert lines[-1] == (
+        "nats per test data point; log p(x) by importance sampling with K=5000; "
+        "± one Monte-Carlo s.e."
+    )
     # Header, separator and rows align: numbers are right-aligned in fixed columns.
     assert len({len(line) for line in lines[:-1]}) == 1
     first = lines[2].split()
@@ -136,7 +140,7 @@ def test_write_results_round_trips(tmp_path):
 
     with open(paths["results.json"], encoding="utf-8") as f:
         loaded = json.load(f)
-    assert loaded == {"meta": META, "results": rows, "histories": histories}
+    assert loaded == {"meta": META, "results": rows, "pairs": [], "histories": histories}
     assert isinstance(loaded["results"][0]["test_elbo"], float)
     assert read_results(out_dir) == loaded
 
@@ -202,3 +206,29 @@ def test_write_results_writes_nothing_for_a_bad_row(tmp_path):
 def test_read_results_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="results.json"):
         read_results(tmp_path)
+
+
+def test_spread_across_seeds_and_paired_differences(tmp_path):
+    rows = _rows()
+    for row, sd in zip(rows, (0.05, 0.07), strict=False):
+        for name in ("elbo", "iwae_5", "iwae_50", "log_px"):
+            row[f"test_{name}_sd"] = sd
+        row["seeds"] = [0, 1, 2]
+        row["khat_unreliable"] = 3
+    rows = rows[:2]
+    table = format_table(rows, num_samples=5000)
+    assert "±0.050" in table and "±0.070" in table  # the s.d. across seeds, not the s.e.
+    assert table.splitlines()[-1].endswith("± one s.d. across 3 training seeds")
+    assert "k̂>0.7" in table.splitlines()[0]
+    pairs = [{"a": "A", "b": "B", "log_px_diff": -0.25, "log_px_diff_se": 0.012,
+              "log_px_diff_sd": 0.03, "elbo_diff": 0.3, "elbo_diff_se": 0.01,
+              "elbo_diff_sd": float("nan")}]  # fmt: skip
+    text = format_pairs(pairs)
+    assert text == (
+        "A − B: Δ log p(x) -0.250 ± 0.012 (s.d. 0.030 across seeds); Δ ELBO +0.300 ± 0.010"
+    )
+    write_results(tmp_path, rows, {}, META, pairs)
+    report = (tmp_path / "report.md").read_text()
+    assert "## Paired differences on the same test points" in report
+    assert "- A − B: Δ log p(x) -0.250 ± 0.012" in report
+    assert read_results(tmp_path)["pairs"][0]["elbo_diff_sd"] is None  # strict JSON
