@@ -576,3 +576,24 @@ def test_partially_reparameterized_site_raises(subsampled):
 
     with pytest.raises(NotImplementedError, match="partially reparameterized guide site 'z'"):
         ScaledRenyiELBO(0.0, 5).loss_and_grads(vae.model, guide, x)
+
+
+def test_elbo_as_a_torch_module_trains_with_the_models_parameters():
+    # The pattern of Pyro's examples/svi_lightning.py: the ELBO module owns no
+    # parameters, so the optimizer must be given the VAE's.
+    from pyro.infer import Trace_ELBO
+
+    data = make_linear_gaussian(200, x_dim=6, z_dim=2, noise_scale=0.5, seed=5)
+    vae = LinearGaussianVAE(6, 2)
+    loss_fn = Trace_ELBO(num_particles=4, vectorize_particles=True, max_plate_nesting=1)(
+        vae.model, vae.guide
+    )
+    assert list(loss_fn.parameters()) == []
+    optimizer = torch.optim.Adam(vae.parameters(), lr=0.05)
+    before = -vae.exact_log_likelihood(data.x).mean().item()
+    for _ in range(100):
+        optimizer.zero_grad()
+        loss_fn(data.x).backward()
+        optimizer.step()
+    after = -vae.exact_log_likelihood(data.x).mean().item()
+    assert after < before - 1.0  # the model learned: exact −log p(x) fell by > 1 nat
