@@ -26,9 +26,7 @@ def main(args):
     with torch.no_grad():  # a poor guide: the gap starts large
         vae.guide_loc.weight.zero_()
         vae.guide_log_scale.fill_(1.0)
-    generative = [vae.weight, vae.bias, vae.log_noise_scale]
-    for p in generative:
-        p.requires_grad_(False)  # train the guide only: p(x) stays fixed
+    vae.decoder.requires_grad_(False)  # train the guide only: p(x) stays fixed
     vae.eval()  # no dropout here; silences Pyro's warning about the frozen parameters
     svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 0.02}), Trace_ELBO())
     exact_log_px = vae.exact_log_likelihood(x_test).mean().item()

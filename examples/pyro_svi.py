@@ -19,7 +19,6 @@ from pyro_vae.data import load_digits
 
 def main(args):
     pyro.set_rng_seed(args.seed)
-    pyro.clear_param_store()
     data = load_digits(binarize="dynamic")
     vae = pyro_vae.VAE(x_dim=64, z_dim=args.z_dim)
     svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
@@ -27,8 +26,8 @@ def main(args):
     for epoch in range(1, args.epochs + 1):
         x = data.train_epoch()
         loss = 0.0
-        for batch in torch.randperm(num_data).split(128):
-            loss += svi.step(x[batch], num_data=num_data) * len(batch) / num_data
+        for rows in torch.randperm(num_data).split(128):
+            loss += svi.step(x[rows], num_data=num_data, subsample=rows) * len(rows) / num_data
         if epoch % max(1, args.epochs // 5) == 0:
             print(f"epoch {epoch:4d}  -ELBO {loss / num_data:.2f} nats per point")
 

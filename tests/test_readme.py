@@ -10,5 +10,6 @@ def test_readme_snippet_runs_verbatim():
     namespace = {}
     exec(code.replace("range(100)", "range(2)"), namespace)
     assert namespace["samples"]["z"].shape == (10, 359, 8)
+    assert namespace["samples"]["x"].shape == (10, 359, 64)
     log_px, se = namespace["result"].summary()["log_px"]
     assert -64 < log_px < 0 and 0 < se < 0.05
