@@ -182,10 +182,7 @@ class Trainer:
         total = 0.0
         for step, rows in enumerate(order.split(batch_size), start=1):
             self.optimizer.zero_grad(set_to_none=True)
-            loss = self.elbo.differentiable_loss(
-                self.vae.model, self.vae.guide, x[rows], num_data=num_data, subsample=rows
-            )
-            value = loss.item()
+            value = self._loss_and_grads(x[rows], num_data, rows)
             if not math.isfinite(value):
                 raise FloatingPointError(
                     f"Non-finite loss {value} at epoch {epoch}, step {step}: lower the "
@@ -193,10 +190,19 @@ class Trainer:
                     "(e.g. pyro.optim.ClippedAdam with SVI); the last checkpoint, if any, "
                     f"holds epoch {self.state.epoch}"
                 )
-            loss.backward()
             self.optimizer.step()
             total += value * len(rows) / num_data
         return {"epoch": epoch, "train_loss": total / num_data}
+
+    def _loss_and_grads(self, xb, num_data, rows):
+        """The minibatch loss (float, nats, scaled by N/B); gradients left in ``.grad``."""
+        args = (self.vae.model, self.vae.guide, xb)
+        kwargs = {"num_data": num_data, "subsample": rows}
+        if not hasattr(self.elbo, "differentiable_loss"):  # pyro.infer.RenyiELBO
+            return self.elbo.loss_and_grads(*args, **kwargs)
+        loss = self.elbo.differentiable_loss(*args, **kwargs)
+        loss.backward()
+        return loss.item()
 
     def validate(self, record):
         """Add the validation ELBO and IWAE bound to ``record`` and update the best epoch."""

@@ -354,3 +354,13 @@ def test_objectives_are_exact_when_the_guide_is_the_posterior(linear_data, loss,
     exact = -vae.exact_log_likelihood(x).sum().item()
     for _ in range(2):  # the first JIT call traces, the second runs compiled
         assert svi.step(x) == pytest.approx(exact, rel=1e-5)
+
+
+def test_pyros_renyi_elbo_trains_through_loss_and_grads(binary_x):
+    # pyro.infer.RenyiELBO has no differentiable_loss: fit uses its loss_and_grads
+    vae = VAE(64, z_dim=2, hidden_dims=(8,))
+    before = vae.decoder.fc_out.bias.detach().clone()
+    run = fit(vae, binary_x, loss="pyro_renyi", num_particles=3, epochs=2, batch_size=20,
+              progress=False)  # fmt: skip
+    assert run.config["objective"].startswith("pyro.RenyiELBO")
+    assert not torch.equal(vae.decoder.fc_out.bias.detach(), before)
