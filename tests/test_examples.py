@@ -27,8 +27,7 @@ def test_linear_gaussian_gap_matches_closed_form(capsys):
 
 def test_pyro_svi_example_runs(capsys):
     summary = load("pyro_svi").main(argparse.Namespace(epochs=2, z_dim=2, num_samples=100, seed=0))
-    elbo, elbo_se = summary["elbo"]
     log_px, log_px_se = summary["log_px"]
-    assert elbo <= log_px + 4 * (elbo_se + log_px_se)
+    assert -64 * 0.7 < log_px < 0 and log_px_se < 0.5  # nats per 64-pixel binary image
     out = capsys.readouterr().out
     assert "Predictive z shape: (10, 5, 2)" in out

@@ -364,3 +364,22 @@ def test_pyros_renyi_elbo_trains_through_loss_and_grads(binary_x):
               progress=False)  # fmt: skip
     assert run.config["objective"].startswith("pyro.RenyiELBO")
     assert not torch.equal(vae.decoder.fc_out.bias.detach(), before)
+
+
+def test_malformed_checkpoints_raise_only_value_error(tmp_path):
+    from pyro_vae.training import CHECKPOINT_FORMAT
+
+    good = {"format": CHECKPOINT_FORMAT, "model_config": VAE(64, z_dim=2).config,
+            "model_state": VAE(64, z_dim=2).state_dict()}  # fmt: skip
+    cases = {
+        "no_config": {k: v for k, v in good.items() if k != "model_config"},
+        "unknown_class": {**good, "model_config": {**good["model_config"], "class": "GAN"}},
+        "bad_dims": {**good, "model_config": {**good["model_config"], "z_dim": 0}},
+        "wrong_state": {**good, "model_state": VAE(64, z_dim=3).state_dict()},
+        "not_a_dict": [1, 2, 3],
+    }
+    for name, content in cases.items():
+        path = tmp_path / f"{name}.pt"
+        torch.save(content, path)
+        with pytest.raises(ValueError, match="checkpoint"):
+            load_checkpoint(path)
