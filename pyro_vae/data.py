@@ -58,6 +58,10 @@ class Dataset:
         The training images before binarization, shape ``(n_train, x_dim)``.
     image_shape : tuple of int or None
         ``(height, width)`` when the rows are images, for plotting.
+    labels : dict or None
+        Class labels (e.g. the digit) of each split's rows, ``{"train", "validation",
+        "test"}`` -> long tensor of shape ``(n_split,)``, for plots only; None when the
+        data set has none.
     spec : dict
         How to rebuild exactly this split with :func:`load_dataset`: ``"dataset"``
         (``"digits"``, ``"mnist:PATH"`` or a file path), ``"binarize"``,
@@ -72,6 +76,7 @@ class Dataset:
     binarize: str | None
     train_intensities: torch.Tensor = field(repr=False)
     image_shape: tuple | None = None
+    labels: dict | None = field(default=None, repr=False)
     spec: dict = field(default_factory=dict)
 
     @property
@@ -138,10 +143,20 @@ def _check_matrix(x, name):
 
 
 def _split(
-    x, name, binarize, val_fraction, test_fraction, seed, spec, image_shape=None, order=None
+    x,
+    name,
+    binarize,
+    val_fraction,
+    test_fraction,
+    seed,
+    spec,
+    image_shape=None,
+    order=None,
+    labels=None,
 ):
     """Seeded permutation (or the given ``order``) into train/validation/test, then
-    binarization. The test split is the last rows of the permuted data."""
+    binarization. The test split is the last rows of the permuted data; ``labels``
+    (one per row, optional) follow the same permutation."""
     if binarize not in BINARIZATIONS:
         raise ValueError(f"Expected binarize in {BINARIZATIONS} but got {binarize!r}")
     _check_fractions(val_fraction, test_fraction)
@@ -158,8 +173,13 @@ def _split(
     n_val = int(round(val_fraction * len(x)))
     if len(x) - n_test - n_val < 1:
         raise ValueError(f"Expected at least one training point in {name}")
-    parts = np.split(x[order], [len(x) - n_test - n_val, len(x) - n_test])
+    cuts = [len(x) - n_test - n_val, len(x) - n_test]
+    parts = np.split(x[order], cuts)
     intensities = [torch.from_numpy(np.ascontiguousarray(p)) for p in parts]
+    if labels is not None:
+        split_labels = np.split(np.asarray(labels, dtype=np.int64)[order], cuts)
+        names = ("train", "validation", "test")
+        labels = {name: torch.from_numpy(y) for name, y in zip(names, split_labels, strict=True)}
     if binarize is None:
         binary = intensities
     else:
@@ -173,6 +193,7 @@ def _split(
         binarize=binarize,
         train_intensities=intensities[0],
         image_shape=image_shape,
+        labels=labels,
         spec={
             "dataset": spec,
             "binarize": binarize,
@@ -215,8 +236,18 @@ def load_digits(binarize="static", val_fraction=0.1, test_fraction=0.2, split_se
     """
     from sklearn.datasets import load_digits as sklearn_digits
 
-    x = sklearn_digits().data / 16.0
-    return _split(x, "digits", binarize, val_fraction, test_fraction, split_seed, "digits", (8, 8))
+    digits = sklearn_digits()
+    return _split(
+        digits.data / 16.0,
+        "digits",
+        binarize,
+        val_fraction,
+        test_fraction,
+        split_seed,
+        "digits",
+        (8, 8),
+        labels=digits.target,
+    )
 
 
 def _read_idx(path):

@@ -319,3 +319,17 @@ def test_make_linear_gaussian_errors():
         make_linear_gaussian(0)
     with pytest.raises(ValueError, match="noise_scale"):
         make_linear_gaussian(10, noise_scale=-1.0)
+
+
+def test_digit_labels_follow_the_split():
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    raw = sklearn_digits()
+    ds = load_digits(binarize=None, split_seed=3)
+    assert {k: len(v) for k, v in ds.labels.items()} == {
+        "train": len(ds.train), "validation": len(ds.validation), "test": len(ds.test)
+    }  # fmt: skip
+    # each test row is the image of its label: find it in the raw data
+    for row, label in zip(ds.test[:20], ds.labels["test"][:20], strict=True):
+        match = (torch.from_numpy(raw.data / 16.0).float() == row).all(1).nonzero()
+        assert label.item() in raw.target[match.squeeze(1).numpy()]

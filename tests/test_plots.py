@@ -6,6 +6,7 @@ import torch
 from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 
+from pyro_vae import plots
 from pyro_vae.plots import (
     plot_bounds,
     plot_image_grid,
@@ -205,3 +206,51 @@ def test_plot_validation_curves_validates_input():
         plot_validation_curves({"Trace_ELBO": []})
     with pytest.raises(ValueError, match="key"):
         plot_validation_curves(_histories(), key="val_loss")
+
+
+def _draws(s, n, d, shift=0.0, seed=0):
+    return np.random.default_rng(seed).normal(shift, 1.0, size=(s, n, d))
+
+
+def test_plot_posterior_draws_panels_legend_and_density():
+    ref, approx = _draws(300, 3, 2), _draws(200, 3, 2, shift=0.5, seed=1)
+    grid = np.linspace(-3, 3, 41)
+    log_density = -0.5 * (grid[:, None] ** 2 + grid[None, :] ** 2)
+    density = (grid, grid, np.broadcast_to(log_density, (3, 41, 41)))
+    images = np.random.default_rng(2).random((3, 64))
+    fig = plots.plot_posterior_draws(ref, approx, images, (8, 8), density=density)
+    axes = fig.get_axes()
+    assert len(axes) == 6  # 3 images over 3 latent panels
+    latent = axes[3]
+    assert len(latent.collections) >= 3  # contour set + two scatter sets
+    offsets = [c.get_offsets() for c in latent.collections if len(c.get_offsets()) in (200, 300)]
+    assert sorted(len(o) for o in offsets) == [200, 300]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["posterior (HMC)", "guide q(z|x)", "exact posterior (quadrature)"]
+
+
+def test_plot_posterior_draws_errors():
+    with pytest.raises(ValueError, match="same 3 points"):
+        plots.plot_posterior_draws(_draws(10, 3, 2), _draws(10, 4, 2))
+    with pytest.raises(ValueError, match="two latent dims"):
+        plots.plot_posterior_draws(_draws(10, 3, 4), _draws(10, 3, 4), dims=(0, 4))
+    with pytest.raises(ValueError, match="log_density of shape"):
+        grid = np.linspace(-1, 1, 5)
+        plots.plot_posterior_draws(_draws(10, 2, 2), _draws(10, 2, 2),
+                                   density=(grid, grid, np.zeros((2, 5, 4))))  # fmt: skip
+    fig = plots.plot_posterior_draws(_draws(10, 2, 1), _draws(10, 2, 1))  # 1-D latents
+    assert len(fig.get_axes()) == 2
+
+
+def test_plot_latent_map():
+    z = np.random.default_rng(0).normal(size=(50, 2))
+    labels = np.arange(50) % 10
+    decoded = np.random.default_rng(1).random((25, 64))
+    fig = plots.plot_latent_map(z, labels, decoded, (8, 8), (-3, 3, -3, 3))
+    ax_map, ax_grid = fig.get_axes()
+    assert len(ax_map.collections) == 10  # one scatter per digit
+    assert ax_grid.get_images()[0].get_extent() == [-3, 3, -3, 3]
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        plots.plot_latent_map(np.zeros((5, 3)), None, decoded, (8, 8), (-1, 1, -1, 1))
+    with pytest.raises(ValueError, match="g\\*g"):
+        plots.plot_latent_map(z, labels, decoded[:24], (8, 8), (-1, 1, -1, 1))
