@@ -1,4 +1,4 @@
-"""Command line: ``pyro-vae compare``, ``pyro-vae train``, ``pyro-vae evaluate``.
+"""Command line: ``pyro-vae compare``, ``train``, ``evaluate`` and ``posterior``.
 
 Arguments are validated before any work starts; a bad one ends the command with a
 one-line error naming it (exit status 2) and nothing written. The package's own
@@ -14,9 +14,11 @@ import sys
 import time
 import warnings
 
+import numpy as np
 import torch
 
-from .compare import DEFAULT_OBJECTIVES, compare
+from ._io import atomic_path
+from .compare import DEFAULT_OBJECTIVES, check_guide, compare, summarize_agreement
 from .data import dataset_from_spec, load_dataset
 from .evaluation import evaluate
 from .models import VAE
@@ -45,6 +47,16 @@ def _positive_float(text):
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
+    return value
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
     return value
 
 
@@ -124,6 +136,13 @@ def build_parser():
         help="train each objective with this many training seeds (--seed, --seed+1, ...) "
         "and report mean ± s.d. across them (default %(default)s)",
     )
+    p.add_argument(
+        "--posterior-points",
+        type=_non_negative_int,
+        default=16,
+        help="test points on which each guide is checked against HMC draws of the exact "
+        "posterior (0 skips the check; default %(default)s)",
+    )
     p.add_argument("--out", default="results", help="output folder (default %(default)s)")
 
     p = sub.add_parser("train", help="train one VAE and save a checkpoint")
@@ -159,6 +178,18 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0, help="seed of the importance samples")
     p.add_argument("--num-samples", type=_positive_int, default=5000)
     p.add_argument("--json", help="also write the summary to this JSON file")
+
+    p = sub.add_parser(
+        "posterior",
+        help="check a checkpoint's guide against HMC draws of the exact posterior",
+    )
+    p.add_argument("checkpoint")
+    p.add_argument("--points", type=_positive_int, default=16, help="first test points")
+    p.add_argument("--num-samples", type=_positive_int, default=1000, help="draws per chain")
+    p.add_argument("--warmup-steps", type=_positive_int, default=500)
+    p.add_argument("--chains", type=_positive_int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="posterior", help="output folder (default %(default)s)")
     return parser
 
 
@@ -185,6 +216,7 @@ def _run_compare(args):
         patience=args.patience,
         num_samples=args.num_samples,
         seeds=range(args.seed, args.seed + args.seeds),
+        posterior_points=args.posterior_points,
         progress=not args.no_progress,
     )
     out = args.out
@@ -205,12 +237,20 @@ def _run_compare(args):
                 nrows=4,
                 title=f"decoder means at z ~ p(z): {label}",
             )
+    for label, check in result.checks.items():
+        slug = re.sub(r"[^A-Za-z0-9.]+", "_", label).strip("_")
+        figures.update(_posterior_figures(check, data, slug))
     for name, fig in figures.items():
         plots.save_figure(fig, os.path.join(out, name))
-    report.write_results(out, result.rows, result.histories, result.meta, result.pairs)
+    report.write_results(
+        out, result.rows, result.histories, result.meta, result.pairs, result.agreement
+    )
     print(report.format_table(result.rows, num_samples=args.num_samples))
     print("paired differences on the same test points (± s.e. over points):")
     print(report.format_pairs(result.pairs))
+    if result.agreement:
+        print("guide vs exact posterior (medians over the checked test points):")
+        print(report.format_agreement(result.agreement))
     print(f"wall time {result.meta['wall_time_s']:.0f} s; results in {out}/")
 
 
@@ -275,8 +315,6 @@ def _evaluation_data(args, saved):
 
 
 def _run_evaluate(args):
-    from ._io import atomic_path
-
     vae, saved = load_checkpoint(args.checkpoint)
     data = _evaluation_data(args, saved)
     start = time.perf_counter()
@@ -305,11 +343,82 @@ def _run_evaluate(args):
             json.dump(finite, f, indent=2)
 
 
+def _posterior_figures(check, data, slug, num_points=4):
+    """Figures of one guide check: draws in the latent plane, and the 2-D latent map."""
+    from . import plots
+    from .quadrature import log_joint_grid
+
+    n = min(num_points, check.posterior.posterior.sizes["datum"])
+    reference = _draws(check.posterior, n)
+    guide = _draws(check.guide, n)
+    x = data.test[:n]
+    density = None
+    if check.exact is not None and reference.shape[-1] == 2:
+        lows = np.minimum(reference.min((0, 1)), guide.min((0, 1)))
+        highs = np.maximum(reference.max((0, 1)), guide.max((0, 1)))
+        grids = [np.linspace(lo, hi, 81) for lo, hi in zip(lows, highs, strict=True)]
+        density = (*grids, log_joint_grid(check.vae, x, *grids))
+    figures = {
+        f"posterior_{slug}.png": plots.plot_posterior_draws(
+            reference, guide, x if data.image_shape else None, data.image_shape, density
+        )
+    }
+    if check.vae.z_dim == 2 and data.image_shape is not None:
+        means = check.vae.encode(data.test)[0]
+        low, high = means.min(0).values - 0.5, means.max(0).values + 0.5
+        side = 15
+        z0, z1 = (torch.linspace(lo, hi, side) for lo, hi in zip(low, high, strict=True))
+        # rows from the top: z[1] decreasing; columns: z[0] increasing
+        grid = torch.stack(torch.meshgrid(z1.flip(0), z0, indexing="ij"), -1).flip(-1)
+        decoded = check.vae.decode(grid.reshape(-1, 2).to(means.dtype))
+        labels = data.labels["test"] if data.labels else None
+        extent = (low[0].item(), high[0].item(), low[1].item(), high[1].item())
+        figures[f"latent_map_{slug}.png"] = plots.plot_latent_map(
+            means, labels, decoded, data.image_shape, extent
+        )
+    return figures
+
+
+def _draws(idata, n):
+    """Draws of z for the first n data points as an array (S, n, D)."""
+    z = idata.posterior["z"].isel(datum=slice(0, n))
+    return z.stack(sample=("chain", "draw")).transpose("sample", "datum", "latent").values
+
+
+def _run_posterior(args):
+    from . import plots, report
+
+    vae, saved = load_checkpoint(args.checkpoint)
+    if not saved.get("data_spec"):
+        raise ValueError(f"Expected checkpoint {args.checkpoint!r} to record its data split")
+    data = dataset_from_spec(saved["data_spec"])
+    x = data.test[: args.points]
+    check = check_guide(vae, x, args.num_samples, args.warmup_steps, args.chains, args.seed)
+    out = args.out
+    os.makedirs(out, exist_ok=True)
+    for name, idata in (("posterior.nc", check.posterior), ("guide.nc", check.guide)):
+        with atomic_path(os.path.join(out, name)) as tmp:
+            idata.to_netcdf(tmp)
+    with atomic_path(os.path.join(out, "agreement.csv")) as tmp:
+        check.table.to_csv(tmp, index_label="datum")
+    for name, fig in _posterior_figures(check, data, "guide", num_points=4).items():
+        plots.save_figure(fig, os.path.join(out, name))
+    summary = {"objective": saved["fit_config"].get("objective", "?"),
+               **summarize_agreement(check.table)}  # fmt: skip
+    print(report.format_agreement([summary]))
+    print(f"{len(x)} test points; draws and agreement table in {out}/")
+
+
 def main(argv=None):
     """Entry point of the ``pyro-vae`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    runners = {"compare": _run_compare, "train": _run_train, "evaluate": _run_evaluate}
+    runners = {
+        "compare": _run_compare,
+        "train": _run_train,
+        "evaluate": _run_evaluate,
+        "posterior": _run_posterior,
+    }
     try:
         with warnings.catch_warnings():
             # Pyro's own deprecation notices only; pyro_vae's warnings stay visible.

@@ -1,5 +1,9 @@
 """The main job: train one VAE per objective and judge all on held-out log p(x).
 
+It also asks, per objective, how far the trained guide q_φ(z|x) sits from the model's
+exact posterior p_θ(z|x) on a few test points (:func:`check_guide`): HMC draws (and
+quadrature for 2-D latents) against guide draws.
+
 For each training seed, every objective trains the same architecture from the same
 initialization (drawn with that seed) on the same split; every trained model is then
 evaluated on the test split by the same estimator (:func:`pyro_vae.evaluate`,
@@ -21,9 +25,21 @@ from ._io import versions
 from .evaluation import evaluate, paired_difference
 from .models import VAE
 from .objectives import objective_label, parse_objective
+from .posterior import compare_posteriors, sample_guide, sample_posterior
+from .quadrature import quadrature_posterior
 from .training import fit
 
-__all__ = ["DEFAULT_OBJECTIVES", "PAIRED", "REPORTED", "Comparison", "compare"]
+__all__ = [
+    "AGREEMENT",
+    "DEFAULT_OBJECTIVES",
+    "PAIRED",
+    "REPORTED",
+    "Comparison",
+    "GuideCheck",
+    "check_guide",
+    "compare",
+    "summarize_agreement",
+]
 
 DEFAULT_OBJECTIVES = ("trace", "meanfield", "renyi:0:5", "renyi:0.5:5")
 REPORTED = ("elbo", "iwae_5", "iwae_50", "log_px", "gap", "kl", "reconstruction")
@@ -50,6 +66,12 @@ class Comparison:
         ``<name>_diff`` (mean over seeds of the mean per-point difference a − b),
         ``<name>_diff_se`` (its standard error over test points) and
         ``<name>_diff_sd`` (standard deviation across seeds; NaN with one seed).
+    agreement : list of dict
+        One per objective (first seed): medians over the checked test points of the
+        guide-vs-posterior table (:func:`summarize_agreement`); empty when
+        ``posterior_points`` is 0.
+    checks : dict of str to GuideCheck
+        The guide-vs-posterior check of each objective's first-seed model.
     histories : dict of str to list of dict
         Per-epoch training history of each objective, first seed.
     models : dict of str to VAE
@@ -62,6 +84,8 @@ class Comparison:
 
     rows: list = field(default_factory=list)
     pairs: list = field(default_factory=list)
+    agreement: list = field(default_factory=list)
+    checks: dict = field(default_factory=dict)
     histories: dict = field(default_factory=dict)
     models: dict = field(default_factory=dict)
     evaluations: dict = field(default_factory=dict)
@@ -100,6 +124,7 @@ def compare(
     patience=None,
     num_samples=5000,
     seeds=(0,),
+    posterior_points=16,
     progress=True,
 ):
     """Train one VAE per objective and training seed, then evaluate each on the test split.
@@ -123,6 +148,9 @@ def compare(
     seeds : sequence of int, default (0,)
         Training seeds (initialization, shuffling, binarization and z draws); each
         objective is trained once per seed.
+    posterior_points : int, default 16
+        Test points (the first ones) on which each objective's first-seed guide is
+        checked against its exact posterior (:func:`check_guide`); 0 skips the check.
     progress : bool, default True
         Show progress bars.
 
@@ -137,6 +165,10 @@ def compare(
         training.
     """
     specs, labels, seeds = _check_compare_args(objectives, num_samples, seeds)
+    if not isinstance(posterior_points, int) or posterior_points < 0:
+        raise ValueError(
+            f"Expected posterior_points to be an integer >= 0 but got {posterior_points!r}"
+        )
     start = time.perf_counter()
     runs = {label: [] for label in labels}
     result = Comparison()
@@ -158,6 +190,13 @@ def compare(
         result.evaluations[label] = [test for _, test in runs[label]]
     for a, b in itertools.combinations(labels, 2):
         result.pairs.append(_pair(a, b, result.evaluations[a], result.evaluations[b]))
+    if posterior_points:
+        x = data.test[:posterior_points]
+        for label, vae in result.models.items():
+            result.checks[label] = check_guide(vae, x, seed=seeds[0])
+            result.agreement.append(
+                {"objective": label, **summarize_agreement(result.checks[label].table)}
+            )
     result.meta = {
         "dataset": data.name,
         "data_spec": dict(data.spec),
@@ -175,6 +214,7 @@ def compare(
         "batch_size": batch_size,
         "lr": lr,
         "patience": patience,
+        "posterior_points": posterior_points,
         "torch_threads": torch.get_num_threads(),
         "wall_time_s": time.perf_counter() - start,
         "versions": versions(),
@@ -220,3 +260,107 @@ def _pair(a, b, tests_a, tests_b):
         pair[f"{name}_diff_se"] = math.sqrt(sum(se**2 for _, se in diffs)) / len(diffs)
         pair[f"{name}_diff_sd"] = _spread(means)
     return pair
+
+
+@dataclass
+class GuideCheck:
+    """What :func:`check_guide` returns.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        One row per checked data point (:func:`pyro_vae.compare_posteriors`), with
+        ``kl_exact`` (KL(q‖p(z|x)) by quadrature) and ``quadrature_error`` for 2-D
+        latents.
+    posterior : arviz.InferenceData
+        HMC draws of p_θ(z|x) (:func:`pyro_vae.sample_posterior`).
+    guide : arviz.InferenceData
+        Draws of q_φ(z|x) with their log weights (:func:`pyro_vae.sample_guide`).
+    exact : QuadraturePosterior or None
+        The quadrature posterior for z_dim ≤ 2, else None.
+    vae : pyro_vae.models.BaseVAE
+        The model checked.
+    """
+
+    table: object
+    posterior: object
+    guide: object
+    exact: object = None
+    vae: object = None
+
+
+def check_guide(vae, x, num_samples=1000, warmup_steps=500, num_chains=4, seed=0):
+    """Compare a guide q_φ(z|x) with the exact posterior p_θ(z|x) on the rows of x.
+
+    Draws the posterior with the batched HMC sampler and the guide, tabulates their
+    agreement per data point (:func:`pyro_vae.compare_posteriors`: mean error in
+    posterior s.d., s.d. ratio, 2-Wasserstein distance between Gaussian fits, Pareto
+    k̂ of q as an importance proposal, R̂, bulk ESS and divergences of the reference),
+    and for z_dim ≤ 2 adds the exact KL(q‖p(z|x)) by quadrature.
+
+    Parameters
+    ----------
+    vae : pyro_vae.models.BaseVAE
+        The trained model; θ is held fixed.
+    x : torch.Tensor
+        Data points, shape ``(B, x_dim)``.
+    num_samples, warmup_steps, num_chains, seed
+        As :func:`pyro_vae.sample_posterior`; ``num_samples`` guide draws too.
+
+    Returns
+    -------
+    GuideCheck
+
+    Raises
+    ------
+    ValueError
+        As :func:`pyro_vae.sample_posterior`.
+    """
+    posterior = sample_posterior(vae, x, num_samples, warmup_steps, num_chains, seed=seed)
+    guide = sample_guide(vae, x, num_samples, seed=seed)
+    table = compare_posteriors(posterior, guide)
+    exact = None
+    if vae.z_dim <= 2:
+        exact = quadrature_posterior(vae, x)
+        table["kl_exact"] = exact.kl_guide.cpu().numpy()
+        table["quadrature_error"] = exact.error.cpu().numpy()
+    return GuideCheck(table, posterior, guide, exact, vae)
+
+
+AGREEMENT = ("mean_error", "sd_ratio", "w2", "khat", "kl_exact")
+
+
+def summarize_agreement(table):
+    """Medians over data points of a guide-vs-posterior table, and the worst chain checks.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        As :attr:`GuideCheck.table`.
+
+    Returns
+    -------
+    dict
+        ``mean_error`` (median over points and dims of |mean error|, posterior s.d.),
+        ``sd_ratio`` (median of guide s.d. / posterior s.d.), ``w2``, ``khat`` and,
+        when present, ``kl_exact`` (medians, nats for KL); ``rhat_max``,
+        ``ess_bulk_min``, ``divergences`` (total) of the reference; ``num_points``.
+    """
+    columns = list(table.columns)
+    out = {"num_points": int(len(table))}
+    errors = [c for c in columns if c.startswith("mean_error_")]
+    ratios = [c for c in columns if c.startswith("sd_ratio_")]
+    if errors:
+        out["mean_error"] = float(table[errors].abs().stack().median())
+    if ratios:
+        out["sd_ratio"] = float(table[ratios].stack().median())
+    for name in ("w2", "khat", "kl_exact"):
+        if name in columns:
+            out[name] = float(table[name].median())
+    if "rhat_max" in columns:
+        out["rhat_max"] = float(table["rhat_max"].max())
+    if "ess_bulk_min" in columns:
+        out["ess_bulk_min"] = float(table["ess_bulk_min"].min())
+    if "divergences" in columns:
+        out["divergences"] = int(table["divergences"].sum())
+    return out

@@ -16,6 +16,13 @@ References
    Sampling", J. Mach. Learn. Res. 25(72):1–58, 2024 (arXiv:1507.02646, 2015).
 2. Y. Yao, A. Vehtari, D. Simpson, A. Gelman, "Yes, but Did It Work?: Evaluating
    Variational Inference", ICML 2018.
+3. A. Vehtari, A. Gelman, D. Simpson, B. Carpenter, P.-C. Bürkner, "Rank-Normalization,
+   Folding, and Localization: An Improved R̂ for Assessing Convergence of MCMC",
+   Bayesian Analysis 16(2):667–718, 2021.
+
+It also packs posterior draws of many data points into an ArviZ ``InferenceData``
+(:func:`posterior_inference_data`) and checks their convergence per data point
+(:func:`convergence_table`), for :mod:`pyro_vae.posterior`.
 """
 
 import math
@@ -23,7 +30,15 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["KHAT_GOOD", "KHAT_UNRELIABLE", "pareto_khat"]
+__all__ = [
+    "ESS_BULK_MIN",
+    "KHAT_GOOD",
+    "KHAT_UNRELIABLE",
+    "RHAT_MAX",
+    "convergence_table",
+    "pareto_khat",
+    "posterior_inference_data",
+]
 
 KHAT_GOOD = 0.5
 """k̂ below which the weights have a finite variance: the central limit theorem holds, and
@@ -35,6 +50,14 @@ for a useful estimate grow impractically, as q(z|x) misses mass of p(z|x) (Vehta
 al. 2024). Between 0.5 and 0.7 the variance is infinite: the plain importance-sampling
 estimate converges, slower than S^{−1/2}, and its delta-method standard error is
 optimistic."""
+
+
+RHAT_MAX = 1.01
+"""Rank-normalized split-R̂ above which chains have not mixed (Vehtari et al. 2021)."""
+
+ESS_BULK_MIN = 400
+"""Bulk effective sample size below which R̂ and the Monte-Carlo standard errors are not
+reliable (Vehtari et al. 2021 recommend 400, i.e. 100 per chain for 4 chains)."""
 
 
 def pareto_khat(log_weights):
@@ -151,3 +174,107 @@ def _rounding_noise(log_weights):
 
 
 _CONSTANT_ULPS = 1024  # float32: log w within ≈ 1e-4 |log w| nats counts as constant
+
+
+def posterior_inference_data(z, sample_stats, x, x_pred=None, datum=None, attrs=None):
+    """Posterior draws of B data points as an ArviZ ``InferenceData``.
+
+    Parameters
+    ----------
+    z : numpy.ndarray
+        Draws of the latent, shape ``(chain, draw, B, D)``.
+    sample_stats : dict of str to numpy.ndarray
+        Per-draw statistics, each of shape ``(chain, draw, B)`` (e.g. ``diverging``,
+        ``energy``, ``step_size``, ``n_steps``, ``acceptance_rate``, ``lp``,
+        ``log_weight``).
+    x : numpy.ndarray
+        The observed data points, shape ``(B, P)``.
+    x_pred : numpy.ndarray, optional
+        Posterior predictive draws, shape ``(chain, draw, B, P)``.
+    datum : array-like, optional
+        Labels of the B data points; default ``0, …, B − 1``.
+    attrs : dict, optional
+        Attributes of the ``posterior`` group (e.g. ``method``, ``sampling_time``).
+
+    Returns
+    -------
+    arviz.InferenceData
+        ``posterior.z`` with dims ``(chain, draw, datum, latent)``, ``sample_stats``
+        with dims ``(chain, draw, datum)``, ``observed_data.x`` with dims
+        ``(datum, pixel)`` and, given ``x_pred``, ``posterior_predictive.x`` with dims
+        ``(chain, draw, datum, pixel)``; coordinates ``datum``, ``latent`` = 0, …, D − 1
+        and ``pixel`` = 0, …, P − 1.
+
+    Raises
+    ------
+    ValueError
+        If the shapes disagree.
+    """
+    import arviz
+
+    z = np.asarray(z)
+    if z.ndim != 4 or x.ndim != 2 or x.shape[0] != z.shape[2]:
+        raise ValueError(
+            f"Expected z of shape (chain, draw, B, D) and x of shape (B, P) but got "
+            f"{z.shape} and {x.shape}"
+        )
+    for name, value in sample_stats.items():
+        if np.shape(value) != z.shape[:3]:
+            raise ValueError(
+                f"Expected sample_stats[{name!r}] of shape {z.shape[:3]} (chain, draw, B) "
+                f"but got {np.shape(value)}"
+            )
+    coords = {
+        "datum": np.arange(z.shape[2]) if datum is None else np.asarray(datum),
+        "latent": np.arange(z.shape[3]),
+        "pixel": np.arange(x.shape[1]),
+    }
+    dims = {"z": ["datum", "latent"], "x": ["datum", "pixel"]}
+    dims.update({name: ["datum"] for name in sample_stats})
+    return arviz.from_dict(
+        posterior={"z": z},
+        sample_stats=dict(sample_stats),
+        observed_data={"x": x},
+        posterior_predictive=None if x_pred is None else {"x": x_pred},
+        coords=coords,
+        dims=dims,
+        posterior_attrs=attrs,
+    )
+
+
+def convergence_table(idata):
+    """Per data point: worst R̂, smallest bulk ESS and the divergences of ``posterior.z``.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+        With ``posterior.z`` of dims ``(chain, draw, datum, latent)`` and, optionally,
+        ``sample_stats.diverging`` of dims ``(chain, draw, datum)``.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Each of shape ``(B,)``: ``"rhat_max"``, the largest rank-normalized split-R̂
+        over latent dimensions (:func:`arviz.rhat`); ``"ess_bulk_min"``, the smallest
+        bulk ESS (draws; :func:`arviz.ess`); ``"divergences"``, the number of divergent
+        transitions after warm-up (0 without ``diverging``).
+
+    See Also
+    --------
+    RHAT_MAX, ESS_BULK_MIN : the thresholds, 1.01 and 400 (Vehtari et al. 2021).
+    """
+    import arviz
+
+    z = idata.posterior["z"]
+    rhat = arviz.rhat(idata, var_names=["z"])["z"].max("latent")
+    ess = arviz.ess(idata, var_names=["z"], method="bulk")["z"].min("latent")
+    stats = getattr(idata, "sample_stats", None)
+    if stats is not None and "diverging" in stats:
+        divergences = stats["diverging"].sum(("chain", "draw")).values.astype(np.int64)
+    else:
+        divergences = np.zeros(z.sizes["datum"], dtype=np.int64)
+    return {
+        "rhat_max": rhat.transpose("datum").values,
+        "ess_bulk_min": ess.transpose("datum").values,
+        "divergences": divergences,
+    }

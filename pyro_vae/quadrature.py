@@ -58,9 +58,11 @@ class QuadraturePosterior:
         KL(q_φ(z|x) ‖ p_θ(z|x)) = log p(x) − ELBO, nats per data point, shape ``(B,)``.
     error : torch.Tensor
         max(|Δ log_px|, |Δ kl_guide|) between the last two grid refinements, nats,
-        shape ``(B,)``: the error estimate (see :func:`quadrature_posterior`, Notes).
+        shape ``(B,)``: the error estimate (see :func:`quadrature_posterior`, Notes);
+        inf where the last grid did not refine the one before.
     converged : torch.Tensor
-        Boolean, shape ``(B,)``: ``error < tol`` was reached.
+        Boolean, shape ``(B,)``: ``error < tol``, ``edge_mass < tol``, and cells no
+        wider than one posterior and one guide s.d. per axis.
     num_points : torch.Tensor
         Grid points per axis of the final grid (int64), shape ``(B,)``; the grid has
         ``num_points ** D`` cells.
@@ -88,17 +90,19 @@ class QuadraturePosterior:
 
 
 @torch.no_grad()
-def quadrature_posterior(
-    vae, x, tol=1e-5, half_width=8.0, initial_points=16, max_points=2**18
-):
+def quadrature_posterior(vae, x, tol=1e-5, half_width=8.0, initial_points=16, max_points=2**18):
     r"""log p_θ(x), the posterior's moments and KL(q_φ ‖ p_θ(z|x)) by grid quadrature.
 
     For each data point a D-dimensional grid (D = z_dim ≤ 2) of n equal cells per axis
     covers a box around the posterior; the midpoint rule integrates over it. The first
     grid spans the guide's mean ± ``half_width`` guide s.d. per axis; each later grid
     doubles n and spans the union of that box and the previous grid's posterior mean
-    ± ``half_width`` posterior s.d. per axis (so the guide's mass, which
-    KL(q ‖ p) weighs, stays covered), until the estimates change by less than ``tol``.
+    ± ``half_width`` posterior s.d. per axis (so the guide's mass, which KL(q ‖ p)
+    weighs, stays covered); where the posterior reached the previous box's edge, the
+    box also grows to the posterior mean ± the previous box's width. A point has
+    converged when log p(x) and the KL change by less than ``tol`` from the previous
+    grid, its outermost ring of cells holds less than ``tol`` of the posterior, and
+    its cells are no wider than one posterior and one guide s.d. per axis.
 
     Parameters
     ----------
@@ -163,9 +167,12 @@ def quadrature_posterior(
     The weights u are normalized on the grid, so the KL is zero up to the error of
     log p(x) when q = p(z|x). For an integrand that is analytic and negligible at the
     box edges, the midpoint (equivalently trapezoid) rule converges exponentially in
-    n (Trefethen & Weideman 2014, sec. 5): doubling n squares the relative error, so
-    ``error``, the change between the last two grids, bounds the error of the coarser
-    grid and overstates that of the reported, finer one. It does not see posterior mass
+    n (Trefethen & Weideman 2014, sec. 5): doubling n at least squares a relative
+    error below 1, so ``error``, the change between the last two grids, bounds the
+    error of the coarser grid and overstates that of the reported, finer one. ``error``
+    is inf where the last grid's cells are not at most 0.6 times as wide as the
+    previous grid's (its box grew as fast as n), since two grids of the same nodes
+    agree whatever their error. It does not see posterior mass
     outside the box (heavy tails, a mode far from both the guide and the posterior
     mean found so far): ``edge_mass`` and ``half_width`` show how much of the posterior
     reaches the edge. The grid is axis-aligned: a strongly correlated posterior or a
@@ -188,67 +195,90 @@ def quadrature_posterior(
     >>> post = quadrature_posterior(vae, data.test[:10])
     >>> post.log_px, post.kl_guide  # nats per point, ± post.error
     """
-    z_dim = _check_args(vae, tol, half_width, initial_points, max_points)
+    _check_args(vae, tol, half_width, initial_points, max_points)
     x = check_data(x, vae, "x")
     with _eval_mode(vae):
         q_loc, q_scale = (t.double() for t in vae.encode(x))
-        guide_lower, guide_upper = q_loc - half_width * q_scale, q_loc + half_width * q_scale
-        num_data = x.shape[0]
-        out = {
-            "log_px": q_loc.new_full((num_data,), math.nan),
-            "mean": q_loc.new_full((num_data, z_dim), math.nan),
-            "cov": q_loc.new_full((num_data, z_dim, z_dim), math.nan),
-            "kl_guide": q_loc.new_full((num_data,), math.nan),
-            "error": q_loc.new_full((num_data,), math.inf),
-            "num_points": torch.zeros(num_data, dtype=torch.long, device=q_loc.device),
-            "lower": guide_lower.clone(),
-            "upper": guide_upper.clone(),
-            "edge_mass": q_loc.new_full((num_data,), math.nan),
-        }
-        active = torch.arange(num_data, device=q_loc.device)
-        lower, upper, previous = guide_lower, guide_upper, None
-        n = initial_points
-        while True:
-            stats = _grid_statistics(vae, x[active], q_loc[active], q_scale[active], lower, upper, n)
-            if previous is not None:
-                change = torch.maximum(
-                    (stats["log_px"] - previous["log_px"]).abs(),
-                    (stats["kl_guide"] - previous["kl_guide"]).abs(),
-                )
-                stats["error"] = change.nan_to_num(math.inf)
-            for key, value in stats.items():
-                out[key][active] = value
-            out["num_points"][active] = n
-            out["lower"][active], out["upper"][active] = lower, upper
-            pending = ~((out["error"][active] < tol) & (stats["edge_mass"] < tol))
-            if not pending.any() or (2 * n) ** z_dim > max_points:
-                break
-            active = active[pending]
-            previous = {key: value[pending] for key, value in stats.items()}
-            lower, upper = _next_box(
-                previous, guide_lower[active], guide_upper[active], lower[pending],
-                upper[pending], half_width, tol,
-            )
-            n *= 2
-    converged = (out["error"] < tol) & (out["edge_mass"] < tol)
-    if not converged.all():
-        bad = (~converged).nonzero().flatten().tolist()
-        listed = ", ".join(str(i) for i in bad[:_MAX_LISTED]) + (", …" if len(bad) > 10 else "")
+        out, n = _refine(vae, x, q_loc, q_scale, tol, half_width, initial_points, max_points)
+    if not out["converged"].all():
+        bad = (~out["converged"]).nonzero().flatten().tolist()
+        listed = ", ".join(map(str, bad[:_MAX_LISTED])) + (", …" if len(bad) > _MAX_LISTED else "")
         warnings.warn(
             f"quadrature_posterior did not converge to tol={tol:g} nats for {len(bad)} of "
-            f"{num_data} data points (indices {listed}) with {n} points per axis "
+            f"{x.shape[0]} data points (indices {listed}) with {n} points per axis "
             f"(max_points={max_points}); their error estimates are in .error",
             RuntimeWarning,
             stacklevel=3,
         )
     distance = torch.minimum(out["mean"] - out["lower"], out["upper"] - out["mean"])
-    return QuadraturePosterior(
-        converged=converged, half_width=distance / _std(out["cov"]), **out
-    )
+    return QuadraturePosterior(half_width=distance / _std(out["cov"]), **out)
+
+
+def _refine(vae, x, q_loc, q_scale, tol, half_width, initial_points, max_points):
+    """Grids of initial_points, 2×, 4×, … points per axis until each point converges.
+
+    Returns the per-point results (a dict of the :class:`QuadraturePosterior` fields but
+    ``half_width``) and the last grid's points per axis.
+    """
+    num_data, z_dim = q_loc.shape
+    guide_lower, guide_upper = q_loc - half_width * q_scale, q_loc + half_width * q_scale
+    out = {
+        "log_px": q_loc.new_full((num_data,), math.nan),
+        "mean": q_loc.new_full((num_data, z_dim), math.nan),
+        "cov": q_loc.new_full((num_data, z_dim, z_dim), math.nan),
+        "kl_guide": q_loc.new_full((num_data,), math.nan),
+        "error": q_loc.new_full((num_data,), math.inf),
+        "converged": torch.zeros(num_data, dtype=torch.bool, device=q_loc.device),
+        "num_points": torch.zeros(num_data, dtype=torch.long, device=q_loc.device),
+        "lower": guide_lower.clone(),
+        "upper": guide_upper.clone(),
+        "edge_mass": q_loc.new_full((num_data,), math.nan),
+    }
+    active = torch.arange(num_data, device=q_loc.device)
+    lower, upper, previous, n = guide_lower, guide_upper, None, initial_points
+    while True:
+        stats = _grid_statistics(vae, x[active], q_loc[active], q_scale[active], lower, upper, n)
+        stats["cell"] = (upper - lower) / n
+        if previous is None:
+            stats["error"] = torch.full_like(stats["log_px"], math.inf)
+        else:
+            stats["error"] = _change(stats, previous)
+        stats["converged"] = (
+            (stats["error"] < tol)
+            & (stats["edge_mass"] < tol)
+            & (stats["cell"] <= _std(stats["cov"])).all(-1)
+            & (stats["cell"] <= q_scale[active]).all(-1)
+        )
+        for key in out.keys() & stats.keys():
+            out[key][active] = stats[key]
+        out["num_points"][active] = n
+        out["lower"][active], out["upper"][active] = lower, upper
+        pending = ~stats["converged"]
+        if not pending.any() or (2 * n) ** z_dim > max_points:
+            return out, n
+        active = active[pending]
+        previous = {key: value[pending] for key, value in stats.items()}
+        lower, upper = _next_box(
+            previous, guide_lower[active], guide_upper[active], n, half_width, tol
+        )
+        n *= 2
+
+
+def _change(stats, previous):
+    """max(|Δ log p(x)|, |Δ KL|) from the previous grid, or inf where the new grid's
+    cells are not at most 0.6 times as wide on every axis: a grid that doubled its
+    points but also widened its box can repeat the same nodes, and no change then
+    measures the error."""
+    change = torch.maximum(
+        (stats["log_px"] - previous["log_px"]).abs(),
+        (stats["kl_guide"] - previous["kl_guide"]).abs(),
+    ).nan_to_num(math.inf)
+    refined = (stats["cell"] <= 0.6 * previous["cell"]).all(-1)
+    return torch.where(refined, change, math.inf)
 
 
 def _check_args(vae, tol, half_width, initial_points, max_points):
-    """Validate the arguments of :func:`quadrature_posterior`; return z_dim."""
+    """Validate the arguments of :func:`quadrature_posterior` (not x)."""
     for attr in ("z_dim", "encode", "likelihood_dist", "parameters"):
         if not hasattr(vae, attr):
             raise ValueError(
@@ -265,14 +295,15 @@ def _check_args(vae, tol, half_width, initial_points, max_points):
         if not _is_real(value) or not 0 < value < math.inf:
             raise ValueError(f"Expected {name} to be a finite number > 0 but got {value!r}")
     if not _is_int(initial_points) or initial_points < 2:
-        raise ValueError(f"Expected initial_points to be an integer >= 2 but got {initial_points!r}")
+        raise ValueError(
+            f"Expected initial_points to be an integer >= 2 but got {initial_points!r}"
+        )
     smallest = initial_points**vae.z_dim
     if not _is_int(max_points) or max_points < smallest:
         raise ValueError(
             f"Expected max_points to be an integer >= initial_points**z_dim = {smallest} but "
             f"got {max_points!r}"
         )
-    return vae.z_dim
 
 
 def _is_int(value):
@@ -300,17 +331,17 @@ def _eval_mode(module):
             m.training = training
 
 
-def _next_box(stats, guide_lower, guide_upper, lower, upper, half_width, tol):
+def _next_box(stats, guide_lower, guide_upper, n, half_width, tol):
     """The box of the next grid, ``(A, D)`` corners, from the last grid's ``stats``.
 
     The union of the guide's box and the posterior mean ± ``half_width`` posterior
     s.d.; where the posterior reached the last box's edge (``edge_mass`` ≥ tol), also
-    the posterior mean ± the last box's full width, so that a posterior lying outside
+    the posterior mean ± the last box's full width (n cells), so that a posterior lying outside
     the guide's box is reached in a few steps.
     """
     mean, reach = stats["mean"], half_width * _std(stats["cov"])
     spill = (stats["edge_mass"] >= tol)[:, None]
-    reach = torch.where(spill, torch.maximum(reach, upper - lower), reach)
+    reach = torch.where(spill, torch.maximum(reach, n * stats["cell"]), reach)
     return torch.minimum(guide_lower, mean - reach), torch.maximum(guide_upper, mean + reach)
 
 
@@ -318,9 +349,7 @@ def _grid_statistics(vae, x, q_loc, q_scale, lower, upper, n):
     """:func:`_group_statistics` over groups of data points, ≤ ``_CHUNK_ROWS`` rows each."""
     group = max(1, _CHUNK_ROWS // n ** q_loc.shape[-1])
     parts = [
-        _group_statistics(
-            vae, *(t[s : s + group] for t in (x, q_loc, q_scale, lower, upper)), n
-        )
+        _group_statistics(vae, *(t[s : s + group] for t in (x, q_loc, q_scale, lower, upper)), n)
         for s in range(0, x.shape[0], group)
     ]
     return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}

@@ -140,7 +140,9 @@ def test_write_results_round_trips(tmp_path):
 
     with open(paths["results.json"], encoding="utf-8") as f:
         loaded = json.load(f)
-    assert loaded == {"meta": META, "results": rows, "pairs": [], "histories": histories}
+    assert loaded == {
+        "meta": META, "results": rows, "pairs": [], "agreement": [], "histories": histories
+    }  # fmt: skip
     assert isinstance(loaded["results"][0]["test_elbo"], float)
     assert read_results(out_dir) == loaded
 
@@ -232,3 +234,20 @@ def test_spread_across_seeds_and_paired_differences(tmp_path):
     assert "## Paired differences on the same test points" in report
     assert "- A − B: Δ log p(x) -0.250 ± 0.012" in report
     assert read_results(tmp_path)["pairs"][0]["elbo_diff_sd"] is None  # strict JSON
+
+
+def test_guide_vs_posterior_section():
+    from pyro_vae.report import format_agreement
+
+    agreement = [
+        {"objective": "Trace_ELBO", "num_points": 16, "mean_error": 0.1234, "sd_ratio": 0.91,
+         "w2": 0.05, "khat": 0.31, "rhat_max": 1.004, "ess_bulk_min": 812.0, "divergences": 0},
+        {"objective": "IWAE", "num_points": 16, "mean_error": 0.2, "sd_ratio": 0.8,
+         "w2": 0.1, "khat": 0.52, "rhat_max": 1.006, "ess_bulk_min": 700.0, "divergences": 2},
+    ]  # fmt: skip
+    lines = format_agreement(agreement).splitlines()
+    assert len(lines) == 4
+    assert "KL(q‖p(z|x)) exact" not in lines[0]  # no quadrature for these latents
+    assert lines[2] == "| Trace_ELBO | 0.123 | 0.910 | 0.050 | 0.31 | 1.004 | 812 | 0 |"
+    agreement[0]["kl_exact"] = 0.25
+    assert "0.250" in format_agreement(agreement).splitlines()[2]

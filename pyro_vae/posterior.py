@@ -1,0 +1,784 @@
+r"""Draws from the posterior p_θ(z|x) of many data points at once, with θ held fixed.
+
+The posterior of a VAE's latent z given one data point x,
+
+.. math:: p_\theta(z \mid x) \propto p(z)\, p_\theta(x \mid z),
+
+is what the guide q_φ(z|x) approximates; to judge the guide, one needs draws from it.
+The posteriors of different data points are independent, so :func:`sample_posterior`
+runs Hamiltonian Monte Carlo (HMC; Neal 2011) with one chain per (chain index, data
+point), all chains advanced in lockstep by one batched evaluation of the potential
+U(z) = −log p(z) − log p_θ(x|z) and its gradient. Each chain keeps its own step size
+(dual averaging, Hoffman & Gelman 2014) and its own diagonal mass matrix (windowed
+adaptation as Stan's), so a narrow posterior does not set the step of a wide one.
+The potential comes from a Pyro trace of the user's own ``vae.model``, so any model
+with one latent site ``"z"`` and observed sites in the ``"data"`` plate works.
+
+The main interface:
+
+- :func:`sample_posterior`: posterior draws of B data points (``method="hmc"``, the
+  batched sampler; ``method="nuts"``, Pyro's own NUTS run per data point, the
+  reference the batched sampler is tested against), as an ArviZ ``InferenceData``;
+- :func:`sample_guide`: draws from q_φ(z|x) with their importance log-weights, in the
+  same layout;
+- :func:`compare_posteriors`: per data point, how far an approximation (the guide) is
+  from a reference (MCMC draws, or an exact or quadrature posterior).
+
+References
+----------
+1. R. M. Neal, "MCMC using Hamiltonian dynamics", in Handbook of Markov Chain Monte
+   Carlo, ch. 5, Chapman & Hall/CRC, 2011.
+2. M. D. Hoffman, A. Gelman, "The No-U-Turn Sampler: Adaptively Setting Path Lengths
+   in Hamiltonian Monte Carlo", J. Mach. Learn. Res. 15:1593–1623, 2014.
+3. Stan Development Team, "Stan Reference Manual", sec. "HMC algorithm parameters"
+   (windowed adaptation of the step size and mass matrix).
+4. A. Vehtari, A. Gelman, D. Simpson, B. Carpenter, P.-C. Bürkner, "Rank-Normalization,
+   Folding, and Localization: An Improved R̂ for Assessing Convergence of MCMC",
+   Bayesian Analysis 16(2):667–718, 2021.
+5. Y. Yao, A. Vehtari, D. Simpson, A. Gelman, "Yes, but Did It Work?: Evaluating
+   Variational Inference", ICML 2018.
+"""
+
+import contextlib
+import math
+import time
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer import MCMC, NUTS
+from pyro.ops import integrator
+from pyro.ops.dual_averaging import DualAveraging
+from pyro.ops.welford import WelfordCovariance
+from pyro.poutine.util import site_is_subsample
+from tqdm.auto import tqdm
+
+from . import diagnostics
+from .data import check_data
+from .evaluation import _param_store_as_found
+
+__all__ = ["compare_posteriors", "sample_guide", "sample_posterior"]
+
+METHODS = ("hmc", "nuts")
+MAX_ENERGY_ERROR = 1000.0
+"""Energy error (nats) above which a transition counts as divergent, as in Pyro and Stan."""
+
+_TRAJECTORY_LENGTH = math.pi / 2  # mean integration time in whitened units (see Notes)
+_MAX_MEAN_STEPS = 64  # cap on the automatic number of leapfrog steps
+_STEP_SIZE_JITTER = 0.2  # each iteration's step of a chain is ε × Uniform(1 − j, 1 + j)
+_STEP_SIZE_SEARCH = 30  # doublings or halvings at most when resetting a step size
+_GUIDE_CHUNK_ROWS = 2**17  # draws × data points per guide pass: bounds memory
+
+
+def sample_posterior(
+    vae,
+    x,
+    num_samples=1000,
+    warmup_steps=500,
+    num_chains=4,
+    seed=0,
+    method="hmc",
+    num_steps=None,
+    target_accept=0.8,
+    chunk_size=256,
+    datum=None,
+    posterior_predictive=True,
+    progress=False,
+):
+    r"""Draw from p_θ(z|x) for every row of x, with the decoder θ held fixed.
+
+    ``method="hmc"`` runs ``num_chains`` HMC chains per data point, all B × chains
+    chains in lockstep: one batched evaluation of U(z) = −log p(z) − log p_θ(x|z) and
+    its gradient per leapfrog step. Each chain adapts its own step size and diagonal
+    mass matrix during warm-up. ``method="nuts"`` runs Pyro's
+    :class:`~pyro.infer.NUTS` (diagonal mass matrix, Pyro's defaults) one chain and one
+    data point at a time from the same starting points: slow, the reference.
+
+    Parameters
+    ----------
+    vae : pyro_vae.models.BaseVAE
+        The model (``VAE``, ``LinearGaussianVAE``): ``model`` with latent site ``"z"``
+        of event shape ``(z_dim,)``, and ``encode`` (the guide's mean and scale, for the
+        starting points and the initial mass matrix). Its parameters are held fixed
+        (:meth:`~pyro_vae.models.BaseVAE.frozen`) and restored on exit.
+    x : torch.Tensor
+        Data points, shape ``(B, x_dim)``, validated as by the model.
+    num_samples : int, default 1000
+        Draws kept per chain, after warm-up.
+    warmup_steps : int, default 500
+        Adaptation iterations per chain, discarded.
+    num_chains : int, default 4
+        Independent chains per data point (≥ 2 for a between-chain R̂).
+    seed : int, default 0
+        Seed of the starting points, momenta and accept decisions. The global torch
+        RNG state is left as found (:func:`torch.random.fork_rng`). For ``"hmc"`` the
+        draws also depend on ``chunk_size`` (the chunk's draws share one stream).
+    method : {"hmc", "nuts"}, default "hmc"
+    num_steps : int or None, default None
+        ``"hmc"``: mean number L̄ of leapfrog steps; each iteration draws
+        L ~ Uniform{1, …, 2L̄ − 1}, common to the chunk's chains. ``None`` picks
+        L̄ = π / (2 ε̃) (rounded, at most 64), with ε̃ the chunk's median step size in
+        whitened units, updated during warm-up and fixed after it (see Notes).
+        Ignored by ``"nuts"``.
+    target_accept : float, default 0.8
+        Mean acceptance probability the step-size adaptation aims at, in (0, 1).
+    chunk_size : int, default 256
+        ``"hmc"``: data points per lockstep batch. Memory grows as
+        chunk_size × num_chains × (hidden width + x_dim) for the decoder's activations
+        and gradient, and as num_chains × num_samples × B × (z_dim + x_dim) for the
+        returned draws and posterior predictive (see Notes).
+    datum : sequence, optional
+        Labels of the data points (the ``datum`` coordinate), length B; default
+        ``0, …, B − 1``.
+    posterior_predictive : bool, default True
+        Also draw x̃ ~ p_θ(x|z) at every draw (group ``posterior_predictive``, the
+        largest array: chains × draws × B × x_dim).
+    progress : bool, default False
+        Show a progress bar.
+
+    Returns
+    -------
+    arviz.InferenceData
+        Groups ``posterior`` (``z``, dims ``(chain, draw, datum, latent)``),
+        ``sample_stats`` (dims ``(chain, draw, datum)``: ``diverging`` (bool),
+        ``energy`` (the Hamiltonian H at the chain's state after the transition,
+        nats), ``step_size``, ``n_steps`` (leapfrog steps), ``acceptance_rate``,
+        ``lp`` (log p(x, z), nats) and, for ``"nuts"``, ``tree_depth``),
+        ``observed_data`` (``x``, dims ``(datum, pixel)``) and, with
+        ``posterior_predictive``, ``posterior_predictive`` (``x``, dims
+        ``(chain, draw, datum, pixel)``). ``posterior.attrs`` holds ``method``,
+        ``tuning_steps`` and ``sampling_time`` (seconds of wall time).
+
+    Raises
+    ------
+    ValueError
+        If x does not fit the model, an argument is out of range, ``datum`` does not
+        hold B labels, or the model has a latent site other than ``"z"``.
+
+    Warns
+    -----
+    UserWarning
+        Naming the data points where some coordinate has rank-normalized split-R̂ >
+        1.01, bulk ESS < 400, or where a post-warm-up transition diverged
+        (Vehtari et al. 2021): their draws are not to be trusted as they are.
+
+    See Also
+    --------
+    sample_guide : the guide's draws in the same layout.
+    compare_posteriors : guide against posterior, per data point.
+
+    Notes
+    -----
+    Per chain, with momentum r ~ N(0, M), M = diag(m), one iteration integrates
+    H(z, r) = U(z) + ½ rᵀ M⁻¹ r for L leapfrog steps of size ε
+    (:func:`pyro.ops.integrator.velocity_verlet`) and accepts the end point with
+    probability min(1, exp(H₀ − H_L)) (Metropolis; per chain). A transition with
+    H_L − H₀ > 1000 nats or a non-finite energy is divergent and rejected.
+
+    *Starting points and mass matrix.* Chains start at independent draws from the guide,
+    z₀ ~ q_φ(z|x), and M⁻¹ starts as the guide's variance σ_φ(x)², so that the whitened
+    coordinates M^{1/2} z have about unit scale from the first iteration.
+
+    *Adaptation* (warm-up only, per chain; Stan's schedule): a fast window of 75
+    iterations adapts ε alone, then slow windows of 25, 50, 100, … iterations each end
+    by setting M⁻¹ to the regularized Welford variance of the window's draws
+    (:class:`pyro.ops.welford.WelfordCovariance`) and restarting ε's adaptation from a
+    doubling/halving search; a final fast window of 50 iterations adapts ε again.
+    ε follows the dual-averaging recursions of Hoffman & Gelman (2014, sec. 3.2,
+    :class:`pyro.ops.dual_averaging.DualAveraging`, elementwise on the chains' tensors)
+    towards mean acceptance ``target_accept``; after warm-up ε is its running average.
+
+    *Trajectory length.* For a standard Gaussian (a well-adapted whitened posterior) an
+    exact trajectory of length T maps z to z cos T + r sin T; with T uniform on (0, π)
+    the draws are uncorrelated in z and z² alike, and no T is a period. L ~
+    Uniform{1, …, 2L̄ − 1} with L̄ ε̃ = π/2 approximates that; one L is drawn per
+    iteration for the chunk, so every leapfrog step is used by every chain.
+
+    *Memory.* The state (z, r, ∇U, M⁻¹) takes O(chains × chunk × z_dim); a leapfrog
+    step's autograd graph O(chains × chunk × (hidden + x_dim)) floats; the returned draws
+    chains × num_samples × B × z_dim and the posterior predictive chains × num_samples ×
+    B × x_dim values (1.0e8 bytes in float32 for 4 × 1000 draws of 100 digits).
+    Time grows with the leapfrog steps (about π/(2ε̃) per iteration, more for a
+    curved posterior or a larger z_dim, since ε̃ shrinks as z_dim^{−1/4}) and
+    sublinearly with chunk × chains.
+
+    Examples
+    --------
+    >>> idata = sample_posterior(vae, data.test[:50])
+    >>> arviz.summary(idata.posterior.sel(datum=0))
+    >>> compare_posteriors(idata, sample_guide(vae, data.test[:50]))
+    """
+    x, labels = _check_common(vae, x, datum, seed)
+    _check_int("num_samples", num_samples, 1)
+    _check_int("warmup_steps", warmup_steps, 0)
+    _check_int("num_chains", num_chains, 1)
+    _check_int("chunk_size", chunk_size, 1)
+    if method not in METHODS:
+        raise ValueError(f"Expected method in {METHODS} but got {method!r}")
+    if num_steps is not None:
+        _check_int("num_steps", num_steps, 1)
+    if not (isinstance(target_accept, float | int) and 0 < target_accept < 1):
+        raise ValueError(f"Expected target_accept in (0, 1) but got {target_accept!r}")
+    settings = dict(
+        num_samples=num_samples,
+        warmup_steps=warmup_steps,
+        num_chains=num_chains,
+        target_accept=float(target_accept),
+        progress=progress,
+    )
+    start = time.perf_counter()
+    with _held_fixed(vae, x, seed):
+        if method == "hmc":
+            chunks = [
+                _hmc_chunk(vae, x[i : i + chunk_size], num_steps=num_steps, **settings)
+                for i in range(0, x.shape[0], chunk_size)
+            ]
+            z = torch.cat([c[0] for c in chunks], dim=2)
+            stats = {k: torch.cat([c[1][k] for c in chunks], dim=2) for k in chunks[0][1]}
+        else:
+            z, stats = _nuts_reference(vae, x, **settings)
+        elapsed = time.perf_counter() - start
+        x_pred = _posterior_predictive(vae.model, z) if posterior_predictive else None
+    idata = diagnostics.posterior_inference_data(
+        _numpy(z),
+        {k: _numpy(v) for k, v in stats.items()},
+        _numpy(x),
+        x_pred=None if x_pred is None else _numpy(x_pred),
+        datum=labels,
+        attrs={"method": method, "tuning_steps": warmup_steps, "sampling_time": elapsed},
+    )
+    _warn_unconverged(diagnostics.convergence_table(idata), labels, "The posterior draws")
+    return idata
+
+
+def sample_guide(vae, x, num_samples=1000, seed=0, datum=None):
+    r"""Draws z_s ~ q_φ(z|x) with their log importance weights, per data point.
+
+    .. math:: \log w_s = \log p(z_s) + \log p_\theta(x \mid z_s) - \log q_\phi(z_s \mid x)
+
+    in the layout of :func:`sample_posterior` (one chain), for
+    :func:`compare_posteriors`: the weights' Pareto k̂ says whether q_φ(z|x) covers
+    p_θ(z|x) well enough to serve as an importance-sampling proposal (Yao et al. 2018).
+
+    Parameters
+    ----------
+    vae : pyro_vae.models.BaseVAE
+        The model and guide; parameters held fixed, Pyro's param store left as found.
+    x : torch.Tensor
+        Data points, shape ``(B, x_dim)``.
+    num_samples : int, default 1000
+        Draws per data point (≥ 2).
+    seed : int, default 0
+        Seed of the draws; the global torch RNG state is left as found.
+    datum : sequence, optional
+        Labels of the data points, length B; default ``0, …, B − 1``.
+
+    Returns
+    -------
+    arviz.InferenceData
+        ``posterior.z`` with dims ``(chain, draw, datum, latent)`` (one chain),
+        ``sample_stats.log_weight`` with dims ``(chain, draw, datum)`` (nats), and
+        ``observed_data.x`` with dims ``(datum, pixel)``.
+
+    Raises
+    ------
+    ValueError
+        If x does not fit the model, ``num_samples`` is not an integer ≥ 2, ``datum``
+        does not hold B labels, or the model has a latent site other than ``"z"``.
+
+    See Also
+    --------
+    pyro_vae.log_importance_weights : the same weights, without the draws.
+    """
+    x, labels = _check_common(vae, x, datum, seed)
+    _check_int("num_samples", num_samples, 2)
+    draws_per_pass = max(1, min(num_samples, _GUIDE_CHUNK_ROWS // x.shape[0]))
+    z, log_w = [], []
+    with _held_fixed(vae, x, seed), torch.no_grad():
+        for start in range(0, num_samples, draws_per_pass):
+            num = min(draws_per_pass, num_samples - start)
+            with pyro.plate("chains", num, dim=-2):
+                site = poutine.trace(vae.guide).get_trace(x).nodes["z"]
+            z.append(site["value"])
+            log_q = site["fn"].log_prob(site["value"])
+            log_w.append(_log_joint(vae.model, x, site["value"]) - log_q)
+    idata = diagnostics.posterior_inference_data(
+        _numpy(torch.cat(z))[None],
+        {"log_weight": _numpy(torch.cat(log_w))[None]},
+        _numpy(x),
+        datum=labels,
+        attrs={"method": "guide"},
+    )
+    return idata
+
+
+def compare_posteriors(reference, approximation):
+    r"""Per data point, how far an approximate posterior is from a reference.
+
+    Parameters
+    ----------
+    reference : arviz.InferenceData or object
+        Either draws from p_θ(z|x) (:func:`sample_posterior`; its R̂, bulk ESS and
+        divergences are checked), or an exact or quadrature posterior: any object with
+        attributes ``mean`` (B, D), ``cov`` (B, D, D), ``log_px`` (B,), ``kl_guide``
+        (B,) and ``error`` (B,), as ``pyro_vae.quadrature.quadrature_posterior``
+        returns (duck-typed).
+    approximation : arviz.InferenceData
+        Draws on the same data points (:func:`sample_guide`, or another
+        :func:`sample_posterior` run).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per data point, indexed by ``datum``. For each latent dimension d,
+        ``mean_error_{d}`` = (μ_q,d − μ_p,d) / σ_p,d (reference posterior s.d. units)
+        and ``sd_ratio_{d}`` = σ_q,d / σ_p,d; ``w2``, the 2-Wasserstein distance
+        between the Gaussian fits N(μ_p, Σ_p) and N(μ_q, Σ_q) (latent units); ``khat``,
+        the Pareto k̂ of the approximation's log-weights when it has them (k̂ < 0.5:
+        a good proposal; > 0.7: unreliable, Yao et al. 2018); for a quadrature
+        reference, ``kl_exact`` = its ``kl_guide`` (KL(q_φ ‖ p_θ(z|x)), nats, of the
+        guide of the VAE it was computed for) and ``reference_error`` = its ``error``;
+        for an MCMC reference, ``rhat_max``, ``ess_bulk_min`` (over latent dims) and
+        ``divergences`` (post-warm-up count).
+
+    Raises
+    ------
+    ValueError
+        If the two do not cover the same number of data points and latent dimensions,
+        or an argument has neither layout.
+
+    Warns
+    -----
+    UserWarning
+        Naming the data points whose MCMC reference has R̂ > 1.01, bulk ESS < 400 or a
+        divergence: the reference is not trustworthy there.
+
+    Notes
+    -----
+    The Gaussian fits use the draws' means and covariances (ddof 1). For Gaussians
+    (Givens & Shortt 1984)
+
+    .. math:: W_2^2 = \lVert \mu_p - \mu_q \rVert^2 + \operatorname{tr}\Big(\Sigma_p
+              + \Sigma_q - 2 \big(\Sigma_p^{1/2} \Sigma_q \Sigma_p^{1/2}\big)^{1/2}\Big),
+
+    with symmetric square roots from eigendecompositions.
+
+    References
+    ----------
+    1. C. R. Givens, R. M. Shortt, "A class of Wasserstein metrics for probability
+       distributions", Michigan Math. J. 31(2):231–240, 1984.
+    2. Y. Yao, A. Vehtari, D. Simpson, A. Gelman, "Yes, but Did It Work?: Evaluating
+       Variational Inference", ICML 2018.
+    """
+    import pandas as pd
+
+    q_mean, q_cov, labels = _gaussian_fit(approximation, "approximation")
+    columns = {}
+    if _is_inference_data(reference):
+        p_mean, p_cov, _ = _gaussian_fit(reference, "reference")
+        checks = diagnostics.convergence_table(reference)
+    elif all(hasattr(reference, a) for a in ("mean", "cov", "log_px", "kl_guide", "error")):
+        p_mean, p_cov = _numpy(reference.mean).astype(float), _numpy(reference.cov).astype(float)
+        checks = None
+        columns["kl_exact"] = _numpy(reference.kl_guide)
+        columns["reference_error"] = _numpy(reference.error)
+    else:
+        raise ValueError(
+            "Expected reference to be an InferenceData from sample_posterior or an object "
+            f"with mean, cov, log_px, kl_guide and error but got {type(reference).__name__}"
+        )
+    if p_mean.shape != q_mean.shape or p_cov.shape != q_cov.shape:
+        raise ValueError(
+            f"Expected reference and approximation on the same (datum, latent) = "
+            f"{q_mean.shape} but the reference has {p_mean.shape}"
+        )
+    p_sd = np.sqrt(np.diagonal(p_cov, axis1=-2, axis2=-1))
+    q_sd = np.sqrt(np.diagonal(q_cov, axis1=-2, axis2=-1))
+    table = {}
+    for d in range(p_mean.shape[1]):
+        table[f"mean_error_{d}"] = (q_mean[:, d] - p_mean[:, d]) / p_sd[:, d]
+    for d in range(p_mean.shape[1]):
+        table[f"sd_ratio_{d}"] = q_sd[:, d] / p_sd[:, d]
+    table["w2"] = gaussian_w2(p_mean, p_cov, q_mean, q_cov)
+    stats = getattr(approximation, "sample_stats", None)
+    if stats is not None and "log_weight" in stats:
+        log_w = stats["log_weight"].transpose("chain", "draw", "datum").values
+        khat = diagnostics.pareto_khat(torch.from_numpy(log_w.reshape(-1, log_w.shape[-1])))
+        table["khat"] = khat.numpy()
+    table.update(columns)
+    if checks is not None:
+        table.update(checks)
+        _warn_unconverged(checks, labels, "The reference")
+    return pd.DataFrame(table, index=pd.Index(labels, name="datum"))
+
+
+def gaussian_w2(mean_p, cov_p, mean_q, cov_q):
+    r"""2-Wasserstein distance between N(μ_p, Σ_p) and N(μ_q, Σ_q), batched.
+
+    Parameters
+    ----------
+    mean_p, mean_q : numpy.ndarray
+        Means, shape ``(..., D)``.
+    cov_p, cov_q : numpy.ndarray
+        Symmetric positive semi-definite covariances, shape ``(..., D, D)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        W₂, shape ``(...)``, in the units of the means.
+
+    Notes
+    -----
+    W₂² = ‖μ_p − μ_q‖² + tr(Σ_p + Σ_q − 2 (Σ_p^{1/2} Σ_q Σ_p^{1/2})^{1/2})
+    (Givens & Shortt 1984); negative rounding of the trace term is clipped to 0.
+    """
+    root_p = _sqrtm(cov_p)
+    cross = _sqrtm(root_p @ cov_q @ root_p)
+    trace = np.trace(cov_p + cov_q - 2 * cross, axis1=-2, axis2=-1)
+    return np.sqrt(np.sum((mean_p - mean_q) ** 2, axis=-1) + np.clip(trace, 0.0, None))
+
+
+def _sqrtm(cov):
+    evals, evecs = np.linalg.eigh((cov + np.swapaxes(cov, -1, -2)) / 2)
+    return (evecs * np.sqrt(np.clip(evals, 0.0, None))[..., None, :]) @ np.swapaxes(evecs, -1, -2)
+
+
+# ---------------------------------------------------------------------------- the sampler
+
+
+class _Hamiltonian:
+    """U(z) = −log p_θ(x, z) of every chain, and the kinetic energy ½ rᵀ M⁻¹ r.
+
+    ``potential`` takes ``{"z": (chains, B, z_dim)}`` and returns Σ U (a scalar, as
+    :func:`~pyro.ops.integrator.velocity_verlet` needs for its gradient; independent
+    chains give each chain its own gradient) and keeps the per-chain U, ``(chains, B)``,
+    in ``last_potential``.
+    """
+
+    def __init__(self, model, x, inverse_mass):
+        self.model, self.x, self.inverse_mass = model, x, inverse_mass
+        self.last_potential = None
+
+    def potential(self, params):
+        potential = -_log_joint(self.model, self.x, params["z"])
+        self.last_potential = potential.detach()
+        return potential.sum()
+
+    def kinetic(self, r):
+        return 0.5 * (r.square() * self.inverse_mass).sum(-1)
+
+    def kinetic_grad(self, r):
+        return {"z": r["z"] * self.inverse_mass}
+
+    def momentum(self, like):
+        return torch.randn_like(like) * self.inverse_mass.rsqrt()
+
+    def leapfrog(self, state, r, step_size, num_steps):
+        """z, r, ∇U and U after ``num_steps`` steps; step_size of shape (chains, B)."""
+        z, _, grad = state
+        z, r, grad, _ = integrator.velocity_verlet(
+            {"z": z}, {"z": r}, self.potential, self.kinetic_grad,
+            step_size.unsqueeze(-1), num_steps, {"z": grad},
+        )  # fmt: skip
+        return (z["z"], self.last_potential, grad["z"]), r["z"]
+
+
+def _log_joint(model, x, z):
+    """log p(z) + log p_θ(x|z) of each row of z, (n, B), from a trace of ``model``."""
+    with pyro.plate("chains", z.shape[0], dim=-2):
+        trace = poutine.trace(poutine.condition(model, data={"z": z})).get_trace(x)
+    log_joint = 0.0
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or site_is_subsample(site):
+            continue
+        if not site["is_observed"]:
+            raise ValueError(f"Expected the model's only latent site to be 'z' but it has {name!r}")
+        log_p = site["fn"].log_prob(site["value"])
+        if log_p.shape != z.shape[:2]:
+            raise ValueError(
+                f"Expected site {name!r} to have a log-density of shape {tuple(z.shape[:2])} "
+                f"(chains, data) but got {tuple(log_p.shape)}: put it in the data plate"
+            )
+        log_joint = log_joint + log_p
+    return log_joint
+
+
+def _transition(ham, state, step_size, num_steps):
+    """One HMC iteration of every chain: leapfrog, then a Metropolis accept per chain."""
+    r = ham.momentum(state[0])
+    energy = state[1] + ham.kinetic(r)
+    proposal, r_end = ham.leapfrog(state, r, step_size, num_steps)
+    energy_end = proposal[1] + ham.kinetic(r_end)
+    delta = (energy_end - energy).nan_to_num(nan=math.inf)
+    accept_prob = (-delta).exp().clamp(max=1.0)
+    accept = torch.rand_like(accept_prob) < accept_prob
+    state = tuple(
+        torch.where(accept.view(accept.shape + (1,) * (new.dim() - 2)), new, old)
+        for new, old in zip(proposal, state, strict=True)
+    )
+    stats = {
+        "diverging": delta > MAX_ENERGY_ERROR,
+        "energy": torch.where(accept, energy_end, energy),
+        "acceptance_rate": accept_prob,
+    }
+    return state, stats
+
+
+def _reasonable_step_size(ham, state, step_size):
+    """Per chain, double or halve ε until one leapfrog step's acceptance crosses 0.8.
+
+    The heuristic of Hoffman & Gelman (2014, alg. 4) as Pyro's HMC uses it (threshold
+    log 0.8), run for all chains at once: each stops at its own crossing.
+    """
+    r = ham.momentum(state[0])
+    energy = state[1] + ham.kinetic(r)
+
+    def direction(eps):
+        (_, potential, _), r_end = ham.leapfrog(state, r, eps, 1)
+        log_accept = (energy - potential - ham.kinetic(r_end)).nan_to_num(nan=-math.inf)
+        return torch.where(log_accept > math.log(0.8), 2.0, 0.5)
+
+    factor = direction(step_size)
+    searching = torch.ones_like(step_size, dtype=torch.bool)
+    for _ in range(_STEP_SIZE_SEARCH):
+        step_size = torch.where(searching, step_size * factor, step_size)
+        searching &= direction(step_size) == factor
+        if not searching.any():
+            break
+    return step_size
+
+
+def _adaptation_windows(warmup_steps):
+    """Stan's warm-up schedule: [(start, end, slow)], windows of iterations, ends included.
+
+    A fast window of 75 iterations, slow windows of 25, 50, 100, … (the last stretched to
+    the end), a fast window of 50; scaled to 15 % / 75 % / 10 % for a warm-up shorter
+    than 150, and one fast window for fewer than 20 iterations (as Pyro's adapter).
+    """
+    if warmup_steps < 20:
+        return [(0, warmup_steps - 1, False)] if warmup_steps else []
+    first, last, slow = 75, 50, 25
+    if first + last + slow > warmup_steps:
+        first, last = int(0.15 * warmup_steps), int(0.1 * warmup_steps)
+        slow = warmup_steps - first - last
+    windows = [(0, first - 1, False)]
+    start, end = first, warmup_steps - last
+    while start < end:
+        size = slow if 3 * slow <= end - start else end - start
+        windows.append((start, start + size - 1, True))
+        start, slow = start + size, 2 * slow
+    windows.append((end, warmup_steps - 1, False))
+    return windows
+
+
+def _mean_steps(num_steps, step_size):
+    if num_steps is not None:
+        return num_steps
+    median = step_size.median().item()
+    return int(min(_MAX_MEAN_STEPS, max(1, round(_TRAJECTORY_LENGTH / median))))
+
+
+def _jitter(step_size):
+    return step_size * (1 + _STEP_SIZE_JITTER * (2 * torch.rand_like(step_size) - 1))
+
+
+def _hmc_chunk(vae, x, num_samples, warmup_steps, num_chains, num_steps, target_accept, progress):
+    """Warm-up and draws of num_chains × B chains in lockstep: z (C, S, B, D), stats."""
+    z_loc, z_scale = vae.encode(x)
+    z = z_loc + z_scale * torch.randn((num_chains, *z_loc.shape), dtype=x.dtype, device=x.device)
+    ham = _Hamiltonian(vae.model, x, z_scale.square().expand_as(z).clone())
+    grad, _ = integrator.potential_grad(ham.potential, {"z": z})
+    state = (z, ham.last_potential, grad["z"])
+    step_size = _reasonable_step_size(ham, state, torch.ones_like(state[1]))
+    averaging = DualAveraging(prox_center=(10 * step_size).log())
+    welford = WelfordCovariance(diagonal=True)
+    windows = _adaptation_windows(warmup_steps)
+    draws = z.new_empty((num_chains, num_samples, *z_loc.shape))
+    names = ("diverging", "energy", "acceptance_rate", "step_size", "n_steps", "lp")
+    stats = {k: state[1].new_empty((num_chains, num_samples, x.shape[0])) for k in names}
+    stats["diverging"] = stats["diverging"].bool()
+    stats["n_steps"] = stats["n_steps"].long()
+    mean_steps = _mean_steps(num_steps, step_size)
+    for t in tqdm(range(warmup_steps + num_samples), disable=not progress, leave=False):
+        steps = mean_steps
+        state, info = _transition(ham, state, _jitter(step_size), steps)
+        if t < warmup_steps:
+            averaging.step(target_accept - info["acceptance_rate"])
+            step_size = averaging.get_state()[0].exp()
+            window = next(w for w in windows if w[0] <= t <= w[1])
+            if window[2]:
+                welford.update(state[0])
+            if t == window[1] and window[2]:
+                ham.inverse_mass = welford.get_covariance(regularize=True)
+                welford.reset()
+                step_size = _reasonable_step_size(ham, state, step_size)
+                averaging = DualAveraging(prox_center=(10 * step_size).log())
+            elif t == warmup_steps - 1:
+                step_size = averaging.get_state()[1].exp()
+            mean_steps = _mean_steps(num_steps, step_size)
+            continue
+        s = t - warmup_steps
+        draws[:, s] = state[0]
+        info.update(step_size=step_size, n_steps=steps, lp=-state[1])
+        for k, v in info.items():
+            stats[k][:, s] = v
+    return draws.detach(), stats
+
+
+class _RecordingNUTS(NUTS):
+    """Pyro's NUTS, recording each iteration's statistics (Pyro has no extra fields)."""
+
+    def setup(self, *args, **kwargs):
+        self.records = []
+        super().setup(*args, **kwargs)
+
+    def _build_basetree(self, z, r, z_grads, log_slice, direction, energy_current):
+        tree = super()._build_basetree(z, r, z_grads, log_slice, direction, energy_current)
+        rec = self.records[-1]
+        rec["n_steps"] += 1
+        rec["energy"] = float(energy_current)
+        rec["diverging"] |= bool(tree.diverging)
+        rec["accept_sum"] += float(tree.sum_accept_probs)
+        return tree
+
+    def sample(self, params):
+        self.records.append(
+            {"step_size": self.step_size, "n_steps": 0, "diverging": False, "accept_sum": 0.0}
+        )
+        z = super().sample(params)
+        rec = self.records[-1]
+        rec["lp"] = -float(self._fetch_from_cache()[1])
+        rec["acceptance_rate"] = rec.pop("accept_sum") / max(rec["n_steps"], 1)
+        rec["tree_depth"] = math.ceil(math.log2(rec["n_steps"] + 1))
+        return z
+
+
+def _nuts_reference(vae, x, num_samples, warmup_steps, num_chains, target_accept, progress):
+    """Pyro's NUTS, one chain and one point at a time, from guide draws as the HMC."""
+    z_loc, z_scale = vae.encode(x)
+    z0 = z_loc + z_scale * torch.randn((num_chains, *z_loc.shape), dtype=x.dtype, device=x.device)
+    draws, records = [], []
+    for c in range(num_chains):
+        for i in range(x.shape[0]):
+            kernel = _RecordingNUTS(vae.model, target_accept_prob=target_accept)
+            mcmc = MCMC(
+                kernel,
+                num_samples=num_samples,
+                warmup_steps=warmup_steps,
+                initial_params={"z": z0[c, i : i + 1]},
+                disable_progbar=not progress,
+            )
+            mcmc.run(x[i : i + 1])
+            draws.append(mcmc.get_samples()["z"][:, 0])
+            records.append(kernel.records[warmup_steps:])
+    shape = (num_chains, x.shape[0])
+    z = torch.stack(draws).reshape(*shape, num_samples, -1).transpose(1, 2)
+    stats = {}
+    for key in records[0][0]:
+        table = torch.tensor([[rec[key] for rec in chain] for chain in records])
+        stats[key] = table.reshape(*shape, num_samples).transpose(1, 2)
+    return z, stats
+
+
+@torch.no_grad()
+def _posterior_predictive(model, z):
+    """x̃ ~ p_θ(x|z) at every draw, (chains, draws, B, x_dim), from a trace of ``model``."""
+    chains, draws, batch, _ = z.shape
+    flat = z.reshape(chains * draws, batch, -1)
+    with pyro.plate("chains", flat.shape[0], dim=-2):
+        trace = poutine.trace(poutine.condition(model, data={"z": flat})).get_trace(
+            batch_size=batch
+        )
+    return trace.nodes["x"]["value"].reshape(chains, draws, batch, -1)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+@contextlib.contextmanager
+def _held_fixed(vae, x, seed):
+    """θ frozen, Pyro's validation off, the param store as found, a seeded forked RNG."""
+    devices = [x.device] if x.device.type == "cuda" else []
+    with (
+        vae.frozen(),
+        _param_store_as_found(),
+        torch.random.fork_rng(devices=devices),
+        pyro.validation_enabled(False),
+    ):
+        torch.manual_seed(seed)
+        yield
+
+
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"Expected {name} to be an integer >= {minimum} but got {value!r}")
+
+
+def _check_common(vae, x, datum, seed):
+    for attr in ("model", "guide", "encode", "frozen"):
+        if not callable(getattr(vae, attr, None)):
+            raise ValueError(
+                f"Expected vae to be a pyro_vae model with a callable {attr!r} but got "
+                f"{type(vae).__name__}"
+            )
+    x = check_data(x, vae, "x")
+    _check_int("seed", seed, 0)
+    if datum is None:
+        return x, np.arange(x.shape[0])
+    if isinstance(datum, str) or not isinstance(datum, Sequence | np.ndarray | torch.Tensor):
+        raise ValueError(
+            f"Expected datum to be a sequence of {x.shape[0]} labels but got {datum!r}"
+        )
+    labels = np.asarray(datum)
+    if labels.shape != (x.shape[0],) or len(set(labels.tolist())) != x.shape[0]:
+        raise ValueError(
+            f"Expected datum to hold {x.shape[0]} distinct labels, one per row of x, but "
+            f"got shape {labels.shape}"
+        )
+    return x, labels
+
+
+def _numpy(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _is_inference_data(value):
+    return hasattr(value, "groups") and hasattr(value, "posterior")
+
+
+def _gaussian_fit(idata, name):
+    """Mean (B, D) and covariance (B, D, D) of ``posterior.z`` over chains and draws."""
+    if not _is_inference_data(idata) or "z" not in idata.posterior:
+        raise ValueError(
+            f"Expected {name} to be an InferenceData with posterior variable z but got "
+            f"{type(idata).__name__}"
+        )
+    z = idata.posterior["z"].transpose("chain", "draw", "datum", "latent").values
+    z = z.reshape(-1, *z.shape[2:]).astype(float)
+    mean = z.mean(0)
+    centred = z - mean
+    cov = np.einsum("sbi,sbj->bij", centred, centred) / max(z.shape[0] - 1, 1)
+    return mean, cov, idata.posterior["datum"].values
+
+
+def _warn_unconverged(checks, labels, what):
+    """UserWarning naming the data points that fail R̂, bulk ESS or divergences."""
+    bad = (
+        (checks["rhat_max"] > diagnostics.RHAT_MAX)
+        | (checks["ess_bulk_min"] < diagnostics.ESS_BULK_MIN)
+        | (checks["divergences"] > 0)
+    )
+    if bad.any():
+        named = ", ".join(str(v) for v in np.asarray(labels)[bad])
+        warnings.warn(
+            f"{what} of {int(bad.sum())} data point(s) fail R̂ <= {diagnostics.RHAT_MAX}, "
+            f"bulk ESS >= {diagnostics.ESS_BULK_MIN} or no divergences, and are not to be "
+            f"trusted: datum {named} (see compare_posteriors or arviz.summary)",
+            UserWarning,
+            stacklevel=3,
+        )
