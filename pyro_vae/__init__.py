@@ -4,7 +4,10 @@ The main interface: :class:`VAE` and :class:`LinearGaussianVAE` (whose ``model``
 ``guide`` are plain Pyro functions), :class:`ScaledRenyiELBO` (the Rényi and IWAE
 bounds with the minibatch scale where it belongs), :func:`fit` (training, with resume)
 and :func:`evaluate` (held-out ELBO, IWAE bounds and log p(x) by importance sampling,
-with Pareto k̂), :func:`paired_difference` (comparing two models on the same points).
+with Pareto k̂), :func:`paired_difference` (comparing two models on the same points);
+:func:`sample_posterior` (batched HMC draws of p_θ(z|x) for many points at once, as
+ArviZ ``InferenceData``), :func:`sample_guide`, :func:`compare_posteriors` and
+:func:`quadrature_posterior` (exact log p(x), posterior and gap for 2-D latents).
 """
 
 __version__ = "0.2.0"
@@ -18,6 +21,8 @@ from .evaluation import (  # noqa: E402
 )
 from .models import VAE, BaseVAE, LinearGaussianVAE  # noqa: E402
 from .objectives import ScaledRenyiELBO, make_elbo, parse_objective  # noqa: E402
+from .posterior import compare_posteriors, sample_guide, sample_posterior  # noqa: E402
+from .quadrature import QuadraturePosterior, log_joint_grid, quadrature_posterior  # noqa: E402
 from .training import (  # noqa: E402
     FitResult,
     Trainer,
@@ -32,17 +37,23 @@ __all__ = [
     "Evaluation",
     "FitResult",
     "LinearGaussianVAE",
+    "QuadraturePosterior",
     "ScaledRenyiELBO",
     "Trainer",
     "TrainingState",
     "VAE",
+    "compare_posteriors",
     "evaluate",
     "fit",
     "load_checkpoint",
     "log_importance_weights",
+    "log_joint_grid",
     "make_elbo",
     "paired_difference",
     "pareto_khat",
     "parse_objective",
+    "quadrature_posterior",
+    "sample_guide",
+    "sample_posterior",
     "save_checkpoint",
 ]

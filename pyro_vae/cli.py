@@ -357,7 +357,7 @@ def _posterior_figures(check, data, slug, num_points=4):
         lows = np.minimum(reference.min((0, 1)), guide.min((0, 1)))
         highs = np.maximum(reference.max((0, 1)), guide.max((0, 1)))
         grids = [np.linspace(lo, hi, 81) for lo, hi in zip(lows, highs, strict=True)]
-        density = (*grids, log_joint_grid(check.vae, x, *grids))
+        density = (*grids, log_joint_grid(check.vae, x, *grids).cpu().numpy())
     figures = {
         f"posterior_{slug}.png": plots.plot_posterior_draws(
             reference, guide, x if data.image_shape else None, data.image_shape, density

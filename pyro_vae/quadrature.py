@@ -12,15 +12,14 @@ tolerance, with no Monte-Carlo error. It is the ground truth for a *nonlinear* V
 importance-sampling estimates of :func:`pyro_vae.evaluate` are checked.
 
 The main interface is :func:`quadrature_posterior`, returning a
-:class:`QuadraturePosterior`.
+:class:`QuadraturePosterior`; :func:`log_joint_grid` evaluates log p(x, z) on a grid of
+one's choosing (for contour plots of the exact posterior).
 
 References
 ----------
 1. L. N. Trefethen, J. A. C. Weideman, "The exponentially convergent trapezoidal rule",
    SIAM Review 56(3), 385–458, 2014.
 2. D. P. Kingma, M. Welling, "Auto-Encoding Variational Bayes", ICLR 2014.
-3. P. J. Davis, P. Rabinowitz, "Methods of Numerical Integration", 2nd ed.,
-   Academic Press, 1984.
 """
 
 import contextlib
@@ -30,10 +29,11 @@ import warnings
 from dataclasses import dataclass
 
 import torch
+from torch import special
 
 from .data import check_data
 
-__all__ = ["QuadraturePosterior", "quadrature_posterior"]
+__all__ = ["QuadraturePosterior", "log_joint_grid", "quadrature_posterior"]
 
 _CHUNK_ROWS = 2**17  # grid points × data points per decoder call: bounds memory
 _MAX_LISTED = 10  # indices named in the non-convergence warning
@@ -61,8 +61,7 @@ class QuadraturePosterior:
         shape ``(B,)``: the error estimate (see :func:`quadrature_posterior`, Notes);
         inf where the last grid did not refine the one before.
     converged : torch.Tensor
-        Boolean, shape ``(B,)``: ``error < tol``, ``edge_mass < tol``, and cells no
-        wider than one posterior and one guide s.d. per axis.
+        Boolean, shape ``(B,)``: ``error < tol`` and ``tail_mass < tol``.
     num_points : torch.Tensor
         Grid points per axis of the final grid (int64), shape ``(B,)``; the grid has
         ``num_points ** D`` cells.
@@ -71,9 +70,11 @@ class QuadraturePosterior:
     half_width : torch.Tensor
         Distance from the posterior mean to the nearer box edge along each axis, in
         posterior standard deviations, shape ``(B, D)``.
-    edge_mass : torch.Tensor
-        Posterior probability of the outermost ring of grid cells, shape ``(B,)``: a
-        check on truncation, since refinement does not see mass outside the box.
+    tail_mass : torch.Tensor
+        The larger of the posterior's and the guide's probability outside the box,
+        shape ``(B,)``: the mass truncated, which refinement does not see (the guide's
+        exact, the posterior's extrapolated from the outermost cells; see Notes of
+        :func:`quadrature_posterior`).
     """
 
     log_px: torch.Tensor
@@ -86,7 +87,7 @@ class QuadraturePosterior:
     lower: torch.Tensor
     upper: torch.Tensor
     half_width: torch.Tensor
-    edge_mass: torch.Tensor
+    tail_mass: torch.Tensor
 
 
 @torch.no_grad()
@@ -98,16 +99,15 @@ def quadrature_posterior(vae, x, tol=1e-5, half_width=8.0, initial_points=16, ma
     grid spans the guide's mean ± ``half_width`` guide s.d. per axis; each later grid
     doubles n and spans the union of that box and the previous grid's posterior mean
     ± ``half_width`` posterior s.d. per axis (so the guide's mass, which KL(q ‖ p)
-    weighs, stays covered); where the posterior reached the previous box's edge, the
-    box also grows to the posterior mean ± the previous box's width. A point has
-    converged when log p(x) and the KL change by less than ``tol`` from the previous
-    grid, its outermost ring of cells holds less than ``tol`` of the posterior, and
-    its cells are no wider than one posterior and one guide s.d. per axis.
+    weighs, stays covered); where ``tol`` or more of the posterior or the guide lay
+    outside the previous box, the box grows (see Notes). A point has converged when
+    log p(x) and the KL change by less than ``tol`` from the previous grid and less
+    than ``tol`` of the posterior and of the guide lies outside its box.
 
     Parameters
     ----------
     vae : pyro_vae.models.BaseVAE
-        A model with ``z_dim`` 1 or 2, a N(0, I) prior, ``likelihood_dist(z)`` and
+        A model with ``x_dim``, ``z_dim`` 1 or 2, a N(0, I) prior, ``likelihood_dist(z)`` and
         ``encode(x)``, e.g. :class:`pyro_vae.VAE` or :class:`pyro_vae.LinearGaussianVAE`.
     x : torch.Tensor
         Data, shape ``(B, x_dim)``.
@@ -118,7 +118,7 @@ def quadrature_posterior(vae, x, tol=1e-5, half_width=8.0, initial_points=16, ma
         Half-width of the box in standard deviations (of the guide and of the
         posterior) per axis; mass beyond ±8 s.d. of a Gaussian is about 1e-15.
     initial_points : int, default 16
-        Grid points per axis of the first grid (≥ 2).
+        Grid points per axis of the first grid (≥ 4).
     max_points : int, default 2**18
         Largest number of grid points per data point (``n ** D``): refinement stops
         there and warns.
@@ -132,11 +132,12 @@ def quadrature_posterior(vae, x, tol=1e-5, half_width=8.0, initial_points=16, ma
     Raises
     ------
     ValueError
-        If ``vae`` lacks ``z_dim``, ``encode`` or ``likelihood_dist``; if z_dim is not 1
-        or 2; for bad data (as :func:`pyro_vae.data.check_data`: not a non-empty
-        ``(B, x_dim)`` matrix, NaN/inf, non-binary for a Bernoulli likelihood); if
-        ``tol`` or ``half_width`` is not a finite number > 0, ``initial_points`` not an
-        integer ≥ 2, or ``max_points`` not an integer ≥ ``initial_points ** z_dim``.
+        If ``vae`` lacks ``x_dim``, ``z_dim``, ``encode`` or ``likelihood_dist``; if
+        z_dim is not 1 or 2; for bad data (as :func:`pyro_vae.data.check_data`: not a
+        non-empty ``(B, x_dim)`` matrix, NaN/inf, non-binary for a Bernoulli
+        likelihood); if ``tol`` or ``half_width`` is not a finite number > 0,
+        ``initial_points`` not an integer ≥ 4, or ``max_points`` not an integer
+        ≥ ``initial_points ** z_dim``.
 
     Warns
     -----
@@ -172,11 +173,21 @@ def quadrature_posterior(vae, x, tol=1e-5, half_width=8.0, initial_points=16, ma
     error of the coarser grid and overstates that of the reported, finer one. ``error``
     is inf where the last grid's cells are not at most 0.6 times as wide as the
     previous grid's (its box grew as fast as n), since two grids of the same nodes
-    agree whatever their error. It does not see posterior mass
-    outside the box (heavy tails, a mode far from both the guide and the posterior
-    mean found so far): ``edge_mass`` and ``half_width`` show how much of the posterior
-    reaches the edge. The grid is axis-aligned: a strongly correlated posterior or a
-    guide much narrower than the posterior needs more points.
+    agree whatever their error.
+
+    Refinement does not see mass outside the box; ``tail_mass`` estimates it. For the
+    guide it is exact, 1 − Π_k [Φ((u_k − μ_k)/σ_k) − Φ((l_k − μ_k)/σ_k)]. For the
+    posterior, with m₀ and m₁ the posterior masses of the outermost two rings of
+    cells and r = m₀/m₁, the rings beyond would hold m₀ r/(1 − r) (inf if r ≥ 1): exact
+    for a tail decaying like exp(−a t), an overstatement for a Gaussian one. Where it
+    is ``tol`` or more, the box grows for the next grid: if the box held the posterior
+    mean ± ``half_width`` s.d., that point's half-width in s.d. doubles for all later
+    grids (heavy tails); if not (the posterior lies partly outside, near the edge, and
+    its truncated s.d. understates it), the box also spans the posterior mean ± the
+    last box's width, so a posterior far from the guide is reached in a few grids. A
+    second mode far from both the guide and the modes found stays unseen. The grid is
+    axis-aligned: a strongly correlated posterior, or a guide far from or much narrower
+    than the posterior, needs more points.
 
     The decoder runs in the parameters' dtype on nodes rounded to it; the prior, the
     guide's density and all sums are float64 at those same nodes. The model runs in
@@ -191,11 +202,14 @@ def quadrature_posterior(vae, x, tol=1e-5, half_width=8.0, initial_points=16, ma
 
     Examples
     --------
-    >>> vae = VAE(64, z_dim=2, hidden_dims=(64,))
+    >>> data = pyro_vae.data.load_digits(binarize="static")
+    >>> vae = pyro_vae.VAE(64, z_dim=2, hidden_dims=(64,))
+    >>> result = pyro_vae.fit(vae, data, epochs=30, progress=False)
     >>> post = quadrature_posterior(vae, data.test[:10])
-    >>> post.log_px, post.kl_guide  # nats per point, ± post.error
+    >>> post.log_px, post.kl_guide  # nats per point, each within post.error
     """
-    _check_args(vae, tol, half_width, initial_points, max_points)
+    _check_vae(vae)
+    _check_settings(vae.z_dim, tol, half_width, initial_points, max_points)
     x = check_data(x, vae, "x")
     with _eval_mode(vae):
         q_loc, q_scale = (t.double() for t in vae.encode(x))
@@ -214,6 +228,63 @@ def quadrature_posterior(vae, x, tol=1e-5, half_width=8.0, initial_points=16, ma
     return QuadraturePosterior(half_width=distance / _std(out["cov"]), **out)
 
 
+@torch.no_grad()
+def log_joint_grid(vae, x, *axes):
+    r"""log p(z) + log p_θ(x|z) on the grid spanned by ``axes``, for each data point.
+
+    The unnormalized log posterior log p_θ(z|x) + log p_θ(x): contours of it show
+    the exact posterior of a one- or two-latent model (subtract the maximum before
+    exponentiating).
+
+    Parameters
+    ----------
+    vae : pyro_vae.models.BaseVAE
+        A model with ``z_dim`` 1 or 2 and a N(0, I) prior, as :func:`quadrature_posterior`.
+    x : torch.Tensor
+        Data, shape ``(B, x_dim)``.
+    *axes : array_like
+        ``z_dim`` one-dimensional arrays of grid coordinates, of lengths G0 (, G1).
+
+    Returns
+    -------
+    torch.Tensor
+        Float64, shape ``(B, G0)`` or ``(B, G0, G1)``, nats: entry ``[b, i, j]`` is at
+        z = (axes[0][i], axes[1][j]). On the model's device.
+
+    Raises
+    ------
+    ValueError
+        As :func:`quadrature_posterior` for ``vae`` and x; if the number of axes is not
+        z_dim, or an axis is not a non-empty one-dimensional array of finite numbers.
+
+    See Also
+    --------
+    quadrature_posterior : the normalized posterior, its moments and log p(x).
+    """
+    _check_vae(vae)
+    x = check_data(x, vae, "x")
+    if len(axes) != vae.z_dim:
+        raise ValueError(
+            f"Expected axes to hold z_dim={vae.z_dim} arrays of grid coordinates but got "
+            f"{len(axes)}"
+        )
+    axes = [torch.as_tensor(a, dtype=torch.float64, device=x.device) for a in axes]
+    for k, a in enumerate(axes):
+        if a.dim() != 1 or a.numel() == 0 or not torch.isfinite(a).all():
+            raise ValueError(
+                f"Expected axes[{k}] to be a non-empty 1-D array of finite numbers but got "
+                f"shape {tuple(a.shape)}"
+            )
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, vae.z_dim)
+    group = max(1, _CHUNK_ROWS // grid.shape[0])
+    with _eval_mode(vae):
+        parts = [
+            _log_joint(vae, xg, grid[:, None, :].expand(-1, xg.shape[0], -1))[0]
+            for xg in x.split(group)
+        ]
+    return torch.cat(parts, 1).T.reshape(x.shape[0], *(a.numel() for a in axes))
+
+
 def _refine(vae, x, q_loc, q_scale, tol, half_width, initial_points, max_points):
     """Grids of initial_points, 2×, 4×, … points per axis until each point converges.
 
@@ -221,7 +292,6 @@ def _refine(vae, x, q_loc, q_scale, tol, half_width, initial_points, max_points)
     ``half_width``) and the last grid's points per axis.
     """
     num_data, z_dim = q_loc.shape
-    guide_lower, guide_upper = q_loc - half_width * q_scale, q_loc + half_width * q_scale
     out = {
         "log_px": q_loc.new_full((num_data,), math.nan),
         "mean": q_loc.new_full((num_data, z_dim), math.nan),
@@ -230,45 +300,39 @@ def _refine(vae, x, q_loc, q_scale, tol, half_width, initial_points, max_points)
         "error": q_loc.new_full((num_data,), math.inf),
         "converged": torch.zeros(num_data, dtype=torch.bool, device=q_loc.device),
         "num_points": torch.zeros(num_data, dtype=torch.long, device=q_loc.device),
-        "lower": guide_lower.clone(),
-        "upper": guide_upper.clone(),
-        "edge_mass": q_loc.new_full((num_data,), math.nan),
+        "lower": q_loc.new_full((num_data, z_dim), math.nan),
+        "upper": q_loc.new_full((num_data, z_dim), math.nan),
+        "tail_mass": q_loc.new_full((num_data,), math.nan),
     }
     active = torch.arange(num_data, device=q_loc.device)
-    lower, upper, previous, n = guide_lower, guide_upper, None, initial_points
+    reach = q_loc.new_full((num_data, 1), half_width)  # box half-width in s.d., grows
+    lower, upper = q_loc - reach * q_scale, q_loc + reach * q_scale
+    previous, n = None, initial_points
     while True:
         stats = _grid_statistics(vae, x[active], q_loc[active], q_scale[active], lower, upper, n)
-        stats["cell"] = (upper - lower) / n
-        if previous is None:
-            stats["error"] = torch.full_like(stats["log_px"], math.inf)
-        else:
-            stats["error"] = _change(stats, previous)
-        stats["converged"] = (
-            (stats["error"] < tol)
-            & (stats["edge_mass"] < tol)
-            & (stats["cell"] <= _std(stats["cov"])).all(-1)
-            & (stats["cell"] <= q_scale[active]).all(-1)
-        )
-        for key in out.keys() & stats.keys():
+        stats.update(lower=lower, upper=upper, cell=(upper - lower) / n, num_points=n)
+        stats["error"] = _change(stats, previous)
+        stats["converged"] = (stats["error"] < tol) & (stats["tail_mass"] < tol)
+        for key in out:
             out[key][active] = stats[key]
-        out["num_points"][active] = n
-        out["lower"][active], out["upper"][active] = lower, upper
         pending = ~stats["converged"]
         if not pending.any() or (2 * n) ** z_dim > max_points:
             return out, n
         active = active[pending]
-        previous = {key: value[pending] for key, value in stats.items()}
-        lower, upper = _next_box(
-            previous, guide_lower[active], guide_upper[active], n, half_width, tol
+        previous = {key: value[pending] for key, value in stats.items() if key != "num_points"}
+        lower, upper, reach = _next_box(
+            previous, q_loc[active], q_scale[active], reach[pending], tol
         )
         n *= 2
 
 
 def _change(stats, previous):
-    """max(|Δ log p(x)|, |Δ KL|) from the previous grid, or inf where the new grid's
-    cells are not at most 0.6 times as wide on every axis: a grid that doubled its
-    points but also widened its box can repeat the same nodes, and no change then
-    measures the error."""
+    """max(|Δ log p(x)|, |Δ KL|) from the previous grid, or inf where there is none or
+    the new grid's cells are not at most 0.6 times as wide on every axis: a grid that
+    doubled its points but also widened its box can repeat the same nodes, and no
+    change then measures the error."""
+    if previous is None:
+        return torch.full_like(stats["log_px"], math.inf)
     change = torch.maximum(
         (stats["log_px"] - previous["log_px"]).abs(),
         (stats["kl_guide"] - previous["kl_guide"]).abs(),
@@ -277,13 +341,13 @@ def _change(stats, previous):
     return torch.where(refined, change, math.inf)
 
 
-def _check_args(vae, tol, half_width, initial_points, max_points):
-    """Validate the arguments of :func:`quadrature_posterior` (not x)."""
-    for attr in ("z_dim", "encode", "likelihood_dist", "parameters"):
+def _check_vae(vae):
+    """Raise unless vae is a model with one or two latents."""
+    for attr in ("x_dim", "z_dim", "encode", "likelihood_dist", "parameters"):
         if not hasattr(vae, attr):
             raise ValueError(
-                f"Expected vae to be a pyro_vae model with z_dim, encode and likelihood_dist "
-                f"but got {type(vae).__name__} without {attr!r}"
+                "Expected vae to be a pyro_vae model with x_dim, z_dim, encode and "
+                f"likelihood_dist but got {type(vae).__name__} without {attr!r}"
             )
     if vae.z_dim not in (1, 2):
         raise ValueError(
@@ -291,14 +355,18 @@ def _check_args(vae, tol, half_width, initial_points, max_points):
             f"points**z_dim) but got z_dim={vae.z_dim!r}; estimate log p(x) by importance "
             "sampling with pyro_vae.evaluate instead"
         )
+
+
+def _check_settings(z_dim, tol, half_width, initial_points, max_points):
+    """Validate the grid settings of :func:`quadrature_posterior`."""
     for name, value in (("tol", tol), ("half_width", half_width)):
         if not _is_real(value) or not 0 < value < math.inf:
             raise ValueError(f"Expected {name} to be a finite number > 0 but got {value!r}")
-    if not _is_int(initial_points) or initial_points < 2:
+    if not _is_int(initial_points) or initial_points < 4:
         raise ValueError(
-            f"Expected initial_points to be an integer >= 2 but got {initial_points!r}"
+            f"Expected initial_points to be an integer >= 4 but got {initial_points!r}"
         )
-    smallest = initial_points**vae.z_dim
+    smallest = initial_points**z_dim
     if not _is_int(max_points) or max_points < smallest:
         raise ValueError(
             f"Expected max_points to be an integer >= initial_points**z_dim = {smallest} but "
@@ -331,18 +399,28 @@ def _eval_mode(module):
             m.training = training
 
 
-def _next_box(stats, guide_lower, guide_upper, n, half_width, tol):
-    """The box of the next grid, ``(A, D)`` corners, from the last grid's ``stats``.
+def _next_box(stats, q_loc, q_scale, reach, tol):
+    """Corners ``(A, D)`` of the next grid's box, and its ``reach``, from the last grid.
 
-    The union of the guide's box and the posterior mean ± ``half_width`` posterior
-    s.d.; where the posterior reached the last box's edge (``edge_mass`` ≥ tol), also
-    the posterior mean ± the last box's full width (n cells), so that a posterior lying outside
-    the guide's box is reached in a few steps.
+    The union of q's mean ± reach guide s.d. and the posterior mean ± reach posterior
+    s.d. Where ``tol`` or more of the posterior or the guide lay outside the last
+    box: if the last box held the posterior's mean ± reach s.d., the tails are
+    heavier than reach s.d. allow and ``reach`` (``(A, 1)``) doubles for all later
+    grids; if not, the posterior lies (partly) outside the box, whose truncated s.d.
+    understates it, and the box also spans the posterior mean ± the last box's width,
+    so that a posterior far from the guide is reached in a few grids.
     """
-    mean, reach = stats["mean"], half_width * _std(stats["cov"])
-    spill = (stats["edge_mass"] >= tol)[:, None]
-    reach = torch.where(spill, torch.maximum(reach, n * stats["cell"]), reach)
-    return torch.minimum(guide_lower, mean - reach), torch.maximum(guide_upper, mean + reach)
+    mean, post_sd = stats["mean"], _std(stats["cov"])
+    spill = (stats["tail_mass"] >= tol)[:, None]
+    held = (mean - reach * post_sd >= stats["lower"]) & (mean + reach * post_sd <= stats["upper"])
+    held = held.all(-1, keepdim=True)
+    reach = torch.where(spill & held, 2 * reach, reach)
+    lower = torch.minimum(q_loc - reach * q_scale, mean - reach * post_sd)
+    upper = torch.maximum(q_loc + reach * q_scale, mean + reach * post_sd)
+    width = stats["upper"] - stats["lower"]
+    lower = torch.where(spill & ~held, torch.minimum(lower, mean - width), lower)
+    upper = torch.where(spill & ~held, torch.maximum(upper, mean + width), upper)
+    return lower, upper, reach
 
 
 def _grid_statistics(vae, x, q_loc, q_scale, lower, upper, n):
@@ -359,20 +437,14 @@ def _group_statistics(vae, x, q_loc, q_scale, lower, upper, n):
     """Midpoint-rule estimates on an n-per-axis grid over each point's box.
 
     x ``(G, x_dim)``; q_loc, q_scale, lower, upper ``(G, D)``. Returns float64
-    ``log_px``, ``kl_guide``, ``edge_mass`` ``(G,)``, ``mean`` ``(G, D)`` and ``cov``
+    ``log_px``, ``kl_guide``, ``tail_mass`` ``(G,)``, ``mean`` ``(G, D)`` and ``cov``
     ``(G, D, D)``.
     """
     z_dim = q_loc.shape[-1]
     index = torch.cartesian_prod(*[torch.arange(n, device=x.device)] * z_dim).reshape(-1, z_dim)
     cell = (upper - lower) / n
     nodes = lower + (index[:, None, :] + 0.5) * cell  # (P, G, D), P = n**D
-    nodes = nodes.to(x.dtype)  # what the decoder sees
-    log_lik = torch.empty(nodes.shape[:2], dtype=torch.float64, device=x.device)
-    step = max(1, _CHUNK_ROWS // x.shape[0])
-    for s in range(0, nodes.shape[0], step):
-        log_lik[s : s + step] = vae.likelihood_dist(nodes[s : s + step]).log_prob(x).double()
-    nodes = nodes.double()
-    log_joint = log_lik - (0.5 * nodes.square() + _HALF_LOG_2PI).sum(-1)
+    log_joint, nodes = _log_joint(vae, x, nodes)
     log_norm = log_joint.logsumexp(0)
     weights = (log_joint - log_norm).exp()  # posterior mass per cell, (P, G)
     log_px = log_norm + cell.log().sum(-1)
@@ -380,12 +452,51 @@ def _group_statistics(vae, x, q_loc, q_scale, lower, upper, n):
     centred = nodes - mean
     cov = torch.einsum("pg,pgi,pgj->gij", weights, centred, centred)
     log_q = -(0.5 * ((nodes - q_loc) / q_scale).square() + q_scale.log() + _HALF_LOG_2PI).sum(-1)
-    kl_guide = (log_q.softmax(0) * (log_q - log_joint)).sum(0) + log_px
-    edge = ((index == 0) | (index == n - 1)).any(-1)
+    guide_weights = log_q.softmax(0)  # q(z_i|x), normalized on the grid
+    kl_guide = (guide_weights * (log_q - log_joint)).sum(0) + log_px
+    ring = torch.minimum(index, n - 1 - index).amin(-1)  # cells from the box's edge
     return {
         "log_px": log_px,
         "mean": mean,
         "cov": cov,
         "kl_guide": kl_guide,
-        "edge_mass": weights[edge].sum(0),
+        "tail_mass": torch.maximum(
+            _tail_beyond(weights[ring == 0].sum(0), weights[ring == 1].sum(0)),
+            _gaussian_mass_outside(q_loc, q_scale, lower, upper),
+        ),
     }
+
+
+def _log_joint(vae, x, nodes):
+    """log p(z) + log p_θ(x|z) at ``nodes`` ``(P, G, D)`` for x ``(G, x_dim)``.
+
+    The decoder sees the nodes rounded to x's dtype, in calls of at most
+    ``_CHUNK_ROWS`` rows; returns the log joint ``(P, G)`` and the rounded nodes, both
+    float64, the prior evaluated at the rounded nodes.
+    """
+    nodes = nodes.to(x.dtype)
+    log_lik = torch.empty(nodes.shape[:2], dtype=torch.float64, device=x.device)
+    step = max(1, _CHUNK_ROWS // x.shape[0])
+    for s in range(0, nodes.shape[0], step):
+        log_lik[s : s + step] = vae.likelihood_dist(nodes[s : s + step]).log_prob(x).double()
+    nodes = nodes.double()
+    return log_lik - (0.5 * nodes.square() + _HALF_LOG_2PI).sum(-1), nodes
+
+
+def _tail_beyond(outer, inner):
+    """Mass beyond the box by geometric extrapolation of its two outermost rings.
+
+    With ring masses decaying by r = outer / inner per ring, the rings beyond hold
+    outer · r / (1 − r): for a tail decaying like exp(−a t) this is the exact
+    ρ_edge / a, and it overstates a Gaussian tail, whose decay rate grows outward.
+    Where the mass does not decay (r ≥ 1) it is inf; where the outer ring underflows, 0.
+    """
+    ratio = outer / inner
+    tail = torch.where(ratio < 1, outer * ratio / (1 - ratio), math.inf)
+    return torch.where(outer > 0, tail, 0.0)
+
+
+def _gaussian_mass_outside(loc, scale, lower, upper):
+    """Mass of N(loc, diag scale²) outside the box [lower, upper], ``(G,)``."""
+    outside = special.ndtr((lower - loc) / scale) + special.ndtr((loc - upper) / scale)
+    return -torch.expm1(torch.log1p(-outside).sum(-1))

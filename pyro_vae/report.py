@@ -246,7 +246,7 @@ def format_markdown_table(rows, num_samples=None):
 
 
 _AGREEMENT_COLUMNS = (
-    ("mean_error", "|mean error| (post. s.d.)", "{:.3f}"),
+    ("mean_error", "abs. mean error (post. s.d.)", "{:.3f}"),
     ("sd_ratio", "s.d. ratio q/p", "{:.3f}"),
     ("w2", "W2", "{:.3f}"),
     ("khat", "k̂", "{:.2f}"),

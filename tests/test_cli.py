@@ -21,6 +21,7 @@ def test_compare_smoke(tmp_path, capsys):
             "--hidden-dims", "16",
             "--no-progress",
             "--seeds", "2",
+            "--posterior-points", "3",
             "--out", str(out),
         ]
     )  # fmt: skip
@@ -59,6 +60,13 @@ def test_compare_smoke(tmp_path, capsys):
     assert pair["log_px_diff_se"] > 0
     report = (out / "report.md").read_text()
     assert "Paired differences on the same test points" in report
+    # guide vs exact posterior, per objective, with the exact KL for these 2-D latents
+    assert "## Guide vs exact posterior" in report
+    agreement = {a["objective"]: a for a in results["agreement"]}
+    assert set(agreement) == {"Trace_ELBO", "RenyiELBO(alpha=0, K=5)"}
+    for a in agreement.values():
+        assert a["num_points"] == 3 and a["kl_exact"] >= 0 and a["rhat_max"] < 1.05
+    assert {"posterior_Trace_ELBO.png", "latent_map_Trace_ELBO.png"} <= names
     assert "s.d. across 2 training seeds" in report
     assert (out / "results.csv").read_text().count("\n") == 3
     with open(out / "bounds.png", "rb") as f:
@@ -222,3 +230,25 @@ def test_compare_defaults_end_to_end(tmp_path, capsys):
     assert iwae["test_log_px"] > trace["test_log_px"] + 0.1
     assert iwae["test_elbo"] < trace["test_elbo"] - 0.1
     assert "RenyiELBO(alpha=0.5, K=5)" in capsys.readouterr().out
+
+
+def test_posterior_command_writes_idata_table_and_figures(tmp_path, capsys):
+    import arviz as az
+    import pandas as pd
+
+    ckpt = tmp_path / "vae.pt"
+    args = ["--epochs", "2", "--z-dim", "2", "--hidden-dims", "8", "--no-progress"]
+    assert main(["train", *args, "--checkpoint", str(ckpt)]) == 0
+    out = tmp_path / "post"
+    argv = ["posterior", str(ckpt), "--points", "3", "--num-samples", "200",
+            "--warmup-steps", "200", "--chains", "2", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert {"posterior.nc", "guide.nc", "agreement.csv", "posterior_guide.png"} <= set(
+        os.listdir(out)
+    )
+    idata = az.from_netcdf(out / "posterior.nc")
+    assert idata.posterior["z"].dims == ("chain", "draw", "datum", "latent")
+    assert idata.posterior["z"].shape == (2, 200, 3, 2)
+    table = pd.read_csv(out / "agreement.csv")
+    assert len(table) == 3 and "kl_exact" in table.columns
+    assert "Trace_ELBO" in capsys.readouterr().out

@@ -9,7 +9,15 @@ import pytest
 import torch
 
 import pyro_vae
-from pyro_vae.diagnostics import KHAT_GOOD, KHAT_UNRELIABLE, pareto_khat
+from pyro_vae.diagnostics import (
+    ESS_BULK_MIN,
+    KHAT_GOOD,
+    KHAT_UNRELIABLE,
+    RHAT_MAX,
+    convergence_table,
+    pareto_khat,
+    posterior_inference_data,
+)
 
 
 def pareto_log_weights(k, num_samples, batch, seed=0):
@@ -106,3 +114,44 @@ def test_arviz_is_imported_only_here_and_only_when_used():
     assert users == ["diagnostics.py"]
     code = "import sys, pyro_vae; assert 'arviz' not in sys.modules"
     subprocess.run([sys.executable, "-W", "error", "-c", code], check=True)
+
+
+def test_convergence_thresholds():
+    assert (RHAT_MAX, ESS_BULK_MIN) == (1.01, 400)
+
+
+def test_posterior_inference_data_layout_and_shape_checks():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(2, 50, 3, 4))
+    stats = {"diverging": np.zeros((2, 50, 3), dtype=bool), "lp": rng.normal(size=(2, 50, 3))}
+    x = rng.normal(size=(3, 5))
+    idata = posterior_inference_data(
+        z, stats, x, x_pred=rng.normal(size=(2, 50, 3, 5)), datum=["a", "b", "c"],
+        attrs={"method": "test"},
+    )  # fmt: skip
+    assert idata.posterior["z"].dims == ("chain", "draw", "datum", "latent")
+    assert list(idata.posterior["datum"].values) == ["a", "b", "c"]
+    assert idata.sample_stats["lp"].dims == ("chain", "draw", "datum")
+    assert idata.observed_data["x"].dims == ("datum", "pixel")
+    assert idata.posterior_predictive["x"].dims == ("chain", "draw", "datum", "pixel")
+    assert idata.posterior.attrs["method"] == "test"
+    with pytest.raises(ValueError, match="sample_stats\\['lp'\\]"):
+        posterior_inference_data(z, {"lp": np.zeros((2, 50))}, x)
+    with pytest.raises(ValueError, match="Expected z"):
+        posterior_inference_data(z, {}, x[:2])
+
+
+def test_convergence_table_flags_disagreeing_chains_and_counts_divergences():
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(4, 500, 3, 2))
+    z[0, :, 1, 1] += 1.0  # datum 1: one chain elsewhere
+    diverging = np.zeros((4, 500, 3), dtype=bool)
+    diverging[2, :7, 2] = True
+    idata = posterior_inference_data(z, {"diverging": diverging}, np.zeros((3, 1)))
+    table = convergence_table(idata)
+    assert table["rhat_max"][1] > 1.1 and (table["rhat_max"][[0, 2]] < RHAT_MAX).all()
+    expected = arviz.ess(idata, method="bulk")["z"].values.min(1)
+    np.testing.assert_allclose(table["ess_bulk_min"], expected)
+    np.testing.assert_array_equal(table["divergences"], [0, 0, 7])
+    without = convergence_table(posterior_inference_data(z, {}, np.zeros((3, 1))))
+    np.testing.assert_array_equal(without["divergences"], [0, 0, 0])

@@ -4,13 +4,14 @@ importance sampling on a trained nonlinear VAE with two latents."""
 import copy
 import math
 
+import numpy as np
 import pyro
 import pytest
 import torch
 
 from pyro_vae import VAE, LinearGaussianVAE, evaluate, fit, quadrature
 from pyro_vae.data import load_digits, make_linear_gaussian
-from pyro_vae.quadrature import quadrature_posterior
+from pyro_vae.quadrature import log_joint_grid, quadrature_posterior
 
 TOL = 1e-5  # quadrature_posterior's default tol: the accuracy it promises, nats per point
 MOMENT_TOL = 1e-4  # posterior moments, in posterior s.d. (mean) and correlation units (cov)
@@ -62,16 +63,16 @@ def test_matches_linear_gaussian_closed_form(z_dim, case):
     # The error estimate is small and honest (up to float64 rounding of sums of ~50 nats).
     assert post.converged.all() and post.error.max() < TOL
     assert (log_px_err <= post.error + 1e-10).all() and (kl_err <= post.error + 1e-10).all()
-    assert post.edge_mass.max() < TOL and post.half_width.min() > 7.99
+    assert post.tail_mass.max() < TOL and post.half_width.min() > 7.99
 
 
 @pytest.mark.parametrize("z_dim", [1, 2])
 def test_box_too_narrow_for_the_posterior_grows(z_dim):
-    # ±2 s.d. holds 95% of each axis: the mass at the box's edge must widen it, since
-    # grids of a fixed, truncated box converge to the truncated integral.
+    # ±2 s.d. holds 95% of each axis: the mass outside must widen the box, since grids
+    # of a fixed, truncated box converge to the truncated integral.
     vae, x = _linear_vae(z_dim, "perturbed")
     post = quadrature_posterior(vae, x, half_width=2.0)
-    assert post.converged.all() and post.edge_mass.max() < TOL
+    assert post.converged.all() and post.tail_mass.max() < TOL
     assert (post.log_px - vae.exact_log_likelihood(x)).abs().max() < TOL
     assert (post.kl_guide - vae.exact_posterior_kl(x)).abs().max() < TOL
 
@@ -191,10 +192,39 @@ def test_warns_and_flags_points_that_did_not_converge():
     assert (post.num_points == 16).all()
 
 
-def test_rejects_three_latent_dimensions():
+@pytest.mark.parametrize("z_dim", [1, 2])
+def test_log_joint_grid_is_the_exact_log_posterior_plus_log_px(z_dim, monkeypatch):
+    vae, x = _linear_vae(z_dim, "correlated")
+    axes = [np.linspace(-1.0, 1.0, 5), np.linspace(-0.5, 2.0, 7)][:z_dim]
+    monkeypatch.setattr(quadrature, "_CHUNK_ROWS", 16)  # several decoder calls and groups
+    grid = log_joint_grid(vae, x[:3], *axes)
+    assert grid.shape == (3, *(len(a) for a in axes)) and grid.dtype == torch.float64
+    z = torch.stack(torch.meshgrid(*map(torch.tensor, axes), indexing="ij"), -1)
+    exact = vae.exact_posterior(x[:3])
+    for b in range(3):
+        expected = exact.log_prob(z.unsqueeze(-2))[..., b] + vae.exact_log_likelihood(x[b : b + 1])
+        torch.testing.assert_close(grid[b], expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "axes, match",
+    [
+        ((np.zeros(3),), r"axes to hold z_dim=2 arrays of grid coordinates but got 1"),
+        ((np.zeros(3), np.zeros((3, 2))), r"axes\[1\] to be a non-empty 1-D array .* \(3, 2\)"),
+        ((np.array([0.0, math.nan]), np.zeros(3)), r"axes\[0\] to be a non-empty 1-D array"),
+    ],
+)
+def test_log_joint_grid_rejects_bad_axes(axes, match):
+    vae = LinearGaussianVAE(10, 2)
+    with pytest.raises(ValueError, match=match):
+        log_joint_grid(vae, torch.zeros(2, 10), *axes)
+
+
+@pytest.mark.parametrize("function", [quadrature_posterior, log_joint_grid])
+def test_rejects_three_latent_dimensions(function):
     vae = LinearGaussianVAE(10, 3)
     with pytest.raises(ValueError, match=r"vae\.z_dim to be 1 or 2 .* got z_dim=3"):
-        quadrature_posterior(vae, torch.zeros(5, 10))
+        function(vae, torch.zeros(5, 10))
 
 
 @pytest.mark.parametrize(
@@ -218,8 +248,8 @@ def test_rejects_malformed_x(x, match):
         ({"tol": 0.0}, r"tol to be a finite number > 0 but got 0.0"),
         ({"tol": "1e-5"}, r"tol to be a finite number > 0 but got '1e-5'"),
         ({"half_width": math.inf}, r"half_width to be a finite number > 0 but got inf"),
-        ({"initial_points": 1}, r"initial_points to be an integer >= 2 but got 1"),
-        ({"initial_points": True}, r"initial_points to be an integer >= 2 but got True"),
+        ({"initial_points": 3}, r"initial_points to be an integer >= 4 but got 3"),
+        ({"initial_points": True}, r"initial_points to be an integer >= 4 but got True"),
         ({"max_points": 100}, r"max_points to be an integer >= initial_points\*\*z_dim = 256"),
     ],
 )
