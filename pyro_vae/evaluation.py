@@ -51,6 +51,7 @@ __all__ = [
     "Evaluation",
     "evaluate",
     "evaluate_unchecked",
+    "param_store_as_found",
     "log_importance_weights",
     "paired_difference",
     "point_estimates",
@@ -334,7 +335,7 @@ def _check_ks(ks, num_samples):
 
 
 @contextlib.contextmanager
-def _param_store_as_found():
+def param_store_as_found():
     """Delete, on exit, the names added to Pyro's global param store inside."""
     store = pyro.get_param_store()
     before = set(store.keys())
@@ -354,7 +355,7 @@ def evaluate_unchecked(vae, x, num_samples, ks, seed, **kwargs):
     """
     batch_rows = max(1, min(x.shape[0], _CHUNK_ROWS // num_samples))
     sample_rows = max(1, min(num_samples, _CHUNK_ROWS // batch_rows))
-    with _param_store_as_found(), torch.random.fork_rng(enabled=seed is not None):
+    with param_store_as_found(), torch.random.fork_rng(enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
         per_batch = []

@@ -58,7 +58,7 @@ from tqdm.auto import tqdm
 
 from . import diagnostics
 from .data import check_data
-from .evaluation import _param_store_as_found
+from .evaluation import param_store_as_found
 
 __all__ = ["compare_posteriors", "gaussian_w2", "sample_guide", "sample_posterior"]
 
@@ -737,7 +737,7 @@ def _held_fixed(vae, x, seed):
     devices = [x.device] if x.device.type == "cuda" else []
     with (
         vae.frozen(),
-        _param_store_as_found(),
+        param_store_as_found(),
         torch.random.fork_rng(devices=devices),
         pyro.validation_enabled(False),
     ):
