@@ -51,9 +51,9 @@ __all__ = [
     "Evaluation",
     "evaluate",
     "evaluate_unchecked",
-    "param_store_as_found",
     "log_importance_weights",
     "paired_difference",
+    "param_store_as_found",
     "point_estimates",
 ]
 
@@ -336,7 +336,11 @@ def _check_ks(ks, num_samples):
 
 @contextlib.contextmanager
 def param_store_as_found():
-    """Delete, on exit, the names added to Pyro's global param store inside."""
+    """Context manager: on exit, delete the names added to Pyro's global param store.
+
+    Unlike :meth:`pyro.params.param_store.ParamStoreDict.scope`, the user's own
+    parameters stay visible inside (a model reading ``pyro.param`` gets their values).
+    """
     store = pyro.get_param_store()
     before = set(store.keys())
     try:
