@@ -13,3 +13,24 @@ def test_readme_snippet_runs_verbatim():
     assert namespace["samples"]["x"].shape == (10, 359, 64)
     log_px, se = namespace["result"].summary()["log_px"]
     assert -64 < log_px < 0 and 0 < se < 0.05
+
+
+def test_posterior_docs_snippet_runs(tmp_path, monkeypatch):
+    # docs/posterior.md's first block, on a briefly trained 2-D VAE and 3 test digits
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pyro_vae
+    from pyro_vae.data import load_digits
+
+    docs = README.parent / "docs" / "posterior.md"
+    code = docs.read_text().split("```python\n")[1].split("```")[0]
+    data = load_digits()
+    vae = pyro_vae.VAE(64, z_dim=2, hidden_dims=(16,))
+    pyro_vae.fit(vae, data, epochs=3, progress=False)
+    monkeypatch.chdir(tmp_path)
+    namespace = {"vae": vae, "x": data.test[:3]}
+    exec(code, namespace)
+    assert len(namespace["table"]) == 3
+    assert (tmp_path / "posterior.nc").exists()
+    assert namespace["exact"].kl_guide.shape == (3,)
