@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ._checks import check_int
+
 __all__ = [
     "BINARIZATIONS",
     "Dataset",
@@ -414,8 +416,7 @@ def make_linear_gaussian(num_data, x_dim=10, z_dim=2, noise_scale=0.5, seed=0):
         x of shape ``(num_data, x_dim)`` with the true W, b and σ.
     """
     for name, value in (("num_data", num_data), ("x_dim", x_dim), ("z_dim", z_dim)):
-        if not isinstance(value, int) or value <= 0:
-            raise ValueError(f"Expected {name} to be an integer > 0 but got {value!r}")
+        check_int(name, value)
     if not noise_scale > 0:
         raise ValueError(f"Expected noise_scale > 0 but got {noise_scale!r}")
     gen = torch.Generator().manual_seed(seed)

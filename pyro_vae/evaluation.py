@@ -36,7 +36,6 @@ References
 
 import contextlib
 import math
-import numbers
 from dataclasses import dataclass
 
 import pyro
@@ -44,6 +43,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
+from ._checks import is_int
 from .data import check_data
 from .diagnostics import KHAT_UNRELIABLE, pareto_khat
 
@@ -310,16 +310,12 @@ def evaluate(vae, x, num_samples=5000, ks=(1, 5, 50), seed=0, **kwargs):
             f"Expected x to be a torch.Tensor of shape (batch, ...) with batch >= 1 but got "
             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}"
         )
-    if not _is_int(num_samples) or num_samples < 2:
+    if not is_int(num_samples) or num_samples < 2:
         raise ValueError(f"Expected num_samples to be an integer >= 2 but got {num_samples!r}")
     ks = _check_ks(ks, num_samples)
-    if seed is not None and not _is_int(seed):
+    if seed is not None and not is_int(seed):
         raise ValueError(f"Expected seed to be an integer or None but got {seed!r}")
     return evaluate_unchecked(vae, x, num_samples, ks, seed, **kwargs)
-
-
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _check_ks(ks, num_samples):
@@ -329,7 +325,7 @@ def _check_ks(ks, num_samples):
         raise ValueError(f"{expected} but got {ks!r}")
     ks = tuple(ks)
     for k in ks:
-        if not _is_int(k) or not 1 <= k <= num_samples:
+        if not is_int(k) or not 1 <= k <= num_samples:
             raise ValueError(f"{expected} but got {ks!r}, with k = {k!r}")
     return tuple(int(k) for k in ks)
 

@@ -46,19 +46,12 @@ from torch import nn
 from torch.distributions import kl_divergence
 from torch.nn import functional as F
 
+from ._checks import check_int, is_int
+
 __all__ = ["LIKELIHOODS", "BaseVAE", "LinearGaussianVAE", "VAE"]
 
 LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
 _INSTANCE_IDS = itertools.count()
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"Expected {name} to be an integer > 0 but got {value!r}")
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class BaseVAE(nn.Module):
@@ -71,8 +64,8 @@ class BaseVAE(nn.Module):
 
     def __init__(self, x_dim, z_dim):
         super().__init__()
-        _check_positive_int("x_dim", x_dim)
-        _check_positive_int("z_dim", z_dim)
+        check_int("x_dim", x_dim)
+        check_int("z_dim", z_dim)
         self.x_dim, self.z_dim = x_dim, z_dim
         self._pyro_name = f"{type(self).__name__}_{next(_INSTANCE_IDS)}"
 
@@ -148,7 +141,7 @@ class BaseVAE(nn.Module):
         elif subsample is not None:
             batch = len(subsample)
         elif batch_size is not None:
-            if not _is_int(batch_size) or batch_size < 1:
+            if not is_int(batch_size) or batch_size < 1:
                 raise ValueError(
                     f"Expected batch_size to be an integer >= 1 but got {batch_size!r}"
                 )
@@ -157,7 +150,7 @@ class BaseVAE(nn.Module):
             batch = num_data if num_data is not None else 1
         if num_data is None:
             num_data = batch
-        elif not _is_int(num_data) or num_data < batch:
+        elif not is_int(num_data) or num_data < batch:
             raise ValueError(
                 f"Expected num_data to be an integer >= the batch size {batch} but got {num_data!r}"
             )
@@ -275,7 +268,7 @@ class BaseVAE(nn.Module):
     @torch.no_grad()
     def sample(self, n):
         """Decoder means at n draws z ~ p(z) (new data, not reconstructions); ``(n, x_dim)``."""
-        _check_positive_int("n", n)
+        check_int("n", n)
         ref = self._reference()
         return self.decode(torch.randn(n, self.z_dim, dtype=ref.dtype, device=ref.device))
 
@@ -365,7 +358,7 @@ class VAE(BaseVAE):
         if not hidden_dims:
             raise ValueError("Expected hidden_dims to name at least one layer width")
         for width in hidden_dims:
-            _check_positive_int("hidden_dims[i]", width)
+            check_int("hidden_dims[i]", width)
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"Expected likelihood in {LIKELIHOODS} but got {likelihood!r}")
         self.hidden_dims = hidden_dims

@@ -57,6 +57,7 @@ from pyro.poutine.util import site_is_subsample
 from tqdm.auto import tqdm
 
 from . import diagnostics
+from ._checks import check_int
 from .data import check_data
 from .evaluation import param_store_as_found
 
@@ -218,14 +219,14 @@ def sample_posterior(
     >>> compare_posteriors(idata, sample_guide(vae, data.test[:50]))
     """
     x, labels = _check_common(vae, x, datum, seed)
-    _check_int("num_samples", num_samples, 1)
-    _check_int("warmup_steps", warmup_steps, 0)
-    _check_int("num_chains", num_chains, 1)
-    _check_int("chunk_size", chunk_size, 1)
+    check_int("num_samples", num_samples, 1)
+    check_int("warmup_steps", warmup_steps, 0)
+    check_int("num_chains", num_chains, 1)
+    check_int("chunk_size", chunk_size, 1)
     if method not in METHODS:
         raise ValueError(f"Expected method in {METHODS} but got {method!r}")
     if num_steps is not None:
-        _check_int("num_steps", num_steps, 1)
+        check_int("num_steps", num_steps, 1)
     if not (isinstance(target_accept, float | int) and 0 < target_accept < 1):
         raise ValueError(f"Expected target_accept in (0, 1) but got {target_accept!r}")
     settings = dict(
@@ -300,7 +301,7 @@ def sample_guide(vae, x, num_samples=1000, seed=0, datum=None):
     pyro_vae.log_importance_weights : the same weights, without the draws.
     """
     x, labels = _check_common(vae, x, datum, seed)
-    _check_int("num_samples", num_samples, 2)
+    check_int("num_samples", num_samples, 2)
     draws_per_pass = max(1, min(num_samples, _GUIDE_CHUNK_ROWS // x.shape[0]))
     z, log_w = [], []
     with _held_fixed(vae, x, seed), torch.no_grad():
@@ -745,11 +746,6 @@ def _held_fixed(vae, x, seed):
         yield
 
 
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"Expected {name} to be an integer >= {minimum} but got {value!r}")
-
-
 def _check_common(vae, x, datum, seed):
     for attr in ("model", "guide", "encode", "frozen"):
         if not callable(getattr(vae, attr, None)):
@@ -758,7 +754,7 @@ def _check_common(vae, x, datum, seed):
                 f"{type(vae).__name__}"
             )
     x = check_data(x, vae, "x")
-    _check_int("seed", seed, 0)
+    check_int("seed", seed, 0)
     if datum is None:
         return x, np.arange(x.shape[0])
     if isinstance(datum, str) or not isinstance(datum, Sequence | np.ndarray | torch.Tensor):

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import special
 
+from ._checks import is_int
 from .data import check_data
 
 __all__ = ["QuadraturePosterior", "log_joint_grid", "quadrature_posterior"]
@@ -362,20 +363,16 @@ def _check_settings(z_dim, tol, half_width, initial_points, max_points):
     for name, value in (("tol", tol), ("half_width", half_width)):
         if not _is_real(value) or not 0 < value < math.inf:
             raise ValueError(f"Expected {name} to be a finite number > 0 but got {value!r}")
-    if not _is_int(initial_points) or initial_points < 4:
+    if not is_int(initial_points) or initial_points < 4:
         raise ValueError(
             f"Expected initial_points to be an integer >= 4 but got {initial_points!r}"
         )
     smallest = initial_points**z_dim
-    if not _is_int(max_points) or max_points < smallest:
+    if not is_int(max_points) or max_points < smallest:
         raise ValueError(
             f"Expected max_points to be an integer >= initial_points**z_dim = {smallest} but "
             f"got {max_points!r}"
         )
-
-
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _is_real(value):

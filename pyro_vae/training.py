@@ -21,6 +21,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
+from ._checks import check_int
 from ._io import atomic_path, versions
 from .data import Dataset, check_data
 from .evaluation import evaluate_unchecked
@@ -137,9 +138,8 @@ def _set_rng_state(state, generator):
 
 
 def _check_fit_args(epochs, batch_size, lr, patience, val_samples, monitor, checkpoint_every):
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"Expected {name} to be an integer > 0 but got {value!r}")
+    check_int("epochs", epochs)
+    check_int("batch_size", batch_size)
     if lr is not None and not (isinstance(lr, int | float) and lr > 0):
         raise ValueError(f"Expected lr > 0 (or None for the default) but got {lr!r}")
     for name, value in (("patience", patience), ("checkpoint_every", checkpoint_every)):
