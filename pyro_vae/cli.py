@@ -197,6 +197,11 @@ def _binarize(args):
     return None if args.binarize == "none" else args.binarize
 
 
+def _slug(label):
+    """A file-name part for an objective label, e.g. ``RenyiELBO_alpha_0_K_5``."""
+    return re.sub(r"[^A-Za-z0-9.]+", "_", label).strip("_")
+
+
 def _run_compare(args):
     from . import plots, report
 
@@ -227,7 +232,7 @@ def _run_compare(args):
     if data.image_shape is not None:
         x = data.test[:10]
         for label, vae in result.models.items():
-            slug = re.sub(r"[^A-Za-z0-9.]+", "_", label).strip("_")
+            slug = _slug(label)
             figures[f"reconstructions_{slug}.png"] = plots.plot_reconstructions(
                 x, vae.reconstruct(x), data.image_shape
             )
@@ -238,7 +243,7 @@ def _run_compare(args):
                 title=f"decoder means at z ~ p(z): {label}",
             )
     for label, check in result.checks.items():
-        slug = re.sub(r"[^A-Za-z0-9.]+", "_", label).strip("_")
+        slug = _slug(label)
         figures.update(_posterior_figures(check, data, slug))
     for name, fig in figures.items():
         plots.save_figure(fig, os.path.join(out, name))
