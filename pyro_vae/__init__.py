@@ -12,6 +12,7 @@ ArviZ ``InferenceData``), :func:`sample_guide`, :func:`compare_posteriors` and
 
 __version__ = "0.2.0"
 
+from ._threads import DEFAULT_THREADS  # noqa: E402
 from .diagnostics import pareto_khat  # noqa: E402
 from .evaluation import (  # noqa: E402
     Evaluation,
@@ -33,6 +34,7 @@ from .training import (  # noqa: E402
 )
 
 __all__ = [
+    "DEFAULT_THREADS",
     "BaseVAE",
     "Evaluation",
     "FitResult",

@@ -18,16 +18,28 @@ import numpy as np
 import torch
 
 from ._io import atomic_path
+from ._threads import DEFAULT_THREADS
 from .compare import DEFAULT_OBJECTIVES, check_guide, compare, summarize_agreement
 from .data import dataset_from_spec, load_dataset
 from .evaluation import evaluate
-from .models import VAE
-from .objectives import parse_objective
+from .models import LIKELIHOODS, VAE
+from .objectives import OBJECTIVE_GRAMMAR, parse_objective
 from .training import DEFAULT_LR, fit, load_checkpoint
 
 __all__ = ["main"]
 
-DEFAULTS = {"epochs": 800, "patience": 100, "binarize": "dynamic"}
+DEFAULTS = {"epochs": 800, "patience": 100}
+MIN_SAMPLES = 100
+"""Smallest K: two groups of 50 draws, for the standard error of the IWAE-50 bound."""
+
+
+class _FORMATTER(argparse.ArgumentDefaultsHelpFormatter):
+    """Every default in ``--help``; an option without one (None) explains itself."""
+
+    def _get_help_string(self, action):
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _positive_int(text):
@@ -37,6 +49,16 @@ def _positive_int(text):
         raise argparse.ArgumentTypeError(f"expected an integer > 0, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected an integer > 0, got {value}")
+    return value
+
+
+def _num_samples(text):
+    value = _positive_int(text)
+    if value < MIN_SAMPLES:
+        raise argparse.ArgumentTypeError(
+            f"expected K >= {MIN_SAMPLES} (two groups of 50 for the IWAE-50 standard "
+            f"error), got {value}"
+        )
     return value
 
 
@@ -64,50 +86,83 @@ def _int_list(text):
     return tuple(_positive_int(part) for part in text.split(","))
 
 
+_NUM_SAMPLES_HELP = (
+    "K, importance samples per test point for log p(x) (the IS estimate L_K with the "
+    "guide as proposal; Burda et al. 2016 use 5000); at least "
+    f"{MIN_SAMPLES}, two groups of 50 for the IWAE-50 standard error"
+)
+
+
+def _add_threads(parser):
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=DEFAULT_THREADS,
+        help="torch threads; one is as fast as two for networks this small on an idle "
+        "machine and far steadier when other processes compete for the cores "
+        "(benchmarks/bench_threads.py)",
+    )
+
+
 def _add_common(parser):
     parser.add_argument(
         "--dataset",
         default="digits",
-        help="'digits' (bundled, default), 'mnist:PATH' (local IDX files) or a .npy/.npz/.csv file",
+        help="'digits' (bundled UCI digits, 8x8), 'mnist:PATH' (local IDX files) or a "
+        ".npy/.npz/.csv file (rows = data points; a CSV header row is skipped)",
     )
     parser.add_argument(
         "--binarize",
         choices=("dynamic", "static", "none"),
-        default=DEFAULTS["binarize"],
-        help="binarization of the training data (validation/test are always static "
-        "unless 'none'); default %(default)s",
+        help="binarization of the data: 'dynamic' redraws the training images every "
+        "epoch, 'static' draws once (validation and test are always static unless "
+        "'none'); default: dynamic for --likelihood bernoulli, none otherwise",
     )
     parser.add_argument(
         "--split-seed",
         type=int,
         default=0,
-        help="seed of the train/validation/test split and its static binarization "
-        "(default %(default)s)",
+        help="seed of the train/validation/test split and its static binarization",
     )
+    _add_threads(parser)
 
 
 def _add_training(parser):
-    parser.add_argument("--epochs", type=_positive_int, default=DEFAULTS["epochs"])
+    parser.add_argument("--epochs", type=_positive_int, default=DEFAULTS["epochs"],
+                        help="most epochs per run")  # fmt: skip
     parser.add_argument(
         "--patience",
         type=_positive_int,
         default=DEFAULTS["patience"],
         help="stop after this many epochs without a better validation IWAE-50 bound",
     )
-    parser.add_argument("--z-dim", type=_positive_int, default=8)
-    parser.add_argument("--hidden-dims", type=_int_list, default=(256,))
-    parser.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli")
-    parser.add_argument("--batch-size", type=_positive_int, default=128)
+    parser.add_argument("--z-dim", type=_positive_int, default=8, help="latent dimension")
     parser.add_argument(
-        "--lr", type=_positive_float, help=f"Adam learning rate (default {DEFAULT_LR:g})"
+        "--hidden-dims",
+        type=_int_list,
+        default="256",
+        help="comma-separated hidden layer widths of encoder and decoder, e.g. 256,128",
+    )
+    parser.add_argument(
+        "--likelihood",
+        choices=LIKELIHOODS,
+        default="bernoulli",
+        help="p(x|z): bernoulli (binary data), continuous_bernoulli (intensities in "
+        "[0, 1]) or gaussian (real-valued data, learned per-pixel scale)",
+    )
+    parser.add_argument("--batch-size", type=_positive_int, default=128, help="minibatch size")
+    parser.add_argument(
+        "--lr",
+        type=_positive_float,
+        help=f"Adam learning rate (default {DEFAULT_LR:g}; train --resume: the saved one)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument(
         "--seed",
         type=int,
         default=0,
-        help="training seed: initialization, shuffling, binarization and z draws "
-        "(default %(default)s); does not move the test set",
+        help="training seed: initialization, shuffling, binarization and z draws; the "
+        "same seed gives the same numbers; does not move the test set",
     )
 
 
@@ -117,39 +172,54 @@ def build_parser():
         prog="pyro-vae",
         description="Variational autoencoders in Pyro: compare ELBO, IWAE and Rényi "
         "bounds against held-out log p(x).",
+        formatter_class=_FORMATTER,
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("compare", help="train one VAE per objective and compare them")
+    p = sub.add_parser("compare", help="train one VAE per objective and compare them",
+                       formatter_class=_FORMATTER)  # fmt: skip
     _add_common(p)
     _add_training(p)
     p.add_argument(
         "--objectives",
         default=",".join(DEFAULT_OBJECTIVES),
-        help="comma-separated: trace, meanfield, renyi:ALPHA:K, iwae:K (default %(default)s)",
+        help=f"comma-separated objective specs: {OBJECTIVE_GRAMMAR}",
     )
-    p.add_argument("--num-samples", type=_positive_int, default=5000)
+    p.add_argument("--num-samples", type=_num_samples, default=5000, help=_NUM_SAMPLES_HELP)
     p.add_argument(
         "--seeds",
         type=_positive_int,
         default=1,
         help="train each objective with this many training seeds (--seed, --seed+1, ...) "
-        "and report mean ± s.d. across them (default %(default)s)",
+        "and report mean ± s.d. across them",
     )
     p.add_argument(
         "--posterior-points",
         type=_non_negative_int,
         default=16,
         help="test points on which each guide is checked against HMC draws of the exact "
-        "posterior (0 skips the check; default %(default)s)",
+        "posterior (0 skips the check)",
     )
-    p.add_argument("--out", default="results", help="output folder (default %(default)s)")
+    p.add_argument(
+        "--out",
+        default="results",
+        help="output folder; figures a previous run recorded there and this run does "
+        "not write are removed, nothing else",
+    )
 
-    p = sub.add_parser("train", help="train one VAE and save a checkpoint")
+    p = sub.add_parser("train", help="train one VAE and save a checkpoint",
+                       formatter_class=_FORMATTER)  # fmt: skip
     _add_common(p)
     _add_training(p)
-    p.add_argument("--objective", default="trace", help="as in compare --objectives")
-    p.add_argument("--checkpoint", default="vae.pt", help="default %(default)s")
+    p.add_argument("--objective", default="trace",
+                   help=f"one objective spec: {OBJECTIVE_GRAMMAR}")  # fmt: skip
+    p.add_argument("--checkpoint", default="vae.pt", help="where to write the checkpoint")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --checkpoint file (otherwise an existing file is an "
+        "error, except the one being resumed)",
+    )
     p.add_argument(
         "--checkpoint-every",
         type=_positive_int,
@@ -166,40 +236,70 @@ def build_parser():
     p = sub.add_parser(
         "evaluate",
         help="evaluate a checkpoint on the test split it was trained with",
+        formatter_class=_FORMATTER,
     )
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="a checkpoint written by `pyro-vae train`")
     p.add_argument(
         "--dataset",
         help="evaluate on this data set's test split instead of the checkpoint's "
         "('digits', 'mnist:PATH' or a .npy/.npz/.csv file)",
     )
-    p.add_argument("--binarize", choices=("dynamic", "static", "none"))
-    p.add_argument("--split-seed", type=int, help="with --dataset: the split's seed")
+    p.add_argument(
+        "--binarize",
+        choices=("dynamic", "static", "none"),
+        help="with --dataset: binarization of its test split (test data are binarized "
+        "once, statically; 'none' keeps real values); default: static for a Bernoulli "
+        "checkpoint, none otherwise",
+    )
+    p.add_argument("--split-seed", type=int, help="with --dataset: the split's seed (0)")
     p.add_argument("--seed", type=int, default=0, help="seed of the importance samples")
-    p.add_argument("--num-samples", type=_positive_int, default=5000)
+    p.add_argument("--num-samples", type=_num_samples, default=5000, help=_NUM_SAMPLES_HELP)
     p.add_argument("--json", help="also write the summary to this JSON file")
+    _add_threads(p)
 
     p = sub.add_parser(
         "posterior",
         help="check a checkpoint's guide against HMC draws of the exact posterior",
+        formatter_class=_FORMATTER,
     )
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="a checkpoint written by `pyro-vae train`")
     p.add_argument("--points", type=_positive_int, default=16, help="first test points")
     p.add_argument("--num-samples", type=_positive_int, default=1000, help="draws per chain")
-    p.add_argument("--warmup-steps", type=_positive_int, default=500)
-    p.add_argument("--chains", type=_positive_int, default=4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="posterior", help="output folder (default %(default)s)")
+    p.add_argument("--warmup-steps", type=_positive_int, default=500,
+                   help="HMC adaptation steps per chain")  # fmt: skip
+    p.add_argument("--chains", type=_positive_int, default=4, help="HMC chains per point")
+    p.add_argument("--seed", type=int, default=0, help="seed of the chains and guide draws")
+    p.add_argument("--out", default="posterior", help="output folder")
+    _add_threads(p)
     return parser
 
 
-def _binarize(args):
+def _binarize(args, likelihood):
+    """The --binarize choice as a loader argument; unset: by likelihood."""
+    if args.binarize is None:
+        return "dynamic" if likelihood == "bernoulli" else None
     return None if args.binarize == "none" else args.binarize
 
 
 def _slug(label):
-    """A file-name part for an objective label, e.g. ``RenyiELBO_alpha_0_K_5``."""
-    return re.sub(r"[^A-Za-z0-9.]+", "_", label).strip("_")
+    """A file-name part for an objective label, e.g. ``RenyiELBO_alpha_-0.5_K_5``.
+
+    Letters, digits, ``.`` and ``-`` are kept (so α = 0.5 and α = −0.5 differ).
+    """
+    return re.sub(r"[^A-Za-z0-9.\-]+", "_", label).strip("_")
+
+
+def _slugs(labels):
+    """Distinct file-name parts for distinct labels (a suffix where two would collide)."""
+    out, seen = {}, set()
+    for label in labels:
+        slug = base = _slug(label) or "objective"
+        i = 2
+        while slug in seen:
+            slug, i = f"{base}_{i}", i + 1
+        seen.add(slug)
+        out[label] = slug
+    return out
 
 
 def _run_compare(args):
@@ -208,7 +308,7 @@ def _run_compare(args):
     specs = [s for s in args.objectives.split(",") if s.strip()]
     for spec in specs:
         parse_objective(spec)
-    data = load_dataset(args.dataset, _binarize(args), args.split_seed)
+    data = load_dataset(args.dataset, _binarize(args, args.likelihood), args.split_seed)
     result = compare(
         data,
         objectives=specs,
@@ -223,32 +323,67 @@ def _run_compare(args):
         seeds=range(args.seed, args.seed + args.seeds),
         posterior_points=args.posterior_points,
         progress=not args.no_progress,
+        num_threads=args.threads,
     )
     out = args.out
-    figures = {
-        "validation_curves.png": plots.plot_validation_curves(result.histories),
-        "bounds.png": plots.plot_bounds(result.rows),
-    }
+    best_epochs = {row["objective"]: row["best_epoch"][0] for row in result.rows}
+    figures = [
+        (
+            "validation_curves.png",
+            "Validation bounds per epoch (solid L_50, dashed ELBO; star: best epoch)",
+            plots.plot_validation_curves(result.histories, best_epochs=best_epochs),
+        ),
+        (
+            "bounds.png",
+            "Test-set bounds L_k against k, and their distance below log p(x) (±2 MC s.e.)",
+            plots.plot_bounds(result.rows, num_samples=args.num_samples),
+        ),
+    ]
+    slugs = _slugs(result.models)
     if data.image_shape is not None:
         x = data.test[:10]
+        recon_title = "reconstructions: decoder mean at one draw z ~ q(z|x)"
+        reconstructions = {label: vae.reconstruct(x) for label, vae in result.models.items()}
+        figures.append(
+            (
+                "reconstructions.png",
+                "Reconstructions (top: test data; one row per objective)",
+                plots.plot_reconstructions(x, reconstructions, data.image_shape, title=recon_title),
+            )
+        )
         for label, vae in result.models.items():
-            slug = _slug(label)
-            figures[f"reconstructions_{slug}.png"] = plots.plot_reconstructions(
-                x, vae.reconstruct(x), data.image_shape
+            figures.append(
+                (
+                    f"samples_{slugs[label]}.png",
+                    f"Samples from the model: {label}",
+                    plots.plot_image_grid(
+                        vae.sample(40),
+                        data.image_shape,
+                        nrows=4,
+                        title=f"decoder means at z ~ p(z): {label}",
+                    ),
+                )
             )
-            figures[f"samples_{slug}.png"] = plots.plot_image_grid(
-                vae.sample(40),
-                data.image_shape,
-                nrows=4,
-                title=f"decoder means at z ~ p(z): {label}",
-            )
+    else:
+        print(
+            f"no image figures: the data's {data.x_dim} columns are not a square image "
+            "(reconstructions, samples and latent maps are drawn for images only)"
+        )
     for label, check in result.checks.items():
-        slug = _slug(label)
-        figures.update(_posterior_figures(check, data, slug))
-    for name, fig in figures.items():
+        for name, fig in _posterior_figures(check, data, slugs[label]).items():
+            caption = "Latent map" if name.startswith("latent_map") else "Posterior vs guide"
+            figures.append((name, f"{caption}: {label}", fig))
+    for name, _, fig in figures:
         plots.save_figure(fig, os.path.join(out, name))
+    meta = {**result.meta, "image_shape": data.image_shape}
     report.write_results(
-        out, result.rows, result.histories, result.meta, result.pairs, result.agreement
+        out,
+        result.rows,
+        result.histories,
+        meta,
+        result.pairs,
+        result.agreement,
+        figures=[(name, caption) for name, caption, _ in figures],
     )
     print(report.format_table(result.rows, num_samples=args.num_samples))
     print("paired differences on the same test points (± s.e. over points):")
@@ -256,10 +391,29 @@ def _run_compare(args):
     if result.agreement:
         print("guide vs exact posterior (medians over the checked test points):")
         print(report.format_agreement(result.agreement))
-    print(f"wall time {result.meta['wall_time_s']:.0f} s; results in {out}/")
+    for line in report.takeaways(result.rows, result.pairs):
+        print("- " + line.replace("**", ""))
+    print(
+        f"wall time {result.meta['wall_time_s']:.0f} s ({result.meta['cpu_time_s']:.0f} s "
+        f"CPU, {result.meta['torch_threads']} torch threads); results in {out}/"
+    )
+
+
+def _check_overwrite(args):
+    """Refuse to replace an existing checkpoint unless --overwrite (or it is resumed)."""
+    path = args.checkpoint
+    if not os.path.exists(path) or args.overwrite:
+        return
+    if args.resume and os.path.samefile(path, args.resume):
+        return
+    raise ValueError(
+        f"Expected --checkpoint to name a new file but {path!r} exists; pass --overwrite "
+        "to replace it, or choose another --checkpoint"
+    )
 
 
 def _run_train(args):
+    _check_overwrite(args)
     if args.resume:
         _, saved = load_checkpoint(args.resume)
         if not saved.get("training_state") or not saved.get("data_spec"):
@@ -278,7 +432,7 @@ def _run_train(args):
         }
     else:
         loss, alpha, k = parse_objective(args.objective)
-        data = load_dataset(args.dataset, _binarize(args), args.split_seed)
+        data = load_dataset(args.dataset, _binarize(args, args.likelihood), args.split_seed)
         settings = {"batch_size": args.batch_size, "seed": args.seed, "patience": args.patience}
         torch.manual_seed(args.seed)
         vae = VAE(data.x_dim, args.z_dim, args.hidden_dims, args.likelihood)
@@ -300,7 +454,8 @@ def _run_train(args):
     print(
         f"{run.config['objective']}: best epoch {run.best_epoch} of {len(run.history)}, "
         f"validation ELBO {last.get('val_elbo', float('nan')):.2f} nats, "
-        f"{run.train_time:.0f} s; checkpoint {args.checkpoint}"
+        f"{run.train_time:.1f} s ({run.cpu_time:.1f} s CPU, {run.num_threads} torch "
+        f"threads); checkpoint {args.checkpoint}"
     )
 
 
@@ -315,7 +470,10 @@ def _evaluation_data(args, saved):
                 "name the test data with --dataset (and --split-seed)"
             )
         return dataset_from_spec(saved["data_spec"])
-    binarize = _binarize(args) if args.binarize is not None else "static"
+    if args.binarize is None:
+        binarize = "static" if saved["model_config"].get("likelihood") == "bernoulli" else None
+    else:
+        binarize = _binarize(args, None)
     return load_dataset(args.dataset, binarize, args.split_seed or 0)
 
 
@@ -325,8 +483,7 @@ def _run_evaluate(args):
     start = time.perf_counter()
     result = evaluate(vae, data.test, args.num_samples, ks=(5, 50), seed=args.seed)
     summary = result.summary()
-    for name, (mean, se) in summary.items():
-        print(f"{name:>15} {mean:10.3f}" + (f" ± {se:.3f}" if math.isfinite(se) else ""))
+    print(summary)
     spec = data.spec
     unreliable = int(result.unreliable().sum())
     print(
@@ -424,6 +581,7 @@ def main(argv=None):
         "evaluate": _run_evaluate,
         "posterior": _run_posterior,
     }
+    torch.set_num_threads(args.threads)
     try:
         with warnings.catch_warnings():
             # Pyro's own deprecation notices only; pyro_vae's warnings stay visible.

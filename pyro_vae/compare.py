@@ -15,6 +15,7 @@ decides whether one objective beats another on this test set.
 
 import itertools
 import math
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ._io import versions
+from ._threads import DEFAULT_THREADS, torch_threads
 from .evaluation import evaluate, paired_difference
 from .models import VAE
 from .objectives import objective_label, parse_objective
@@ -34,16 +36,18 @@ __all__ = [
     "DEFAULT_OBJECTIVES",
     "PAIRED",
     "REPORTED",
+    "RISING",
     "Comparison",
     "GuideCheck",
     "check_guide",
     "compare",
+    "convergence",
     "summarize_agreement",
 ]
 
 DEFAULT_OBJECTIVES = ("trace", "meanfield", "renyi:0:5", "renyi:0.5:5")
 REPORTED = ("elbo", "iwae_5", "iwae_50", "log_px", "gap", "kl", "reconstruction")
-PAIRED = ("log_px", "elbo")
+PAIRED = ("log_px", "elbo", "gap")
 
 
 @dataclass
@@ -54,15 +58,18 @@ class Comparison:
     ----------
     rows : list of dict
         One per objective: ``objective``, ``loss``, ``alpha``, ``num_particles``,
-        ``seeds`` (list), ``epochs_run`` and ``best_epoch`` (lists, per seed),
-        ``train_time_s`` (mean over seeds, wall seconds) and, for each name in
+        ``seeds`` (list), ``epochs_run``, ``best_epoch`` and ``stopped_early`` (lists,
+        per seed), ``still_rising`` (list per seed: the validation bound's rise over the
+        last tenth of the epochs, nats, see :func:`convergence`), ``converged`` (bool,
+        every seed), ``train_time_s`` and ``train_cpu_s`` (means over seeds: wall and
+        CPU seconds of training, validation included) and, for each name in
         :data:`REPORTED`, ``test_<name>`` (mean over seeds of the test-set mean, nats
         per point), ``test_<name>_se`` (its Monte-Carlo standard error) and
         ``test_<name>_sd`` (standard deviation across seeds; NaN with one seed); and
         ``khat_unreliable``, the largest number over seeds of test points whose Pareto
         k̂ exceeds 0.7 (log p(x) not to be trusted there).
     pairs : list of dict
-        One per pair of objectives (a, b): ``a``, ``b`` and for log_px and elbo
+        One per pair of objectives (a, b): ``a``, ``b`` and for log_px, elbo and gap
         ``<name>_diff`` (mean over seeds of the mean per-point difference a − b),
         ``<name>_diff_se`` (its standard error over test points) and
         ``<name>_diff_sd`` (standard deviation across seeds; NaN with one seed).
@@ -126,6 +133,7 @@ def compare(
     seeds=(0,),
     posterior_points=16,
     progress=True,
+    num_threads=DEFAULT_THREADS,
 ):
     """Train one VAE per objective and training seed, then evaluate each on the test split.
 
@@ -153,6 +161,10 @@ def compare(
         checked against its exact posterior (:func:`check_guide`); 0 skips the check.
     progress : bool, default True
         Show progress bars.
+    num_threads : int or None, default DEFAULT_THREADS (1)
+        Torch threads for the whole comparison (restored afterwards); None leaves
+        torch's setting. One thread is the measured best for networks this small
+        (``benchmarks/bench_threads.py``).
 
     Returns
     -------
@@ -169,7 +181,19 @@ def compare(
         raise ValueError(
             f"Expected posterior_points to be an integer >= 0 but got {posterior_points!r}"
         )
-    start = time.perf_counter()
+    with torch_threads(num_threads):
+        settings = {"epochs": epochs, "z_dim": z_dim, "hidden_dims": hidden_dims,
+                    "likelihood": likelihood, "batch_size": batch_size, "lr": lr,
+                    "patience": patience, "num_samples": num_samples,
+                    "posterior_points": posterior_points, "progress": progress}  # fmt: skip
+        return _compare(data, specs, labels, seeds, **settings)
+
+
+def _compare(data, specs, labels, seeds, epochs, z_dim, hidden_dims, likelihood, batch_size,
+             lr, patience, num_samples, posterior_points, progress):  # fmt: skip
+    """The work of :func:`compare`, arguments checked."""
+    start, cpu_start = time.perf_counter(), time.process_time()
+    load_before = _load_average()
     runs = {label: [] for label in labels}
     result = Comparison()
     for seed in seeds:
@@ -216,10 +240,61 @@ def compare(
         "patience": patience,
         "posterior_points": posterior_points,
         "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average": [load_before, _load_average()],
         "wall_time_s": time.perf_counter() - start,
+        "cpu_time_s": time.process_time() - cpu_start,
         "versions": versions(),
     }
     return result
+
+
+def _load_average():
+    """The 1-minute load average (runnable processes), or None where unavailable."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def convergence(history, key="val_iwae", tail=0.1):
+    """How much a run's validation bound was still rising at its end.
+
+    Parameters
+    ----------
+    history : list of dict
+        Per-epoch records (:attr:`pyro_vae.FitResult.history`).
+    key : str, default "val_iwae"
+        The validation bound (nats per point).
+    tail : float, default 0.1
+        The fraction of the epochs compared: the mean bound over the last ``tail`` of
+        the epochs minus the mean over the ``tail`` before it.
+
+    Returns
+    -------
+    float
+        The rise in nats per point (NaN with fewer than 20 validated epochs). Above
+        :data:`RISING` the run had not converged: more epochs would still pay.
+    """
+    values = [r[key] for r in history if key in r]
+    n = max(1, int(len(values) * tail))
+    if len(values) < 20:
+        return math.nan
+    return statistics.fmean(values[-n:]) - statistics.fmean(values[-2 * n : -n])
+
+
+RISING = 0.05
+"""Rise of the validation bound over the last tenth of training (nats per point) above
+which a run counts as not converged (:func:`convergence`)."""
+
+
+def _converged(run, rise):
+    """Whether a run ended converged: stopped by patience, or best epoch not near the
+    end and the validation bound no longer rising."""
+    if run.stopped_early:
+        return True
+    late = run.best_epoch > 0.9 * len(run.history)
+    return not late and not rise > RISING
 
 
 def _spread(values):
@@ -237,8 +312,14 @@ def _row(label, loss, alpha, k, seeds, runs):
         "seeds": list(seeds),
         "epochs_run": [len(run.history) for run, _ in runs],
         "best_epoch": [run.best_epoch for run, _ in runs],
+        "stopped_early": [run.stopped_early for run, _ in runs],
+        "still_rising": [convergence(run.history) for run, _ in runs],
         "train_time_s": statistics.fmean(run.train_time for run, _ in runs),
+        "train_cpu_s": statistics.fmean(run.cpu_time for run, _ in runs),
     }
+    row["converged"] = all(
+        _converged(run, rise) for (run, _), rise in zip(runs, row["still_rising"], strict=True)
+    )
     for name in REPORTED:
         means = [summary[name][0] for summary in summaries]
         ses = [summary[name][1] for summary in summaries]

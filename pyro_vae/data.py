@@ -16,6 +16,7 @@ in [0, 1] (for a Gaussian likelihood, or a Bernoulli one on grey levels).
 """
 
 import gzip
+import math
 import os
 import struct
 from dataclasses import dataclass, field
@@ -85,6 +86,24 @@ class Dataset:
     def x_dim(self):
         """Data dimension (int)."""
         return self.train.shape[1]
+
+    def __repr__(self):
+        """A one-line summary: source, split sizes, x_dim, image shape, binarization."""
+        sizes = ", ".join(
+            f"{split}={len(getattr(self, split))}" for split in ("train", "validation", "test")
+        )
+        image = (
+            f"{self.image_shape[0]}x{self.image_shape[1]} images"
+            if self.image_shape
+            else ("not images")
+        )
+        labels = ", labelled" if self.labels else ""
+        seed = self.spec.get("split_seed")
+        split = f", split_seed={seed}" if seed is not None else ""
+        return (
+            f"Dataset({self.name!r}: {sizes}; x_dim={self.x_dim} ({image}{labels}); "
+            f"binarize={self.binarize!r}{split})"
+        )
 
     def train_epoch(self, generator=None):
         """Training data for one epoch, shape ``(n_train, x_dim)``.
@@ -167,7 +186,8 @@ def _split(
     if binarize is not None and (x.min() < 0 or x.max() > 1):
         raise ValueError(
             f"Expected intensities in [0, 1] to binarize {name} but got values in "
-            f"[{x.min()}, {x.max()}]"
+            f"[{x.min()}, {x.max()}]; for real-valued data use binarize=None "
+            "(CLI: --binarize none, the default with --likelihood gaussian)"
         )
     if order is None:
         order = np.random.default_rng(seed).permutation(len(x))
@@ -375,7 +395,14 @@ def load_array(path, binarize=None, val_fraction=0.1, test_fraction=0.2, split_s
     FileNotFoundError
         If the file does not exist.
     ValueError
-        For an unknown suffix, a non-2-D, empty or non-finite matrix.
+        For an unknown suffix, a non-2-D, empty or non-finite matrix, or a CSV row
+        that is not numbers.
+
+    Notes
+    -----
+    A ``.csv`` whose first row is not all numbers (column names) has that row skipped.
+    When the number of columns is a square (e.g. 784), the rows are taken as square
+    images (``image_shape``), for the figures; otherwise ``image_shape`` is None.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -389,11 +416,40 @@ def load_array(path, binarize=None, val_fraction=0.1, test_fraction=0.2, split_s
                 raise ValueError(f"Expected at least one array in {path!r}")
             x = archive[archive.files[0]]
     elif suffix == ".csv":
-        x = np.loadtxt(path, delimiter=",", ndmin=2)
+        x = _read_csv(path)
     else:
         raise ValueError(f"Expected a data file ending in .npy, .npz or .csv but got {path!r}")
     name = os.path.basename(path)
-    return _split(x, name, binarize, val_fraction, test_fraction, split_seed, path)
+    side = math.isqrt(x.shape[1]) if x.ndim == 2 else 0
+    image_shape = (side, side) if x.ndim == 2 and side > 1 and side**2 == x.shape[1] else None
+    return _split(
+        x, name, binarize, val_fraction, test_fraction, split_seed, path, image_shape=image_shape
+    )
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_csv(path):
+    """A comma-separated matrix; a first row that is not all numbers is a header, skipped."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        first = f.readline()
+    fields = [field.strip().strip('"') for field in first.split(",")]
+    header = bool(first.strip()) and not all(_is_number(field) for field in fields if field)
+    try:
+        return np.loadtxt(path, delimiter=",", ndmin=2, skiprows=int(header))
+    except ValueError as e:
+        detail = str(e).strip().splitlines()[0]
+        raise ValueError(
+            f"Expected {path!r} to hold numbers separated by commas, one data point per "
+            f"row{' after its header row' if header else ''} (a first row that is not all "
+            f"numbers is taken as a header and skipped), but numpy says: {detail}"
+        ) from None
 
 
 def make_linear_gaussian(num_data, x_dim=10, z_dim=2, noise_scale=0.5, seed=0):

@@ -49,8 +49,10 @@ from .diagnostics import KHAT_UNRELIABLE, pareto_khat
 
 __all__ = [
     "Evaluation",
+    "Summary",
     "evaluate",
     "evaluate_unchecked",
+    "format_se",
     "log_importance_weights",
     "paired_difference",
     "param_store_as_found",
@@ -108,6 +110,80 @@ def log_importance_weights(model, guide, x, num_samples, **kwargs):
     return terms
 
 
+_SUMMARY_NOTES = {
+    "ess": "draws (mean importance-sampling effective sample size out of K)",
+    "khat": "(mean Pareto k-hat; above 0.7 log p(x) is not to be trusted)",
+}
+
+
+def format_se(se, digits=2):
+    """A standard error with ``digits`` significant digits, at least 3 decimals (str).
+
+    ``0.0123`` -> ``"0.012"``, ``0.00031`` -> ``"0.00031"``, ``1.5`` -> ``"1.500"``;
+    so a small error never prints as ``0.000``. NaN and inf print as ``"nan"``/``"inf"``.
+    """
+    se = float(se)
+    if not math.isfinite(se) or se == 0:
+        return f"{se:.3f}"
+    decimals = max(3, digits - 1 - math.floor(math.log10(abs(se))))
+    return f"{se:.{decimals}f}"
+
+
+class Summary(dict):
+    """What :meth:`Evaluation.summary` returns: a dict ``name -> (mean, se)``, nats.
+
+    A plain :class:`dict` in every respect but its printed form, a table of
+    ``name  mean ± se`` lines where the standard error is finite (no ``± nan``), with
+    ``ess`` and ``khat`` explained.
+
+    Attributes
+    ----------
+    num_samples : int or None
+        K, importance samples per data point.
+    num_points : int or None
+        Data points averaged over.
+    """
+
+    def __init__(self, *args, num_samples=None, num_points=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.num_samples = num_samples
+        self.num_points = num_points
+
+    def __str__(self):
+        width = max((len(name) for name in self), default=0)
+        lines = []
+        for name, (mean, se) in self.items():
+            line = f"{name:>{width}} {mean:10.3f}"
+            if math.isfinite(se):
+                line += f" ± {format_se(se)}"
+            elif name in _SUMMARY_NOTES:
+                line += f"  {_SUMMARY_NOTES[name]}"
+            lines.append(line)
+        about = []
+        if self.num_points is not None:
+            about.append(f"{self.num_points} points")
+        if self.num_samples is not None:
+            about.append(f"K = {self.num_samples}")
+        head = "nats per data point" + (f" ({', '.join(about)})" if about else "")
+        return "\n".join([head, *lines])
+
+    def __repr__(self):
+        return str(self)
+
+    def __reduce__(self):
+        return (
+            self.__class__,
+            (dict(self),),
+            {"num_samples": self.num_samples, "num_points": self.num_points},
+        )
+
+
+def _num_points(values):
+    for value in values.values():
+        return value.numel()
+    return None
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """Per-point estimates from :func:`evaluate`.
@@ -138,16 +214,18 @@ class Evaluation:
 
         Returns
         -------
-        dict of str to (float, float)
-            ``name -> (mean, se)`` in nats per data point, with
+        Summary
+            A dict ``name -> (mean, se)`` in nats per data point, with
             se = √(Σ_i se_i²) / batch (independent draws per point); se is NaN for a
-            value without standard errors (``"ess"``, ``"khat"``).
+            value without standard errors: ``"ess"`` (mean effective sample size, in
+            draws out of S) and ``"khat"`` (mean Pareto k̂, dimensionless). Printed,
+            it is a table with ``± se`` only where se is finite.
 
         See Also
         --------
         paired_difference : the standard error that decides between two models.
         """
-        out = {}
+        out = Summary(num_samples=self.num_samples, num_points=_num_points(self.values))
         for name, value in self.values.items():
             se = self.std_errors.get(name)
             n = value.numel()

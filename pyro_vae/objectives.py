@@ -35,6 +35,8 @@ from pyro.util import check_if_enumerated, warn_if_nan
 
 __all__ = [
     "LOSSES",
+    "OBJECTIVE_ALIASES",
+    "OBJECTIVE_GRAMMAR",
     "ScaledRenyiELBO",
     "check_objective",
     "make_elbo",
@@ -403,11 +405,31 @@ def objective_label(loss, alpha=0.0, num_particles=1):
     return name if num_particles == 1 else f"{name}(K={num_particles})"
 
 
+OBJECTIVE_ALIASES = {
+    "trace_elbo": "trace",
+    "tracemeanfield_elbo": "meanfield",
+    "renyielbo": "renyi",
+}
+"""Pyro's class names (lower-cased) accepted by :func:`parse_objective`, and the loss
+each stands for; ``RenyiELBO`` is the package's scaled Rényi bound."""
+
+OBJECTIVE_GRAMMAR = (
+    "trace[:K] (Trace_ELBO, K particles, default 1), meanfield[:K] "
+    "(TraceMeanField_ELBO, analytic KL), renyi:ALPHA:K (Rényi bound of order ALPHA != 1 "
+    "with K particles; ALPHA=0 is the IWAE bound), iwae:K (= renyi:0:K), "
+    "pyro_renyi:ALPHA:K (Pyro's own RenyiELBO); Pyro's class names Trace_ELBO, "
+    "TraceMeanField_ELBO and RenyiELBO are accepted for trace, meanfield and renyi"
+)
+"""One-line description of the objective specs, used by the CLI's ``--help``."""
+
+
 def parse_objective(spec):
     """Parse an objective spec into ``(loss, alpha, num_particles)``.
 
     Specs: ``"trace"``, ``"meanfield"`` (optionally ``":K"`` particles),
     ``"renyi:ALPHA:K"``, ``"pyro_renyi:ALPHA:K"``, and ``"iwae:K"`` for ``"renyi:0:K"``.
+    Pyro's class names are aliases (:data:`OBJECTIVE_ALIASES`, any case):
+    ``"Trace_ELBO"``, ``"TraceMeanField_ELBO:K"``, ``"RenyiELBO:ALPHA:K"``.
 
     Parameters
     ----------
@@ -425,7 +447,8 @@ def parse_objective(spec):
         If the spec is malformed or its values are invalid (see :func:`make_elbo`).
     """
     parts = str(spec).strip().split(":")
-    name, args = parts[0], parts[1:]
+    name, args = parts[0].strip(), [a.strip() for a in parts[1:]]
+    name = OBJECTIVE_ALIASES.get(name.lower(), name.lower())
     try:
         if name in ("trace", "meanfield") and len(args) <= 1:
             loss, alpha, k = name, 0.0, int(args[0]) if args else 1
@@ -437,8 +460,7 @@ def parse_objective(spec):
             raise ValueError
     except ValueError:
         raise ValueError(
-            f"Expected an objective like 'trace', 'meanfield', 'renyi:ALPHA:K', "
-            f"'pyro_renyi:ALPHA:K' or 'iwae:K' but got {spec!r}"
+            f"Expected an objective spec, one of {OBJECTIVE_GRAMMAR}; but got {spec!r}"
         ) from None
     check_objective(loss, alpha, k)
     return loss, alpha, k

@@ -29,6 +29,7 @@ References
    ICLR 2016.
 """
 
+import contextlib
 import csv
 import json
 import math
@@ -37,6 +38,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from ._io import atomic_path
+from .evaluation import format_se
 
 __all__ = [
     "ESTIMATES",
@@ -46,30 +48,24 @@ __all__ = [
     "format_pairs",
     "format_table",
     "read_results",
+    "takeaways",
     "write_results",
 ]
 
 ESTIMATES = ("elbo", "iwae_5", "iwae_50", "log_px", "gap", "kl", "reconstruction")
 """Names of the test-set estimates a row carries as ``test_<name>`` and ``_se``."""
 
-_WITH_SE = ("elbo", "iwae_5", "iwae_50", "log_px")
 _LABELS = {
     "elbo": "ELBO",
     "log_px": "log p(x)",
     "gap": "gap",
-    "kl": "KL",
+    "kl": "KL(q‖p(z))",
     "reconstruction": "reconstruction",
 }
-_FIGURES = (
-    ("validation_curves.png", "Validation bound per epoch"),
-    ("bounds.png", "Test-set bounds per objective (±2 MC s.e.)"),
-    ("reconstructions_*.png", "Reconstructions"),
-    ("samples_*.png", "Samples from the model"),
-)
 
 
 def estimate_label(name):
-    """Display name of an estimate: ``"iwae_5"`` -> ``"IWAE-5"``, ``"kl"`` -> ``"KL"``.
+    """Display name of an estimate: ``"iwae_5"`` -> ``"IWAE-5"``, ``"kl"`` -> ``"KL(q‖p(z))"``.
 
     Used by :mod:`pyro_vae.plots` too, so tables and figures agree.
     """
@@ -105,22 +101,28 @@ def _cells(rows):
     """Header and string cells of the table, one list per row.
 
     The ``±`` is the standard deviation across training seeds when every row has one,
-    otherwise the Monte-Carlo standard error.
+    otherwise the Monte-Carlo standard error; it is printed with two significant
+    digits (:func:`pyro_vae.evaluation.format_se`), so a small one never reads 0.000.
     """
     _check_rows(rows)
     spread = "_sd" if _across_seeds(rows) else "_se"
-    header = ["objective", "train time (s)", *(estimate_label(name) for name in ESTIMATES)]
+    cpu = all("train_cpu_s" in row for row in rows)
+    header = ["objective", "wall (s)", *(["CPU (s)"] if cpu else [])]
+    header += [estimate_label(name) for name in ESTIMATES]
     flags = all("khat_unreliable" in row for row in rows)
     if flags:
         header.append("k̂>0.7")
     body = []
     for i, row in enumerate(rows):
         cells = [str(row.get("objective", f"rows[{i}]"))]
-        cells.append(f"{_value(row, 'train_time_s', i):.2f}")
+        cells.append(f"{_value(row, 'train_time_s', i):.1f}")
+        if cpu:
+            cells.append(f"{_value(row, 'train_cpu_s', i):.1f}")
         for name in ESTIMATES:
             mean = _value(row, f"test_{name}", i)
-            if name in _WITH_SE:
-                cells.append(f"{mean:.2f}±{_value(row, f'test_{name}{spread}', i):.3f}")
+            key = f"test_{name}{spread}"
+            if key in row and math.isfinite(float(row[key])):
+                cells.append(f"{mean:.2f}±{format_se(row[key])}")
             else:
                 cells.append(f"{mean:.2f}")
         if flags:
@@ -149,17 +151,20 @@ def format_pairs(pairs):
     Returns
     -------
     str
-        One line per pair: ``Δ log p(x)`` and ``Δ ELBO`` as ``mean ± s.e. over test
-        points`` and, when finite, ``(s.d. across seeds)``; nats per point.
+        One line per pair: ``Δ log p(x)``, ``Δ ELBO`` and ``Δ gap`` (those present) as
+        ``mean ± s.e. over test points`` and, when finite, ``(s.d. across seeds)``;
+        nats per point.
     """
     lines = []
     for pair in pairs:
         parts = []
-        for name, label in (("log_px", "Δ log p(x)"), ("elbo", "Δ ELBO")):
-            text = f"{label} {pair[f'{name}_diff']:+.3f} ± {pair[f'{name}_diff_se']:.3f}"
+        for name, label in (("log_px", "Δ log p(x)"), ("elbo", "Δ ELBO"), ("gap", "Δ gap")):
+            if f"{name}_diff" not in pair:
+                continue
+            text = f"{label} {pair[f'{name}_diff']:+.3f} ± {format_se(pair[f'{name}_diff_se'])}"
             sd = pair.get(f"{name}_diff_sd")
             if sd is not None and math.isfinite(sd):
-                text += f" (s.d. {sd:.3f} across seeds)"
+                text += f" (s.d. {format_se(sd)} across seeds)"
             parts.append(text)
         lines.append(f"{pair['a']} − {pair['b']}: " + "; ".join(parts))
     return "\n".join(lines)
@@ -168,17 +173,22 @@ def format_pairs(pairs):
 def format_table(rows, num_samples=None):
     """Plain-text table of the test-set estimates, one line per objective.
 
-    Columns: objective, train time (s), ELBO, IWAE-5, IWAE-50, log p(x), gap, KL,
-    reconstruction. Numbers have 2 decimals; the bounds and log p(x) carry their
-    Monte-Carlo standard error as ``mean±se``, the s.e. with 3 decimals (e.g.
-    ``-23.08±0.012``). Objective names are left-aligned, numbers right-aligned.
+    Columns: objective, wall (s) and, when every row has ``train_cpu_s``, CPU (s) of
+    training; ELBO, IWAE-5, IWAE-50, log p(x), gap (= log p(x) − ELBO, which estimates
+    KL(q(z|x) ‖ p(z|x))), KL(q‖p(z)) (the KL to the prior inside the ELBO, not the
+    gap) and reconstruction (E_q log p(x|z)); and k̂>0.7 when every row has
+    ``khat_unreliable``. Means have 2 decimals; each carries its Monte-Carlo standard
+    error (or s.d. across seeds) as ``mean±se`` with two significant digits and at
+    least 3 decimals (e.g. ``-23.08±0.012``, ``0.18±0.00031``). Objective names are
+    left-aligned, numbers right-aligned.
 
     Parameters
     ----------
     rows : list of dict
-        One dict per objective with ``"objective"``, ``"train_time_s"`` (seconds) and
-        ``"test_<name>"`` for each name in :data:`ESTIMATES` (nats per data point),
-        plus ``"test_<name>_se"`` for elbo, iwae_5, iwae_50 and log_px.
+        One dict per objective with ``"objective"``, ``"train_time_s"`` (wall
+        seconds) and ``"test_<name>"`` for each name in :data:`ESTIMATES` (nats per
+        data point); optionally ``"train_cpu_s"`` (CPU seconds) and
+        ``"test_<name>_se"``/``"test_<name>_sd"`` (a missing one prints no ±).
     num_samples : int, optional
         K, the importance samples per point behind log p(x); when given, a last line
         states the units and K.
@@ -337,7 +347,22 @@ def _describe(meta, num_objectives):
             parts.append(f", log p(x) with K = {meta['num_samples']} importance samples")
         parts.append(".")
     if "wall_time_s" in meta:
-        parts.append(f" Total wall time: {float(meta['wall_time_s']):.1f} s.")
+        parts.append(f" Total wall time: {float(meta['wall_time_s']):.1f} s")
+        if meta.get("cpu_time_s") is not None:
+            parts.append(f" ({float(meta['cpu_time_s']):.1f} s CPU)")
+        parts.append(".")
+    if "torch_threads" in meta:
+        parts.append(f" Torch threads: {meta['torch_threads']}")
+        if meta.get("cpu_count"):
+            parts.append(f" on {meta['cpu_count']} CPUs")
+        loads = [v for v in meta.get("load_average") or [] if v is not None]
+        if loads:
+            parts.append(
+                f"; 1-minute load average {loads[0]:.1f} at the start, {loads[-1]:.1f} at "
+                "the end (more than the CPUs means other processes competed and wall times "
+                "overstate the cost: compare the CPU column)"
+            )
+        parts.append(".")
     text = "".join(parts)
     versions = meta.get("versions")
     if isinstance(versions, dict) and versions:
@@ -365,6 +390,12 @@ difference with its standard error over test points.
   proposal; it is the common yardstick on which all training objectives are judged.
 - **gap** = log p(x) − ELBO, which estimates KL(q(z|x) ‖ p(z|x)): how far the
   guide is from the true posterior.
+- **KL(q‖p(z))** is KL(q(z|x) ‖ p(z)), the KL to the *prior* inside the ELBO (its
+  second term): not the gap. A guide can be far from the prior and close to the
+  posterior, or the reverse.
+- **wall (s)** and **CPU (s)**: seconds of training (validation included), wall
+  clock and CPU of this process. Wall time depends on the load of the machine; CPU
+  time much less.
 - **k̂>0.7** counts test points where the Pareto k̂ of the importance weights
   exceeds 0.7 (PSIS, Vehtari et al. 2024): there the log p(x) estimate and its
   standard error are not to be trusted.
@@ -374,23 +405,143 @@ Y. Burda, R. Grosse, R. Salakhutdinov, "Importance Weighted Autoencoders", ICLR 
 """
 
 
-def _figures(out_dir):
-    """Markdown image links to the known figures present in ``out_dir``."""
-    links = []
-    for pattern, caption in _FIGURES:
-        prefix = pattern.split("*")[0]
-        for path in sorted(out_dir.glob(pattern)):
-            which = path.stem[len(prefix) :] if "*" in pattern else ""
-            alt = f"{caption}: {which}" if which else caption
-            links.append(f"![{alt}]({quote(path.name)})")
-    return links
+def _best(rows, key, largest=True):
+    """The row with the largest (or smallest) ``key``."""
+    pick = max if largest else min
+    return pick(rows, key=lambda row: float(row[key]))
 
 
-def _report(out_dir, rows, meta, pairs, agreement=None):
+def _pair_between(pairs, a, b, name):
+    """(mean, se) of a − b from the paired differences, whichever order was stored."""
+    for pair in pairs or ():
+        if f"{name}_diff" not in pair:
+            continue
+        if (pair["a"], pair["b"]) == (a, b):
+            return pair[f"{name}_diff"], pair[f"{name}_diff_se"]
+        if (pair["a"], pair["b"]) == (b, a):
+            return -pair[f"{name}_diff"], pair[f"{name}_diff_se"]
+    return None
+
+
+def _versus(rows, pairs, best, name, largest):
+    """``", ahead of B by d ± se nats per point (resolved)"`` for the runner-up B."""
+    others = [row for row in rows if row is not best]
+    if not others:
+        return ""
+    runner = _best(others, f"test_{name}", largest)
+    found = _pair_between(pairs, best["objective"], runner["objective"], name)
+    if found is None:
+        return ""
+    diff, se = found
+    diff = diff if largest else -diff
+    resolved = (
+        "more than two standard errors: resolved on these test points"
+        if abs(diff) > 2 * se
+        else "within two standard errors: not resolved on these test points"
+    )
+    word = "above" if largest else "below"
+    return (
+        f", {diff:.3f} ± {format_se(se)} nats per point {word} the next, "
+        f"{runner['objective']} (paired difference; {resolved})"
+    )
+
+
+def takeaways(rows, pairs=None, meta=None):
+    """The comparison's findings in sentences computed from the numbers.
+
+    Parameters
+    ----------
+    rows : list of dict
+        As for :func:`format_table`, optionally with ``"converged"``, ``"best_epoch"``,
+        ``"epochs_run"`` and ``"still_rising"`` (:class:`pyro_vae.compare.Comparison`).
+    pairs : list of dict, optional
+        Paired differences (:attr:`pyro_vae.compare.Comparison.pairs`); with them, each
+        finding states the difference to the runner-up and whether it is resolved
+        (more than two standard errors).
+    meta : dict, optional
+        Unused keys are ignored; ``"image_shape"`` None adds that no image figures
+        were drawn.
+
+    Returns
+    -------
+    list of str
+        Sentences (Markdown): the objective with the highest log p(x), the lowest and
+        highest ELBO, the largest and smallest gap (KL(q‖p(z|x))), and warnings for
+        runs that had not converged and for points with Pareto k̂ > 0.7.
+    """
+    _check_rows(rows)
+    lines = []
+    best = _best(rows, "test_log_px")
+    lines.append(
+        f"**Highest log p(x)**: {best['objective']}, {float(best['test_log_px']):.2f} nats "
+        f"per point{_versus(rows, pairs, best, 'log_px', True)}."
+    )
+    if len(rows) > 1:
+        low = _best(rows, "test_elbo", largest=False)
+        high = _best(rows, "test_elbo")
+        lines.append(
+            f"**Lowest ELBO**: {low['objective']}, {float(low['test_elbo']):.2f}; highest "
+            f"ELBO: {high['objective']}, {float(high['test_elbo']):.2f}. A bound trained "
+            "with more particles need not have the highest ELBO: it is judged by log p(x)."
+        )
+        wide = _best(rows, "test_gap")
+        narrow = _best(rows, "test_gap", largest=False)
+        lines.append(
+            f"**Largest gap** log p(x) − ELBO = KL(q(z|x) ‖ p(z|x)): {wide['objective']}, "
+            f"{float(wide['test_gap']):.3f} nats per point"
+            f"{_versus(rows, pairs, wide, 'gap', True)}; smallest: {narrow['objective']}, "
+            f"{float(narrow['test_gap']):.3f}. The gap is how far each guide is from its "
+            "model's true posterior."
+        )
+    for row in rows:
+        if row.get("converged", True):
+            continue
+        best_epochs = row.get("best_epoch")
+        runs = row.get("epochs_run")
+        rises = row.get("still_rising") or []
+        detail = []
+        if best_epochs is not None and runs is not None:
+            detail.append(f"best epoch {_listed(best_epochs)} of {_listed(runs)}")
+        finite = [r for r in rises if r is not None and math.isfinite(r)]
+        if finite:
+            detail.append(
+                f"validation bound still rising by {max(finite):.3f} nats over the last "
+                "tenth of training"
+            )
+        lines.append(
+            f"**Not converged**: {row['objective']} ({'; '.join(detail)}). More epochs "
+            "(`--epochs`) would change its numbers; compare with care."
+        )
+    flagged = [row for row in rows if int(row.get("khat_unreliable", 0) or 0) > 0]
+    for row in flagged:
+        lines.append(
+            f"**Unreliable points**: {row['objective']} has {int(row['khat_unreliable'])} "
+            "test points with Pareto k̂ > 0.7, where its log p(x) and s.e. are not to be "
+            "trusted."
+        )
+    if meta is not None and "image_shape" in meta and meta["image_shape"] is None:
+        lines.append(
+            "No image figures (reconstructions, samples, latent map): the data are not "
+            "square images."
+        )
+    return lines
+
+
+def _listed(value):
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def _report(rows, meta, pairs, agreement=None, figures=()):
     lines = [
         "# Comparison of VAE training objectives",
         "",
         _describe(meta, len(rows)),
+        "",
+        "## Takeaways",
+        "",
+        *(f"- {line}" for line in takeaways(rows, pairs, meta)),
         "",
         "## Test-set estimates",
         "",
@@ -422,30 +573,41 @@ def _report(out_dir, rows, meta, pairs, agreement=None):
             k=f" = {meta['num_samples']}" if "num_samples" in meta else " (all draws)"
         ).rstrip("\n"),
     ]
-    links = _figures(out_dir)
-    if links:
+    if figures:
         lines += ["", "## Figures", ""]
-        lines += [f"{link}\n" for link in links]
+        lines += [f"![{caption}]({quote(name)})\n" for name, caption in figures]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def write_results(out_dir, rows, histories, meta, pairs=None, agreement=None):
+def _previous_figures(out_dir):
+    """Figure file names a previous run recorded in ``out_dir``'s results.json."""
+    try:
+        with open(out_dir / "results.json", encoding="utf-8") as f:
+            names = json.load(f).get("meta", {}).get("figures") or []
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [n for n in names if isinstance(n, str) and n == os.path.basename(n) and n]
+
+
+def write_results(out_dir, rows, histories, meta, pairs=None, agreement=None, figures=None):
     """Write ``results.csv``, ``results.json`` and ``report.md`` into ``out_dir``.
 
     - ``results.csv``: one line per row after a header; the columns are the keys of
       the first row, followed by any key that only later rows have (cells of
       missing keys are empty).
     - ``results.json``: ``{"meta": meta, "results": rows, "pairs": pairs,
-      "histories": histories}``,
-      indent 2; tuples become lists, numpy/torch scalars numbers, and NaN or
-      infinite floats ``null`` (strict JSON).
-    - ``report.md``: a title, what was run (from ``meta``), the Markdown table
-      (:func:`format_markdown_table`), a "How to read this" section, and image
-      links to the figures already in ``out_dir`` (``validation_curves.png``,
-      ``bounds.png``, ``reconstructions_*.png``, ``samples_*.png``), so save the
-      figures first.
+      "agreement": agreement, "histories": histories}``, indent 2; ``meta["figures"]``
+      lists the figure files of this run; tuples become lists, numpy/torch scalars
+      numbers, and NaN or infinite floats ``null`` (strict JSON).
+    - ``report.md``: a title, what was run (from ``meta``), the takeaways
+      (:func:`takeaways`), the Markdown table (:func:`format_markdown_table`), the
+      paired differences and guide check, a "How to read this" section, and image
+      links to exactly the ``figures`` of this run.
 
-    Each file is written to a temporary name and renamed
+    Figures that a previous run into the same folder recorded in its
+    ``results.json`` and this run did not write again are deleted, so the folder and
+    its report describe one run; no other file is touched (nothing the user put
+    there). Each file is written to a temporary name and renamed
     (:func:`pyro_vae._io.atomic_path`).
 
     Parameters
@@ -464,6 +626,9 @@ def write_results(out_dir, rows, histories, meta, pairs=None, agreement=None):
     agreement : list of dict, optional
         Guide-vs-posterior medians per objective
         (:attr:`pyro_vae.compare.Comparison.agreement`), tabled in the report.
+    figures : list of (str, str), optional
+        ``(file name, caption)`` of each figure this run saved into ``out_dir``, in
+        the order the report shows them.
 
     Returns
     -------
@@ -473,12 +638,19 @@ def write_results(out_dir, rows, histories, meta, pairs=None, agreement=None):
     Raises
     ------
     ValueError
-        If ``rows`` is empty or a row lacks a key of the table (named).
+        If ``rows`` is empty, a row lacks a key of the table (named), or a figure
+        name is not a plain file name.
     """
     _check_rows(rows)
+    figures = [(str(name), str(caption)) for name, caption in (figures or [])]
+    for name, _ in figures:
+        if not name or name != os.path.basename(name):
+            raise ValueError(f"Expected figure file names without a folder but got {name!r}")
     out_dir = Path(out_dir)
+    meta = {**meta, "figures": [name for name, _ in figures]}
+    report = _report(rows, meta, pairs, agreement, figures)  # validates rows first
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = _report(out_dir, rows, meta, pairs, agreement)  # validates rows first
+    stale = [n for n in _previous_figures(out_dir) if n not in meta["figures"]]
     paths = {name: str(out_dir / name) for name in ("results.csv", "results.json")}
     paths["report.md"] = str(out_dir / "report.md")
 
@@ -507,6 +679,9 @@ def write_results(out_dir, rows, histories, meta, pairs=None, agreement=None):
     with atomic_path(paths["report.md"]) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(report)
+    for name in stale:
+        with contextlib.suppress(FileNotFoundError):
+            (out_dir / name).unlink()
     return paths
 
 

@@ -12,8 +12,10 @@ fastest Pyro path measured here (1.6× a hand-written torch step against 1.8× t
 
 import copy
 import math
+import os
 import random
 import time
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ._checks import check_int
 from ._io import atomic_path, versions
+from ._threads import torch_threads
 from .data import Dataset, check_data
 from .evaluation import evaluate_unchecked
 from .models import VAE, LinearGaussianVAE
@@ -61,7 +64,13 @@ class FitResult:
         Epoch whose parameters the module holds at the end (the best by the monitored
         validation bound when ``restore_best``; otherwise the last).
     train_time : float
-        Seconds of training in this call, validation included.
+        Wall-clock seconds of training in this call, validation included.
+    cpu_time : float
+        CPU seconds of this process (all its threads) over the same span: about
+        ``train_time`` × threads used on an idle machine; much less than that when other
+        processes compete for the cores (the wall time then measures the load too).
+    num_threads : int
+        Torch threads during the run.
     config : dict
         The arguments of the run.
     stopped_early : bool
@@ -71,6 +80,8 @@ class FitResult:
     history: list = field(default_factory=list)
     best_epoch: int = 0
     train_time: float = 0.0
+    cpu_time: float = 0.0
+    num_threads: int = 0
     config: dict = field(default_factory=dict)
     stopped_early: bool = False
 
@@ -299,6 +310,7 @@ def fit(
     checkpoint=None,
     checkpoint_every=None,
     resume=None,
+    num_threads=None,
 ):
     """Train a VAE's model and guide by stochastic gradient ascent on a bound.
 
@@ -312,7 +324,10 @@ def fit(
     Pyro's validation is off in the loop (the data are checked once, here), and the
     user's Pyro param store is left as found (the run happens in
     :meth:`pyro.params.param_store.ParamStoreDict.scope`). The global RNGs are seeded
-    with ``seed`` via :func:`pyro.set_rng_seed` (a fresh run only).
+    with ``seed`` via :func:`pyro.set_rng_seed` (a fresh run only). The module's
+    initial parameters are *not* drawn here: they were drawn when ``vae`` was built, so
+    for a run that is reproducible from its seed, seed before building the module
+    (``torch.manual_seed(seed); vae = VAE(...)``), as ``pyro-vae train --seed`` does.
 
     Parameters
     ----------
@@ -359,23 +374,30 @@ def fit(
     resume : str or os.PathLike, optional
         A checkpoint of an interrupted run to continue; with the same arguments the
         result equals that of an uninterrupted run, bit for bit (same seed, CPU).
+    num_threads : int, optional
+        Torch threads during the run (restored afterwards); default: torch's current
+        setting. One thread is the package's default in the CLI and
+        :func:`pyro_vae.compare.compare` (:data:`pyro_vae.DEFAULT_THREADS`): for networks
+        this small it is about as fast as two and far steadier on a busy machine.
 
     Returns
     -------
     FitResult
-        History per epoch, best epoch and wall time.
+        History per epoch, best epoch, wall and CPU time, threads.
 
     Raises
     ------
     ValueError
         For bad data (NaN/inf, wrong width, empty, non-binary for a Bernoulli
         likelihood), an unknown loss, ``num_particles`` < 1, ``alpha == 1`` with the
-        Rényi bound, ``epochs``, ``batch_size``, ``lr`` ≤ 0, or a ``resume``
-        checkpoint of another model or run.
+        Rényi bound, ``epochs``, ``batch_size``, ``lr`` ≤ 0, ``num_threads`` not an
+        integer > 0, or a ``resume`` checkpoint of another model or run.
     FloatingPointError
         If a loss is NaN or inf; the message names the epoch and step.
     """
     check_objective(loss, alpha, num_particles)
+    if num_threads is not None:
+        check_int("num_threads", num_threads)
     _check_fit_args(epochs, batch_size, lr, patience, val_samples, monitor, checkpoint_every)
     train, validation = _training_data(vae, data, validation)
     resumed = load_checkpoint(resume)[1] if resume is not None else None
@@ -403,7 +425,17 @@ def fit(
         pyro.set_rng_seed(seed)
 
     result = FitResult(config=config)
-    start = time.perf_counter()
+    with torch_threads(num_threads) as threads:
+        _train(trainer, result, checkpoint, checkpoint_every, data_spec, progress)
+    result.num_threads = threads
+    return result
+
+
+def _train(trainer, result, checkpoint, checkpoint_every, data_spec, progress):
+    """The epoch loop of :func:`fit`; fills ``result``."""
+    config = trainer.config
+    epochs = config["epochs"]
+    start, cpu_start = time.perf_counter(), time.process_time()
     bar = tqdm(
         total=epochs, initial=trainer.state.epoch, desc=config["objective"], disable=not progress
     )
@@ -429,7 +461,7 @@ def fit(
     result.history = trainer.state.history
     result.best_epoch = trainer.state.best_epoch
     result.train_time = time.perf_counter() - start
-    return result
+    result.cpu_time = time.process_time() - cpu_start
 
 
 def _training_data(vae, data, validation):
@@ -483,6 +515,21 @@ def save_checkpoint(path, vae, config=None, state=None, resumable=None, data_spe
         torch.save(checkpoint, tmp)
 
 
+def _describe_file(path):
+    """What a file that is not a zip archive looks like, from its first bytes (str)."""
+    with open(path, "rb") as f:
+        head = f.read(256)
+    if not head:
+        return "an empty file"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "a binary file"
+    first = text.splitlines()[0][:40] if text.strip() else ""
+    kind = "text (a CSV file?)" if "," in first else "text"
+    return f"{kind} starting {first!r}"
+
+
 def load_checkpoint(path):
     """Rebuild a module from a checkpoint written by :func:`save_checkpoint` or :func:`fit`.
 
@@ -507,14 +554,26 @@ def load_checkpoint(path):
     ValueError
         If the file cannot be read, is not a pyro_vae checkpoint, or is malformed.
     """
+    expected = (
+        f"Expected a pyro_vae checkpoint ({CHECKPOINT_FORMAT}: a PyTorch file written by "
+        f"pyro_vae.fit, save_checkpoint or `pyro-vae train`) at {str(path)!r}"
+    )
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No checkpoint file at {str(path)!r}")
+    if os.path.isdir(path):
+        raise ValueError(f"{expected} but it is a folder")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{expected} but it is {_describe_file(path)}, not a PyTorch zip file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
     except Exception as e:
-        raise ValueError(f"Could not read checkpoint {str(path)!r}: {e}") from e
+        # torch's weights-only explanation runs to many lines: keep the first
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{expected} but torch.load could not read it: {first}") from e
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"Expected a pyro_vae checkpoint ({CHECKPOINT_FORMAT}) at {str(path)!r}")
+        found = checkpoint.get("format") if isinstance(checkpoint, dict) else None
+        what = f"format {found!r}" if found else f"a {type(checkpoint).__name__} without a format"
+        raise ValueError(f"{expected} but it holds {what}")
     classes = {"VAE": VAE, "LinearGaussianVAE": LinearGaussianVAE}
     try:
         config = dict(checkpoint["model_config"])

@@ -265,11 +265,45 @@ def test_load_array_errors(tmp_path):
         load_array(tmp_path / "empty.npy")
 
     np.save(tmp_path / "big.npy", np.full((10, 2), 2.0))
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+    with pytest.raises(ValueError, match=r"\[0, 1\].*--binarize none"):
         load_array(tmp_path / "big.npy", binarize="static")
 
     with pytest.raises(FileNotFoundError):
         load_array(tmp_path / "missing.npy")
+
+
+def test_load_array_skips_a_csv_header(tmp_path):
+    """A header row of column names is skipped; the numbers below it are the data."""
+    x = np.random.default_rng(2).normal(size=(20, 3))
+    path = tmp_path / "named.csv"
+    np.savetxt(path, x, delimiter=",", header="c0,c1,c2", comments="")
+    assert path.read_text().startswith("c0,c1,c2\n")
+    ds = load_array(path)
+    rows = torch.cat([ds.train, ds.validation, ds.test]).numpy()
+    np.testing.assert_array_equal(sorted_rows(rows), sorted_rows(x.astype(np.float32)))
+
+
+def test_load_array_csv_with_text_below_the_first_row(tmp_path):
+    path = tmp_path / "broken.csv"
+    path.write_text("1,2\n3,oops\n")
+    with pytest.raises(ValueError, match=r"numbers separated by commas.*numpy says"):
+        load_array(path)
+
+
+def test_load_array_square_columns_are_images(tmp_path):
+    np.save(tmp_path / "square.npy", np.full((20, 16), 0.5))
+    np.save(tmp_path / "flat.npy", np.full((20, 15), 0.5))
+    assert load_array(tmp_path / "square.npy").image_shape == (4, 4)
+    assert load_array(tmp_path / "flat.npy").image_shape is None
+
+
+def test_dataset_prints_a_short_summary():
+    text = repr(load_digits(binarize="dynamic"))
+    assert text == (
+        "Dataset('digits': train=1258, validation=180, test=359; x_dim=64 "
+        "(8x8 images, labelled); binarize='dynamic', split_seed=0)"
+    )
+    assert str(load_digits()) == repr(load_digits()) and "tensor" not in text
 
 
 def test_load_array_binarizes(tmp_path):

@@ -62,7 +62,7 @@ def test_format_table_contents_and_numbers():
     rows = _rows()
     lines = format_table(rows, num_samples=5000).splitlines()
     assert len(lines) == 2 + len(rows) + 1
-    assert lines[0].split()[:4] == ["objective", "train", "time", "(s)"]
+    assert lines[0].split()[:3] == ["objective", "wall", "(s)"]
     assert set(lines[1].replace(" ", "")) == {"-"}
     assert lines[-1] == (
         "nats per test data point; log p(x) by importance sampling with K=5000; "
@@ -73,14 +73,14 @@ def test_format_table_contents_and_numbers():
     first = lines[2].split()
     assert first == [
         "Trace_ELBO",
-        "12.35",
+        "12.3",
         "-23.08±0.012",  # elbo, se 0.0123
         "-23.33±0.022",  # iwae_5, se 0.0223
         "-23.58±0.032",  # iwae_50
         "-23.83±0.042",  # log_px
-        "-24.08",  # gap: no se
-        "-24.33",  # kl
-        "-24.58",  # reconstruction
+        "-24.08±0.052",  # gap
+        "-24.33±0.062",  # kl
+        "-24.58±0.072",  # reconstruction
     ]
     for objective, line in zip(OBJECTIVES, lines[2:5], strict=True):
         assert line.startswith(objective)
@@ -91,8 +91,8 @@ def test_format_table_right_aligns_numbers():
     rows = _rows()
     rows[2]["train_time_s"] = 123.456
     header, _, *body = format_table(rows).splitlines()
-    end = header.index("train time (s)") + len("train time (s)")
-    for line, cell in zip(body, ("12.35", "13.35", "123.46"), strict=True):
+    end = header.index("wall (s)") + len("wall (s)")
+    for line, cell in zip(body, ("12.3", "13.3", "123.5"), strict=True):
         assert line.index(cell) + len(cell) == end
         assert not line.endswith(" ")
 
@@ -107,9 +107,25 @@ def test_format_table_validates_rows():
     with pytest.raises(ValueError, match="rows"):
         format_table([])
     rows = _rows()
-    del rows[2]["test_log_px_se"]
-    with pytest.raises(ValueError, match=r"'test_log_px_se'.*RenyiELBO\(alpha=0, K=5\)"):
+    del rows[2]["test_log_px"]
+    with pytest.raises(ValueError, match=r"'test_log_px'.*RenyiELBO\(alpha=0, K=5\)"):
         format_table(rows)
+    del rows[1]["test_gap_se"]  # a missing standard error prints no ±
+    rows[2]["test_log_px"] = -1.0
+    assert "  -25.08  " in format_table(rows).splitlines()[3]
+
+
+def test_small_standard_errors_keep_two_significant_digits():
+    """An s.e. below 0.0005 does not print as ±0.000; the CPU column appears with it."""
+    rows = _rows()[:1]
+    rows[0]["test_log_px_se"] = 0.00031
+    rows[0]["test_gap_se"] = 0.000047
+    rows[0]["train_cpu_s"] = 11.04
+    header, _, line = format_table(rows).splitlines()
+    assert header.split()[:5] == ["objective", "wall", "(s)", "CPU", "(s)"]
+    cells = line.split()
+    assert cells[1:3] == ["12.3", "11.0"]
+    assert "-23.83±0.00031" in cells and "-24.08±0.000047" in cells
 
 
 def test_format_markdown_table_lines():
@@ -117,11 +133,11 @@ def test_format_markdown_table_lines():
     lines = format_markdown_table(rows).splitlines()
     assert len(lines) == 2 + len(rows)
     assert lines[0] == (
-        "| objective | train time (s) | ELBO | IWAE-5 | IWAE-50 | log p(x) | gap | KL "
+        "| objective | wall (s) | ELBO | IWAE-5 | IWAE-50 | log p(x) | gap | KL(q‖p(z)) "
         "| reconstruction |"
     )
     assert lines[1] == "|:---|" + "---:|" * 8
-    assert lines[2].startswith("| Trace_ELBO | 12.35 | -23.08±0.012 | -23.33±0.022 |")
+    assert lines[2].startswith("| Trace_ELBO | 12.3 | -23.08±0.012 | -23.33±0.022 |")
     assert all(line.count("|") == 10 for line in lines)
     with_note = format_markdown_table(rows, num_samples=5000).splitlines()
     assert len(with_note) == 2 + len(rows) + 2
@@ -141,7 +157,8 @@ def test_write_results_round_trips(tmp_path):
     with open(paths["results.json"], encoding="utf-8") as f:
         loaded = json.load(f)
     assert loaded == {
-        "meta": META, "results": rows, "pairs": [], "agreement": [], "histories": histories
+        "meta": {**META, "figures": []}, "results": rows, "pairs": [], "agreement": [],
+        "histories": histories
     }  # fmt: skip
     assert isinstance(loaded["results"][0]["test_elbo"], float)
     assert read_results(out_dir) == loaded
@@ -169,26 +186,75 @@ def test_write_results_writes_strict_json(tmp_path):
     assert loaded["results"][0]["test_gap_se"] is None
 
 
-def test_report_explains_and_links_existing_figures(tmp_path):
+def test_report_explains_and_links_this_runs_figures(tmp_path):
     rows = _rows()
     write_results(tmp_path, rows, _histories(), META)
     report = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert report.startswith("# ")
     assert "`digits`" in report and "360 test points" in report
     assert format_markdown_table(rows, num_samples=5000) in report
-    assert "## How to read this" in report
+    assert "## How to read this" in report and "## Takeaways" in report
     assert "Burda et al. 2016" in report
     assert "KL(q(z|x) ‖ p(z|x))" in report
-    assert "![" not in report and "## Figures" not in report  # no figure yet
+    assert "the KL to the *prior* inside the ELBO" in report  # KL column is not the gap
+    assert "![" not in report and "## Figures" not in report  # no figure given
 
-    for name in ("bounds.png", "reconstructions_Trace_ELBO.png", "other.png"):
+    for name in ("bounds.png", "samples_A.png", "other.png"):
         (tmp_path / name).write_bytes(b"")
-    write_results(tmp_path, rows, _histories(), META)
+    figures = [("bounds.png", "Bounds"), ("samples_A.png", "Samples: A")]
+    write_results(tmp_path, rows, _histories(), META, figures=figures)
     report = (tmp_path / "report.md").read_text(encoding="utf-8")
-    assert "](bounds.png)" in report
-    assert "](reconstructions_Trace_ELBO.png)" in report
-    assert "validation_curves.png" not in report
-    assert "other.png" not in report
+    assert "![Bounds](bounds.png)" in report and "![Samples: A](samples_A.png)" in report
+    assert "other.png" not in report  # present, but not this run's
+    assert read_results(tmp_path)["meta"]["figures"] == ["bounds.png", "samples_A.png"]
+
+    # the next run into the folder removes the figures of the last run it did not
+    # rewrite, and nothing else
+    write_results(tmp_path, rows, _histories(), META, figures=[("bounds.png", "Bounds")])
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["bounds.png", "other.png", "report.md", "results.csv", "results.json"]
+    )
+    assert "samples_A.png" not in (tmp_path / "report.md").read_text(encoding="utf-8")
+    with pytest.raises(ValueError, match="figure file names without a folder"):
+        write_results(tmp_path, rows, {}, META, figures=[("../x.png", "X")])
+
+
+def test_takeaways_are_computed_from_the_numbers():
+    from pyro_vae.report import takeaways
+
+    rows = _rows()
+    # log p(x): RenyiELBO highest; ELBO: Trace highest, RenyiELBO lowest; gap: Renyi
+    for row, log_px, elbo in zip(rows, (-23.5, -23.4, -23.1), (-23.7, -23.8, -24.0),
+                                 strict=True):  # fmt: skip
+        row["test_log_px"], row["test_elbo"], row["test_gap"] = log_px, elbo, log_px - elbo
+    pairs = [
+        {"a": OBJECTIVES[2], "b": OBJECTIVES[1], "log_px_diff": 0.3, "log_px_diff_se": 0.05,
+         "gap_diff": 0.5, "gap_diff_se": 0.4},
+    ]  # fmt: skip
+    lines = takeaways(rows, pairs)
+    assert lines[0] == (
+        "**Highest log p(x)**: RenyiELBO(alpha=0, K=5), -23.10 nats per point, 0.300 ± 0.050 "
+        "nats per point above the next, TraceMeanField_ELBO (paired difference; more than "
+        "two standard errors: resolved on these test points)."
+    )
+    assert lines[1].startswith("**Lowest ELBO**: RenyiELBO(alpha=0, K=5), -24.00; highest ELBO: "
+                               "Trace_ELBO, -23.70.")  # fmt: skip
+    assert lines[2].startswith(
+        "**Largest gap** log p(x) − ELBO = KL(q(z|x) ‖ p(z|x)): "
+        "RenyiELBO(alpha=0, K=5), 0.900 nats per point, 0.500 ± 0.40"
+    )
+    assert "not resolved" in lines[2] and "smallest: Trace_ELBO, 0.200" in lines[2]
+    assert len(lines) == 3
+    rows[1].update(converged=False, best_epoch=[798], epochs_run=[800], still_rising=[0.08])
+    rows[0]["khat_unreliable"] = 4
+    lines = takeaways(rows, pairs, {"image_shape": None})
+    assert lines[3] == (
+        "**Not converged**: TraceMeanField_ELBO (best epoch 798 of 800; validation bound "
+        "still rising by 0.080 nats over the last tenth of training). More epochs "
+        "(`--epochs`) would change its numbers; compare with care."
+    )
+    assert lines[4].startswith("**Unreliable points**: Trace_ELBO has 4 test points")
+    assert lines[5].startswith("No image figures")
 
 
 def test_write_results_rejects_empty_rows(tmp_path):

@@ -92,6 +92,28 @@ def test_fit_is_reproducible(binary_x):
     assert results[0] == results[1]
 
 
+def test_num_threads_is_set_for_the_run_and_restored(binary_x, monkeypatch):
+    seen = []
+    real_epoch = fit.__globals__["Trainer"].train_epoch
+
+    def spy(self, epoch):
+        seen.append(torch.get_num_threads())
+        return real_epoch(self, epoch)
+
+    monkeypatch.setattr(fit.__globals__["Trainer"], "train_epoch", spy)
+    before = torch.get_num_threads()
+    target = 2 if before == 1 else 1
+    run = fit(VAE(64, z_dim=2, hidden_dims=(8,)), binary_x, epochs=2, progress=False,
+              num_threads=target)  # fmt: skip
+    assert seen == [target, target] and run.num_threads == target
+    assert torch.get_num_threads() == before
+    assert 0 < run.cpu_time and 0 < run.train_time
+    run = fit(VAE(64, z_dim=2, hidden_dims=(8,)), binary_x, epochs=1, progress=False)
+    assert run.num_threads == before  # None leaves torch's setting alone
+    with pytest.raises(ValueError, match="num_threads"):
+        fit(VAE(64, z_dim=2), binary_x, epochs=1, progress=False, num_threads=0)
+
+
 def test_checkpoint_round_trip(tmp_path, binary_x):
     vae = VAE(64, z_dim=3, hidden_dims=(16,))
     path = tmp_path / "run.pt"
@@ -266,6 +288,36 @@ def test_unreadable_checkpoint(tmp_path, binary_x):
         load_checkpoint(truncated)
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize(
+    "name, content, match",
+    [
+        ("notes.txt", b"epochs 100\nseed 0\n", r"it is text starting 'epochs 100', not a"),
+        ("data.csv", b"c0,c1\n0.1,0.2\n", r"it is text \(a CSV file\?\) starting 'c0,c1'"),
+        ("empty.pt", b"", "it is an empty file"),
+        ("noise.pt", bytes(range(128, 256)), "it is a binary file"),
+    ],
+)
+def test_checkpoint_errors_are_one_line(tmp_path, name, content, match):
+    """A file that is not a checkpoint gets one line: what it is, what was expected."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=match) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert "\n" not in message and "Expected a pyro_vae checkpoint" in message
+
+
+def test_checkpoint_error_for_a_pickled_object_is_one_line(tmp_path):
+    """torch's multi-line weights-only explanation is cut to its first line."""
+    path = tmp_path / "object.pt"
+    torch.save({"format": object()}, path)  # needs pickle beyond weights_only
+    with pytest.raises(ValueError, match="torch.load could not read it") as info:
+        load_checkpoint(path)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="it is a folder"):
+        load_checkpoint(tmp_path)
 
 
 def test_failed_checkpoint_write_leaves_nothing(tmp_path, monkeypatch):
