@@ -395,7 +395,7 @@ def _run_compare(args):
         print("- " + line.replace("**", ""))
     print(
         f"wall time {result.meta['wall_time_s']:.0f} s ({result.meta['cpu_time_s']:.0f} s "
-        f"CPU, {result.meta['torch_threads']} torch threads); results in {out}/"
+        f"CPU, torch threads: {result.meta['torch_threads']}); results in {out}/"
     )
 
 

@@ -257,8 +257,9 @@ def plot_validation_curves(histories, key="val_iwae", best_epochs=None):
                 label="star: best epoch",
             )
         )
+    # at most 4 columns, so long objective names wrap into rows instead of off the page
     fig.legend(
-        handles=handles, loc="outside lower center", ncols=min(len(handles), 7), fontsize="small"
+        handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize="small"
     )
     return fig
 

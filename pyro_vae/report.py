@@ -359,8 +359,8 @@ def _describe(meta, num_objectives):
         if loads:
             parts.append(
                 f"; 1-minute load average {loads[0]:.1f} at the start, {loads[-1]:.1f} at "
-                "the end (more than the CPUs means other processes competed and wall times "
-                "overstate the cost: compare the CPU column)"
+                "the end (a load above the torch threads means other processes competed for "
+                "the cores: compare the wall and CPU columns)"
             )
         parts.append(".")
     text = "".join(parts)
@@ -394,8 +394,9 @@ difference with its standard error over test points.
   second term): not the gap. A guide can be far from the prior and close to the
   posterior, or the reverse.
 - **wall (s)** and **CPU (s)**: seconds of training (validation included), wall
-  clock and CPU of this process. Wall time depends on the load of the machine; CPU
-  time much less.
+  clock and CPU of this process. With one torch thread the CPU time is the cost of
+  the work and a wall time well above it means other processes shared the core; with
+  several threads on a busy machine both grow, as waiting threads spin.
 - **k̂>0.7** counts test points where the Pareto k̂ of the importance weights
   exceeds 0.7 (PSIS, Vehtari et al. 2024): there the log p(x) estimate and its
   standard error are not to be trusted.
@@ -493,31 +494,20 @@ def takeaways(rows, pairs=None, meta=None):
             f"{float(narrow['test_gap']):.3f}. The gap is how far each guide is from its "
             "model's true posterior."
         )
-    for row in rows:
-        if row.get("converged", True):
-            continue
-        best_epochs = row.get("best_epoch")
-        runs = row.get("epochs_run")
-        rises = row.get("still_rising") or []
-        detail = []
-        if best_epochs is not None and runs is not None:
-            detail.append(f"best epoch {_listed(best_epochs)} of {_listed(runs)}")
-        finite = [r for r in rises if r is not None and math.isfinite(r)]
-        if finite:
-            detail.append(
-                f"validation bound still rising by {max(finite):.3f} nats over the last "
-                "tenth of training"
-            )
+    unconverged = [_convergence_detail(row) for row in rows if not row.get("converged", True)]
+    if unconverged:
+        which = "all objectives" if len(unconverged) == len(rows) > 1 else "these runs"
         lines.append(
-            f"**Not converged**: {row['objective']} ({'; '.join(detail)}). More epochs "
-            "(`--epochs`) would change its numbers; compare with care."
+            f"**Not converged** ({which}; best epoch in the last tenth of training or the "
+            f"validation bound still rising): {'; '.join(unconverged)}. More epochs "
+            "(`--epochs`) would change the numbers; compare with care."
         )
     flagged = [row for row in rows if int(row.get("khat_unreliable", 0) or 0) > 0]
-    for row in flagged:
+    if flagged:
+        counts = ", ".join(f"{row['objective']} {int(row['khat_unreliable'])}" for row in flagged)
         lines.append(
-            f"**Unreliable points**: {row['objective']} has {int(row['khat_unreliable'])} "
-            "test points with Pareto k̂ > 0.7, where its log p(x) and s.e. are not to be "
-            "trusted."
+            f"**Unreliable points** (Pareto k̂ > 0.7, where log p(x) and its s.e. are not to "
+            f"be trusted), test points per objective{_num_test(meta)}: {counts}."
         )
     if meta is not None and "image_shape" in meta and meta["image_shape"] is None:
         lines.append(
@@ -525,6 +515,22 @@ def takeaways(rows, pairs=None, meta=None):
             "square images."
         )
     return lines
+
+
+def _convergence_detail(row):
+    """``"Trace_ELBO (best epoch 773 of 800; rising 0.038 nats)"`` for one row."""
+    detail = []
+    best_epochs, runs = row.get("best_epoch"), row.get("epochs_run")
+    if best_epochs is not None and runs is not None:
+        detail.append(f"best epoch {_listed(best_epochs)} of {_listed(runs)}")
+    rises = [r for r in row.get("still_rising") or [] if r is not None and math.isfinite(r)]
+    if rises:
+        detail.append(f"rising {max(rises):+.3f} nats over the last tenth")
+    return f"{row['objective']} ({'; '.join(detail)})" if detail else str(row["objective"])
+
+
+def _num_test(meta):
+    return f" (of {meta['num_test']})" if meta and "num_test" in meta else ""
 
 
 def _listed(value):

@@ -249,12 +249,17 @@ def test_takeaways_are_computed_from_the_numbers():
     rows[0]["khat_unreliable"] = 4
     lines = takeaways(rows, pairs, {"image_shape": None})
     assert lines[3] == (
-        "**Not converged**: TraceMeanField_ELBO (best epoch 798 of 800; validation bound "
-        "still rising by 0.080 nats over the last tenth of training). More epochs "
-        "(`--epochs`) would change its numbers; compare with care."
+        "**Not converged** (these runs; best epoch in the last tenth of training or the "
+        "validation bound still rising): TraceMeanField_ELBO (best epoch 798 of 800; rising "
+        "+0.080 nats over the last tenth). More epochs (`--epochs`) would change the numbers; "
+        "compare with care."
     )
-    assert lines[4].startswith("**Unreliable points**: Trace_ELBO has 4 test points")
+    assert lines[4].startswith("**Unreliable points** (Pareto k̂ > 0.7, where log p(x) and ")
+    assert lines[4].endswith("test points per objective: Trace_ELBO 4.")
     assert lines[5].startswith("No image figures")
+    lines = takeaways(rows, pairs, {"num_test": 359})
+    assert lines[4].endswith("test points per objective (of 359): Trace_ELBO 4.")
+    assert len(lines) == 5
 
 
 def test_write_results_rejects_empty_rows(tmp_path):
