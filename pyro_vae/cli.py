@@ -454,8 +454,8 @@ def _run_train(args):
     print(
         f"{run.config['objective']}: best epoch {run.best_epoch} of {len(run.history)}, "
         f"validation ELBO {last.get('val_elbo', float('nan')):.2f} nats, "
-        f"{run.train_time:.1f} s ({run.cpu_time:.1f} s CPU, {run.num_threads} torch "
-        f"threads); checkpoint {args.checkpoint}"
+        f"{run.train_time:.1f} s ({run.cpu_time:.1f} s CPU, torch threads: "
+        f"{run.num_threads}); checkpoint {args.checkpoint}"
     )
 
 
@@ -488,8 +488,8 @@ def _run_evaluate(args):
     unreliable = int(result.unreliable().sum())
     print(
         f"nats per test point ({len(data.test)} points of {spec['dataset']}, split seed "
-        f"{spec['split_seed']}, K={args.num_samples}); {unreliable} points with "
-        f"Pareto k̂ > 0.7; {time.perf_counter() - start:.1f} s"
+        f"{spec['split_seed']}, K={args.num_samples}); test points with Pareto k̂ > 0.7: "
+        f"{unreliable}; {time.perf_counter() - start:.1f} s"
     )
     if args.json:
         with atomic_path(args.json) as tmp, open(tmp, "w") as f:
