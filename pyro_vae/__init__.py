@@ -13,6 +13,7 @@ ArviZ ``InferenceData``), :func:`sample_guide`, :func:`compare_posteriors` and
 __version__ = "0.2.0"
 
 from ._threads import DEFAULT_THREADS  # noqa: E402
+from .anatomy import active_units, elbo_decompositions, elbo_surgery  # noqa: E402
 from .diagnostics import pareto_khat  # noqa: E402
 from .evaluation import (  # noqa: E402
     Evaluation,
@@ -24,6 +25,7 @@ from .models import VAE, BaseVAE, LinearGaussianVAE  # noqa: E402
 from .objectives import ScaledRenyiELBO, make_elbo, parse_objective  # noqa: E402
 from .posterior import compare_posteriors, sample_guide, sample_posterior  # noqa: E402
 from .quadrature import QuadraturePosterior, log_joint_grid, quadrature_posterior  # noqa: E402
+from .schedules import anneal_down, constant, parse_schedule, warmup  # noqa: E402
 from .training import (  # noqa: E402
     FitResult,
     Trainer,
@@ -44,7 +46,12 @@ __all__ = [
     "Trainer",
     "TrainingState",
     "VAE",
+    "active_units",
+    "anneal_down",
     "compare_posteriors",
+    "constant",
+    "elbo_decompositions",
+    "elbo_surgery",
     "evaluate",
     "fit",
     "load_checkpoint",
@@ -54,8 +61,10 @@ __all__ = [
     "paired_difference",
     "pareto_khat",
     "parse_objective",
+    "parse_schedule",
     "quadrature_posterior",
     "sample_guide",
     "sample_posterior",
     "save_checkpoint",
+    "warmup",
 ]

@@ -24,6 +24,7 @@ from .data import dataset_from_spec, load_dataset
 from .evaluation import evaluate
 from .models import LIKELIHOODS, VAE
 from .objectives import OBJECTIVE_GRAMMAR, parse_objective
+from .schedules import SCHEDULE_GRAMMAR, parse_schedule
 from .training import DEFAULT_LR, fit, load_checkpoint
 
 __all__ = ["main"]
@@ -201,6 +202,22 @@ def build_parser():
         "posterior (0 skips the check)",
     )
     p.add_argument(
+        "--gap-every",
+        type=_non_negative_int,
+        default=25,
+        help="every this many epochs, estimate log p(x), the ELBO and their gap on 100 "
+        "validation points (K=500) for the gap-during-training figure (0 turns it off)",
+    )
+    p.add_argument(
+        "--beta-schedules",
+        help="comma-separated KL-weight schedules under which --beta-objective is also "
+        f"trained (first seed), e.g. 0,0.5,1,4,warmup:100; each one of: {SCHEDULE_GRAMMAR}",
+    )
+    p.add_argument(
+        "--beta-objective",
+        help="objective spec of the --beta-schedules runs (default: the first of --objectives)",
+    )
+    p.add_argument(
         "--out",
         default="results",
         help="output folder; figures a previous run recorded there and this run does "
@@ -214,6 +231,18 @@ def build_parser():
     p.add_argument("--objective", default="trace",
                    help=f"one objective spec: {OBJECTIVE_GRAMMAR}")  # fmt: skip
     p.add_argument("--checkpoint", default="vae.pt", help="where to write the checkpoint")
+    p.add_argument(
+        "--beta",
+        default="1",
+        help=f"KL weight β or its schedule over the epochs, one of: {SCHEDULE_GRAMMAR}",
+    )
+    p.add_argument(
+        "--gap-every",
+        type=_non_negative_int,
+        default=0,
+        help="every this many epochs, record log p(x), the ELBO and their gap on 100 "
+        "validation points in the checkpoint's history (0: off)",
+    )
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -308,6 +337,9 @@ def _run_compare(args):
     specs = [s for s in args.objectives.split(",") if s.strip()]
     for spec in specs:
         parse_objective(spec)
+    schedules = [s for s in (args.beta_schedules or "").split(",") if s.strip()]
+    for spec in schedules:
+        parse_schedule(spec)
     data = load_dataset(args.dataset, _binarize(args, args.likelihood), args.split_seed)
     result = compare(
         data,
@@ -324,6 +356,9 @@ def _run_compare(args):
         posterior_points=args.posterior_points,
         progress=not args.no_progress,
         num_threads=args.threads,
+        gap_every=args.gap_every or None,
+        beta_schedules=schedules,
+        beta_objective=args.beta_objective,
     )
     out = args.out
     best_epochs = {row["objective"]: row["best_epoch"][0] for row in result.rows}
@@ -340,6 +375,7 @@ def _run_compare(args):
         ),
     ]
     slugs = _slugs(result.models)
+    figures += _anatomy_figures(result)
     if data.image_shape is not None:
         x = data.test[:10]
         recon_title = "reconstructions: decoder mean at one draw z ~ q(z|x)"
@@ -351,6 +387,19 @@ def _run_compare(args):
                 plots.plot_reconstructions(x, reconstructions, data.image_shape, title=recon_title),
             )
         )
+        if result.beta_models:
+            figures.append(
+                (
+                    "reconstructions_beta.png",
+                    "Reconstructions under each β schedule (top: test data)",
+                    plots.plot_reconstructions(
+                        x,
+                        {label: vae.reconstruct(x) for label, vae in result.beta_models.items()},
+                        data.image_shape,
+                        title=f"β schedules, {result.meta['beta_objective']}: " + recon_title,
+                    ),
+                )
+            )
         for label, vae in result.models.items():
             figures.append(
                 (
@@ -384,8 +433,16 @@ def _run_compare(args):
         result.pairs,
         result.agreement,
         figures=[(name, caption) for name, caption, _ in figures],
+        beta_rows=result.beta_rows,
     )
     print(report.format_table(result.rows, num_samples=args.num_samples))
+    print("the ELBO three ways (nats per test point):")
+    print(report.format_decompositions(result.rows))
+    print("ELBO surgery and active units:")
+    print(report.format_surgery(result.rows, len(data.test)))
+    if result.beta_rows:
+        print(f"β schedules ({result.meta['beta_objective']}):")
+        print(report.format_beta_table(result.beta_rows))
     print("paired differences on the same test points (± s.e. over points):")
     print(report.format_pairs(result.pairs))
     if result.agreement:
@@ -412,6 +469,57 @@ def _check_overwrite(args):
     )
 
 
+def _anatomy_figures(result):
+    """Aggregate posterior, active units, the gap during training and the β summary."""
+    from . import anatomy_plots
+
+    rows = result.rows
+    figures = [
+        (
+            "aggregate_posterior.png",
+            "Aggregate posterior q(z) against the prior p(z)",
+            anatomy_plots.plot_aggregate_posterior(
+                {label: z.cpu() for label, z in result.aggregate.items()}
+            ),
+        ),
+        (
+            "active_units.png",
+            "Activity and KL per latent dimension (active units: A_d > 0.01)",
+            anatomy_plots.plot_active_units(
+                {row["objective"]: row["activity"] for row in rows},
+                {row["objective"]: row["kl_per_dim"] for row in rows},
+            ),
+        ),
+    ]
+    if any("gap" in record for history in result.histories.values() for record in history):
+        figures.append(
+            (
+                "gap_during_training.png",
+                "log p(x), ELBO and their gap during training (validation subset)",
+                anatomy_plots.plot_gap_during_training(result.histories),
+            )
+        )
+    if result.beta_rows:
+        figures.append(
+            (
+                "beta_schedules.png",
+                "β schedules: bounds, rate–distortion and active units",
+                anatomy_plots.plot_beta_schedules(result.beta_rows),
+            )
+        )
+        figures.append(
+            (
+                "active_units_beta.png",
+                "Activity and KL per latent dimension under each β schedule",
+                anatomy_plots.plot_active_units(
+                    {row["schedule"]: row["activity"] for row in result.beta_rows},
+                    {row["schedule"]: row["kl_per_dim"] for row in result.beta_rows},
+                ),
+            )
+        )
+    return figures
+
+
 def _run_train(args):
     _check_overwrite(args)
     if args.resume:
@@ -429,11 +537,19 @@ def _run_train(args):
             "batch_size": config["batch_size"],
             "seed": config["seed"],
             "patience": config["patience"],
+            "beta": config.get("beta") or "1",
+            "gap_every": config.get("gap_every"),
         }
     else:
         loss, alpha, k = parse_objective(args.objective)
         data = load_dataset(args.dataset, _binarize(args, args.likelihood), args.split_seed)
-        settings = {"batch_size": args.batch_size, "seed": args.seed, "patience": args.patience}
+        settings = {
+            "batch_size": args.batch_size,
+            "seed": args.seed,
+            "patience": args.patience,
+            "beta": parse_schedule(args.beta),
+            "gap_every": args.gap_every or None,
+        }
         torch.manual_seed(args.seed)
         vae = VAE(data.x_dim, args.z_dim, args.hidden_dims, args.likelihood)
     run = fit(

@@ -24,19 +24,23 @@ import torch
 
 from ._io import versions
 from ._threads import DEFAULT_THREADS, torch_threads
+from .anatomy import active_units, elbo_decompositions, elbo_surgery
 from .evaluation import evaluate, paired_difference
 from .models import VAE
-from .objectives import objective_label, parse_objective
+from .objectives import check_objective, objective_label, parse_objective
 from .posterior import compare_posteriors, sample_guide, sample_posterior
 from .quadrature import quadrature_posterior
+from .schedules import parse_schedule
 from .training import fit
 
 __all__ = [
     "AGREEMENT",
+    "DECOMPOSITIONS",
     "DEFAULT_OBJECTIVES",
     "PAIRED",
     "REPORTED",
     "RISING",
+    "SURGERY",
     "Comparison",
     "GuideCheck",
     "check_guide",
@@ -48,6 +52,20 @@ __all__ = [
 DEFAULT_OBJECTIVES = ("trace", "meanfield", "renyi:0:5", "renyi:0.5:5")
 REPORTED = ("elbo", "iwae_5", "iwae_50", "log_px", "gap", "kl", "reconstruction")
 PAIRED = ("log_px", "elbo", "gap")
+DECOMPOSITIONS = (
+    "reconstruction_minus_kl",
+    "expected_joint_plus_entropy",
+    "evidence_minus_gap",
+    "reconstruction",
+    "kl_prior",
+    "expected_log_joint",
+    "entropy",
+    "log_px",
+    "gap",
+)
+"""Keys of :func:`pyro_vae.elbo_decompositions`'s summary, reported as ``decomp_<key>``."""
+SURGERY = ("average_kl", "mutual_information", "marginal_kl")
+"""Keys of :func:`pyro_vae.elbo_surgery`'s summary, reported as ``surgery_<key>``."""
 
 
 @dataclass
@@ -67,7 +85,25 @@ class Comparison:
         per point), ``test_<name>_se`` (its Monte-Carlo standard error) and
         ``test_<name>_sd`` (standard deviation across seeds; NaN with one seed); and
         ``khat_unreliable``, the largest number over seeds of test points whose Pareto
-        k̂ exceeds 0.7 (log p(x) not to be trusted there).
+        k̂ exceeds 0.7 (log p(x) not to be trusted there). The ELBO's anatomy on the
+        test split, each as mean over seeds with ``_se`` and ``_sd``: ``decomp_<key>``
+        for each key of :data:`DECOMPOSITIONS` (:func:`pyro_vae.elbo_decompositions`;
+        ``decomp_log_px_method`` says how log p(x) was computed) and ``surgery_<key>``
+        for each of :data:`SURGERY` (:func:`pyro_vae.elbo_surgery`; nats per point);
+        ``active_units`` (list per seed, :func:`pyro_vae.active_units` with threshold
+        0.01) and, of the first seed, ``activity`` and ``kl_per_dim`` (lists over the
+        latent dimensions; KL in nats per point).
+    beta_rows : list of dict
+        One per β schedule (``beta_schedules``), first seed, the objective
+        ``beta_objective``: ``schedule`` (label), ``spec``, ``name``, ``z_dim``,
+        ``test_<name>`` and ``test_<name>_se`` for elbo, log_px, kl, reconstruction and
+        gap (nats per point), ``num_active``, ``activity``, ``kl_per_dim``,
+        ``best_epoch``, ``epochs_run``, ``train_time_s``.
+    beta_models : dict of str to VAE
+        The trained module of each β schedule, keyed by its label.
+    aggregate : dict of str to torch.Tensor
+        Per objective (first seed), one draw z ~ q(z|x_n) for each test point, shape
+        ``(num_test, z_dim)``: draws from the aggregate posterior q(z).
     pairs : list of dict
         One per pair of objectives (a, b): ``a``, ``b`` and for log_px, elbo and gap
         ``<name>_diff`` (mean over seeds of the mean per-point difference a − b),
@@ -90,6 +126,9 @@ class Comparison:
     """
 
     rows: list = field(default_factory=list)
+    beta_rows: list = field(default_factory=list)
+    beta_models: dict = field(default_factory=dict)
+    aggregate: dict = field(default_factory=dict)
     pairs: list = field(default_factory=list)
     agreement: list = field(default_factory=list)
     checks: dict = field(default_factory=dict)
@@ -134,6 +173,9 @@ def compare(
     posterior_points=16,
     progress=True,
     num_threads=DEFAULT_THREADS,
+    gap_every=25,
+    beta_schedules=(),
+    beta_objective=None,
 ):
     """Train one VAE per objective and training seed, then evaluate each on the test split.
 
@@ -165,6 +207,16 @@ def compare(
         Torch threads for the whole comparison (restored afterwards); None leaves
         torch's setting. One thread is the measured best for networks this small
         (``benchmarks/bench_threads.py``).
+    gap_every : int or None, default 25
+        Every this many epochs, each run estimates log p(x), the ELBO and their gap on
+        100 validation points (``fit(gap_every=...)``); None turns it off.
+    beta_schedules : sequence of str, default ()
+        β schedules (:func:`pyro_vae.schedules.parse_schedule` specs, e.g. ``"0"``,
+        ``"4"``, ``"warmup:100"``) under which ``beta_objective`` is also trained, first
+        seed only, from the same initialization: posterior collapse and its cure in
+        :attr:`Comparison.beta_rows`.
+    beta_objective : str, optional
+        The objective spec of the β runs; default the first of ``objectives``.
 
     Returns
     -------
@@ -181,16 +233,68 @@ def compare(
         raise ValueError(
             f"Expected posterior_points to be an integer >= 0 but got {posterior_points!r}"
         )
+    schedules = [parse_schedule(spec) for spec in beta_schedules]
+    if len({schedule.spec for schedule in schedules}) != len(schedules):
+        raise ValueError(f"Expected distinct beta_schedules but got {list(beta_schedules)}")
+    beta_spec = parse_objective(beta_objective) if beta_objective is not None else specs[0]
+    for schedule in schedules:
+        check_objective(*beta_spec, beta=schedule)
     with torch_threads(num_threads):
         settings = {"epochs": epochs, "z_dim": z_dim, "hidden_dims": hidden_dims,
                     "likelihood": likelihood, "batch_size": batch_size, "lr": lr,
                     "patience": patience, "num_samples": num_samples,
-                    "posterior_points": posterior_points, "progress": progress}  # fmt: skip
-        return _compare(data, specs, labels, seeds, **settings)
+                    "posterior_points": posterior_points, "progress": progress,
+                    "gap_every": gap_every}  # fmt: skip
+        result = _compare(data, specs, labels, seeds, **settings)
+        if schedules:
+            result.beta_rows, result.beta_models = _beta_runs(
+                data, beta_spec, schedules, seeds[0], settings
+            )
+            result.meta["beta_objective"] = objective_label(*beta_spec)
+            result.meta["beta_schedules"] = [schedule.spec for schedule in schedules]
+        return result
+
+
+def _beta_runs(data, spec, schedules, seed, settings):
+    """Train ``spec`` under each β schedule from one initialization; rows and models."""
+    loss, alpha, k = spec
+    torch.manual_seed(seed)
+    model_args = (data.x_dim, settings["z_dim"], settings["hidden_dims"], settings["likelihood"])
+    initial = VAE(*model_args).state_dict()
+    rows, models = [], {}
+    for schedule in schedules:
+        vae = VAE(*model_args)
+        vae.load_state_dict(initial)
+        run = fit(vae, data, loss=loss, alpha=alpha, num_particles=k, beta=schedule,
+                  epochs=settings["epochs"], batch_size=settings["batch_size"],
+                  lr=settings["lr"], seed=seed, patience=settings["patience"],
+                  progress=settings["progress"], gap_every=settings["gap_every"])  # fmt: skip
+        test = evaluate(vae, data.test, settings["num_samples"], ks=(5, 50), seed=seed)
+        summary = test.summary()
+        units = active_units(vae, data.test)
+        row = {
+            "schedule": schedule.label,
+            "spec": schedule.spec,
+            "name": schedule.name,
+            "objective": objective_label(loss, alpha, k),
+            "z_dim": settings["z_dim"],
+            "best_epoch": run.best_epoch,
+            "epochs_run": len(run.history),
+            "train_time_s": run.train_time,
+            "train_cpu_s": run.cpu_time,
+            "num_active": int(units.num_active),
+            "activity": units.activity.tolist(),
+            "kl_per_dim": units.kl.tolist(),
+        }
+        for name in ("elbo", "log_px", "kl", "reconstruction", "gap"):
+            row[f"test_{name}"], row[f"test_{name}_se"] = summary[name]
+        rows.append(row)
+        models[schedule.label] = vae
+    return rows, models
 
 
 def _compare(data, specs, labels, seeds, epochs, z_dim, hidden_dims, likelihood, batch_size,
-             lr, patience, num_samples, posterior_points, progress):  # fmt: skip
+             lr, patience, num_samples, posterior_points, progress, gap_every):  # fmt: skip
     """The work of :func:`compare`, arguments checked."""
     start, cpu_start = time.perf_counter(), time.process_time()
     load_before = _load_average()
@@ -204,14 +308,20 @@ def _compare(data, specs, labels, seeds, epochs, z_dim, hidden_dims, likelihood,
             vae.load_state_dict(initial)
             run = fit(vae, data, loss=loss, alpha=alpha, num_particles=k, epochs=epochs,
                       batch_size=batch_size, lr=lr, seed=seed, patience=patience,
-                      progress=progress)  # fmt: skip
+                      progress=progress, gap_every=gap_every)  # fmt: skip
             test = evaluate(vae, data.test, num_samples, ks=(5, 50), seed=seed)
-            runs[label].append((run, test))
-            result.models.setdefault(label, vae)
-            result.histories.setdefault(label, run.history)
+            anatomy = _anatomy(vae, data.test, num_samples, seed)
+            runs[label].append((run, test, anatomy))
+            if label not in result.models:
+                result.models[label] = vae
+                result.histories[label] = run.history
+                z_loc, z_scale = vae.encode(data.test)
+                generator = torch.Generator(device=z_loc.device).manual_seed(seed)
+                noise = torch.randn(z_loc.shape, generator=generator, device=z_loc.device)
+                result.aggregate[label] = z_loc + z_scale * noise
     for (loss, alpha, k), label in zip(specs, labels, strict=True):
         result.rows.append(_row(label, loss, alpha, k, seeds, runs[label]))
-        result.evaluations[label] = [test for _, test in runs[label]]
+        result.evaluations[label] = [test for _, test, _ in runs[label]]
     for a, b in itertools.combinations(labels, 2):
         result.pairs.append(_pair(a, b, result.evaluations[a], result.evaluations[b]))
     if posterior_points:
@@ -239,6 +349,7 @@ def _compare(data, specs, labels, seeds, epochs, z_dim, hidden_dims, likelihood,
         "lr": lr,
         "patience": patience,
         "posterior_points": posterior_points,
+        "gap_every": gap_every,
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "load_average": [load_before, _load_average()],
@@ -301,32 +412,54 @@ def _spread(values):
     return statistics.stdev(values) if len(values) > 1 else math.nan
 
 
+def _anatomy(vae, x, num_samples, seed):
+    """The ELBO three ways, ELBO surgery and active units of one trained model on x."""
+    return {
+        "decomp": elbo_decompositions(
+            vae, x, num_samples=1000, seed=seed, log_px_samples=num_samples
+        ),  # fmt: skip
+        "surgery": elbo_surgery(vae, x, seed=seed),
+        "units": active_units(vae, x, seed=seed),
+    }
+
+
+def _aggregate(row, prefix, summaries, names):
+    """Mean over seeds, combined s.e. and s.d. across seeds of each summary entry."""
+    for name in names:
+        means = [summary[name][0] for summary in summaries]
+        ses = [summary[name][1] for summary in summaries]
+        row[f"{prefix}{name}"] = statistics.fmean(means)
+        row[f"{prefix}{name}_se"] = math.sqrt(sum(se**2 for se in ses)) / len(ses)
+        row[f"{prefix}{name}_sd"] = _spread(means)
+
+
 def _row(label, loss, alpha, k, seeds, runs):
     """One objective's row, aggregated over its runs (one per seed)."""
-    summaries = [test.summary() for _, test in runs]
     row = {
         "objective": label,
         "loss": loss,
         "alpha": alpha,
         "num_particles": k,
         "seeds": list(seeds),
-        "epochs_run": [len(run.history) for run, _ in runs],
-        "best_epoch": [run.best_epoch for run, _ in runs],
-        "stopped_early": [run.stopped_early for run, _ in runs],
-        "still_rising": [convergence(run.history) for run, _ in runs],
-        "train_time_s": statistics.fmean(run.train_time for run, _ in runs),
-        "train_cpu_s": statistics.fmean(run.cpu_time for run, _ in runs),
+        "epochs_run": [len(run.history) for run, _, _ in runs],
+        "best_epoch": [run.best_epoch for run, _, _ in runs],
+        "stopped_early": [run.stopped_early for run, _, _ in runs],
+        "still_rising": [convergence(run.history) for run, _, _ in runs],
+        "train_time_s": statistics.fmean(run.train_time for run, _, _ in runs),
+        "train_cpu_s": statistics.fmean(run.cpu_time for run, _, _ in runs),
     }
     row["converged"] = all(
-        _converged(run, rise) for (run, _), rise in zip(runs, row["still_rising"], strict=True)
+        _converged(run, rise) for (run, _, _), rise in zip(runs, row["still_rising"], strict=True)
     )
-    for name in REPORTED:
-        means = [summary[name][0] for summary in summaries]
-        ses = [summary[name][1] for summary in summaries]
-        row[f"test_{name}"] = statistics.fmean(means)
-        row[f"test_{name}_se"] = math.sqrt(sum(se**2 for se in ses)) / len(ses)
-        row[f"test_{name}_sd"] = _spread(means)
-    row["khat_unreliable"] = max(int(test.unreliable().sum()) for _, test in runs)
+    _aggregate(row, "test_", [test.summary() for _, test, _ in runs], REPORTED)
+    row["khat_unreliable"] = max(int(test.unreliable().sum()) for _, test, _ in runs)
+    anatomy = [a for _, _, a in runs]
+    _aggregate(row, "decomp_", [a["decomp"].summary() for a in anatomy], DECOMPOSITIONS)
+    row["decomp_log_px_method"] = anatomy[0]["decomp"].methods["log_px"]
+    _aggregate(row, "surgery_", [a["surgery"].summary() for a in anatomy], SURGERY)
+    row["active_units"] = [int(a["units"].num_active) for a in anatomy]
+    row["activity"] = anatomy[0]["units"].activity.tolist()
+    row["kl_per_dim"] = anatomy[0]["units"].kl.tolist()
     return row
 
 

@@ -6,17 +6,20 @@ probabilistic PCA (Tipping & Bishop 1999), whose log p(x) and posterior p(z|x) a
 known in closed form and serve as the ground truth for every estimator. Both share
 one ``model``/``guide`` body, :class:`BaseVAE`:
 
-- ``model(x=None, num_data=None, subsample=None, batch_size=None)`` samples
-  z ~ N(0, I) (site ``"z"``, event shape ``(z_dim,)``) and x ~ p_θ(x|z) (site ``"x"``,
-  event shape ``(x_dim,)``), observed when x is given;
-- ``guide(x, num_data=None, subsample=None)`` samples z ~ q_φ(z|x);
+- ``model(x=None, num_data=None, subsample=None, batch_size=None, *, beta=1.0)``
+  samples z ~ N(0, I) (site ``"z"``, event shape ``(z_dim,)``) and x ~ p_θ(x|z) (site
+  ``"x"``, event shape ``(x_dim,)``), observed when x is given;
+- ``guide(x, num_data=None, subsample=None, batch_size=None, *, beta=1.0)`` samples
+  z ~ q_φ(z|x);
 
 both inside ``pyro.plate("data", num_data, subsample=subsample)``: a minibatch's
 log-density is scaled by ``num_data / batch`` and ``subsample`` holds the minibatch's
 row indices in the data set (needed by per-data-point guides such as
-``AutoNormal(vae.model, create_plates=vae.create_plates)``). They work unchanged with
-:class:`pyro.infer.SVI`, :class:`pyro.infer.Predictive`, :mod:`pyro.poutine` and
-:class:`pyro.infer.MCMC`.
+``AutoNormal(vae.model, create_plates=vae.create_plates)``). ``beta`` weights the
+site ``"z"`` in both, as Pyro's ``examples/dmm.py`` anneals its KL term, so that an
+ELBO's KL(q ‖ p(z)) term is multiplied by β (:mod:`pyro_vae.schedules`). They work
+unchanged with :class:`pyro.infer.SVI`, :class:`pyro.infer.Predictive`,
+:mod:`pyro.poutine` and :class:`pyro.infer.MCMC`.
 
 Parameters live in the module and are registered in Pyro's param store under a name
 unique to the instance (``"VAE_3.decoder$$$fc_out.weight"``), so two models in one
@@ -32,6 +35,8 @@ References
    J. R. Stat. Soc. B 61(3), 611–622, 1999.
 3. G. Loaiza-Ganem, J. P. Cunningham, "The continuous Bernoulli: fixing a pervasive
    error in variational autoencoders", NeurIPS 2019.
+4. I. Higgins et al., "β-VAE: Learning basic visual concepts with a constrained
+   variational framework", ICLR 2017.
 """
 
 import contextlib
@@ -41,12 +46,14 @@ import math
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro import poutine
 from pyro.infer.util import is_validation_enabled
 from torch import nn
 from torch.distributions import kl_divergence
 from torch.nn import functional as F
 
 from ._checks import check_int, is_int
+from .schedules import check_beta
 
 __all__ = ["LIKELIHOODS", "BaseVAE", "LinearGaussianVAE", "VAE"]
 
@@ -113,13 +120,21 @@ class BaseVAE(nn.Module):
     def _needs_binary_data(self):
         return getattr(self, "likelihood", None) == "bernoulli"
 
-    def create_plates(self, x=None, num_data=None, subsample=None, batch_size=None):
+    def create_plates(self, x=None, num_data=None, subsample=None, batch_size=None, *, beta=1.0):
         """The ``pyro.plate("data", num_data, subsample=subsample)`` of :meth:`model`.
 
-        Takes the model's arguments. Pass it to an autoguide so that a per-data-point
-        guide trained on minibatches updates the rows named by ``subsample``:
-        ``AutoNormal(vae.model, create_plates=vae.create_plates)`` (without it the
-        autoguide draws its own random subsample indices).
+        Takes the model's arguments (``beta`` is ignored). Pass it to an autoguide so
+        that a per-data-point guide trained on minibatches updates the rows named by
+        ``subsample``: ``AutoNormal(vae.model, create_plates=vae.create_plates)``
+        (without it the autoguide draws its own random subsample indices).
+
+        .. warning:: An autoguide does not weight its own ``"z"`` site by ``beta``:
+           with ``beta`` ≠ 1 only the model's log p(z) is weighted, so
+           ``Trace_ELBO`` estimates E_q log p(x|z) + β E_q log p(z) − E_q log q(z|x)
+           and ``TraceMeanField_ELBO`` (which scales the analytic KL by the *guide*
+           site's scale) ignores β. For the β-weighted KL term, call the autoguide
+           inside ``poutine.scale(scale=beta)`` (``poutine.mask(mask=False)`` for
+           β = 0) from a guide function of your own.
 
         Returns
         -------
@@ -170,7 +185,7 @@ class BaseVAE(nn.Module):
                 )
         return pyro.plate("data", num_data, subsample=subsample)
 
-    def model(self, x=None, num_data=None, subsample=None, batch_size=None):
+    def model(self, x=None, num_data=None, subsample=None, batch_size=None, *, beta=1.0):
         """Pyro model p(z) p_θ(x|z), vectorized over data points.
 
         Parameters
@@ -187,28 +202,62 @@ class BaseVAE(nn.Module):
         batch_size : int, optional
             Number of points to sample when ``x`` and ``subsample`` are ``None``
             (default ``num_data``, else 1).
+        beta : float, default 1.0
+            Weight β ≥ 0 of the site ``"z"`` (keyword only): log p(z) is multiplied
+            by β, on top of the minibatch scale. The guide must be called with the
+            same β (every ELBO passes its arguments to both).
 
         Raises
         ------
         ValueError
             If x is not ``(batch, x_dim)``, ``num_data`` is not an integer ≥ the batch,
-            ``subsample`` does not hold one index per row, or (with Pyro's validation on)
-            a Bernoulli likelihood is given non-binary x.
+            ``subsample`` does not hold one index per row, ``beta`` is not a finite
+            number ≥ 0, or (with Pyro's validation on) a Bernoulli likelihood is given
+            non-binary x.
+
+        Notes
+        -----
+        β is applied as Pyro's ``examples/dmm.py`` anneals its KL term: the site
+        ``"z"`` of model *and* guide sits in ``poutine.scale(scale=beta)``
+        (``poutine.mask(mask=False)`` for β = 0, since ``poutine.scale`` takes only
+        β > 0; no handler for β = 1, so the trace is the unweighted one). With the
+        sites' scales, per data point:
+
+        - :class:`~pyro.infer.Trace_ELBO` estimates
+          E_q log p(x|z) − β E_q[log q(z|x) − log p(z)], the β-VAE objective
+          (Higgins et al. 2017), with the Monte-Carlo KL;
+        - :class:`~pyro.infer.TraceMeanField_ELBO` computes the analytic
+          KL(q ‖ p(z)) and multiplies it by the *guide* site's scale (β · N/B; the
+          model site's scale is not read, pyro 1.9 ``trace_mean_field_elbo.py``), so
+          the same objective with the exact KL;
+        - :class:`pyro_vae.ScaledRenyiELBO` weights the site inside each log weight,
+          log w = log p(x|z) + β (log p(z) − log q(z|x)), with N/B outside the
+          log-sum-exp: a tempered-weight objective, a bound on log p(x) only for β = 1
+          (see its docstring). Pyro's :class:`~pyro.infer.RenyiELBO` would multiply
+          N/B into the same weights, so :func:`pyro_vae.fit` refuses it with β ≠ 1.
+
+        ``beta`` is keyword-only and a Python number, never a tensor, so that
+        :class:`~pyro.infer.JitTrace_ELBO` stays correct: Pyro's JIT hashes keyword
+        arguments and traces one graph per distinct value, each with its β as a
+        constant (a schedule of n distinct values compiles n times).
         """
         if x is not None:
             x = self._check_x(x)
+        weight = self._site_weight(beta)
         pyro.module(f"{self._pyro_name}.decoder", self.decoder)
         with self._plate(x, num_data, subsample, batch_size) as rows:
             ref = self._reference()
             z_loc = ref.new_zeros(len(rows), self.z_dim)
             z_scale = ref.new_ones(len(rows), self.z_dim)
-            z = pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
+            with weight:
+                z = pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
             pyro.sample("x", self.likelihood_dist(z), obs=x)
 
-    def guide(self, x, num_data=None, subsample=None, batch_size=None):
+    def guide(self, x, num_data=None, subsample=None, batch_size=None, *, beta=1.0):
         """Pyro guide q_φ(z|x) = N(μ_φ(x), diag σ_φ(x)²) for x of shape ``(batch, x_dim)``.
 
-        Takes the model's arguments (``batch_size`` is ignored: the guide needs x).
+        Takes the model's arguments (``batch_size`` is ignored: the guide needs x);
+        ``beta`` weights log q(z|x) as the model's ``beta`` weights log p(z).
 
         Raises
         ------
@@ -221,10 +270,22 @@ class BaseVAE(nn.Module):
                 "use the model alone (prior predictive)"
             )
         x = self._check_x(x)
+        weight = self._site_weight(beta)
         pyro.module(f"{self._pyro_name}.encoder", self.encoder)
         with self._plate(x, num_data, subsample, None):
             z_loc, z_scale = self.encoder(x)
-            pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
+            with weight:
+                pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
+
+    @staticmethod
+    def _site_weight(beta):
+        """The handler that weights the site ``"z"`` by β (a context manager)."""
+        beta = check_beta("beta", beta)
+        if beta == 1:
+            return contextlib.nullcontext()
+        if beta == 0:  # poutine.scale takes only scale > 0
+            return poutine.mask(mask=False)
+        return poutine.scale(scale=beta)
 
     @contextlib.contextmanager
     def frozen(self):

@@ -33,6 +33,8 @@ from pyro.infer.enum import get_importance_trace
 from pyro.infer.util import is_validation_enabled
 from pyro.util import check_if_enumerated, warn_if_nan
 
+from .schedules import as_schedule, constant
+
 __all__ = [
     "LOSSES",
     "OBJECTIVE_ALIASES",
@@ -152,6 +154,26 @@ class ScaledRenyiELBO(ELBO):
 
     Notes
     -----
+    **A KL weight β ≠ 1** (``vae.model``/``vae.guide`` called with ``beta``, which
+    scales the site ``"z"`` of both; :mod:`pyro_vae.schedules`) gives tempered
+    importance weights, per data point with z_k ~ q(z|x):
+
+    .. math::
+
+        \mathcal L^\beta_{\alpha,K}(x) = \frac{1}{1-\alpha} \log \frac1K
+            \sum_{k=1}^K \Big[ p(x \mid z_k)
+            \Big(\frac{p(z_k)}{q(z_k \mid x)}\Big)^{\beta} \Big]^{1-\alpha},
+
+    and the loss −(N/B) Σ_batch L^β_{α,K}(x_i), with N/B still outside the log-sum-exp.
+    For K = 1 (or α → 1) it is the β-VAE objective E_q log p(x|z) − β KL(q ‖ p(z))
+    (Higgins et al. 2017); at α = 0 it tends as K → ∞ to
+    log ∫ p(x|z) p(z)^β q(z|x)^{1−β} dz = log p(x) + log E_{p(z|x)}[(p(z)/q(z|x))^{β−1}],
+    which depends on q. So it is no bound on log p(x) except at β = 1 (and at K = 1
+    with β > 1, the ELBO minus (β − 1) KL(q ‖ p(z))): with β = 0 it is
+    log E_q p(x|z), which a q concentrated where p(x|z) is largest pushes above
+    log p(x). Judge such a model by its held-out log p(x) (:func:`pyro_vae.evaluate`),
+    not by this loss.
+
     Minibatch training needs the N/B outside: E[(N/B) Σ_batch L(x_i)] = Σ_all L(x_n)
     under uniform subsampling. ``loss`` returns a float without a graph;
     ``loss_and_grads`` also calls ``backward`` on the surrogate, for
@@ -171,6 +193,8 @@ class ScaledRenyiELBO(ELBO):
     1. Y. Burda, R. Grosse, R. Salakhutdinov, "Importance Weighted Autoencoders",
        ICLR 2016.
     2. Y. Li, R. E. Turner, "Rényi Divergence Variational Inference", NeurIPS 2016.
+    3. I. Higgins et al., "β-VAE: Learning basic visual concepts with a constrained
+       variational framework", ICLR 2017.
 
     Examples
     --------
@@ -311,10 +335,13 @@ class ScaledRenyiELBO(ELBO):
         return loss
 
 
-def check_objective(loss, alpha=0.0, num_particles=1, jit=False):
+def check_objective(loss, alpha=0.0, num_particles=1, jit=False, beta=1.0):
     """Validate an objective's arguments; raise ``ValueError`` naming the bad one.
 
-    Warns (at the caller's caller) for ``alpha < 0`` with a Rényi loss.
+    ``beta`` is the KL weight or its schedule (:func:`pyro_vae.schedules.as_schedule`):
+    ``loss="pyro_renyi"`` takes only β = 1, since Pyro's RenyiELBO multiplies the
+    minibatch scale N/B into the same log weights (pyro-ppl issue 3104). Warns (at the
+    caller's caller) for ``alpha < 0`` with a Rényi loss.
     """
     if loss not in LOSSES:
         raise ValueError(
@@ -325,6 +352,13 @@ def check_objective(loss, alpha=0.0, num_particles=1, jit=False):
         raise ValueError(
             f"Expected jit=False for loss={loss!r}: only loss='trace' has a JIT version "
             f"(JitTrace_ELBO), but got jit={jit!r}"
+        )
+    schedule = as_schedule(beta)
+    if loss == "pyro_renyi" and schedule != constant(1.0):
+        raise ValueError(
+            f"Expected beta=1 with loss='pyro_renyi' but got beta={schedule!r}: Pyro's "
+            "RenyiELBO multiplies the minibatch scale N/B into the same log weights as β "
+            "(pyro-ppl issue 3104), so the two cannot be told apart; use loss='renyi'"
         )
     if loss in RENYI_LOSSES:
         _check_alpha(alpha, stacklevel=3)

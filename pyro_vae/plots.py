@@ -28,6 +28,8 @@ from .report import estimate_label
 
 __all__ = [
     "GAP_COLOR",
+    "MARKERS",
+    "UNITS",
     "plot_bounds",
     "plot_image_grid",
     "plot_latent_map",
@@ -42,8 +44,10 @@ GAP_COLOR = "#4f86c6"
 
 _GRAY = matplotlib.colormaps["gray"].with_extremes(bad=GAP_COLOR)
 _CURVE_LABELS = {"val_iwae": "validation L_k", "val_elbo": "validation ELBO"}
-_UNITS = "(nats per data point)"
-_MARKERS = ("o", "s", "D", "^", "v", "P", "X")
+UNITS = "(nats per data point)"
+"""Axis-label suffix of every per-point quantity in nats."""
+MARKERS = ("o", "s", "D", "^", "v", "P", "X")
+"""Marker shapes cycled over objectives, so lines differ beyond their colour."""
 _DODGE_POINTS = 5.0  # horizontal offset between objectives in plot_bounds, in points
 
 
@@ -232,7 +236,7 @@ def plot_validation_curves(histories, key="val_iwae", best_epochs=None):
     zoom.set_title("zoom: second half of each run (and its best epoch)", fontsize="medium")
     solid_label = _CURVE_LABELS[key] if validated else "−train loss"
     dashed = any(elbo is not None for _, _, elbo, _ in curves.values())
-    whole.set_ylabel(f"{'validation bound' if dashed else solid_label} {_UNITS}")
+    whole.set_ylabel(f"{'validation bound' if dashed else solid_label} {UNITS}")
     if validated:
         fig.suptitle("Validation bounds per epoch")
     else:
@@ -370,7 +374,7 @@ def plot_bounds(rows, names=("elbo", "iwae_5", "iwae_50", "log_px"), num_samples
     axes = fig.subplots(1, 2 if gap_panel else 1, squeeze=False)[0]
     for i, label in enumerate(labels):
         shift = (i - (len(rows) - 1) / 2) * _DODGE_POINTS / 72
-        style = {"color": f"C{i % 10}", "marker": _MARKERS[i % len(_MARKERS)], "ms": 6}
+        style = {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)], "ms": 6}
         bars = axes[0].errorbar(
             x,
             means[i],
@@ -396,7 +400,7 @@ def plot_bounds(rows, names=("elbo", "iwae_5", "iwae_50", "log_px"), num_samples
         ax.set_xlim(ks[0] / 1.6, ks[-1] * 1.6)
         ax.set_xlabel("number of importance samples k (log scale)")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"test bound L_k {_UNITS}")
+    axes[0].set_ylabel(f"test bound L_k {UNITS}")
     axes[0].set_title(
         "Test-set bounds L_k (error bars: ±2 MC s.e.,\nhidden where smaller than the marker)",
         fontsize="medium",
@@ -413,7 +417,7 @@ def plot_bounds(rows, names=("elbo", "iwae_5", "iwae_50", "log_px"), num_samples
             va="top",
             fontsize="small",
         )
-        axes[1].set_ylabel(f"L_k − log p(x) {_UNITS}")
+        axes[1].set_ylabel(f"L_k − log p(x) {UNITS}")
         axes[1].set_title(
             "Distance below the objective's own log p(x)\n(at k = 1: −(log p(x) − ELBO), the gap)",
             fontsize="medium",

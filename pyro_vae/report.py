@@ -44,8 +44,11 @@ __all__ = [
     "ESTIMATES",
     "estimate_label",
     "format_agreement",
+    "format_beta_table",
+    "format_decompositions",
     "format_markdown_table",
     "format_pairs",
+    "format_surgery",
     "format_table",
     "read_results",
     "takeaways",
@@ -255,6 +258,18 @@ def format_markdown_table(rows, num_samples=None):
     return "\n".join(lines)
 
 
+def _markdown(header, body):
+    """A GitHub pipe table: header, alignment row (numbers right), one line per row."""
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join([":---", *["---:"] * (len(header) - 1)]) + "|",
+    ]
+    lines += [
+        "| " + " | ".join(cell.replace("|", r"\|") for cell in cells) + " |" for cells in body
+    ]
+    return "\n".join(lines)
+
+
 _AGREEMENT_COLUMNS = (
     ("mean_error", "abs. mean error (post. s.d.)", "{:.3f}"),
     ("sd_ratio", "s.d. ratio q/p", "{:.3f}"),
@@ -283,17 +298,14 @@ def format_agreement(agreement):
         row (e.g. the exact KL for latents of more than 2 dimensions) are left out.
     """
     columns = [c for c in _AGREEMENT_COLUMNS if any(c[0] in row for row in agreement)]
-    lines = [
-        "| " + " | ".join(["objective", *(label for _, label, _ in columns)]) + " |",
-        "|" + "|".join([":---", *["---:"] * len(columns)]) + "|",
-    ]
+    body = []
     for row in agreement:
         cells = [str(row["objective"])]
         for key, _, fmt in columns:
             value = row.get(key)
             cells.append("" if value is None else fmt.format(value))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append(cells)
+    return _markdown(["objective", *(label for _, label, _ in columns)], body)
 
 
 _AGREEMENT_NOTE = """\
@@ -305,6 +317,148 @@ above 0.7, q misses posterior mass); for 2-D latents the exact KL(q‖p(z|x)) by
 the gap the ELBO leaves. The reference is the batched HMC sampler (max R̂ and min bulk ESS
 over the points say whether to trust it). A larger gap for the IWAE-trained model's guide
 answers whether maximizing the ELBO pulls q(z|x) towards p(z|x)."""
+
+
+def _pm(row, key, digits=2):
+    """``"mean ± se"`` of ``row[key]`` with its ``_sd`` (across seeds) or ``_se``;
+    ``"mean (exact)"`` when that is 0 (a closed-form term)."""
+    mean = float(row[key])
+    for suffix in ("_sd", "_se"):
+        spread = row.get(key + suffix)
+        if spread is not None and math.isfinite(float(spread)):
+            if float(spread) == 0:  # computed in closed form, not by Monte Carlo
+                return f"{mean:.{digits}f} (exact)"
+            return f"{mean:.{digits}f} ± {format_se(spread)}"
+    return f"{mean:.{digits}f}"
+
+
+_DECOMPOSITION_COLUMNS = (
+    ("reconstruction_minus_kl", "E_q log p(x|z) − KL(q‖p(z))"),
+    ("expected_joint_plus_entropy", "E_q log p(x,z) + H[q]"),
+    ("evidence_minus_gap", "log p(x) − KL(q‖p(z|x))"),
+    ("reconstruction", "E_q log p(x|z)"),
+    ("kl_prior", "KL(q‖p(z))"),
+    ("expected_log_joint", "E_q log p(x,z)"),
+    ("entropy", "H[q]"),
+    ("log_px", "log p(x)"),
+    ("gap", "KL(q‖p(z|x))"),
+)
+
+
+def format_decompositions(rows):
+    """Markdown table of the ELBO computed three ways, one row per objective.
+
+    Parameters
+    ----------
+    rows : list of dict
+        As :attr:`pyro_vae.compare.Comparison.rows`, with ``decomp_<key>`` for each key
+        of :data:`pyro_vae.compare.DECOMPOSITIONS` (and ``_se``/``_sd``).
+
+    Returns
+    -------
+    str
+        Header, alignment row and one row per objective: the three ELBOs, then their
+        terms, as ``mean ± s.e.`` (or ± s.d. across seeds), nats per test point; the
+        last column says how log p(x) was computed.
+    """
+    header = ["objective", *(label for _, label in _DECOMPOSITION_COLUMNS), "log p(x) by"]
+    body = []
+    for row in rows:
+        cells = [str(row["objective"])]
+        cells += [_pm(row, f"decomp_{key}") for key, _ in _DECOMPOSITION_COLUMNS]
+        cells.append(str(row.get("decomp_log_px_method", "")).replace("_", " "))
+        body.append(cells)
+    return _markdown(header, body)
+
+
+def format_surgery(rows, num_points=None):
+    """Markdown table of ELBO surgery: the average KL term split in two, per objective.
+
+    Columns: E_x KL(q(z|x) ‖ p(z)) = I_q(x; z) + KL(q(z) ‖ p(z)) (Hoffman & Johnson
+    2016), nats per point, and the active units with the KL of each latent dimension
+    (Burda et al. 2016), so a count at the threshold cannot hide a dimension that
+    carries a little information.
+
+    Parameters
+    ----------
+    rows : list of dict
+        As :attr:`pyro_vae.compare.Comparison.rows`, with ``surgery_<key>`` (and
+        ``_se``/``_sd``), ``active_units`` (list per seed) and ``kl_per_dim``.
+    num_points : int, optional
+        N, the points of the aggregate posterior; adds the cap log N on I_q.
+
+    Returns
+    -------
+    str
+    """
+    cap = f" (≤ log N = {math.log(num_points):.2f})" if num_points else ""
+    header = ["objective", "E_x KL(q(z|x)‖p(z))", f"I_q(x; z){cap}", "KL(q(z)‖p(z))",
+              "active units", "KL per dimension (nats, largest first)"]  # fmt: skip
+    body = []
+    for row in rows:
+        kl = sorted((float(v) for v in row.get("kl_per_dim") or []), reverse=True)
+        units = row.get("active_units")
+        units = _listed(units) if units is not None else ""
+        dims = f"/{len(kl)}" if kl else ""
+        body.append(
+            [
+                str(row["objective"]),
+                _pm(row, "surgery_average_kl"),
+                _pm(row, "surgery_mutual_information"),
+                _pm(row, "surgery_marginal_kl"),
+                f"{units}{dims}",
+                " ".join(f"{v:.2f}" for v in kl),
+            ]
+        )
+    return _markdown(header, body)
+
+
+def format_beta_table(beta_rows):
+    """Markdown table of one objective trained under several β schedules.
+
+    Parameters
+    ----------
+    beta_rows : list of dict
+        As :attr:`pyro_vae.compare.Comparison.beta_rows`.
+
+    Returns
+    -------
+    str
+        One row per schedule: log p(x), ELBO, KL(q‖p(z)), reconstruction and gap
+        (mean ± MC s.e., nats per test point), active units out of z_dim, the KL per
+        dimension (largest first) and the best epoch.
+    """
+    header = ["β schedule", "log p(x)", "ELBO", "KL(q‖p(z))", "reconstruction", "gap",
+              "active units", "KL per dimension (nats, largest first)", "best epoch"]  # fmt: skip
+    body = []
+    for row in beta_rows:
+        kl = sorted((float(v) for v in row.get("kl_per_dim") or []), reverse=True)
+        cells = [str(row["schedule"])]
+        for name in ("log_px", "elbo", "kl", "reconstruction", "gap"):
+            cells.append(_pm(row, f"test_{name}"))
+        cells.append(f"{row['num_active']}/{row['z_dim']}")
+        cells.append(" ".join(f"{v:.2f}" for v in kl))
+        cells.append(f"{row.get('best_epoch', '')} of {row.get('epochs_run', '')}")
+        body.append(cells)
+    return _markdown(header, body)
+
+
+_ANATOMY_NOTE = """\
+The same ELBO reached three ways (nats per test point): reconstruction minus the KL to the
+prior (Kingma & Welling 2014), expected complete-data log-likelihood plus the guide's
+entropy, and the evidence minus the gap KL(q(z|x) ‖ p(z|x)) (Blei et al. 2017). Each term
+is estimated on its own draws (the KL and entropy analytically), so the three agree only
+within their errors; log p(x) is exact for the linear-Gaussian model, by quadrature for
+2-D latents and by importance sampling otherwise (then the third way is log p̂(x) minus
+log p̂(x) − ELBO on other draws, a check of consistency more than a third measurement)."""
+
+_SURGERY_NOTE = """\
+ELBO surgery (Hoffman & Johnson 2016): the KL term averaged over the test points splits
+into the mutual information I_q(x; z) between data and code under q and the KL from the
+aggregate posterior q(z) = (1/N) Σ_n q(z|x_n) to the prior. q(z) is the mixture over
+these N test points, so I_q ≤ log N. A latent dimension is *active* when the variance over
+x of its guide mean, A_d = Cov_x(E_q[z_d]), exceeds 0.01 (Burda et al. 2016); one that
+carries KL ≈ 0 has collapsed onto the prior."""
 
 
 def _jsonable(obj):
@@ -539,7 +693,7 @@ def _listed(value):
     return str(value)
 
 
-def _report(rows, meta, pairs, agreement=None, figures=()):
+def _report(rows, meta, pairs, agreement=None, figures=(), beta_rows=None):
     lines = [
         "# Comparison of VAE training objectives",
         "",
@@ -563,6 +717,29 @@ def _report(rows, meta, pairs, agreement=None, figures=()):
             "resolved on this test set.",
             "",
             *(f"- {line}" for line in format_pairs(pairs).splitlines()),
+            "",
+        ]
+    if all("decomp_reconstruction_minus_kl" in row for row in rows):
+        lines += ["## The ELBO three ways", "", format_decompositions(rows), "",
+                  _ANATOMY_NOTE, ""]  # fmt: skip
+    if all("surgery_average_kl" in row for row in rows):
+        lines += [
+            "## Where the KL term goes: ELBO surgery and active units",
+            "",
+            format_surgery(rows, meta.get("num_test")),
+            "",
+            _SURGERY_NOTE,
+            "",
+        ]
+    if beta_rows:
+        lines += [
+            f"## β schedules: {beta_rows[0].get('objective', '')}",
+            "",
+            "The objective trained under each β schedule (KL weight; first seed, same "
+            "initialization), judged on the same test points. β = 0 trains the "
+            "reconstruction term alone; dimensions whose KL stays near 0 have collapsed.",
+            "",
+            format_beta_table(beta_rows),
             "",
         ]
     if agreement:
@@ -595,7 +772,9 @@ def _previous_figures(out_dir):
     return [n for n in names if isinstance(n, str) and n == os.path.basename(n) and n]
 
 
-def write_results(out_dir, rows, histories, meta, pairs=None, agreement=None, figures=None):
+def write_results(
+    out_dir, rows, histories, meta, pairs=None, agreement=None, figures=None, beta_rows=None
+):
     """Write ``results.csv``, ``results.json`` and ``report.md`` into ``out_dir``.
 
     - ``results.csv``: one line per row after a header; the columns are the keys of
@@ -635,6 +814,9 @@ def write_results(out_dir, rows, histories, meta, pairs=None, agreement=None, fi
     figures : list of (str, str), optional
         ``(file name, caption)`` of each figure this run saved into ``out_dir``, in
         the order the report shows them.
+    beta_rows : list of dict, optional
+        One row per β schedule (:attr:`pyro_vae.compare.Comparison.beta_rows`), tabled
+        in the report and stored in ``results.json`` under ``"beta"``.
 
     Returns
     -------
@@ -654,7 +836,7 @@ def write_results(out_dir, rows, histories, meta, pairs=None, agreement=None, fi
             raise ValueError(f"Expected figure file names without a folder but got {name!r}")
     out_dir = Path(out_dir)
     meta = {**meta, "figures": [name for name, _ in figures]}
-    report = _report(rows, meta, pairs, agreement, figures)  # validates rows first
+    report = _report(rows, meta, pairs, agreement, figures, beta_rows)  # validates rows
     out_dir.mkdir(parents=True, exist_ok=True)
     stale = [n for n in _previous_figures(out_dir) if n not in meta["figures"]]
     paths = {name: str(out_dir / name) for name in ("results.csv", "results.json")}
@@ -674,6 +856,7 @@ def write_results(out_dir, rows, histories, meta, pairs=None, agreement=None, fi
             "results": rows,
             "pairs": pairs or [],
             "agreement": agreement or [],
+            "beta": beta_rows or [],
             "histories": histories,
         }
     )

@@ -224,10 +224,65 @@ def test_a_second_run_into_the_same_folder_reports_only_its_own_figures(tmp_path
     names = set(os.listdir(out))
     figures = {n for n in names if n.endswith(".png")}
     assert figures == {"notes.png", "validation_curves.png", "bounds.png",
-                       "reconstructions.png", "samples_Trace_ELBO.png"}  # fmt: skip
+                       "reconstructions.png", "samples_Trace_ELBO.png",
+                       "aggregate_posterior.png", "active_units.png",
+                       "gap_during_training.png"}  # fmt: skip
     links = _figure_links((out / "report.md").read_text())
     assert links == sorted(figures - {"notes.png"})
     assert json.loads((out / "results.json").read_text())["meta"]["figures"]
+
+
+def test_compare_reports_the_elbo_anatomy_and_beta_schedules(tmp_path, capsys):
+    """The three decompositions, ELBO surgery, active units and a β-schedule table."""
+    out = tmp_path / "out"
+    argv = ["compare", "--epochs", "3", "--objectives", "trace", "--num-samples", "100",
+            "--z-dim", "3", "--hidden-dims", "16", "--no-progress", "--posterior-points", "0",
+            "--gap-every", "2", "--beta-schedules", "0,1,warmup:2", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    (row,) = results["results"]
+    three = [row[f"decomp_{k}"] for k in ("reconstruction_minus_kl",
+             "expected_joint_plus_entropy", "evidence_minus_gap")]  # fmt: skip
+    assert max(three) - min(three) < 0.1  # the same ELBO three ways
+    assert row["decomp_reconstruction_minus_kl"] == pytest.approx(row["test_elbo"], abs=0.05)
+    assert row["surgery_average_kl"] == pytest.approx(
+        row["surgery_mutual_information"] + row["surgery_marginal_kl"], abs=1e-4
+    )
+    assert 0 <= row["active_units"][0] <= 3 and len(row["kl_per_dim"]) == 3
+    assert sum(row["kl_per_dim"]) == pytest.approx(row["surgery_average_kl"], rel=1e-4)
+    beta = {r["spec"]: r for r in results["beta"]}
+    assert set(beta) == {"constant:0", "constant:1", "warmup:2:0:1"}
+    assert beta["constant:0"]["test_kl"] > beta["constant:1"]["test_kl"]  # β = 0: no KL cost
+    history = results["histories"]["Trace_ELBO"]
+    assert [r["epoch"] for r in history if "gap" in r] == [2, 3]
+    report = (out / "report.md").read_text()
+    for section in ("## The ELBO three ways", "## Where the KL term goes",
+                    "## β schedules: Trace_ELBO"):  # fmt: skip
+        assert section in report
+    names = set(os.listdir(out))
+    assert {
+        "aggregate_posterior.png",
+        "active_units.png",
+        "gap_during_training.png",
+        "beta_schedules.png",
+        "active_units_beta.png",
+        "reconstructions_beta.png",
+    } <= names
+    with pytest.raises(SystemExit):
+        main([*argv[:-2], "--beta-schedules", "warmup", "--out", str(tmp_path / "x")])
+    assert "warmup:EPOCHS" in capsys.readouterr().err
+
+
+def test_train_with_a_beta_schedule_resumes(tmp_path):
+    from pyro_vae import load_checkpoint
+
+    ckpt = tmp_path / "vae.pt"
+    args = ["--z-dim", "2", "--hidden-dims", "8", "--no-progress", "--checkpoint", str(ckpt)]
+    assert main(["train", "--epochs", "2", "--beta", "warmup:4", *args]) == 0
+    assert main(["train", "--epochs", "4", "--resume", str(ckpt), *args]) == 0
+    saved = load_checkpoint(ckpt)[1]
+    assert [h["beta"] for h in saved["history"]] == [0.0, 0.25, 0.5, 0.75]
+    assert saved["fit_config"]["beta"] == "warmup:4:0:1"
 
 
 def test_seeded_train_is_reproducible(tmp_path, capsys):

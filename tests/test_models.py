@@ -131,6 +131,88 @@ def test_num_data_smaller_than_batch_raises():
         poutine.trace(vae.model).get_trace(binary_batch(batch=6), num_data=3)
 
 
+# ------------------------------------------------------ β: the weight of the site z
+
+
+def _traces(vae, x, seed=1, **kwargs):
+    """Guide trace and the model trace replayed on it, log-densities computed."""
+    pyro.set_rng_seed(seed)
+    guide_trace = poutine.trace(vae.guide).get_trace(x, **kwargs)
+    model_trace = poutine.trace(poutine.replay(vae.model, trace=guide_trace)).get_trace(x, **kwargs)
+    guide_trace.compute_log_prob()
+    model_trace.compute_log_prob()
+    return model_trace, guide_trace
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 4.0])
+def test_beta_weights_the_latent_site_in_model_and_guide(beta):
+    vae = VAE(64, z_dim=2, hidden_dims=(8,))
+    x, rows = binary_batch(batch=6), torch.arange(6, 12)
+    kwargs = {"num_data": 60, "subsample": rows}  # minibatch scale N/B = 10
+    model, guide = _traces(vae, x, beta=beta, **kwargs)
+    plain_model, plain_guide = _traces(vae, x, **kwargs)
+    assert torch.equal(guide.nodes["z"]["value"], plain_guide.nodes["z"]["value"])
+    for weighted, plain in ((model, plain_model), (guide, plain_guide)):
+        z, plain_z = weighted.nodes["z"], plain.nodes["z"]
+        if beta == 0:  # poutine.scale takes only β > 0: the site is masked instead
+            assert z["mask"] is False and z["scale"] == 10
+        else:
+            assert z["mask"] is None and z["scale"] == pytest.approx(10 * beta)
+        assert torch.equal(z["unscaled_log_prob"], plain_z["unscaled_log_prob"])
+        assert z["log_prob_sum"].item() == pytest.approx(beta * plain_z["log_prob_sum"].item())
+    # the likelihood keeps the minibatch scale alone
+    assert model.nodes["x"]["scale"] == 10 and model.nodes["x"]["mask"] is None
+    assert model.nodes["x"]["log_prob_sum"] == plain_model.nodes["x"]["log_prob_sum"]
+
+
+def test_beta_one_leaves_the_traces_unchanged():
+    vae = VAE(64, z_dim=2, hidden_dims=(8,))
+    x = binary_batch(batch=4)
+    for a, b in zip(_traces(vae, x, beta=1.0, num_data=8), _traces(vae, x, num_data=8),
+                    strict=True):  # fmt: skip
+        assert list(a.nodes) == list(b.nodes)
+        for name in ("z", "x"):
+            if name in a.nodes:
+                assert a.nodes[name]["scale"] == b.nodes[name]["scale"] == 2
+                assert a.nodes[name]["mask"] is b.nodes[name]["mask"] is None
+                assert torch.equal(a.nodes[name]["log_prob"], b.nodes[name]["log_prob"])
+
+
+@pytest.mark.parametrize("beta", [-1.0, math.nan, math.inf, "0.5", True, torch.tensor(0.5)])
+def test_beta_must_be_a_finite_number_at_least_zero(beta):
+    vae = VAE(64, z_dim=2, hidden_dims=(8,))
+    x = binary_batch(batch=3)
+    for fn in (vae.model, vae.guide):
+        with pytest.raises(ValueError, match="Expected beta to be a finite number >= 0"):
+            fn(x, beta=beta)
+
+
+def test_beta_is_keyword_only():
+    # A positional β would be a traced input of JitTrace_ELBO, not a hashed constant.
+    vae = VAE(64, z_dim=2, hidden_dims=(8,))
+    with pytest.raises(TypeError):
+        vae.model(binary_batch(batch=3), None, None, None, 0.5)
+
+
+def test_autoguide_create_plates_takes_beta_but_does_not_weight_its_site():
+    # Autoguides call create_plates with the model's arguments, beta included. They do
+    # not weight their own z site by β (the documented caveat): only the model's is.
+    from pyro.infer.autoguide import AutoNormal
+
+    data = make_linear_gaussian(40, x_dim=6, z_dim=2, noise_scale=0.5, seed=2)
+    lg = LinearGaussianVAE(6, 2)
+    guide = AutoNormal(lg.model, create_plates=lg.create_plates)
+    rows = torch.arange(10, 20)
+    kwargs = {"num_data": 40, "subsample": rows, "beta": 0.5}
+    assert math.isfinite(Trace_ELBO().loss(lg.model, guide, data.x[rows], **kwargs))
+    guide_trace = poutine.trace(guide).get_trace(data.x[rows], **kwargs)
+    model_trace = poutine.trace(poutine.replay(lg.model, trace=guide_trace)).get_trace(
+        data.x[rows], **kwargs
+    )
+    assert guide_trace.nodes["z"]["scale"] == 4  # N/B, no β
+    assert model_trace.nodes["z"]["scale"] == pytest.approx(2)  # β N/B
+
+
 # ---------------------------------------------------- Pyro interface, LinearGaussianVAE
 
 

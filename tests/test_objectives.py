@@ -4,7 +4,6 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from pyro import poutine
 from pyro.distributions.score_parts import ScoreParts
 from pyro.infer import SVI, JitTrace_ELBO, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 
@@ -15,6 +14,7 @@ from pyro_vae.models import LinearGaussianVAE
 from pyro_vae.objectives import (
     LOSSES,
     ScaledRenyiELBO,
+    check_objective,
     make_elbo,
     objective_label,
     parse_objective,
@@ -192,6 +192,20 @@ def test_make_elbo_errors():
         ScaledRenyiELBO(alpha=1)
     with pytest.raises(ValueError, match="num_particles >= 1 but got 0"):
         ScaledRenyiELBO(num_particles=0)
+
+
+def test_check_objective_takes_only_beta_one_for_pyros_renyi():
+    from pyro_vae.schedules import constant, warmup
+
+    for beta in (1, 1.0, "1", "constant:1", constant(1)):
+        check_objective("pyro_renyi", 0.5, 3, beta=beta)
+    for beta in (0.5, 0, "warmup:10", warmup(10, 1, 1), lambda epoch: 1.0):
+        with pytest.raises(ValueError, match=r"beta=1 with loss='pyro_renyi'.*issue 3104"):
+            check_objective("pyro_renyi", 0.5, 3, beta=beta)
+    for loss in ("trace", "meanfield", "renyi"):
+        check_objective(loss, 0.5, 3, beta=warmup(10))
+    with pytest.raises(ValueError, match="beta"):
+        check_objective("trace", beta=-1.0)
 
 
 def test_negative_alpha_warns_once_at_the_caller():
@@ -500,41 +514,109 @@ def test_equals_pyro_renyi_without_subsampling(subsampled, reparameterized, alph
 # ------------------------------------------------- user scales and plate checks
 
 
-BETA = 0.3
+def exact_posterior_guide(num_data=NUM_DATA, x_dim=6, batch=BATCH, seed=0):
+    """Probabilistic PCA at its ML fit with q(z|x) = p(z|x), and a batch of its data."""
+    data = make_linear_gaussian(num_data, x_dim, 2, 0.5, seed=seed)
+    vae = LinearGaussianVAE(x_dim, 2).fit_maximum_likelihood(data.x)
+    return vae, data.x[:batch]
 
 
-def _beta_model_and_guide(vae):
-    """The VAE's model and guide with ``poutine.scale(scale=β)`` on the latent site."""
+def closed_form_terms(vae, x):
+    """E_q log p(x|z) and KL(q(z|x) ‖ N(0, I)) per point in closed form, float64.
 
-    def plate(x, num_data):
-        return pyro.plate("data", num_data or len(x), subsample=torch.arange(len(x)))
+    For q = N(m, diag s²) and p(x|z) = N(Wz + b, σ²I):
+    E_q log p(x|z) = −D/2 log(2πσ²) − (‖x − Wm − b‖² + Σ_j s_j² ‖W_j‖²) / (2σ²),
+    KL = ½ Σ_j (s_j² + m_j² − 1 − log s_j²).
+    """
+    m, s = (t.double() for t in vae.encode(x))
+    weight, bias = vae.weight.detach().double(), vae.bias.detach().double()
+    noise_var = vae.noise_scale.detach().double().square()
+    residual = (x.double() - m @ weight.T - bias).square().sum(-1)
+    spread = (s.square() * weight.square().sum(0)).sum(-1)
+    dim = x.shape[1]
+    reconstruction = -0.5 * dim * torch.log(2 * math.pi * noise_var)
+    reconstruction = reconstruction - (residual + spread) / (2 * noise_var)
+    kl = 0.5 * (s.square() + m.square() - 1 - s.square().log()).sum(-1)
+    return reconstruction, kl
 
-    def model(x, num_data=None):
-        pyro.module("ppca", vae)
-        with plate(x, num_data):
-            prior = dist.Normal(torch.zeros(len(x), 2), 1.0).to_event(1)
-            with poutine.scale(scale=BETA):
-                z = pyro.sample("z", prior)
-            pyro.sample("x", vae.likelihood_dist(z), obs=x)
 
-    def guide(x, num_data=None):
-        pyro.module("ppca", vae)
-        with plate(x, num_data), poutine.scale(scale=BETA):
-            pyro.sample("z", dist.Normal(*vae.encoder(x)).to_event(1))
+def beta_loss_and_se(vae, x, beta, particles, term):
+    """(N/B) Σ_batch [−E_q log p(x|z) + β KL] in closed form, and the MC s.e. of its
+    estimate from ``particles`` draws per point of ``term`` (the Monte-Carlo part):
+    ``"weight"`` for log p(x|z) + β (log p(z) − log q(z|x)) (Trace_ELBO), ``"likelihood"``
+    for log p(x|z) alone (TraceMeanField_ELBO). Variances from 20 000 separate draws."""
+    reconstruction, kl = closed_form_terms(vae, x)
+    scale = NUM_DATA / x.shape[0]
+    expected = scale * (-reconstruction.sum() + beta * kl.sum()).item()
+    torch.manual_seed(123)
+    terms = log_importance_weights(vae.model, vae.guide, x, 20_000)
+    draws = log_weights_of(terms, beta) if term == "weight" else terms["log_likelihood"]
+    se = scale * (draws.double().var(0).sum() / particles).sqrt().item()
+    return expected, se
 
-    return model, guide
+
+PARTICLES = 2000
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.trace, used by Pyro
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize("elbo_class", [Trace_ELBO, JitTrace_ELBO])
+def test_beta_trace_elbo_is_reconstruction_plus_beta_kl(elbo_class):
+    # q = p(z|x): the β-loss is −(N/B) Σ [E_q log p(x|z) − β KL(q ‖ p(z))], each term in
+    # closed form. One JIT estimator runs β = 0.5, 4, 0: a graph traced for one β must
+    # not be reused for another (Pyro's JIT keys its graphs by the keyword arguments).
+    vae, x = exact_posterior_guide()
+    elbo = elbo_class(num_particles=PARTICLES, vectorize_particles=True, max_plate_nesting=1)
+    for beta in (0.5, 4.0, 0.0, 1.0):
+        expected, se = beta_loss_and_se(vae, x, beta, PARTICLES, "weight")
+        torch.manual_seed(1)
+        loss = elbo.differentiable_loss(vae.model, vae.guide, x, num_data=NUM_DATA, beta=beta)
+        # 4 s.e.; at β = 1 every draw gives log p(x) and se is 0: float32 rounding
+        assert abs(loss.item() - expected) < 4 * se + 1e-5 * abs(expected), beta
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 4.0])
+def test_beta_meanfield_elbo_scales_the_analytic_kl(beta):
+    # TraceMeanField_ELBO multiplies the analytic KL by the guide site's scale, β N/B:
+    # on the same draws the β-loss and the ELBO differ by exactly (β − 1) (N/B) Σ KL.
+    vae, x = exact_posterior_guide()
+    elbo = TraceMeanField_ELBO(num_particles=PARTICLES, vectorize_particles=True,
+                               max_plate_nesting=1)  # fmt: skip
+    losses = []
+    for b in (beta, 1.0):
+        torch.manual_seed(2)
+        losses.append(elbo.loss(vae.model, vae.guide, x, num_data=NUM_DATA, beta=b))
+    _, kl = closed_form_terms(vae, x)
+    shift = (beta - 1) * NUM_DATA / BATCH * kl.sum().item()
+    assert losses[0] - losses[1] == pytest.approx(shift, rel=1e-5, abs=1e-3)
+    expected, se = beta_loss_and_se(vae, x, beta, PARTICLES, "likelihood")
+    assert abs(losses[0] - expected) < 4 * se
+
+
+@pytest.mark.parametrize("loss", ["trace", "meanfield", "renyi"])
+def test_beta_one_is_the_unweighted_loss_bit_for_bit(subsampled, loss):
+    vae, x = subsampled
+    elbo = make_elbo(loss, num_particles=3)
+    values = []
+    for kwargs in ({}, {"beta": 1.0}, {"beta": 1}):
+        torch.manual_seed(4)
+        values.append(elbo.differentiable_loss(vae.model, vae.guide, x, num_data=NUM_DATA,
+                                               **kwargs).item())  # fmt: skip
+    assert values[0] == values[1] == values[2]
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.5])
-def test_user_scale_weights_the_site_inside_the_log_weight(subsampled, alpha):
-    # log w = log p(x|z) + β (log p(z) − log q(z|x)), and N/B still outside.
+@pytest.mark.parametrize("beta", [0.0, 0.3, 4.0])
+def test_beta_weights_the_site_inside_the_renyi_log_weight(subsampled, alpha, beta):
+    # log w = log p(x|z) + β (log p(z) − log q(z|x)), and N/B still outside, on the same
+    # draws as log_importance_weights (both sample K particles in a plate at dim -2).
     vae, x = subsampled
-    model, guide = _beta_model_and_guide(vae)
     torch.manual_seed(9)
-    loss = ScaledRenyiELBO(alpha, 5).loss(model, guide, x, num_data=NUM_DATA)
+    loss = ScaledRenyiELBO(alpha, 5).loss(vae.model, vae.guide, x, num_data=NUM_DATA,
+                                          beta=beta)  # fmt: skip
     torch.manual_seed(9)
     terms = log_importance_weights(vae.model, vae.guide, x, 5)
-    expected = -NUM_DATA / BATCH * renyi_bound(log_weights_of(terms, BETA), alpha).sum().item()
+    expected = -NUM_DATA / BATCH * renyi_bound(log_weights_of(terms, beta), alpha).sum().item()
     assert loss == pytest.approx(expected, rel=1e-6)
     unweighted = -NUM_DATA / BATCH * renyi_bound(log_weights_of(terms), alpha).sum().item()
     assert abs(loss - unweighted) > 10
