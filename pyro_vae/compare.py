@@ -98,7 +98,8 @@ class Comparison:
         ``beta_objective``: ``schedule`` (label), ``spec``, ``name``, ``z_dim``,
         ``test_<name>`` and ``test_<name>_se`` for elbo, log_px, kl, reconstruction and
         gap (nats per point), ``num_active``, ``activity``, ``kl_per_dim``,
-        ``best_epoch``, ``epochs_run``, ``train_time_s``.
+        ``best_epoch`` (by the β = 1 validation bound, for reference; the model
+        evaluated is the last epoch's), ``epochs_run``, ``train_time_s``.
     beta_models : dict of str to VAE
         The trained module of each β schedule, keyed by its label.
     aggregate : dict of str to torch.Tensor
@@ -213,8 +214,10 @@ def compare(
     beta_schedules : sequence of str, default ()
         β schedules (:func:`pyro_vae.schedules.parse_schedule` specs, e.g. ``"0"``,
         ``"4"``, ``"warmup:100"``) under which ``beta_objective`` is also trained, first
-        seed only, from the same initialization: posterior collapse and its cure in
-        :attr:`Comparison.beta_rows`.
+        seed only, from the same initialization, for all ``epochs`` (no early stopping)
+        and evaluated at the last epoch, since the β = 1 validation bound that picks the
+        best epoch elsewhere would pick an early epoch of a run far from β = 1:
+        posterior collapse and its cure in :attr:`Comparison.beta_rows`.
     beta_objective : str, optional
         The objective spec of the β runs; default the first of ``objectives``.
 
@@ -245,6 +248,7 @@ def compare(
                     "patience": patience, "num_samples": num_samples,
                     "posterior_points": posterior_points, "progress": progress,
                     "gap_every": gap_every}  # fmt: skip
+        start, cpu_start = time.perf_counter(), time.process_time()
         result = _compare(data, specs, labels, seeds, **settings)
         if schedules:
             result.beta_rows, result.beta_models = _beta_runs(
@@ -252,6 +256,8 @@ def compare(
             )
             result.meta["beta_objective"] = objective_label(*beta_spec)
             result.meta["beta_schedules"] = [schedule.spec for schedule in schedules]
+        result.meta["wall_time_s"] = time.perf_counter() - start
+        result.meta["cpu_time_s"] = time.process_time() - cpu_start
         return result
 
 
@@ -265,9 +271,11 @@ def _beta_runs(data, spec, schedules, seed, settings):
     for schedule in schedules:
         vae = VAE(*model_args)
         vae.load_state_dict(initial)
+        # every epoch, the last one evaluated: the β = 1 validation bound would pick an
+        # early epoch of a run trained far from β = 1 (epoch 1 for β = 0)
         run = fit(vae, data, loss=loss, alpha=alpha, num_particles=k, beta=schedule,
                   epochs=settings["epochs"], batch_size=settings["batch_size"],
-                  lr=settings["lr"], seed=seed, patience=settings["patience"],
+                  lr=settings["lr"], seed=seed, patience=None, restore_best=False,
                   progress=settings["progress"], gap_every=settings["gap_every"])  # fmt: skip
         test = evaluate(vae, data.test, settings["num_samples"], ks=(5, 50), seed=seed)
         summary = test.summary()

@@ -1,4 +1,5 @@
 import json
+import math
 import os
 
 import numpy as np
@@ -370,6 +371,14 @@ def test_compare_defaults_end_to_end(tmp_path, capsys):
     # Burda et al. (2016): IWAE training buys log p(x) with a looser ELBO
     assert iwae["test_log_px"] > trace["test_log_px"] + 0.1
     assert iwae["test_elbo"] < trace["test_elbo"] - 0.1
+    for r in rows.values():
+        # the ELBO three ways agree (each within 4 of its s.e., from independent draws)
+        for way in ("reconstruction_minus_kl", "expected_joint_plus_entropy"):
+            se = math.hypot(r[f"decomp_{way}_se"], r["decomp_evidence_minus_gap_se"])
+            assert abs(r[f"decomp_{way}"] - r["decomp_evidence_minus_gap"]) < 4 * se
+        # ELBO surgery: 0 < I_q <= log N; with z = 8 every unit is active (issue 7)
+        assert 0 < r["surgery_mutual_information"] <= math.log(359)
+        assert r["active_units"] == [8]
     assert "RenyiELBO(alpha=0.5, K=5)" in capsys.readouterr().out
 
 
