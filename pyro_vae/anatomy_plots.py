@@ -667,6 +667,41 @@ def _schedule_table(rows):
     return labels, values, errors
 
 
+RATE_FLOOR = 1e-3
+"""Lowest rate (nats per point) drawn on the log axis of :func:`plot_beta_schedules`."""
+
+
+def _zoom_past_outliers(ax, x, *series):
+    """Limit the y axis to the bulk of the values and name those far outside it.
+
+    The values are sorted; where the largest gap between neighbours exceeds 3 times the
+    range of the larger side, the smaller side is off scale: the axis spans the larger
+    side (padded) and each off-scale value is written at the axis edge, so one run far
+    from the others (β = 0: hundreds of nats) does not flatten the rest.
+    """
+    values = np.concatenate(series)
+    order = np.sort(values)
+    if len(order) < 3:
+        return
+    gaps = np.diff(order)
+    i = int(gaps.argmax())
+    low, high = order[: i + 1], order[i + 1 :]
+    keep = high if len(high) >= len(low) else low
+    if gaps[i] <= 3 * max(float(keep.max() - keep.min()), 1e-9):
+        return
+    pad = 0.15 * max(float(keep.max() - keep.min()), 0.5)
+    bottom, top = float(keep.min()) - pad, float(keep.max()) + pad
+    ax.set_ylim(bottom, top)
+    for i, xi in enumerate(x):
+        off = [float(data[i]) for data in series if not bottom <= data[i] <= top]
+        if off:
+            below = off[0] < bottom
+            text = "\n".join(f"{value:.1f}" for value in off) + "\n(off scale)"
+            ax.annotate(text, (xi, bottom if below else top), ha="center",
+                        va="bottom" if below else "top", fontsize="x-small",
+                        color="C3")  # fmt: skip
+
+
 def plot_beta_schedules(rows):
     """Test-set summary of a comparison of β (KL weight) schedules.
 
@@ -743,6 +778,7 @@ def plot_beta_schedules(rows):
     ax_bounds.set_ylabel(f"test bound {UNITS}")
     ax_bounds.set_title("(a) log p(x) and ELBO (±2 s.e.)", fontsize="medium")
     ax_bounds.legend(fontsize="small")
+    _zoom_past_outliers(ax_bounds, x, values["test_log_px"], values["test_elbo"])
 
     distortion, rate = -values["test_reconstruction"], values["test_kl"]
     for i, label in enumerate(labels):
@@ -758,11 +794,16 @@ def plot_beta_schedules(rows):
             label=label,
         )
     ax_rd.margins(0.15)
+    # rates span orders of magnitude (β = 0: hundreds of nats; collapse: ~0.01)
+    ax_rd.set_yscale("log")
+    floor = RATE_FLOOR
+    ax_rd.set_ylim(max(floor, 0.5 * float(rate.min())), 2 * float(rate.max()))
     xlim, ylim = ax_rd.get_xlim(), ax_rd.get_ylim()
     total = float((distortion + rate).min())
+    line_x = np.linspace(xlim[0], min(xlim[1], total - floor), 200)
     ax_rd.plot(
-        xlim,
-        [total - xlim[0], total - xlim[1]],
+        line_x,
+        total - line_x,
         color="0.5",
         ls=":",
         label=f"D + R = {total:.2f}: ELBO of the best",

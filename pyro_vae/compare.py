@@ -65,6 +65,8 @@ DECOMPOSITIONS = (
 )
 """Keys of :func:`pyro_vae.elbo_decompositions`'s summary, reported as ``decomp_<key>``."""
 SURGERY = ("average_kl", "mutual_information", "marginal_kl")
+AGGREGATE_DRAWS = 10
+"""Draws z ~ q(z|x_n) per test point behind :attr:`Comparison.aggregate`."""
 """Keys of :func:`pyro_vae.elbo_surgery`'s summary, reported as ``surgery_<key>``."""
 
 
@@ -103,8 +105,9 @@ class Comparison:
     beta_models : dict of str to VAE
         The trained module of each β schedule, keyed by its label.
     aggregate : dict of str to torch.Tensor
-        Per objective (first seed), one draw z ~ q(z|x_n) for each test point, shape
-        ``(num_test, z_dim)``: draws from the aggregate posterior q(z).
+        Per objective (first seed), :data:`AGGREGATE_DRAWS` draws z ~ q(z|x_n) for each
+        test point, shape ``(AGGREGATE_DRAWS * num_test, z_dim)``: draws from the
+        aggregate posterior q(z).
     pairs : list of dict
         One per pair of objectives (a, b): ``a``, ``b`` and for log_px, elbo and gap
         ``<name>_diff`` (mean over seeds of the mean per-point difference a − b),
@@ -325,8 +328,9 @@ def _compare(data, specs, labels, seeds, epochs, z_dim, hidden_dims, likelihood,
                 result.histories[label] = run.history
                 z_loc, z_scale = vae.encode(data.test)
                 generator = torch.Generator(device=z_loc.device).manual_seed(seed)
-                noise = torch.randn(z_loc.shape, generator=generator, device=z_loc.device)
-                result.aggregate[label] = z_loc + z_scale * noise
+                shape = (AGGREGATE_DRAWS, *z_loc.shape)
+                noise = torch.randn(shape, generator=generator, device=z_loc.device)
+                result.aggregate[label] = (z_loc + z_scale * noise).reshape(-1, z_dim)
     for (loss, alpha, k), label in zip(specs, labels, strict=True):
         result.rows.append(_row(label, loss, alpha, k, seeds, runs[label]))
         result.evaluations[label] = [test for _, test, _ in runs[label]]

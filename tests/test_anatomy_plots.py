@@ -312,8 +312,9 @@ def test_beta_schedules_bounds_rate_distortion_and_active_units():
     (iso,) = [line for line in ax_rd.lines if line.get_label().startswith("D + R =")]
     best = rows[1]  # the highest ELBO: D + R = 66 + 28 = 94
     x = np.asarray(iso.get_xdata())
-    np.testing.assert_allclose(np.asarray(iso.get_ydata()) + x, [94.0, 94.0])
-    assert x[0] < -best["test_reconstruction"] < x[1]
+    np.testing.assert_allclose(np.asarray(iso.get_ydata()) + x, np.full(len(x), 94.0))
+    assert x[0] < -best["test_reconstruction"] < x[-1]
+    assert ax_rd.get_yscale() == "log"  # rates span orders of magnitude
     assert "distortion" in ax_rd.get_xlabel() and "rate" in ax_rd.get_ylabel()
 
     z_dim, active = ax_units.containers
@@ -321,6 +322,22 @@ def test_beta_schedules_bounds_rate_distortion_and_active_units():
     assert [r.get_height() for r in active] == [12, 16, 5]
     assert [t.get_text() for t in ax_units.texts] == ["12/32", "16/32", "5/16"]
     assert [t.get_text() for t in fig.legends[0].get_texts()] == [r["schedule"] for r in rows]
+
+
+def test_beta_schedules_names_a_run_far_off_the_scale():
+    """β = 0's log p(x) of −553 would flatten the others: it is written, not drawn."""
+    rows = [
+        {"schedule": label, "test_log_px": lp, "test_elbo": lp - 2, "test_kl": kl,
+         "test_reconstruction": -5.0, "num_active": 4, "z_dim": 8}
+        for label, lp, kl in (("β=0", -553.5, 555.0), ("β=1", -22.7, 5.0), ("β=4", -27.3, 0.01))
+    ]  # fmt: skip
+    ax_bounds = plot_beta_schedules(rows).axes[0]
+    low, high = ax_bounds.get_ylim()
+    assert -32 < low < -29.3 and -22.7 < high < -20  # the ELBOs are 2 below
+    (note,) = [t.get_text() for t in ax_bounds.texts]
+    assert "-553.5" in note and "-555.5" in note and "off scale" in note
+    rows[0].update(test_log_px=-24.0, test_elbo=-26.0)
+    assert len(plot_beta_schedules(rows).axes[0].texts) == 0
 
 
 def test_beta_schedules_validates_input():
