@@ -398,6 +398,13 @@ def _check_units(activity, kl):
     return units
 
 
+KL_LOG_SPAN = 30
+""":func:`plot_active_units` draws the KL on a log axis when one run's largest KL
+exceeds this many times every other run's."""
+KL_FLOOR = 1e-3
+"""Lowest KL (nats per point) shown on that log axis."""
+
+
 def plot_active_units(activity, kl, threshold=0.01):
     """Activity and KL per latent dimension; a unit is active when A_d > ``threshold``.
 
@@ -493,7 +500,15 @@ def plot_active_units(activity, kl, threshold=0.01):
         title += f"; A_d < {floor:g} (e.g. 0, which a log axis cannot show) drawn at {floor:g}"
     ax_a.set_title(title, fontsize="medium", loc="left")
     ax_a.set_ylabel("A_d = Cov_x(E_q[z_d])\n(log scale)")
-    ax_kl.set_title("KL(q(z_d|x) ‖ p(z_d)) per latent dimension", fontsize="medium", loc="left")
+    kl_title = "KL(q(z_d|x) ‖ p(z_d)) per latent dimension"
+    tops = sorted((float(k.max()) for _, k in units.values()), reverse=True)
+    if len(tops) > 1 and tops[0] > KL_LOG_SPAN * max(tops[1], KL_FLOOR):
+        # one run far above the others (β = 0: tens of nats per dimension) would hide
+        # the rest on a linear axis
+        ax_kl.set_yscale("log")
+        ax_kl.set_ylim(KL_FLOOR, tops[0] * 2)
+        kl_title += f" (log scale; KL < {KL_FLOOR:g} at the bottom)"
+    ax_kl.set_title(kl_title, fontsize="medium", loc="left")
     ax_kl.set_ylabel(f"KL {UNITS}")
     ax_kl.set_xlabel("latent dimension d")
     if num_dims <= 32:

@@ -324,6 +324,15 @@ def test_beta_schedules_bounds_rate_distortion_and_active_units():
     assert [t.get_text() for t in fig.legends[0].get_texts()] == [r["schedule"] for r in rows]
 
 
+def test_active_units_kl_goes_to_a_log_axis_when_one_run_dwarfs_the_others():
+    activity = {"β=0": np.full(4, 40.0), "β=1": np.array([0.5, 0.4, 0.3, 0.0])}
+    kl = {"β=0": np.full(4, 50.0), "β=1": np.array([1.0, 0.5, 0.3, 0.0])}
+    ax_kl = plot_active_units(activity, kl).axes[1]
+    assert ax_kl.get_yscale() == "log" and "log scale" in ax_kl.get_title(loc="left")
+    kl["β=0"] = np.full(4, 2.0)
+    assert plot_active_units(activity, kl).axes[1].get_yscale() == "linear"
+
+
 def test_beta_schedules_names_a_run_far_off_the_scale():
     """β = 0's log p(x) of −553 would flatten the others: it is written, not drawn."""
     rows = [
