@@ -244,30 +244,23 @@ def format_markdown_table(rows, num_samples=None):
         If ``rows`` is empty or a row lacks a key (named).
     """
     header, body = _cells(rows)
-
-    def line(cells):
-        return "| " + " | ".join(c.replace("|", r"\|") for c in cells) + " |"
-
-    lines = [
-        line(header),
-        "|" + "|".join([":---", *["---:"] * (len(header) - 1)]) + "|",
-    ]
-    lines += [line(cells) for cells in body]
+    table = _markdown(header, body)
     if num_samples is not None:
-        lines += ["", _note(num_samples, rows) + "."]
-    return "\n".join(lines)
+        table += "\n\n" + _note(num_samples, rows) + "."
+    return table
 
 
 def _markdown(header, body):
-    """A GitHub pipe table: header, alignment row (numbers right), one line per row."""
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join([":---", *["---:"] * (len(header) - 1)]) + "|",
-    ]
-    lines += [
-        "| " + " | ".join(cell.replace("|", r"\|") for cell in cells) + " |" for cells in body
-    ]
-    return "\n".join(lines)
+    """A GitHub pipe table: header, alignment row (numbers right), one line per row.
+
+    A ``|`` inside a cell (``p(x|z)``) is escaped, so it does not split the cell.
+    """
+
+    def line(cells):
+        return "| " + " | ".join(str(c).replace("|", r"\|") for c in cells) + " |"
+
+    lines = [line(header), "|" + "|".join([":---", *["---:"] * (len(header) - 1)]) + "|"]
+    return "\n".join([*lines, *(line(cells) for cells in body)])
 
 
 _AGREEMENT_COLUMNS = (
@@ -330,6 +323,11 @@ def _pm(row, key, digits=2):
                 return f"{mean:.{digits}f} (exact)"
             return f"{mean:.{digits}f} ± {format_se(spread)}"
     return f"{mean:.{digits}f}"
+
+
+def _kl_per_dimension(values):
+    """The per-dimension KLs of a row, largest first, as ``"1.03 0.97 ..."`` (str)."""
+    return " ".join(f"{v:.2f}" for v in sorted((float(v) for v in values or []), reverse=True))
 
 
 _DECOMPOSITION_COLUMNS = (
@@ -396,10 +394,9 @@ def format_surgery(rows, num_points=None):
               "active units", "KL per dimension (nats, largest first)"]  # fmt: skip
     body = []
     for row in rows:
-        kl = sorted((float(v) for v in row.get("kl_per_dim") or []), reverse=True)
         units = row.get("active_units")
         units = _listed(units) if units is not None else ""
-        dims = f"/{len(kl)}" if kl else ""
+        dims = f"/{len(row['kl_per_dim'])}" if row.get("kl_per_dim") else ""
         body.append(
             [
                 str(row["objective"]),
@@ -407,7 +404,7 @@ def format_surgery(rows, num_points=None):
                 _pm(row, "surgery_mutual_information"),
                 _pm(row, "surgery_marginal_kl"),
                 f"{units}{dims}",
-                " ".join(f"{v:.2f}" for v in kl),
+                _kl_per_dimension(row.get("kl_per_dim")),
             ]
         )
     return _markdown(header, body)
@@ -432,12 +429,11 @@ def format_beta_table(beta_rows):
               "active units", "KL per dimension (nats, largest first)", "epochs"]  # fmt: skip
     body = []
     for row in beta_rows:
-        kl = sorted((float(v) for v in row.get("kl_per_dim") or []), reverse=True)
         cells = [str(row["schedule"])]
         for name in ("log_px", "elbo", "kl", "reconstruction", "gap"):
             cells.append(_pm(row, f"test_{name}"))
         cells.append(f"{row['num_active']}/{row['z_dim']}")
-        cells.append(" ".join(f"{v:.2f}" for v in kl))
+        cells.append(_kl_per_dimension(row.get("kl_per_dim")))
         cells.append(str(row.get("epochs_run", "")))
         body.append(cells)
     return _markdown(header, body)

@@ -322,3 +322,18 @@ def test_guide_vs_posterior_section():
     assert lines[2] == "| Trace_ELBO | 0.123 | 0.910 | 0.050 | 0.31 | 1.004 | 812 | 0 |"
     agreement[0]["kl_exact"] = 0.25
     assert "0.250" in format_agreement(agreement).splitlines()[2]
+
+
+def test_a_pipe_inside_a_cell_does_not_split_the_markdown_table():
+    """Headers such as E_q log p(x|z) keep their column: the | is escaped."""
+    from pyro_vae.compare import DECOMPOSITIONS
+    from pyro_vae.report import format_decompositions
+
+    row = {"objective": "A", "decomp_log_px_method": "exact"}
+    for key in DECOMPOSITIONS:
+        row[f"decomp_{key}"], row[f"decomp_{key}_se"] = -23.0, 0.01
+    header, align, line = format_decompositions([row]).splitlines()
+    columns = len(DECOMPOSITIONS) + 2
+    for text in (header, align, line):
+        assert text.replace(r"\|", "").count("|") == columns + 1
+    assert r"E_q log p(x\|z)" in header
