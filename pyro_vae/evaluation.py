@@ -117,10 +117,21 @@ _SUMMARY_NOTES = {
 
 
 def format_se(se, digits=2):
-    """A standard error with ``digits`` significant digits, at least 3 decimals (str).
+    """A standard error with ``digits`` significant digits, at least 3 decimals.
 
-    ``0.0123`` -> ``"0.012"``, ``0.00031`` -> ``"0.00031"``, ``1.5`` -> ``"1.500"``;
-    so a small error never prints as ``0.000``. NaN and inf print as ``"nan"``/``"inf"``.
+    Parameters
+    ----------
+    se : float
+        The standard error (nats, or any unit).
+    digits : int, default 2
+        Significant digits kept.
+
+    Returns
+    -------
+    str
+        ``0.0123`` -> ``"0.012"``, ``0.00031`` -> ``"0.00031"``, ``1.5`` -> ``"1.500"``:
+        a small error never prints as ``0.000``. NaN and inf print as ``"nan"`` and
+        ``"inf"``, 0 as ``"0.000"``.
     """
     se = float(se)
     if not math.isfinite(se) or se == 0:
