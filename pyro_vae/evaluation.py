@@ -44,6 +44,7 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
 from ._checks import is_int
+from ._device import check_device, on_device
 from .data import check_data
 from .diagnostics import KHAT_UNRELIABLE, pareto_khat
 
@@ -334,7 +335,7 @@ def point_estimates(terms, ks):
 
 
 @torch.no_grad()
-def evaluate(vae, x, num_samples=5000, ks=(1, 5, 50), seed=0, **kwargs):
+def evaluate(vae, x, num_samples=5000, ks=(1, 5, 50), seed=0, device=None, **kwargs):
     """Held-out ELBO, IWAE bounds, log p(x) and Pareto k̂ per data point, in nats.
 
     Draws ``num_samples`` z ~ q_φ(z|x) per point in memory-bounded chunks (at most
@@ -355,6 +356,12 @@ def evaluate(vae, x, num_samples=5000, ks=(1, 5, 50), seed=0, **kwargs):
     seed : int or None, default 0
         Seed of the draws (the global RNG state is restored afterwards); None uses
         the global RNG.
+    device : str or torch.device, optional
+        Where to evaluate: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; default CUDA when
+        PyTorch sees a GPU, else the CPU. A ``vae`` that is a :class:`torch.nn.Module`
+        is moved there in place and x with it (for any other ``vae``, x is moved
+        only when ``device`` is given). The same seed gives the same
+        draws on the same device only (CPU and CUDA generators differ).
     **kwargs
         Passed to ``model`` and ``guide``.
 
@@ -372,7 +379,9 @@ def evaluate(vae, x, num_samples=5000, ks=(1, 5, 50), seed=0, **kwargs):
         non-empty tensor; with ``x_dim``: wrong width, NaN/inf, non-binary for a
         Bernoulli likelihood); ``num_samples`` not an integer ≥ 2 (bools rejected);
         ``ks`` not a sequence of integers in [1, num_samples] (bools and floats
-        rejected); or ``seed`` neither an integer nor None.
+        rejected); ``seed`` neither an integer nor None; a ``device`` that is not
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a torch.device, or is CUDA where
+        PyTorch sees no GPU; or parameters that are not float32 or float64.
 
     See Also
     --------
@@ -392,6 +401,10 @@ def evaluate(vae, x, num_samples=5000, ks=(1, 5, 50), seed=0, **kwargs):
         raise ValueError(
             f"Expected vae to have callable model and guide but got {type(vae).__name__}"
         )
+    if isinstance(vae, torch.nn.Module) and any(True for _ in vae.parameters()):
+        on_device(vae, device)
+    elif device is not None and isinstance(x, torch.Tensor):
+        x = x.to(check_device(device))
     if hasattr(vae, "x_dim"):
         x = check_data(x, vae, "x")
     elif not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] == 0:

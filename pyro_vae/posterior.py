@@ -58,6 +58,7 @@ from tqdm.auto import tqdm
 
 from . import diagnostics
 from ._checks import check_int
+from ._device import on_device
 from .data import check_data
 from .evaluation import param_store_as_found
 
@@ -88,6 +89,7 @@ def sample_posterior(
     datum=None,
     posterior_predictive=True,
     progress=False,
+    device=None,
 ):
     r"""Draw from p_θ(z|x) for every row of x, with the decoder θ held fixed.
 
@@ -138,6 +140,10 @@ def sample_posterior(
         largest array: chains × draws × B × x_dim).
     progress : bool, default False
         Show a progress bar.
+    device : str or torch.device, optional
+        Where to run the chains: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; default CUDA
+        when PyTorch sees a GPU, else the CPU. ``vae`` is moved there in place and x
+        with it; the returned draws are NumPy arrays (host memory).
 
     Returns
     -------
@@ -156,7 +162,8 @@ def sample_posterior(
     ------
     ValueError
         If x does not fit the model, an argument is out of range, ``datum`` does not
-        hold B labels, or the model has a latent site other than ``"z"``.
+        hold B labels, the model has a latent site other than ``"z"``, or ``device``
+        is not a device name (or is CUDA where PyTorch sees no GPU).
 
     Warns
     -----
@@ -218,7 +225,7 @@ def sample_posterior(
     >>> arviz.summary(idata.posterior.sel(datum=0))
     >>> compare_posteriors(idata, sample_guide(vae, data.test[:50]))
     """
-    x, labels = _check_common(vae, x, datum, seed)
+    x, labels = _check_common(vae, x, datum, seed, device)
     check_int("num_samples", num_samples, 1)
     check_int("warmup_steps", warmup_steps, 0)
     check_int("num_chains", num_chains, 1)
@@ -261,7 +268,7 @@ def sample_posterior(
     return idata
 
 
-def sample_guide(vae, x, num_samples=1000, seed=0, datum=None):
+def sample_guide(vae, x, num_samples=1000, seed=0, datum=None, device=None):
     r"""Draws z_s ~ q_φ(z|x) with their log importance weights, per data point.
 
     .. math:: \log w_s = \log p(z_s) + \log p_\theta(x \mid z_s) - \log q_\phi(z_s \mid x)
@@ -282,6 +289,8 @@ def sample_guide(vae, x, num_samples=1000, seed=0, datum=None):
         Seed of the draws; the global torch RNG state is left as found.
     datum : sequence, optional
         Labels of the data points, length B; default ``0, …, B − 1``.
+    device : str or torch.device, optional
+        As in :func:`sample_posterior`.
 
     Returns
     -------
@@ -294,13 +303,14 @@ def sample_guide(vae, x, num_samples=1000, seed=0, datum=None):
     ------
     ValueError
         If x does not fit the model, ``num_samples`` is not an integer ≥ 2, ``datum``
-        does not hold B labels, or the model has a latent site other than ``"z"``.
+        does not hold B labels, the model has a latent site other than ``"z"``, or
+        ``device`` is not a device name (or is CUDA where PyTorch sees no GPU).
 
     See Also
     --------
     pyro_vae.log_importance_weights : the same weights, without the draws.
     """
-    x, labels = _check_common(vae, x, datum, seed)
+    x, labels = _check_common(vae, x, datum, seed, device)
     check_int("num_samples", num_samples, 2)
     draws_per_pass = max(1, min(num_samples, _GUIDE_CHUNK_ROWS // x.shape[0]))
     z, log_w = [], []
@@ -746,13 +756,14 @@ def _held_fixed(vae, x, seed):
         yield
 
 
-def _check_common(vae, x, datum, seed):
+def _check_common(vae, x, datum, seed, device):
     for attr in ("model", "guide", "encode", "frozen"):
         if not callable(getattr(vae, attr, None)):
             raise ValueError(
                 f"Expected vae to be a pyro_vae model with a callable {attr!r} but got "
                 f"{type(vae).__name__}"
             )
+    on_device(vae, device)
     x = check_data(x, vae, "x")
     check_int("seed", seed, 0)
     if datum is None:

@@ -663,3 +663,42 @@ def test_nuts_with_jit_on_the_frozen_model():
     sd = exact.covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt().squeeze(0)
     # 400 draws, ESS ≥ ~100 per coordinate: the mean's MC s.e. ≤ 0.1 sd, so 0.4 sd is 4 s.e.
     assert ((z.mean(0) - exact.loc.squeeze(0)) / sd).abs().max() < 0.4
+
+
+def test_skip_param_store_leaves_the_loss_and_restores_registration():
+    vae = VAE(64, z_dim=2, hidden_dims=(8,))
+    x = torch.bernoulli(torch.full((10, 64), 0.3))
+    with vae.skip_param_store():
+        pyro.set_rng_seed(1)
+        skipped = Trace_ELBO().differentiable_loss(vae.model, vae.guide, x)
+        assert not list(pyro.get_param_store().keys())
+    grads = torch.autograd.grad(skipped, list(vae.parameters()))
+    pyro.set_rng_seed(1)
+    registered = Trace_ELBO().differentiable_loss(vae.model, vae.guide, x)
+    assert registered.item() == skipped.item()
+    for a, b in zip(grads, torch.autograd.grad(registered, list(vae.parameters())), strict=True):
+        assert torch.equal(a, b)
+    names = list(pyro.get_param_store().keys())
+    assert any(".encoder" in n for n in names) and any(".decoder" in n for n in names)
+    with pytest.raises(RuntimeError), vae.skip_param_store():
+        raise RuntimeError
+    pyro.clear_param_store()
+    poutine.trace(vae.guide).get_trace(x)
+    assert pyro.get_param_store().keys()  # registering again after an exception
+
+
+def test_model_tensors_follow_a_dtype_change_and_a_new_decoder():
+    vae = VAE(64, z_dim=2, hidden_dims=(8,))
+    x = torch.bernoulli(torch.full((4, 64), 0.3))
+    assert poutine.trace(vae.model).get_trace(x).nodes["z"]["value"].dtype == torch.float32
+    overwrite = torch.__future__.get_overwrite_module_params_on_conversion()
+    torch.__future__.set_overwrite_module_params_on_conversion(True)  # new Parameter objects
+    try:
+        vae.double()
+    finally:
+        torch.__future__.set_overwrite_module_params_on_conversion(overwrite)
+    trace = poutine.trace(vae.model).get_trace(x)
+    assert trace.nodes["z"]["value"].dtype == torch.float64
+    assert trace.nodes["x"]["value"].dtype == torch.float64
+    vae.decoder = VAE(64, z_dim=2, hidden_dims=(8,)).decoder  # float32 again
+    assert poutine.trace(vae.model).get_trace(x).nodes["z"]["value"].dtype == torch.float32

@@ -409,6 +409,42 @@ def test_objectives_are_exact_when_the_guide_is_the_posterior(linear_data, loss,
         assert svi.step(x) == pytest.approx(exact, rel=1e-5)
 
 
+@pytest.mark.parametrize(
+    "loss, num_particles", [("trace", 1), ("meanfield", 1), ("renyi", 3), ("pyro_renyi", 3)]
+)
+def test_fit_takes_the_steps_of_svi(binary_x, loss, num_particles):
+    # fit's fast path (differentiable_loss, torch Adam, no pyro.module per step) must
+    # compute the loss and take the steps that pyro.infer.SVI with the same ELBO, Pyro's
+    # Adam and the same shuffling and seed would: same parameters after two epochs, up
+    # to float32 rounding (a wrong scale, a missing term or a skipped parameter moves
+    # them by ~lr = 1e-3 per step).
+    import pyro
+    from pyro.infer import SVI
+
+    from pyro_vae.objectives import make_elbo
+
+    torch.manual_seed(0)
+    vae = VAE(64, z_dim=2, hidden_dims=(8,))
+    twin = copy.deepcopy(vae)
+    run = fit(vae, binary_x, loss=loss, num_particles=num_particles, epochs=2, batch_size=16,
+              seed=3, validation=False, progress=False)  # fmt: skip
+
+    pyro.set_rng_seed(3)
+    generator = torch.Generator().manual_seed(3)
+    elbo = make_elbo(loss, num_particles=num_particles)
+    svi = SVI(twin.model, twin.guide, pyro.optim.Adam({"lr": 1e-3}), elbo)
+    n = binary_x.shape[0]
+    with pyro.validation_enabled(False):
+        for epoch in range(2):
+            total = 0.0
+            for rows in torch.randperm(n, generator=generator).split(16):
+                total += svi.step(binary_x[rows], num_data=n, subsample=rows) * len(rows) / n
+            assert run.history[epoch]["train_loss"] == pytest.approx(total / n, rel=1e-6)
+    for (name, a), b in zip(vae.named_parameters(), twin.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), name
+    assert not torch.allclose(vae.decoder.fc_out.bias, VAE(64, 2, (8,)).decoder.fc_out.bias)
+
+
 def test_pyros_renyi_elbo_trains_through_loss_and_grads(binary_x):
     # pyro.infer.RenyiELBO has no differentiable_loss: fit uses its loss_and_grads
     vae = VAE(64, z_dim=2, hidden_dims=(8,))

@@ -1,0 +1,79 @@
+"""Where a model runs: the device and the floating-point precision of its parameters.
+
+``device=None`` everywhere means CUDA when PyTorch sees a GPU, else the CPU; the model
+is moved there in place (``nn.Module.to``) and every tensor the model and guide create
+follows their parameters (``new_zeros``, ``device=``). Precision is the parameters'
+dtype: float32 or float64 (``vae.double()``, ``--dtype float64``); half precision and
+mixed precision are refused, since log-weights of thousands of nats summed over pixels
+and their log-sum-exp lose the digits the estimators report.
+"""
+
+import torch
+
+__all__ = ["DTYPES", "check_device", "check_precision", "default_device", "on_device"]
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+"""The precisions the estimators accept, by name (``--dtype``)."""
+
+
+def default_device():
+    """``"cuda"`` when PyTorch sees a GPU, else ``"cpu"`` (str)."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_device(device, name="device"):
+    """The :class:`torch.device` for ``device`` (None: :func:`default_device`).
+
+    Raises
+    ------
+    ValueError
+        If ``device`` is not None, a :class:`torch.device` or a string naming one
+        (``"cpu"``, ``"cuda"``, ``"cuda:1"``), or names CUDA where PyTorch sees no GPU
+        (or fewer than its index).
+    """
+    if device is None:
+        return torch.device(default_device())
+    if not isinstance(device, (str, torch.device)):
+        raise ValueError(
+            f"Expected {name} to be 'cpu', 'cuda', 'cuda:N' or a torch.device but got {device!r}"
+        )
+    try:
+        device = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(
+            f"Expected {name} to be 'cpu', 'cuda', 'cuda:N' or a torch.device but got "
+            f"{str(device)!r}"
+        ) from e
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            raise ValueError(
+                f"Expected {name}='cpu' on this machine (PyTorch sees {count} CUDA "
+                f"device(s)) but got {str(device)!r}"
+            )
+    return device
+
+
+def check_precision(vae, name="vae"):
+    """Raise ``ValueError`` unless the parameters of ``vae`` are float32 or float64."""
+    dtype = next(vae.parameters()).dtype
+    if dtype not in DTYPES.values():
+        raise ValueError(
+            f"Expected the parameters of {name} in float32 or float64 (the estimators need "
+            f"at least single precision; mixed precision is not supported) but got {dtype}"
+        )
+
+
+def on_device(vae, device, name="device"):
+    """Move ``vae`` to ``device`` in place (None: :func:`default_device`); return it.
+
+    Raises
+    ------
+    ValueError
+        As :func:`check_device`, or if the parameters are not float32 or float64.
+    """
+    device = check_device(device, name)
+    check_precision(vae)
+    if next(vae.parameters()).device != device:
+        vae.to(device)
+    return vae
