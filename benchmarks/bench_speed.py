@@ -2,6 +2,8 @@
 
     python benchmarks/bench_speed.py --threads 1 --out benchmarks/speed.json
 
+runs every section (about 12 minutes on 2 cores); ``--sections p1 p2`` runs some.
+
 P1, training: milliseconds per epoch of ``pyro_vae.fit(vae, x, loss=..., epochs=E,
 batch_size=B, validation=False, progress=False)`` on the digits training split
 (static binarization) replicated ×8 along the rows (10 064 rows: 79 steps of 128 or
@@ -36,7 +38,18 @@ on the first ``--memory-points`` test points (the peak is set by one chunk of
 particles, so a subset gives the same figure as the full split, minus a few kB of
 per-point results).
 
-Also profiles one epoch of the package's ``trace`` path at batch 128 and 1024 with
+P3, posteriors: the batched HMC sampler (``pyro_vae.sample_posterior``, all points
+at once) against Pyro's ``MCMC(NUTS(vae.model))`` one point and one chain at a time
+(timed on ``--nuts-points`` points and scaled), on the first ``--posterior-points``
+test digits of a z_dim = 2 VAE (64-128-2, 30 epochs); 4 chains × 500 draws after 500
+warm-up iterations; seconds per posterior and bulk ESS per second (the functions of
+``bench_posterior.py``, which has the full comparison).
+
+P4, the main job: wall and CPU time of ``pyro-vae compare`` with its defaults (into a
+temporary folder), as a user runs it, in a subprocess; with the load average before
+and after.
+
+P1 also profiles one epoch of the package's ``trace`` path at batch 128 and 1024 with
 cProfile (and, for comparison, one epoch of the reference) and writes the top entries
 by cumulative and by own time to ``--profile``.
 Writes everything with the machine's description to ``--out`` (JSON, atomically).
@@ -334,19 +347,10 @@ def summarize(times):
     }
 
 
-def main(args):
-    warnings.filterwarnings("ignore", module="pyro")
-    torch.set_num_threads(args.threads)
+def training_section(args):
+    """P1: ms per epoch of fit and the reference, per objective and batch size."""
     x = training_data()
-    payload = {"machine": machine(args.threads), "training": [], "evaluation": {}}
-    payload["settings"] = {
-        "rows": x.shape[0],
-        "epochs_per_repeat": args.epochs,
-        "repeats": args.repeats,
-        "eval_repeats": args.eval_repeats,
-        "memory_points": args.memory_points,
-    }
-    print(f"threads={args.threads}  rows={x.shape[0]}  {payload['machine']['platform']}")
+    rows = []
     print(f"{'case':>16}  {'steps':>5}  {'package ms':>10}  {'reference ms':>12}  ratio  check")
     for batch_size in args.batch_sizes:
         for objective in OBJECTIVES:
@@ -357,13 +361,19 @@ def main(args):
                 steps=math.ceil(x.shape[0] / batch_size),
                 loss_rel_diff=same_number(objective, x, batch_size),
             )
-            payload["training"].append(row)
+            rows.append(row)
             print(
                 f"{objective + ' B=' + str(batch_size):>16}  {row['steps']:>5}  "
                 f"{row['package']:10.1f}  {row['reference']:12.1f}  {row['ratio']:5.2f}  "
                 f"{row['loss_rel_diff']:.1e}"
             )
+    profile_epochs(x, args.profile, args.profile_top)
+    print(f"profile: {args.profile}")
+    return {"rows": x.shape[0], "cases": rows, "profile": args.profile}
 
+
+def evaluation_section(args):
+    """P2: evaluate against the pure-tensor sampler, and peak memory."""
     torch.manual_seed(0)
     vae = VAE(64)
     test = load_digits(binarize="static").test
@@ -385,11 +395,98 @@ def main(args):
                 f"(resident {peak['baseline_mib']:.0f} -> {peak['peak_mib']:.0f} MiB)"
             )
     evaluation["memory"] = memory
-    payload["evaluation"] = evaluation
+    return evaluation
 
-    profile_epochs(x, args.profile, args.profile_top)
-    payload["profile"] = args.profile
-    print(f"profile: {args.profile}")
+
+def posterior_section(args):
+    """P3: seconds per posterior and bulk ESS per second, batched HMC vs Pyro's NUTS."""
+    import bench_posterior  # beside this script
+
+    settings = argparse.Namespace(
+        draws=500, warmup=500, chains=4, nuts_points=args.nuts_points, points=None
+    )
+    data = load_digits(binarize="static")
+    x = data.test[: args.posterior_points]
+    torch.manual_seed(0)
+    vae = VAE(64, z_dim=2, hidden_dims=(128,))
+    pyro_vae.fit(vae, data, epochs=30, progress=False)
+    fast = bench_posterior.batched(vae, x, settings)
+    nuts = bench_posterior.pyro_nuts_per_point(vae, x[: args.nuts_points], settings)
+    package = fast["seconds"] / x.shape[0]
+    reference = nuts["seconds"] / args.nuts_points
+    result = {
+        "points": x.shape[0],
+        "nuts_points": args.nuts_points,
+        "chains": 4,
+        "draws": 500,
+        "warmup": 500,
+        "package_s_per_posterior": package,
+        "reference_s_per_posterior": reference,
+        "ratio": package / reference,
+        "package_bulk_ess_per_s": float(fast["ess"].sum() / fast["seconds"]),
+        "reference_bulk_ess_per_s": float(nuts["ess"].sum() / nuts["seconds"]),
+        "package_max_rhat": float(fast["rhat"].max()),
+        "reference_max_rhat": float(nuts["rhat"].max()),
+    }
+    print(
+        f"posteriors (z_dim=2, {x.shape[0]} points): batched HMC {package:.3f} s each, "
+        f"Pyro NUTS {reference:.2f} s each, ratio {result['ratio']:.3f}; bulk ESS/s "
+        f"{result['package_bulk_ess_per_s']:.0f} vs {result['reference_bulk_ess_per_s']:.0f}"
+    )
+    return result
+
+
+def main_job_section(args):
+    """P4: wall and CPU time of ``pyro-vae compare`` with defaults, in a subprocess."""
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, "-m", "pyro_vae.cli", "compare", "--out", out]
+        load_before = os.getloadavg()
+        cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
+            meta = json.load(f).get("meta", {})
+    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+    result = {
+        "command": "pyro-vae compare",
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "load_average_before": list(load_before),
+        "load_average_after": list(os.getloadavg()),
+        "meta": {k: meta[k] for k in ("cpu_count", "torch_threads", "workers") if k in meta},
+    }
+    print(f"pyro-vae compare (defaults): {wall:.0f} s wall, {cpu:.0f} s CPU")
+    return result
+
+
+SECTIONS = {
+    "p1": ("training", training_section),
+    "p2": ("evaluation", evaluation_section),
+    "p3": ("posteriors", posterior_section),
+    "p4": ("main_job", main_job_section),
+}
+
+
+def main(args):
+    warnings.filterwarnings("ignore", module="pyro")
+    torch.set_num_threads(args.threads)
+    payload = {"machine": machine(args.threads)}
+    payload["settings"] = {
+        "sections": args.sections,
+        "epochs_per_repeat": args.epochs,
+        "repeats": args.repeats,
+        "eval_repeats": args.eval_repeats,
+        "memory_points": args.memory_points,
+        "posterior_points": args.posterior_points,
+        "nuts_points": args.nuts_points,
+    }
+    print(f"threads={args.threads}  {payload['machine']['platform']}")
+    for section in args.sections:
+        key, run = SECTIONS[section]
+        payload[key] = run(args)
+    payload["machine"]["load_average_end"] = list(os.getloadavg())
     write_json(payload, args.out)
     print(f"wrote {args.out}")
     return payload
@@ -410,5 +507,8 @@ if __name__ == "__main__":
     parser.add_argument("--memory-points", type=int, default=26)
     parser.add_argument("--profile", default="/tmp/speed_profile.txt")
     parser.add_argument("--profile-top", type=int, default=25)
+    parser.add_argument("--posterior-points", type=int, default=100)
+    parser.add_argument("--nuts-points", type=int, default=2)
+    parser.add_argument("--sections", nargs="+", choices=sorted(SECTIONS), default=sorted(SECTIONS))
     parser.add_argument("--out", default="benchmarks/speed.json")
     main(parser.parse_args())

@@ -227,6 +227,10 @@ class Trainer:
     ``config["beta"]``, a spec string, else β = 1).
     """
 
+    check_each_step = None
+    """Read each step's loss back and check it before the update (bool); None: on the
+    CPU, where that costs nothing, and once per epoch on other devices."""
+
     def __init__(self, vae, train, validation, config, schedule=None):
         self.vae, self.train, self.validation, self.config = vae, train, validation, config
         if schedule is None:
@@ -251,8 +255,11 @@ class Trainer:
         ValueError
             If the schedule's β is not a finite number ≥ 0.
         FloatingPointError
-            If a minibatch loss is NaN or inf (the parameters are left at the last step
-            before it).
+            If a minibatch loss is NaN or inf. On the CPU each step's loss is checked
+            before its update, so the parameters are left at the last step before it;
+            on another device the losses stay there and are checked once, at the end
+            of the epoch (reading a number back each step would wait for the device's
+            queue), so the parameters are those after the epoch's last step.
         """
         beta = check_beta(f"beta (the schedule's value at epoch {epoch})", self.schedule(epoch))
         train = self.train
@@ -263,23 +270,40 @@ class Trainer:
             x = train
         num_data, batch_size = x.shape[0], self.config["batch_size"]
         order = torch.randperm(num_data, generator=self.generator).to(x.device)
-        total = 0.0
+        each_step = self.check_each_step
+        if each_step is None:
+            each_step = x.device.type == "cpu"
+        losses, weights = [], []
         for step, rows in enumerate(order.split(batch_size), start=1):
             self.optimizer.zero_grad(set_to_none=True)
-            value = self._loss_and_grads(x[rows], num_data, rows, beta)
+            loss = self._loss_and_grads(x[rows], num_data, rows, beta)
+            if each_step:
+                loss = float(loss)
+                self._check_finite([loss], epoch, step)
+            self.optimizer.step()
+            losses.append(loss)
+            weights.append(len(rows) / num_data)
+        if not each_step:
+            losses = torch.stack([torch.as_tensor(v, device=x.device) for v in losses]).tolist()
+            self._check_finite(losses, epoch, 1, late=True)
+        total = sum(v * w for v, w in zip(losses, weights, strict=True))
+        return {"epoch": epoch, "beta": beta, "train_loss": total / num_data}
+
+    def _check_finite(self, losses, epoch, first_step, late=False):
+        """Raise FloatingPointError at the first non-finite loss in ``losses``."""
+        for step, value in enumerate(losses, start=first_step):
             if not math.isfinite(value):
+                when = " (checked at the end of the epoch)" if late else ""
                 raise FloatingPointError(
-                    f"Non-finite loss {value} at epoch {epoch}, step {step}: lower the "
+                    f"Non-finite loss {value} at epoch {epoch}, step {step}{when}: lower the "
                     f"learning rate (lr={self.config['lr']:g}) or clip gradients "
                     "(e.g. pyro.optim.ClippedAdam with SVI); the last checkpoint, if any, "
                     f"holds epoch {self.state.epoch}"
                 )
-            self.optimizer.step()
-            total += value * len(rows) / num_data
-        return {"epoch": epoch, "beta": beta, "train_loss": total / num_data}
 
     def _loss_and_grads(self, xb, num_data, rows, beta):
-        """The minibatch loss (float, nats, scaled by N/B); gradients left in ``.grad``."""
+        """The minibatch loss (nats, scaled by N/B: a float, or a detached 0-dim tensor
+        that stays on the device); gradients left in ``.grad``."""
         args = (self.vae.model, self.vae.guide, xb)
         kwargs = {"num_data": num_data, "subsample": rows, "beta": beta}
         if not hasattr(self.elbo, "differentiable_loss"):  # pyro.infer.RenyiELBO
@@ -288,7 +312,7 @@ class Trainer:
         with self.vae.skip_param_store():
             loss = self.elbo.differentiable_loss(*args, **kwargs)
         loss.backward()
-        return loss.item()
+        return loss.detach()
 
     def validate(self, record):
         """Add the validation ELBO and IWAE bound to ``record`` and update the best epoch."""
