@@ -232,11 +232,14 @@ class ScaledRenyiELBO(ELBO):
         return model_trace, guide_trace
 
     def _log_weight(self, model_trace, guide_trace):
-        """Log weights, their surrogate and the plate scale N/B of one trace pair.
+        """Log weights, the score-function terms and the plate scale N/B of one trace pair.
 
-        Returns ``(log_weight, surrogate, plate_scale)``: detached log w and a tensor of
-        the same shape whose gradient, under the normalized weights, is the bound's;
-        per element of the plates shared by all sites (particles, data points).
+        Returns ``(log_weight, score_terms, plate_scale)``: log w with its gradient
+        (the pathwise one through reparameterized sites, −∇ log q at the others), per
+        element of the plates shared by all sites (particles, data points); the sum of
+        log q / (1 − α) over the guide's non-reparameterized sites, whose gradient
+        under the normalized weights completes the bound's (None if every site is
+        reparameterized); and N/B.
         """
         sites = [
             (role, name, site)
@@ -246,15 +249,17 @@ class ScaledRenyiELBO(ELBO):
         ]
         if not sites:
             raise ValueError("Expected the model and guide to have sample sites but found none")
-        stacks = [set(site["cond_indep_stack"]) for _, _, site in sites]
-        common = set.intersection(*stacks)
+        # Plates by name: hashing Pyro's frames recomputes their keys (slow per step).
+        stacks = [{f.name: f for f in site["cond_indep_stack"]} for _, _, site in sites]
+        common = set.intersection(*(set(stack) for stack in stacks))
         for (role, name, _), stack in zip(sites, stacks, strict=True):
-            for frame in stack - common:
+            for plate in stack.keys() - common:
+                frame = stack[plate]
                 if _is_subsampled(frame):
                     outside = next(
                         f"{r} site {n!r}"
-                        for (r, n, s) in sites
-                        if frame not in s["cond_indep_stack"]
+                        for (r, n, _), other in zip(sites, stacks, strict=True)
+                        if plate not in other
                     )
                     raise ValueError(
                         f"Expected subsampling only in plates that hold every sample site, "
@@ -263,20 +268,29 @@ class ScaledRenyiELBO(ELBO):
                         f"{name!r} and not {outside}: its scale would not be shared by "
                         f"the whole log weight (use num_data=None or move the site)"
                     )
-        plate_scale = math.prod(f.full_size / f.size for f in common if _is_subsampled(f))
-        sum_dims = sorted({f.dim for f in set.union(*stacks) - common if f.dim is not None})
+        plate_scale = math.prod(
+            stacks[0][plate].full_size / stacks[0][plate].size
+            for plate in common
+            if _is_subsampled(stacks[0][plate])
+        )
+        sum_dims = sorted(
+            {
+                frame.dim
+                for stack in stacks
+                for plate, frame in stack.items()
+                if plate not in common and frame.dim is not None
+            }
+        )
 
-        log_weight, surrogate = 0.0, 0.0
+        log_weight, score_terms = 0.0, None
         for role, _, site in sites:
             user_scale = site["scale"] / plate_scale
             log_p = scale_and_mask(site["unscaled_log_prob"], user_scale, site["mask"])
             log_p = _sum_keepdim(log_p, sum_dims)
             if role == "model":
-                log_weight = log_weight + log_p.detach()
-                surrogate = surrogate + log_p
+                log_weight = log_weight + log_p
                 continue
-            log_weight = log_weight - log_p.detach()
-            surrogate = surrogate - log_p
+            log_weight = log_weight - log_p
             _, score_function, entropy_term = site["score_parts"]
             if not is_identically_zero(score_function):
                 if not is_identically_zero(entropy_term):
@@ -286,51 +300,61 @@ class ScaledRenyiELBO(ELBO):
                         f"1222)"
                     )
                 log_q = scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"])
-                surrogate = surrogate + _sum_keepdim(log_q, sum_dims) / (1.0 - self.alpha)
-        return log_weight, surrogate, plate_scale
+                term = _sum_keepdim(log_q, sum_dims) / (1.0 - self.alpha)
+                score_terms = term if score_terms is None else score_terms + term
+        return log_weight, score_terms, plate_scale
 
-    def _bound_and_surrogate(self, model, guide, args, kwargs):
-        """The bound (N/B) Σ_i L_{α,K}(x_i), detached, and its surrogate (scalars)."""
-        pairs = [
+    def _bound(self, model, guide, args, kwargs):
+        """The bound (N/B) Σ_i L_{α,K}(x_i) as a scalar whose gradient is the bound's.
+
+        Its value is the bound; its gradient is (N/B) Σ_i Σ_k w̄_ik ∇ log w_ik (plus the
+        score-function terms), the normalized weights w̄ = softmax((1 − α) log w) over
+        the K particles being the derivative of the log-sum-exp (Li & Turner 2016,
+        eq. 7).
+        """
+        triples = [
             self._log_weight(model_trace, guide_trace)
             for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs)
         ]
-        plate_scale = pairs[0][2]
+        plate_scale = triples[0][2]
         if self.vectorize_particles and self.num_particles > 1:
-            log_weight, surrogate, _ = pairs[0]
+            log_weight, score_terms, _ = triples[0]
             dim = -self.max_plate_nesting
         else:
-            log_weight = torch.stack(torch.broadcast_tensors(*(p[0] for p in pairs)))
-            surrogate = torch.stack(torch.broadcast_tensors(*(p[1] for p in pairs)))
+            log_weight = torch.stack(torch.broadcast_tensors(*(t[0] for t in triples)))
+            score_terms = None
+            if triples[0][1] is not None:
+                score_terms = torch.stack(torch.broadcast_tensors(*(t[1] for t in triples)))
             dim = 0
         scaled = (1.0 - self.alpha) * log_weight
         log_norm = torch.logsumexp(scaled, dim, keepdim=True)
         log_mean = (log_norm - math.log(self.num_particles)) / (1.0 - self.alpha)
         bound = plate_scale * log_mean.sum()
-        weights = (scaled - log_norm).exp()  # softmax over the particles, detached
-        return bound, plate_scale * (weights * surrogate).sum()
+        if score_terms is not None and score_terms.requires_grad:
+            weights = (scaled - log_norm).detach().exp()  # softmax over the particles
+            surrogate = (weights * score_terms).sum()
+            bound = bound + plate_scale * (surrogate - surrogate.detach())
+        return bound
 
     @torch.no_grad()
     def loss(self, model, guide, *args, **kwargs):
         """Estimate of −(N/B) Σ_batch L_{α,K}, nats (float, no gradient)."""
-        bound, _ = self._bound_and_surrogate(model, guide, args, kwargs)
-        loss = -bound.item()
+        loss = -self._bound(model, guide, args, kwargs).item()
         warn_if_nan(loss, "loss")
         return loss
 
     def loss_and_grads(self, model, guide, *args, **kwargs):
-        """The loss (float) of :meth:`loss`; calls ``backward`` on its surrogate."""
-        bound, surrogate = self._bound_and_surrogate(model, guide, args, kwargs)
-        if surrogate.requires_grad:
-            (-surrogate).backward(retain_graph=self.retain_graph)
+        """The loss (float) of :meth:`loss`; back-propagates its gradient."""
+        bound = self._bound(model, guide, args, kwargs)
+        if bound.requires_grad:
+            (-bound).backward(retain_graph=self.retain_graph)
         loss = -bound.item()
         warn_if_nan(loss, "loss")
         return loss
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
         """The loss as a scalar tensor whose gradient is the negative bound's."""
-        bound, surrogate = self._bound_and_surrogate(model, guide, args, kwargs)
-        loss = -(bound + (surrogate - surrogate.detach()))
+        loss = -self._bound(model, guide, args, kwargs)
         warn_if_nan(loss, "loss")
         return loss
 
