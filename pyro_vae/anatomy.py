@@ -14,7 +14,9 @@ equivalent ways (nats per data point),
     && \text{(Kingma \& Welling 2014, eq. 1; Blei et al. 2017, sec. 2.2)}.
 
 :func:`elbo_decompositions` estimates every term of each, on draws independent from
-one decomposition to the next, so that their agreement is a test and not an identity.
+one decomposition to the next, so that their agreement is a test and not an identity
+(the third can instead take log p(x) and the gap from an evaluation already made,
+``evaluation=``, so that the costliest estimate is not made twice).
 
 Averaged over the N data points, the KL term splits further (Hoffman & Johnson 2016,
 "ELBO surgery"): with the aggregate posterior q(z) = (1/N) Σ_n q(z|x_n),
@@ -60,7 +62,7 @@ from torch.distributions import Independent, Normal, kl_divergence
 
 from ._checks import check_int, is_int
 from .data import check_data
-from .evaluation import Summary, evaluate_unchecked, param_store_as_found
+from .evaluation import Evaluation, Summary, evaluate_unchecked, param_store_as_found
 from .models import BaseVAE
 from .quadrature import quadrature_posterior
 
@@ -241,7 +243,9 @@ def _summarize(values, ses, num_samples, names):
 
 
 @torch.no_grad()
-def elbo_decompositions(vae, x, num_samples=1000, seed=0, log_px="auto", log_px_samples=5000):
+def elbo_decompositions(
+    vae, x, num_samples=1000, seed=0, log_px="auto", log_px_samples=5000, evaluation=None
+):
     r"""The ELBO per data point three ways, with every term, in nats.
 
     (1) E_q[log p(x|z)] − KL(q(z|x) ‖ p(z)) (Kingma & Welling 2014, eq. 3, estimated
@@ -267,7 +271,10 @@ def elbo_decompositions(vae, x, num_samples=1000, seed=0, log_px="auto", log_px_
     - ``"importance_sampling"``: log p̂(x) = log (1/K) Σ_k w_k over K =
       ``log_px_samples`` further independent draws (Burda et al. 2016, sec. 5.1), as
       :func:`pyro_vae.evaluate`, with its delta-method standard error, and the gap
-      log p̂(x) − ELBÔ on those same K draws.
+      log p̂(x) − ELBÔ on those same K draws; or, given ``evaluation``, the log p̂(x),
+      gap and ELBÔ that :func:`pyro_vae.evaluate` already computed from its K draws
+      (no new draws: the costliest part of this function, done once where the caller
+      evaluates anyway, as :func:`pyro_vae.compare.compare` does).
 
     ``"auto"`` takes the first that applies, in that order.
 
@@ -297,6 +304,17 @@ def elbo_decompositions(vae, x, num_samples=1000, seed=0, log_px="auto", log_px_
         How log p(x) and the gap of (3) are computed.
     log_px_samples : int, default 5000
         K, importance samples per point for ``"importance_sampling"`` (≥ 2).
+    evaluation : pyro_vae.evaluation.Evaluation, optional
+        :func:`pyro_vae.evaluate` of this ``vae`` on this ``x`` with K =
+        ``log_px_samples`` draws: for ``"importance_sampling"``, (3) takes its
+        ``log_px``, ``gap`` and ``elbo`` (values and standard errors) instead of drawing
+        K new samples, so that log p(x) costs one pass, not two; the exact and
+        quadrature methods draw nothing and do not use it. (1) and (2) do not change;
+        (3) is then exactly the evaluation's log p̂(x) − gap = ELBÔ, the numbers it
+        reports. Its draws are its own: made with the same ``seed`` as this call, the
+        first of them reuse the standard-normal deviates of (1) (torch draws one
+        stream), mostly for other data points; seed it otherwise for draws independent
+        of (1).
 
     Returns
     -------
@@ -314,7 +332,9 @@ def elbo_decompositions(vae, x, num_samples=1000, seed=0, log_px="auto", log_px_
         the model does not support (``"exact"`` without the closed forms,
         ``"quadrature"`` on a model that is not a BaseVAE with z_dim ≤ 2); a site's
         log-density not of shape ``(S, batch)``; a latent site of the model that the
-        guide does not sample.
+        guide does not sample; ``evaluation`` not an Evaluation with ``log_px``,
+        ``gap`` and ``elbo`` for each of the ``batch`` points, or drawn with a K other
+        than ``log_px_samples``.
 
     See Also
     --------
@@ -350,6 +370,7 @@ def elbo_decompositions(vae, x, num_samples=1000, seed=0, log_px="auto", log_px_
     check_int("log_px_samples", log_px_samples, minimum=2)
     _check_seed(seed)
     method = _log_px_method(vae, log_px)
+    _check_evaluation(evaluation, x.shape[0], log_px_samples)
     with param_store_as_found(), torch.random.fork_rng(enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
@@ -365,7 +386,7 @@ def elbo_decompositions(vae, x, num_samples=1000, seed=0, log_px="auto", log_px_
             ("entropy", second["entropy"]),
         ):
             values[name], ses[name] = _mean_and_se(draws)
-        third = _evidence_and_gap(vae, x, method, log_px_samples)
+        third = _evidence_and_gap(vae, x, method, log_px_samples, evaluation)
         for name, (value, se) in third.items():
             values[name], ses[name] = value.to(x.dtype), se.to(x.dtype)
     methods = {
@@ -637,8 +658,35 @@ def _log_px_method(vae, log_px):
     return log_px
 
 
-def _evidence_and_gap(vae, x, method, log_px_samples):
-    """``name -> (value, error)`` for log_px, gap and evidence_minus_gap, ``(batch,)``."""
+def _check_evaluation(evaluation, batch, log_px_samples):
+    """A ValueError naming ``evaluation`` unless it is None or fits the call."""
+    if evaluation is None:
+        return
+    names = ("log_px", "gap", "elbo")
+    if not isinstance(evaluation, Evaluation) or not all(
+        name in evaluation.values and name in evaluation.std_errors for name in names
+    ):
+        got = sorted(evaluation.values) if isinstance(evaluation, Evaluation) else evaluation
+        raise ValueError(
+            "Expected evaluation to be a pyro_vae Evaluation with log_px, gap and elbo "
+            f"(pyro_vae.evaluate) but got {got!r}"
+        )
+    shapes = {tuple(evaluation.values[name].shape) for name in names}
+    if shapes != {(batch,)}:
+        raise ValueError(
+            f"Expected evaluation of the {batch} rows of x but got values of shapes "
+            f"{sorted(shapes)}"
+        )
+    if evaluation.num_samples != log_px_samples:
+        raise ValueError(
+            f"Expected evaluation drawn with K = log_px_samples = {log_px_samples} "
+            f"importance samples but got {evaluation.num_samples!r}"
+        )
+
+
+def _evidence_and_gap(vae, x, method, log_px_samples, evaluation=None):
+    """``name -> (value, error)`` for log_px, gap and evidence_minus_gap, ``(batch,)``;
+    by importance sampling from ``evaluation``'s estimates when given."""
     if method == "exact":
         log_px, gap = vae.exact_log_likelihood(x), vae.exact_posterior_kl(x)
         zero = torch.zeros_like(log_px)
@@ -648,7 +696,9 @@ def _evidence_and_gap(vae, x, method, log_px_samples):
         log_px, gap = quad.log_px, quad.kl_guide
         errors = (quad.error, quad.error, 2 * quad.error)
     else:
-        ev = evaluate_unchecked(vae, x, log_px_samples, (), None)
+        ev = evaluation
+        if ev is None:
+            ev = evaluate_unchecked(vae, x, log_px_samples, (), None)
         log_px, gap = ev.values["log_px"], ev.values["gap"]
         errors = (ev.std_errors["log_px"], ev.std_errors["gap"], ev.std_errors["elbo"])
     return {

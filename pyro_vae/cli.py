@@ -19,7 +19,13 @@ import torch
 
 from ._io import atomic_path
 from ._threads import DEFAULT_THREADS
-from .compare import DEFAULT_OBJECTIVES, check_guide, compare, summarize_agreement
+from .compare import (
+    DEFAULT_OBJECTIVES,
+    available_cores,
+    check_guide,
+    compare,
+    summarize_agreement,
+)
 from .data import dataset_from_spec, load_dataset
 from .evaluation import evaluate
 from .models import LIKELIHOODS, VAE
@@ -218,6 +224,14 @@ def build_parser():
         help="objective spec of the --beta-schedules runs (default: the first of --objectives)",
     )
     p.add_argument(
+        "--workers",
+        type=_positive_int,
+        help="processes that train and evaluate the runs (one per objective and seed, one "
+        "per β schedule) side by side, each with --threads torch threads; the numbers are "
+        "the same as with 1 (default: the number of CPU cores this process may use, "
+        "capped at the number of runs)",
+    )
+    p.add_argument(
         "--out",
         default="results",
         help="output folder; figures a previous run recorded there and this run does "
@@ -259,7 +273,31 @@ def build_parser():
         metavar="CHECKPOINT",
         help="continue an interrupted run from its checkpoint: its data split, model and "
         "training settings are used; --epochs sets the total, --lr replaces the saved "
-        "learning rate only if given",
+        "learning rate only if given; a run trained with --strategy continues from its "
+        "Lightning checkpoint (with its strategy, devices and accelerator unless given)",
+    )
+    p.add_argument(
+        "--strategy",
+        choices=LIGHTNING_STRATEGIES,
+        help="train through PyTorch Lightning (the optional extra: pip install "
+        "\"pyro-vae[lightning]\"): 'ddp' runs --devices processes, on GPUs or on CPU "
+        "(--accelerator cpu, gloo), averaging their gradients every step; 'auto' runs "
+        "one device. --batch-size stays the effective minibatch B: each process takes "
+        "B/devices rows per step with the minibatch scale N/B of the whole training set, "
+        "so the steps per epoch and the learning rate are those of one process "
+        "(docs/scale.md). Lightning's checkpoint, for --resume, goes to "
+        "CHECKPOINT_STEM_lightning/last.ckpt. Default: the package's own training loop",
+    )
+    p.add_argument(
+        "--devices",
+        type=_positive_int,
+        help="with --strategy: number of devices, one process each (default 1; more "
+        "than 1 needs --strategy ddp and a --batch-size divisible by it)",
+    )
+    p.add_argument(
+        "--accelerator",
+        choices=("auto", "cpu", "gpu"),
+        help="with --strategy: Lightning's accelerator (default auto: GPUs if there are any)",
     )
 
     p = sub.add_parser(
@@ -359,6 +397,7 @@ def _run_compare(args):
         gap_every=args.gap_every or None,
         beta_schedules=schedules,
         beta_objective=args.beta_objective,
+        workers=args.workers or available_cores(),
     )
     out = args.out
     best_epochs = {row["objective"]: row["best_epoch"][0] for row in result.rows}
@@ -452,7 +491,8 @@ def _run_compare(args):
         print("- " + line.replace("**", ""))
     print(
         f"wall time {result.meta['wall_time_s']:.0f} s ({result.meta['cpu_time_s']:.0f} s "
-        f"CPU, torch threads: {result.meta['torch_threads']}); results in {out}/"
+        f"CPU, torch threads: {result.meta['torch_threads']}, workers: "
+        f"{result.meta['workers']}); results in {out}/"
     )
 
 
@@ -520,7 +560,129 @@ def _anatomy_figures(result):
     return figures
 
 
+LIGHTNING_STRATEGIES = ("auto", "ddp")  # pyro_vae.lightning.STRATEGIES, without importing it
+_LIGHTNING_FLAGS = ("strategy", "devices", "accelerator")
+
+
+def _lightning_settings(args):
+    """The Lightning settings of `train` (dict), or None for the package's own loop.
+
+    Lightning trains when --strategy is given, or when --resume names a checkpoint of a
+    Lightning run (whose strategy, devices and accelerator are used unless given).
+    """
+    given = [f"--{name}" for name in _LIGHTNING_FLAGS if getattr(args, name) is not None]
+    saved = {}
+    if args.resume:
+        config = load_checkpoint(args.resume)[1]["fit_config"]
+        if config.get("trainer") == "lightning":
+            saved = {name: config.get(name) for name in _LIGHTNING_FLAGS}
+        elif given:
+            raise ValueError(
+                f"Expected no {', '.join(given)} with --resume {args.resume!r}: it was "
+                "trained by the package's own loop, which continues without Lightning"
+            )
+    if not given and not saved:
+        return None
+    if args.strategy is None and not saved:
+        raise ValueError(f"Expected --strategy with {', '.join(given)} (e.g. --strategy ddp)")
+    settings = {"strategy": "auto", "devices": 1, "accelerator": "auto"}
+    settings.update({k: v for k, v in saved.items() if v is not None})
+    settings.update({k: getattr(args, k) for k in _LIGHTNING_FLAGS if getattr(args, k) is not None})
+    if settings["devices"] > 1 and settings["strategy"] != "ddp":
+        raise ValueError(
+            f"Expected --strategy ddp with --devices {settings['devices']} (one process per "
+            f"device) but got --strategy {settings['strategy']}"
+        )
+    if args.gap_every:
+        raise ValueError(
+            f"Expected --gap-every 0 with --strategy {settings['strategy']} (the gap is "
+            f"tracked by the package's own loop only) but got {args.gap_every}"
+        )
+    return settings
+
+
+def _run_train_lightning(args, lightning):
+    """`train` through PyTorch Lightning (:func:`pyro_vae.lightning.fit_lightning`)."""
+    try:
+        from .lightning import fit_lightning, lightning_checkpoint_path
+    except ImportError as e:
+        raise ValueError(f"Expected PyTorch Lightning for --strategy: {e}") from None
+    _check_overwrite(args)
+    ckpt = lightning_checkpoint_path(args.checkpoint)
+    if os.path.exists(ckpt) and not args.overwrite and not args.resume:
+        raise ValueError(
+            f"Expected --checkpoint to name a new run but Lightning's checkpoint {ckpt!r} "
+            "exists; pass --overwrite to replace it, --resume to continue it, or choose "
+            "another --checkpoint"
+        )
+    if args.resume:
+        _, saved = load_checkpoint(args.resume)
+        config, model = saved["fit_config"], saved["model_config"]
+        if not saved.get("data_spec"):
+            raise ValueError(
+                f"Expected --resume to name a checkpoint written by `pyro-vae train` but "
+                f"{args.resume!r} holds no data spec"
+            )
+        data = dataset_from_spec(saved["data_spec"])
+        vae = VAE(data.x_dim, model["z_dim"], tuple(model["hidden_dims"]), model["likelihood"])
+        loss, alpha, k = config["loss"], config["alpha"], config["num_particles"]
+        settings = {key: config[key] for key in ("batch_size", "seed", "patience")}
+        settings["beta"] = config.get("beta") or "1"
+    else:
+        loss, alpha, k = parse_objective(args.objective)
+        settings = {
+            "batch_size": args.batch_size,
+            "seed": args.seed,
+            "patience": args.patience,
+            "beta": parse_schedule(args.beta),
+        }
+    if loss == "pyro_renyi":
+        raise ValueError(
+            "Expected --objective other than pyro_renyi with --strategy: Pyro's RenyiELBO has "
+            "no differentiable_loss for a training step; renyi:ALPHA:K is the same bound"
+        )
+    devices = lightning["devices"]
+    if settings["batch_size"] % devices:
+        raise ValueError(
+            f"Expected --batch-size to be a multiple of --devices {devices} (each process "
+            f"takes batch-size / devices rows per step) but got {settings['batch_size']}"
+        )
+    if not args.resume:
+        data = load_dataset(args.dataset, _binarize(args, args.likelihood), args.split_seed)
+        torch.manual_seed(args.seed)
+        vae = VAE(data.x_dim, args.z_dim, args.hidden_dims, args.likelihood)
+    run = fit_lightning(
+        vae,
+        data,
+        loss=loss,
+        alpha=alpha,
+        num_particles=k,
+        epochs=args.epochs,
+        lr=args.lr,
+        progress=not args.no_progress,
+        checkpoint=args.checkpoint,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+        **settings,
+        **lightning,
+    )
+    if run.global_rank != 0:
+        return  # the other processes of a DDP run stay quiet
+    last = run.history[run.best_epoch - 1]
+    print(
+        f"{run.config['objective']}: best epoch {run.best_epoch} of {len(run.history)}, "
+        f"validation ELBO {last.get('val_elbo', float('nan')):.2f} nats, "
+        f"{run.train_time:.1f} s ({run.cpu_time:.1f} s CPU of process 0, torch threads: "
+        f"{run.num_threads}); Lightning {lightning['strategy']}, {run.world_size} "
+        f"process(es) x batch {run.config['per_process_batch_size']}; checkpoint "
+        f"{args.checkpoint}, Lightning's for --resume {run.lightning_checkpoint}"
+    )
+
+
 def _run_train(args):
+    lightning = _lightning_settings(args)
+    if lightning is not None:
+        return _run_train_lightning(args, lightning)
     _check_overwrite(args)
     if args.resume:
         _, saved = load_checkpoint(args.resume)

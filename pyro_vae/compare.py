@@ -11,17 +11,32 @@ K = 5000 importance samples). Differences between objectives are reported two wa
 the spread across training seeds (retraining), and paired per-point differences on
 the same test points (:func:`pyro_vae.evaluation.paired_difference`), which is what
 decides whether one objective beats another on this test set.
+
+Every run (objective and seed, or β schedule) is seeded on its own, so the runs are
+independent: ``compare(..., workers=N)`` runs them side by side in N processes and
+returns the same numbers as one process (``pyro-vae compare`` uses every core).
 """
 
+import contextlib
 import itertools
 import math
+import multiprocessing
 import os
 import statistics
+import sys
+import threading
 import time
+import warnings
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
+import pyro
 import torch
+from tqdm.auto import tqdm
+from tqdm.std import tqdm as std_tqdm
 
+from ._checks import check_int
 from ._io import versions
 from ._threads import DEFAULT_THREADS, torch_threads
 from .anatomy import active_units, elbo_decompositions, elbo_surgery
@@ -43,6 +58,7 @@ __all__ = [
     "SURGERY",
     "Comparison",
     "GuideCheck",
+    "available_cores",
     "check_guide",
     "compare",
     "convergence",
@@ -126,7 +142,16 @@ class Comparison:
     evaluations : dict of str to list of Evaluation
         Per-point test estimates of each objective, one per seed.
     meta : dict
-        Data set and split, seeds, sizes, settings, versions and total wall time.
+        Data set and split, seeds, sizes, settings, versions; ``workers`` (processes
+        used), ``torch_threads`` (in each), ``wall_time_s``, ``cpu_time_s`` (this
+        process and its workers), ``load_average`` (1-minute, at the start and the end)
+        and ``run_times``: per run, in the order of the runs (objectives within seeds,
+        then β schedules), ``label``, ``seed``, ``process`` (its process id),
+        ``started`` and ``finished`` (seconds since the start of :func:`compare`),
+        ``fit_s``, ``evaluate_s``, ``anatomy_s`` (decompositions, surgery and active
+        units; active units alone for a β run) and, for a first-seed objective,
+        ``check_s`` (aggregate draws and guide check): wall seconds; ``cpu_s``, the
+        run's CPU seconds.
     """
 
     rows: list = field(default_factory=list)
@@ -180,6 +205,7 @@ def compare(
     gap_every=25,
     beta_schedules=(),
     beta_objective=None,
+    workers=1,
 ):
     """Train one VAE per objective and training seed, then evaluate each on the test split.
 
@@ -206,10 +232,12 @@ def compare(
         Test points (the first ones) on which each objective's first-seed guide is
         checked against its exact posterior (:func:`check_guide`); 0 skips the check.
     progress : bool, default True
-        Show progress bars.
+        Show progress bars: one per run with ``workers=1``, else one counting the
+        finished runs.
     num_threads : int or None, default DEFAULT_THREADS (1)
-        Torch threads for the whole comparison (restored afterwards); None leaves
-        torch's setting. One thread is the measured best for networks this small
+        Torch threads for the whole comparison (restored afterwards), in each worker
+        process too; None leaves torch's setting (workers take this process's). One
+        thread is the measured best for networks this small
         (``benchmarks/bench_threads.py``).
     gap_every : int or None, default 25
         Every this many epochs, each run estimates log p(x), the ELBO and their gap on
@@ -223,6 +251,21 @@ def compare(
         posterior collapse and its cure in :attr:`Comparison.beta_rows`.
     beta_objective : str, optional
         The objective spec of the β runs; default the first of ``objectives``.
+    workers : int, default 1
+        Processes that run the runs (one per objective and seed, one per β schedule:
+        training, test evaluation, anatomy and guide check) side by side; at most the
+        number of runs is used. 1 runs everything in this process. With more, each
+        worker is a fresh Python process (``multiprocessing``'s ``"spawn"`` start
+        method, safe with torch's thread pools where ``fork`` is not) that imports
+        ``pyro_vae`` and, like any spawned process, re-imports the calling script
+        as ``__mp_main__``: in a script, call ``compare(..., workers=2)`` under
+        ``if __name__ == "__main__":``, or the workers would run the script's top
+        level again (Python then raises a RuntimeError). Every run is seeded as with
+        one worker, so the results are the same numbers; use as many workers as free
+        cores (``pyro-vae compare`` uses :func:`available_cores`, capped at the
+        number of runs), each with ``num_threads`` threads. A run's warnings are shown
+        here once it finishes; its error is raised here with the worker's traceback
+        attached, after the other workers are stopped.
 
     Returns
     -------
@@ -231,14 +274,25 @@ def compare(
     Raises
     ------
     ValueError
-        For a bad objective spec, seeds or any invalid training argument, before any
-        training.
+        For a bad objective spec, seeds, ``workers`` (an integer ≥ 1) or any invalid
+        training argument, before any training.
+    RuntimeError
+        If a worker process died (e.g. killed for memory) before returning its run.
+
+    Notes
+    -----
+    Each run's test evaluation (:func:`pyro_vae.evaluate`, K = ``num_samples``) also
+    supplies log p(x) and the gap to its ELBO decompositions
+    (``elbo_decompositions(..., evaluation=...)``): ``decomp_log_px``,
+    ``decomp_gap`` and ``decomp_evidence_minus_gap`` are ``test_log_px``,
+    ``test_gap`` and ``test_elbo``, computed once.
     """
     specs, labels, seeds = _check_compare_args(objectives, num_samples, seeds)
     if not isinstance(posterior_points, int) or posterior_points < 0:
         raise ValueError(
             f"Expected posterior_points to be an integer >= 0 but got {posterior_points!r}"
         )
+    check_int("workers", workers)
     schedules = [parse_schedule(spec) for spec in beta_schedules]
     if len({schedule.spec for schedule in schedules}) != len(schedules):
         raise ValueError(f"Expected distinct beta_schedules but got {list(beta_schedules)}")
@@ -249,99 +303,282 @@ def compare(
         settings = {"epochs": epochs, "z_dim": z_dim, "hidden_dims": hidden_dims,
                     "likelihood": likelihood, "batch_size": batch_size, "lr": lr,
                     "patience": patience, "num_samples": num_samples,
-                    "posterior_points": posterior_points, "progress": progress,
-                    "gap_every": gap_every}  # fmt: skip
-        start, cpu_start = time.perf_counter(), time.process_time()
-        result = _compare(data, specs, labels, seeds, **settings)
+                    "posterior_points": posterior_points, "gap_every": gap_every}  # fmt: skip
+        start, cpu_start, started = time.perf_counter(), _cpu_time(), time.time()
+        load_before = _load_average()
+        tasks = _tasks(data, specs, labels, seeds, beta_spec, schedules, settings)
+        workers = min(workers, len(tasks))
+        if workers == 1:
+            outputs = [_run(task, data, settings, progress) for task in tasks]
+        else:
+            outputs = _run_in_workers(tasks, data, settings, workers, progress)
+        # leave the global RNGs as the last run left them in this process with one worker
+        pyro.util.set_rng_state(outputs[-1]["rng_state"])
+        result = _assemble(data, tasks, outputs, specs, labels, seeds, settings)
         if schedules:
-            result.beta_rows, result.beta_models = _beta_runs(
-                data, beta_spec, schedules, seeds[0], settings
-            )
             result.meta["beta_objective"] = objective_label(*beta_spec)
             result.meta["beta_schedules"] = [schedule.spec for schedule in schedules]
+        result.meta["workers"] = workers
+        result.meta["load_average"] = [load_before, _load_average()]
         result.meta["wall_time_s"] = time.perf_counter() - start
-        result.meta["cpu_time_s"] = time.process_time() - cpu_start
+        result.meta["cpu_time_s"] = _cpu_time() - cpu_start
+        result.meta["run_times"] = [_relative(out["times"], started) for out in outputs]
         return result
 
 
-def _beta_runs(data, spec, schedules, seed, settings):
-    """Train ``spec`` under each β schedule from one initialization; rows and models."""
-    loss, alpha, k = spec
-    torch.manual_seed(seed)
+def _relative(times, started):
+    """A run's times with ``started`` and ``finished`` in seconds since ``started``."""
+    return {**times, "started": times["started"] - started,
+            "finished": times["finished"] - started}  # fmt: skip
+
+
+def available_cores():
+    """CPU cores this process may run on (its affinity where the OS tells), at least 1.
+
+    Returns
+    -------
+    int
+        ``len(os.sched_getaffinity(0))`` where available, else ``os.cpu_count()``.
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class _Task:
+    """One independent run of :func:`compare`: a training seed and objective, or a β
+    schedule. ``initial`` is the seeded initialization (a state dict); ``check``:
+    whether the guide check and the aggregate draws are due (first seed)."""
+
+    label: str
+    spec: tuple
+    seed: int
+    initial: dict
+    check: bool = False
+    schedule: object = None
+
+
+def _tasks(data, specs, labels, seeds, beta_spec, schedules, settings):
+    """The runs in the order one worker runs them, each with its initialization."""
     model_args = (data.x_dim, settings["z_dim"], settings["hidden_dims"], settings["likelihood"])
-    initial = VAE(*model_args).state_dict()
-    rows, models = [], {}
-    for schedule in schedules:
-        vae = VAE(*model_args)
-        vae.load_state_dict(initial)
-        # every epoch, the last one evaluated: the β = 1 validation bound would pick an
-        # early epoch of a run trained far from β = 1 (epoch 1 for β = 0)
-        run = fit(vae, data, loss=loss, alpha=alpha, num_particles=k, beta=schedule,
-                  epochs=settings["epochs"], batch_size=settings["batch_size"],
-                  lr=settings["lr"], seed=seed, patience=None, restore_best=False,
-                  progress=settings["progress"], gap_every=settings["gap_every"])  # fmt: skip
-        test = evaluate(vae, data.test, settings["num_samples"], ks=(5, 50), seed=seed)
-        summary = test.summary()
-        units = active_units(vae, data.test)
-        row = {
-            "schedule": schedule.label,
-            "spec": schedule.spec,
-            "name": schedule.name,
-            "objective": objective_label(loss, alpha, k),
-            "z_dim": settings["z_dim"],
-            "best_epoch": run.best_epoch,
-            "epochs_run": len(run.history),
-            "train_time_s": run.train_time,
-            "train_cpu_s": run.cpu_time,
-            "num_active": int(units.num_active),
-            "activity": units.activity.tolist(),
-            "kl_per_dim": units.kl.tolist(),
-        }
-        for name in ("elbo", "log_px", "kl", "reconstruction", "gap"):
-            row[f"test_{name}"], row[f"test_{name}_se"] = summary[name]
-        rows.append(row)
-        models[schedule.label] = vae
-    return rows, models
-
-
-def _compare(data, specs, labels, seeds, epochs, z_dim, hidden_dims, likelihood, batch_size,
-             lr, patience, num_samples, posterior_points, progress, gap_every):  # fmt: skip
-    """The work of :func:`compare`, arguments checked."""
-    start, cpu_start = time.perf_counter(), time.process_time()
-    load_before = _load_average()
-    runs = {label: [] for label in labels}
-    result = Comparison()
+    tasks = []
     for seed in seeds:
         torch.manual_seed(seed)
-        initial = VAE(data.x_dim, z_dim, hidden_dims, likelihood).state_dict()
-        for (loss, alpha, k), label in zip(specs, labels, strict=True):
-            vae = VAE(data.x_dim, z_dim, hidden_dims, likelihood)
-            vae.load_state_dict(initial)
-            run = fit(vae, data, loss=loss, alpha=alpha, num_particles=k, epochs=epochs,
-                      batch_size=batch_size, lr=lr, seed=seed, patience=patience,
-                      progress=progress, gap_every=gap_every)  # fmt: skip
-            test = evaluate(vae, data.test, num_samples, ks=(5, 50), seed=seed)
-            anatomy = _anatomy(vae, data.test, num_samples, seed)
-            runs[label].append((run, test, anatomy))
-            if label not in result.models:
-                result.models[label] = vae
-                result.histories[label] = run.history
-                z_loc, z_scale = vae.encode(data.test)
-                generator = torch.Generator(device=z_loc.device).manual_seed(seed)
-                shape = (AGGREGATE_DRAWS, *z_loc.shape)
-                noise = torch.randn(shape, generator=generator, device=z_loc.device)
-                result.aggregate[label] = (z_loc + z_scale * noise).reshape(-1, z_dim)
+        initial = VAE(*model_args).state_dict()
+        for spec, label in zip(specs, labels, strict=True):
+            tasks.append(_Task(label, spec, seed, initial, check=seed == seeds[0]))
+    if schedules:
+        torch.manual_seed(seeds[0])
+        initial = VAE(*model_args).state_dict()
+        for schedule in schedules:
+            tasks.append(_Task(schedule.label, beta_spec, seeds[0], initial, schedule=schedule))
+    return tasks
+
+
+def _run(task, data, settings, progress):
+    """Train, evaluate and take apart one run; a dict of what :func:`_assemble` needs.
+
+    ``rng_state``: the global RNG states (torch, Python, NumPy) at the end of the run,
+    which only training moves (every estimate draws from a seeded forked RNG).
+    """
+    clock = _Clock(task)
+    loss, alpha, k = task.spec
+    vae = VAE(data.x_dim, settings["z_dim"], settings["hidden_dims"], settings["likelihood"])
+    vae.load_state_dict(task.initial)
+    common = {"loss": loss, "alpha": alpha, "num_particles": k, "epochs": settings["epochs"],
+              "batch_size": settings["batch_size"], "lr": settings["lr"], "seed": task.seed,
+              "progress": progress, "gap_every": settings["gap_every"]}  # fmt: skip
+    out = {"vae": vae}
+    num_samples, x = settings["num_samples"], data.test
+    if task.schedule is None:
+        out["run"] = fit(vae, data, patience=settings["patience"], **common)
+        clock.lap("fit_s")
+        out["test"] = evaluate(vae, x, num_samples, ks=(5, 50), seed=task.seed)
+        clock.lap("evaluate_s")
+        out["anatomy"] = _anatomy(vae, x, num_samples, task.seed, out["test"])
+        clock.lap("anatomy_s")
+        if task.check:
+            z_loc, z_scale = vae.encode(x)
+            generator = torch.Generator(device=z_loc.device).manual_seed(task.seed)
+            shape = (AGGREGATE_DRAWS, *z_loc.shape)
+            noise = torch.randn(shape, generator=generator, device=z_loc.device)
+            out["aggregate"] = (z_loc + z_scale * noise).reshape(-1, settings["z_dim"])
+            if settings["posterior_points"]:
+                x_check = x[: settings["posterior_points"]]
+                out["check"] = check_guide(vae, x_check, seed=task.seed)
+            clock.lap("check_s")
+    else:
+        # every epoch, the last one evaluated: the β = 1 validation bound would pick an
+        # early epoch of a run trained far from β = 1 (epoch 1 for β = 0)
+        out["run"] = fit(vae, data, beta=task.schedule, patience=None, restore_best=False,
+                         **common)  # fmt: skip
+        clock.lap("fit_s")
+        out["test"] = evaluate(vae, x, num_samples, ks=(5, 50), seed=task.seed)
+        clock.lap("evaluate_s")
+        out["units"] = active_units(vae, x)
+        clock.lap("anatomy_s")
+    out["rng_state"] = pyro.util.get_rng_state()
+    out["times"] = clock.times
+    return out
+
+
+class _Clock:
+    """Wall seconds of a run's steps, its CPU seconds and when it ran (Unix time)."""
+
+    def __init__(self, task):
+        self.times = {"label": task.label, "seed": task.seed, "process": os.getpid()}
+        self.times["started"] = time.time()
+        self.cpu, self.last = time.process_time(), time.perf_counter()
+
+    def lap(self, name):
+        now = time.perf_counter()
+        self.times[name], self.last = now - self.last, now
+        self.times["finished"] = time.time()
+        self.times["cpu_s"] = time.process_time() - self.cpu
+
+
+# ------------------------------------------------------------------ worker processes
+
+_WORKER = {}
+"""A worker process's data and settings, set once by :func:`_start_worker`."""
+
+
+def _start_worker(data, settings, num_threads):
+    """Initializer of a worker process: keep the data, set the torch threads."""
+    _WORKER.update(data=data, settings=settings)
+    torch.set_num_threads(num_threads)
+    # tqdm's default lock is a multiprocessing semaphore, which a worker stopped by
+    # _stop would leave for the resource tracker to complain about; none is shown here
+    std_tqdm.set_lock(threading.RLock())
+
+
+def _worker_run(task):
+    """:func:`_run` in a worker: its warnings recorded and the module as a state dict."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = _run(task, _WORKER["data"], _WORKER["settings"], progress=False)
+    out["vae"] = out["vae"].state_dict()
+    if "check" in out:
+        out["check"].vae = None  # the parent attaches its own copy of the module
+    modules = {getattr(m, "__file__", None): name for name, m in list(sys.modules.items())}
+    out["warnings"] = [
+        (w.category, str(w.message), w.filename, w.lineno, modules.get(w.filename)) for w in caught
+    ]
+    return out
+
+
+def _run_in_workers(tasks, data, settings, workers, progress):
+    """:func:`_run` of every task in ``workers`` spawned processes; outputs in task order.
+
+    The runs with the most particles go first (the longest first keeps the workers
+    busy until the end). Each worker sets the torch threads of this process. On the
+    first error the other runs are cancelled and the workers stopped, and the error is
+    raised with a note naming the run (the worker's traceback is its ``__cause__``).
+    """
+    order = sorted(range(len(tasks)), key=lambda i: -tasks[i].spec[2])
+    outputs = [None] * len(tasks)
+    registry = {}
+    context = multiprocessing.get_context("spawn")
+    initargs = (data, settings, torch.get_num_threads())
+    pool = ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=initargs)
+    bar = tqdm(total=len(tasks), desc=f"runs ({workers} workers)", disable=not progress)
+    try:
+        pending = {pool.submit(_worker_run, tasks[i]): i for i in order}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                i = pending.pop(future)
+                outputs[i] = _worker_output(future, tasks[i], registry)
+                bar.update()
+    except BaseException:
+        _stop(pool)
+        raise
+    finally:
+        bar.close()
+        pool.shutdown(wait=True, cancel_futures=True)
+    model_args = (data.x_dim, settings["z_dim"], settings["hidden_dims"], settings["likelihood"])
+    with torch.random.fork_rng():  # building a module draws an initialization
+        for out in outputs:
+            vae = VAE(*model_args)
+            vae.load_state_dict(out["vae"])
+            out["vae"] = vae
+            if "check" in out:
+                out["check"].vae = vae
+    return outputs
+
+
+def _worker_output(future, task, registry):
+    """A finished run's output, its warnings shown; its error raised with a note."""
+    what = f"the {task.label} run (seed {task.seed})"
+    try:
+        out = future.result()
+    except BrokenProcessPool as e:
+        raise RuntimeError(
+            f"A worker process of compare died before {what} returned (killed by the "
+            "system, e.g. out of memory?); run with workers=1 (pyro-vae compare "
+            "--workers 1) to run everything in this process"
+        ) from e
+    except Exception as e:
+        e.add_note(f"Raised in a worker process of compare, in {what}.")
+        raise
+    for category, message, filename, lineno, module in out.pop("warnings"):
+        # the registry of the module the warning names, as if raised here ("default":
+        # once per place); a per-call one for a module this process has not loaded
+        found = sys.modules.get(module)
+        place = vars(found).setdefault("__warningregistry__", {}) if found else registry
+        warnings.warn_explicit(message, category, filename, lineno, module, place)
+    return out
+
+
+def _stop(pool):
+    """Stop a pool's worker processes now, without waiting for their runs (as
+    ``ProcessPoolExecutor.terminate_workers`` of Python 3.14 does)."""
+    processes = dict(getattr(pool, "_processes", None) or {})
+    manager = getattr(pool, "_executor_manager_thread", None)
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes.values():
+        with contextlib.suppress(ValueError, ProcessLookupError):
+            if process.is_alive():
+                process.terminate()
+    if manager is not None:
+        manager.join()  # it reaps the stopped processes
+
+
+def _cpu_time():
+    """CPU seconds of this process and of its finished child processes (workers)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+# ------------------------------------------------------------------ assembling results
+
+
+def _assemble(data, tasks, outputs, specs, labels, seeds, settings):
+    """The :class:`Comparison` from the runs' outputs (in task order)."""
+    runs = {label: [] for label in labels}
+    result = Comparison()
+    for task, out in zip(tasks, outputs, strict=True):
+        if task.schedule is not None:
+            result.beta_rows.append(_beta_row(task, out, settings))
+            result.beta_models[task.label] = out["vae"]
+            continue
+        runs[task.label].append((out["run"], out["test"], out["anatomy"]))
+        if task.check:
+            result.models[task.label] = out["vae"]
+            result.histories[task.label] = out["run"].history
+            result.aggregate[task.label] = out["aggregate"]
     for (loss, alpha, k), label in zip(specs, labels, strict=True):
         result.rows.append(_row(label, loss, alpha, k, seeds, runs[label]))
         result.evaluations[label] = [test for _, test, _ in runs[label]]
     for a, b in itertools.combinations(labels, 2):
         result.pairs.append(_pair(a, b, result.evaluations[a], result.evaluations[b]))
-    if posterior_points:
-        x = data.test[:posterior_points]
-        for label, vae in result.models.items():
-            result.checks[label] = check_guide(vae, x, seed=seeds[0])
+    for task, out in zip(tasks, outputs, strict=True):
+        if "check" in out:
+            result.checks[task.label] = out["check"]
             result.agreement.append(
-                {"objective": label, **summarize_agreement(result.checks[label].table)}
+                {"objective": task.label, **summarize_agreement(out["check"].table)}
             )
     result.meta = {
         "dataset": data.name,
@@ -352,24 +589,44 @@ def _compare(data, specs, labels, seeds, epochs, z_dim, hidden_dims, likelihood,
         "num_train": len(data.train),
         "num_validation": len(data.validation),
         "num_test": len(data.test),
-        "num_samples": num_samples,
-        "epochs": epochs,
-        "z_dim": z_dim,
-        "hidden_dims": list(hidden_dims),
-        "likelihood": likelihood,
-        "batch_size": batch_size,
-        "lr": lr,
-        "patience": patience,
-        "posterior_points": posterior_points,
-        "gap_every": gap_every,
+        "num_samples": settings["num_samples"],
+        "epochs": settings["epochs"],
+        "z_dim": settings["z_dim"],
+        "hidden_dims": list(settings["hidden_dims"]),
+        "likelihood": settings["likelihood"],
+        "batch_size": settings["batch_size"],
+        "lr": settings["lr"],
+        "patience": settings["patience"],
+        "posterior_points": settings["posterior_points"],
+        "gap_every": settings["gap_every"],
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
-        "load_average": [load_before, _load_average()],
-        "wall_time_s": time.perf_counter() - start,
-        "cpu_time_s": time.process_time() - cpu_start,
         "versions": versions(),
     }
     return result
+
+
+def _beta_row(task, out, settings):
+    """The row of one β-schedule run."""
+    run, units, schedule = out["run"], out["units"], task.schedule
+    row = {
+        "schedule": schedule.label,
+        "spec": schedule.spec,
+        "name": schedule.name,
+        "objective": objective_label(*task.spec),
+        "z_dim": settings["z_dim"],
+        "best_epoch": run.best_epoch,
+        "epochs_run": len(run.history),
+        "train_time_s": run.train_time,
+        "train_cpu_s": run.cpu_time,
+        "num_active": int(units.num_active),
+        "activity": units.activity.tolist(),
+        "kl_per_dim": units.kl.tolist(),
+    }
+    summary = out["test"].summary()
+    for name in ("elbo", "log_px", "kl", "reconstruction", "gap"):
+        row[f"test_{name}"], row[f"test_{name}_se"] = summary[name]
+    return row
 
 
 def _load_average():
@@ -424,12 +681,13 @@ def _spread(values):
     return statistics.stdev(values) if len(values) > 1 else math.nan
 
 
-def _anatomy(vae, x, num_samples, seed):
-    """The ELBO three ways, ELBO surgery and active units of one trained model on x."""
+def _anatomy(vae, x, num_samples, seed, test):
+    """The ELBO three ways, ELBO surgery and active units of one trained model on x;
+    ``test``, its evaluation on x, supplies log p(x) and the gap."""
     return {
         "decomp": elbo_decompositions(
-            vae, x, num_samples=1000, seed=seed, log_px_samples=num_samples
-        ),  # fmt: skip
+            vae, x, num_samples=1000, seed=seed, log_px_samples=num_samples, evaluation=test
+        ),
         "surgery": elbo_surgery(vae, x, seed=seed),
         "units": active_units(vae, x, seed=seed),
     }

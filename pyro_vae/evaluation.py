@@ -457,7 +457,8 @@ def evaluate_unchecked(vae, x, num_samples, ks, seed, **kwargs):
     """
     batch_rows = max(1, min(x.shape[0], _CHUNK_ROWS // num_samples))
     sample_rows = max(1, min(num_samples, _CHUNK_ROWS // batch_rows))
-    with param_store_as_found(), torch.random.fork_rng(enabled=seed is not None):
+    devices = [x.device] if x.device.type == "cuda" else []  # not every visible GPU
+    with param_store_as_found(), torch.random.fork_rng(devices, enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
         per_batch = []

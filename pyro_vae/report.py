@@ -503,13 +503,17 @@ def _describe(meta, num_objectives):
         parts.append(".")
     if "torch_threads" in meta:
         parts.append(f" Torch threads: {meta['torch_threads']}")
+        workers = meta.get("workers") or 1
+        if workers > 1:
+            parts.append(f" in each of {workers} worker processes, the runs side by side")
         if meta.get("cpu_count"):
             parts.append(f" on {meta['cpu_count']} CPUs")
         loads = [v for v in meta.get("load_average") or [] if v is not None]
         if loads:
+            busy = "the torch threads" if workers == 1 else "workers × threads"
             parts.append(
                 f"; 1-minute load average {loads[0]:.1f} at the start, {loads[-1]:.1f} at "
-                "the end (a load above the torch threads means other processes competed for "
+                f"the end (a load above {busy} means other processes competed for "
                 "the cores: compare the wall and CPU columns)"
             )
         parts.append(".")

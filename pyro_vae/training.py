@@ -54,7 +54,7 @@ DEFAULT_LR = 1e-3
 MONITORS = ("iwae", "elbo")
 _SHOWN = ("train_loss", "val_elbo", "val_iwae")  # in the progress bar
 # Arguments that define a run: a resumed run must use the saved values.
-_RUN_DEFINING = (
+RUN_DEFINING = (
     "loss",
     "alpha",
     "num_particles",
@@ -65,7 +65,7 @@ _RUN_DEFINING = (
     "beta",
 )
 # Their values in checkpoints written before the argument existed.
-_SAVED_DEFAULTS = {"beta": constant(1.0).spec}
+SAVED_DEFAULTS = {"beta": constant(1.0).spec}
 
 
 @dataclass
@@ -181,7 +181,8 @@ def _set_rng_state(state, generator):
     )
 
 
-def _check_fit_args(epochs, batch_size, lr, patience, val_samples, monitor, checkpoint_every):
+def check_fit_args(epochs, batch_size, lr, patience, val_samples, monitor, checkpoint_every):
+    """Raise ``ValueError`` naming the first of :func:`fit`'s arguments out of range."""
     check_int("epochs", epochs)
     check_int("batch_size", batch_size)
     if lr is not None and not (isinstance(lr, int | float) and lr > 0):
@@ -207,7 +208,7 @@ def _check_gap_args(gap_every, gap_points, gap_samples, validation):
     check_int("gap_samples", gap_samples, minimum=2)
 
 
-def _check_schedule(beta, checkpoint, resume):
+def check_schedule(beta, checkpoint, resume):
     """The β schedule of ``beta`` (see :func:`fit`), or a ``ValueError`` naming it."""
     schedule = as_schedule(beta)
     if not isinstance(schedule, Schedule) and (checkpoint is not None or resume is not None):
@@ -407,8 +408,8 @@ class Trainer:
                 f"vae with {self.vae.config}"
             )
         saved = checkpoint["fit_config"]
-        for name in _RUN_DEFINING:
-            value = saved.get(name, _SAVED_DEFAULTS.get(name))
+        for name in RUN_DEFINING:
+            value = saved.get(name, SAVED_DEFAULTS.get(name))
             if value != self.config[name]:
                 raise ValueError(
                     f"Expected {name}={value!r} as in the checkpoint being resumed "
@@ -600,10 +601,10 @@ def fit(
     check_objective(loss, alpha, num_particles, beta=beta)
     if num_threads is not None:
         check_int("num_threads", num_threads)
-    _check_fit_args(epochs, batch_size, lr, patience, val_samples, monitor, checkpoint_every)
-    schedule = _check_schedule(beta, checkpoint, resume)
+    check_fit_args(epochs, batch_size, lr, patience, val_samples, monitor, checkpoint_every)
+    schedule = check_schedule(beta, checkpoint, resume)
     on_device(vae, device)
-    train, validation = _training_data(vae, data, validation)
+    train, validation = training_data(vae, data, validation)
     _check_gap_args(gap_every, gap_points, gap_samples, validation)
     resumed = load_checkpoint(resume)[1] if resume is not None else None
     if lr is None:
@@ -677,7 +678,7 @@ def _train(trainer, result, checkpoint, checkpoint_every, data_spec, progress):
     result.cpu_time = time.process_time() - cpu_start
 
 
-def _training_data(vae, data, validation):
+def training_data(vae, data, validation):
     """Check the data once; return (train, validation) for :class:`Trainer`."""
     if isinstance(data, Dataset):
         check_data(data.train, vae, "data")

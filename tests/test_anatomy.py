@@ -157,6 +157,48 @@ def test_evidence_minus_gap_by_quadrature_and_importance_sampling(perturbed):
         assert abs(float(z.std()) - 1) < 0.2, (name, float(z.std()))
 
 
+def test_a_precomputed_evaluation_gives_log_px_and_the_gap_without_new_draws(
+    perturbed, monkeypatch
+):
+    """With ``evaluation``, (3) is that evaluation's log p(x), gap and ELBO, (1) and (2)
+    are unchanged, and no importance sampling is done; the closed forms ignore it."""
+    lg, x = perturbed
+    x = x[:50]
+    evaluation = pyro_vae.evaluate(lg, x, 2000, ks=(), seed=7)
+    kwargs = {"num_samples": 100, "log_px_samples": 2000, "seed": 3}
+    alone = elbo_decompositions(lg, x, log_px="importance_sampling", **kwargs)
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("log p(x) sampled again")
+
+    monkeypatch.setattr(pyro_vae.anatomy, "evaluate_unchecked", no_sampling)
+    given = elbo_decompositions(
+        lg, x, log_px="importance_sampling", evaluation=evaluation, **kwargs
+    )
+    assert given.methods == alone.methods and given.log_px_samples == 2000
+    for name in alone.values:
+        if name in ("log_px", "gap", "evidence_minus_gap"):
+            continue
+        assert torch.equal(given.values[name], alone.values[name]), name
+        assert torch.equal(given.std_errors[name], alone.std_errors[name]), name
+    for name, source in (("log_px", "log_px"), ("gap", "gap")):
+        assert torch.equal(given.values[name], evaluation.values[source])
+        assert torch.equal(given.std_errors[name], evaluation.std_errors[source])
+    torch.testing.assert_close(
+        given.values["evidence_minus_gap"], evaluation.values["elbo"], rtol=0, atol=1e-12
+    )
+    assert torch.equal(given.std_errors["evidence_minus_gap"], evaluation.std_errors["elbo"])
+    # the same quantities as the sampled ones, within their errors
+    summary, sampled = given.summary(), alone.summary()
+    for name in ("log_px", "gap", "evidence_minus_gap"):
+        within(summary[name][0], sampled[name][0], math.hypot(summary[name][1], sampled[name][1]))
+    for method in ("exact", "quadrature"):
+        exact = elbo_decompositions(lg, x, log_px=method, evaluation=evaluation, **kwargs)
+        again = elbo_decompositions(lg, x, log_px=method, **kwargs)
+        for name in again.values:
+            assert torch.equal(exact.values[name], again.values[name]), (method, name)
+
+
 def test_monte_carlo_terms_where_there_is_no_closed_form(perturbed):
     lg, x = perturbed
     x = x[:100]
@@ -210,6 +252,14 @@ def test_same_seed_same_numbers_and_global_state_left_as_found(perturbed):
     assert not torch.equal(first.values["reconstruction"], other.values["reconstruction"])
 
 
+def _evaluation(lg, x, drop=()):
+    """lg evaluated on x with K = 5000 (log_px_samples's default), less the ``drop`` values."""
+    evaluation = pyro_vae.evaluate(lg, x, 5000, ks=(), seed=0)
+    for name in drop:
+        del evaluation.values[name]
+    return evaluation
+
+
 def bad_calls(lg, vae4):
     x = torch.zeros(5, 6, dtype=torch.float64)
     return [
@@ -222,6 +272,13 @@ def bad_calls(lg, vae4):
         ("num_samples", lambda: elbo_decompositions(lg, x, num_samples=True)),
         ("num_samples", lambda: elbo_surgery(lg, x, num_samples=1)),
         ("log_px_samples", lambda: elbo_decompositions(lg, x, log_px_samples=1)),
+        ("evaluation", lambda: elbo_decompositions(lg, x, evaluation="log_px")),
+        ("evaluation", lambda: elbo_decompositions(lg, x, evaluation=_evaluation(lg, x[:4]))),
+        ("evaluation", lambda: elbo_decompositions(lg, x, evaluation=_evaluation(lg, x, ["elbo"]))),
+        (
+            "evaluation",
+            lambda: elbo_decompositions(lg, x, log_px_samples=200, evaluation=_evaluation(lg, x)),
+        ),
         ("seed", lambda: elbo_decompositions(lg, x, seed=1.5)),
         ("log_px", lambda: elbo_decompositions(lg, x, log_px="exactly")),
         ("log_px", lambda: elbo_decompositions(vae4, torch.zeros(5, 64), log_px="exact")),

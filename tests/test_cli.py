@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from pyro_vae.cli import main
+from pyro_vae.compare import available_cores
 from pyro_vae.objectives import parse_objective
 
 
@@ -46,6 +47,8 @@ def test_compare_smoke(tmp_path, capsys):
         assert r["test_log_px_sd"] > 0  # two training seeds give two different models
         assert r["khat_unreliable"] >= 0
     assert results["meta"]["num_test"] == 359
+    # by default, one worker process per core, at most one per run (4 runs here)
+    assert results["meta"]["workers"] == min(available_cores(), 4)
     assert results["meta"]["seeds"] == [0, 1] and results["meta"]["split_seed"] == 0
     assert {"torch", "pyro-ppl", "arviz", "pyro_vae"} <= set(results["meta"]["versions"])
     (pair,) = results["pairs"]
@@ -156,7 +159,10 @@ def test_bad_input_writes_nothing(argv, message, tmp_path, capsys):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("argv", [["compare", "--epochs", "0"], ["train", "--batch-size", "-1"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["compare", "--epochs", "0"], ["compare", "--workers", "0"], ["train", "--batch-size", "-1"]],
+)
 def test_bad_numbers_rejected_by_parser(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
@@ -344,7 +350,9 @@ def test_help_explains_the_objectives_and_k():
     text = " ".join(_subparsers()["compare"].format_help().split())
     for phrase in ("trace[:K]", "meanfield[:K]", "renyi:ALPHA:K", "iwae:K", "Trace_ELBO",
                    "TraceMeanField_ELBO and RenyiELBO", "at least 100", "(default: 5000)",
-                   "(default: 1)"):  # fmt: skip
+                   "(default: 1)", "the numbers are the same as with 1",
+                   "(default: the number of CPU cores this process may use, capped at the "
+                   "number of runs)"):  # fmt: skip
         assert phrase in text, phrase
     evaluate = " ".join(_subparsers()["evaluate"].format_help().split())
     assert "of the training data" not in evaluate and "test split" in evaluate
@@ -402,3 +410,75 @@ def test_posterior_command_writes_idata_table_and_figures(tmp_path, capsys):
     table = pd.read_csv(out / "agreement.csv")
     assert len(table) == 3 and "kl_exact" in table.columns
     assert "Trace_ELBO" in capsys.readouterr().out
+
+
+# --- train --strategy/--devices/--accelerator (PyTorch Lightning) -------------------
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--devices", "2"], "Expected --strategy with --devices"),
+        (["--accelerator", "cpu"], "Expected --strategy with --accelerator"),
+        (["--strategy", "auto", "--devices", "2"], "--strategy ddp with --devices 2"),
+        (["--strategy", "ddp", "--gap-every", "5"], "--gap-every 0 with --strategy"),
+    ],
+)
+def test_train_lightning_flags_checked_before_any_work(argv, message, tmp_path, capsys):
+    ckpt = tmp_path / "vae.pt"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", *argv, "--checkpoint", str(ckpt)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not os.listdir(tmp_path)
+
+
+def test_train_help_explains_the_per_process_batch(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "B/devices rows per step" in text and 'pip install "pyro-vae[lightning]"' in text
+
+
+def test_train_resume_of_the_packages_own_run_refuses_strategy(tmp_path, capsys):
+    ckpt = tmp_path / "vae.pt"
+    args = ["--z-dim", "2", "--hidden-dims", "8", "--no-progress", "--checkpoint", str(ckpt)]
+    assert main(["train", "--epochs", "1", *args]) == 0
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--epochs", "2", "--resume", str(ckpt), "--strategy", "auto", *args])
+    assert exit_info.value.code == 2
+    assert "trained by the package's own loop" in capsys.readouterr().err
+
+
+def test_train_through_lightning_resumes_and_evaluates(tmp_path, capsys):
+    pytest.importorskip("lightning", reason='needs pip install "pyro-vae[lightning]"')
+    from pyro_vae import load_checkpoint
+
+    ckpt = tmp_path / "vae.pt"
+    args = ["--z-dim", "2", "--hidden-dims", "8", "--no-progress", "--checkpoint", str(ckpt)]
+    with pytest.raises(SystemExit) as exit_info:  # 2 processes cannot split 127 rows
+        main(["train", "--strategy", "ddp", "--devices", "2", "--batch-size", "127", *args])
+    assert exit_info.value.code == 2
+    assert "multiple of --devices 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--strategy", "auto", "--objective", "pyro_renyi:0.5:2", *args])
+    assert exit_info.value.code == 2
+    assert "other than pyro_renyi" in capsys.readouterr().err
+    assert not os.listdir(tmp_path)
+    assert main(["train", "--strategy", "auto", "--epochs", "2", "--seed", "3", *args]) == 0
+    assert "Lightning auto, 1 process(es) x batch 128" in capsys.readouterr().out
+    # --resume continues through Lightning without being told (the checkpoint says so)
+    assert main(["train", "--epochs", "3", "--resume", str(ckpt), *args]) == 0
+    saved = load_checkpoint(ckpt)[1]
+    assert [h["epoch"] for h in saved["history"]] == [1, 2, 3]
+    assert saved["fit_config"]["trainer"] == "lightning" and saved["fit_config"]["seed"] == 3
+    capsys.readouterr()
+    assert main(["evaluate", str(ckpt), "--num-samples", "100"]) == 0
+    assert "log_px" in capsys.readouterr().out
+    # a new run may not silently replace Lightning's checkpoint of another
+    os.remove(ckpt)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--strategy", "auto", "--epochs", "1", *args])
+    assert exit_info.value.code == 2
+    assert "Lightning's checkpoint" in capsys.readouterr().err

@@ -337,3 +337,18 @@ def test_a_pipe_inside_a_cell_does_not_split_the_markdown_table():
     for text in (header, align, line):
         assert text.replace(r"\|", "").count("|") == columns + 1
     assert r"E_q log p(x\|z)" in header
+
+
+def test_the_report_says_how_the_runs_shared_the_cores(tmp_path):
+    """Threads, worker processes and the load they should be read against."""
+    machine = {"torch_threads": 1, "cpu_count": 2, "load_average": [0.4, 2.1]}
+    cases = [
+        (1, "Torch threads: 1 on 2 CPUs", "the torch threads"),
+        (2, "Torch threads: 1 in each of 2 worker processes, the runs side by side on 2 CPUs",
+         "workers × threads"),
+    ]  # fmt: skip
+    for workers, expected, busy in cases:
+        write_results(tmp_path, _rows(), {}, {**META, **machine, "workers": workers})
+        report = " ".join((tmp_path / "report.md").read_text(encoding="utf-8").split())
+        assert expected in report
+        assert f"0.4 at the start, 2.1 at the end (a load above {busy} means" in report

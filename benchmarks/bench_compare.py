@@ -1,0 +1,175 @@
+"""P4: wall time of the main job, ``pyro-vae compare`` with every default (on demand).
+
+    python benchmarks/bench_compare.py --out benchmarks/compare.json
+
+Runs ``pyro-vae compare --no-progress --out TMP`` in a fresh Python process, as a user
+runs it (every other option at its default: the four objectives, 800 epochs with
+patience 100, K = 5000, the guide check on 16 test points, the gap tracked every 25
+epochs, ``--workers`` = the cores, capped at the runs), into a temporary folder, and
+writes to ``--out`` (JSON, atomically):
+
+- ``wall_s``: wall seconds of the whole process (interpreter start to exit) and
+  ``cpu_s``, the CPU seconds of it and of its worker processes;
+- ``load_average``: the 1-minute load average before, after, and sampled every 2 s
+  during the run (mean, max): a load above the job's own workers × threads means
+  other processes shared the cores, and the wall time is inflated by them;
+- ``sections``: wall seconds of the job's parts in the main process (``startup``:
+  interpreter and imports; ``load_data``; ``compare``: training, evaluation, anatomy
+  and guide checks of every run; ``figures``: drawing and saving them, and printing
+  the tables; ``report``: the result files), and ``run_sections``: the per-run wall
+  seconds of ``fit``, ``evaluate``, ``anatomy`` and ``check`` summed over the runs,
+  with each run's own times under ``runs`` (from ``meta["run_times"]``);
+- ``machine``: cores, platform, versions; ``command``, ``target_s`` (180: P4 asks for
+  under 3 minutes on 2 cores) and ``under_target``.
+
+``--workers N`` passes ``--workers N`` to the job (``--workers 1``: the sequential
+job, for comparison). The numbers the job reports do not depend on the workers.
+"""
+
+import argparse
+import functools
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+TARGET_S = 180.0
+
+
+def _child(out_dir, times_path, extra):
+    """In the job's process: run the CLI with its parts timed; times to ``times_path``."""
+    import pyro_vae.cli as cli
+    import pyro_vae.report as report
+
+    sections = {}
+
+    def timed(module, name, section):
+        function = getattr(module, name)
+
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            begin = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                sections[section] = sections.get(section, 0.0) + time.perf_counter() - begin
+
+        setattr(module, name, wrapper)
+
+    timed(cli, "load_dataset", "load_data")
+    timed(cli, "compare", "compare")
+    timed(report, "write_results", "report")
+    begin = time.perf_counter()
+    status = cli.main(["compare", "--no-progress", "--out", out_dir, *extra])
+    job = time.perf_counter() - begin
+    parts = ("load_data", "compare", "report")
+    sections["figures"] = job - sum(sections.get(name, 0.0) for name in parts)
+    with open(times_path, "w") as f:
+        json.dump({"status": status, "sections": sections}, f)
+
+
+def _sample_load(samples, stop):
+    while not stop.wait(2.0):
+        samples.append(os.getloadavg()[0])
+
+
+def measure(extra):
+    """Run the job once in a fresh process; the measurement as a dict."""
+    with tempfile.TemporaryDirectory(prefix="bench_compare_") as tmp:
+        out_dir, times_path = os.path.join(tmp, "results"), os.path.join(tmp, "times.json")
+        command = [sys.executable, __file__, "--child", out_dir, times_path, *extra]
+        samples, stop = [], threading.Event()
+        sampler = threading.Thread(target=_sample_load, args=(samples, stop), daemon=True)
+        load_before = os.getloadavg()[0]
+        usage_before = os.times()
+        sampler.start()
+        begin = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - begin
+        usage = os.times()
+        stop.set()
+        sampler.join()
+        with open(times_path) as f:
+            child = json.load(f)
+        with open(os.path.join(out_dir, "results.json")) as f:
+            meta = json.load(f)["meta"]
+    cpu = (usage.children_user - usage_before.children_user) + (
+        usage.children_system - usage_before.children_system
+    )
+    runs = meta.get("run_times", [])
+    run_sections = {
+        name: sum(run.get(f"{name}_s", 0.0) for run in runs)
+        for name in ("fit", "evaluate", "anatomy", "check")
+    }
+    sections = dict(child["sections"])  # the rest: interpreter, imports and exit
+    sections = {"startup": wall - sum(sections.values()), **sections}
+    return {
+        "command": ["pyro-vae", "compare", "--no-progress", "--out", "TMP", *extra],
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "target_s": TARGET_S,
+        "under_target": wall < TARGET_S,
+        "load_average": {
+            "before": load_before,
+            "after": os.getloadavg()[0],
+            "during_mean": sum(samples) / len(samples) if samples else None,
+            "during_max": max(samples) if samples else None,
+        },
+        "sections": sections,
+        "run_sections": run_sections,
+        "runs": runs,
+        "job": {
+            name: meta.get(name)
+            for name in ("workers", "torch_threads", "wall_time_s", "cpu_time_s", "epochs")
+        },
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "available_cores": len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else None,
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "versions": meta.get("versions"),
+        },
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="benchmarks/compare.json", help="JSON file written")
+    parser.add_argument("--workers", type=int, help="passed to pyro-vae compare --workers")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args, extra = parser.parse_known_args()
+    if args.workers is not None:
+        extra = ["--workers", str(args.workers), *extra]
+    if args.child:
+        _child(*args.child, extra)
+        return
+    from pyro_vae._io import atomic_path
+
+    result = measure(extra)
+    with atomic_path(args.out) as tmp, open(tmp, "w") as f:
+        json.dump(result, f, indent=2)
+    load = result["load_average"]
+    print(
+        f"pyro-vae compare (defaults{', ' + ' '.join(extra) if extra else ''}): "
+        f"{result['wall_s']:.1f} s wall, {result['cpu_s']:.1f} s CPU, "
+        f"workers: {result['job']['workers']}, on {result['machine']['cpu_count']} cores; "
+        f"load average {load['before']:.2f} before, {load['during_mean'] or 0:.2f} mean "
+        f"during; target {TARGET_S:.0f} s: {'met' if result['under_target'] else 'missed'}"
+    )
+    for name, seconds in result["sections"].items():
+        print(f"  {name:<10} {seconds:7.1f} s")
+    print("  per run (summed over runs, in the workers):")
+    for name, seconds in result["run_sections"].items():
+        print(f"    {name:<10} {seconds:7.1f} s")
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

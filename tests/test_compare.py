@@ -1,0 +1,155 @@
+"""compare(): worker processes give the numbers of one process; errors and warnings of
+a run reach the caller."""
+
+import math
+import multiprocessing
+import time
+import warnings
+
+import pandas as pd
+import pytest
+import torch
+
+from pyro_vae.compare import available_cores, compare
+from pyro_vae.data import load_digits
+
+TINY = {
+    "objectives": ("trace", "renyi:-0.5:2"),  # the second warns in every run
+    "epochs": 2,
+    "z_dim": 3,  # above 2: log p(x) of the decompositions by importance sampling
+    "hidden_dims": (8,),
+    "num_samples": 100,
+    "seeds": (0, 1),
+    "posterior_points": 1,
+    "progress": False,
+    "gap_every": 1,
+    "beta_schedules": ("0",),
+}
+
+QUIET = {**TINY, "objectives": ("trace", "iwae:2")}
+CLOCKS = ("workers", "load_average", "wall_time_s", "cpu_time_s", "run_times")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits(binarize="dynamic")
+
+
+def _same(a, b, path="result"):
+    """Assert a == b: tensors and tables exactly, floats bit for bit (NaN == NaN)."""
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), path
+    elif isinstance(a, pd.DataFrame):
+        pd.testing.assert_frame_equal(a, b, check_exact=True, obj=path)
+    elif isinstance(a, dict):
+        assert list(a) == list(b), path
+        for key in a:
+            _same(a[key], b[key], f"{path}[{key!r}]")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and math.isnan(a):
+        assert isinstance(b, float) and math.isnan(b), path
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def _numbers(result):
+    """Everything compare computed, less the clock readings."""
+    timing = ("train_time_s", "train_cpu_s")
+    rows = [{k: v for k, v in row.items() if k not in timing} for row in result.rows]
+    beta_rows = [{k: v for k, v in r.items() if k not in timing} for r in result.beta_rows]
+    histories = {
+        label: [{k: v for k, v in record.items() if k != "wall_time"} for record in history]
+        for label, history in result.histories.items()
+    }
+    return {
+        "rows": rows,
+        "beta_rows": beta_rows,
+        "pairs": result.pairs,
+        "agreement": result.agreement,
+        "histories": histories,
+        "aggregate": result.aggregate,
+        "evaluations": {
+            label: [(ev.values, ev.std_errors) for ev in evs]
+            for label, evs in result.evaluations.items()
+        },
+        "models": {label: vae.state_dict() for label, vae in result.models.items()},
+        "beta_models": {label: vae.state_dict() for label, vae in result.beta_models.items()},
+        "checks": {label: check.table for label, check in result.checks.items()},
+        "settings": {k: v for k, v in result.meta.items() if k not in CLOCKS},
+    }
+
+
+def _run(digits, workers):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = compare(digits, workers=workers, **TINY)
+    shown = sorted((w.category.__name__, str(w.message), w.filename, w.lineno) for w in caught)
+    return result, shown, torch.rand(4)  # the global RNG as the runs left it
+
+
+def test_workers_give_the_numbers_of_one_process(digits):
+    """Every number, table, module and history of a run in worker processes is the one
+    of the run in this process, bit for bit; so are the warnings shown and the global
+    RNG left behind (the CLI draws reconstructions and samples from it)."""
+    one, shown_one, rng_one = _run(digits, 1)
+    two, shown_two, rng_two = _run(digits, 2)
+    assert one.meta["workers"] == 1 and two.meta["workers"] == 2
+    _same(_numbers(one), _numbers(two))
+    assert torch.equal(rng_one, rng_two)
+    assert any("no lower bound" in message for _, message, _, _ in shown_two)
+    assert shown_one == shown_two
+    for label, check in two.checks.items():
+        assert check.vae is two.models[label]  # the module of the results, not a copy
+    # five runs, two at a time, in both worker processes; the times of each
+    runs = two.meta["run_times"]
+    assert [(r["label"], r["seed"]) for r in runs] == [
+        ("Trace_ELBO", 0), ("RenyiELBO(alpha=-0.5, K=2)", 0), ("Trace_ELBO", 1),
+        ("RenyiELBO(alpha=-0.5, K=2)", 1), ("β=0", 0)
+    ]  # fmt: skip
+    assert len({r["process"] for r in runs}) == 2
+    assert {r["process"] for r in one.meta["run_times"]} == {one.meta["run_times"][0]["process"]}
+    for r in runs:
+        assert 0 <= r["started"] < r["finished"] and r["fit_s"] > 0 and r["cpu_s"] > 0
+    assert ("check_s" in runs[0]) and ("check_s" not in runs[2])
+
+
+def test_the_decompositions_take_log_px_from_the_test_evaluation(digits):
+    """log p(x) by importance sampling is computed once per model: the third way to the
+    ELBO reads it, and the gap, from the test evaluation."""
+    result = compare(digits, workers=1, **{**QUIET, "seeds": (0,), "beta_schedules": ()})
+    for row in result.rows:
+        assert row["decomp_log_px_method"] == "importance_sampling"
+        for decomp, test in (("log_px", "log_px"), ("gap", "gap"),
+                             ("evidence_minus_gap", "elbo")):  # fmt: skip
+            assert row[f"decomp_{decomp}_se"] == row[f"test_{test}_se"]
+            assert row[f"decomp_{decomp}"] == pytest.approx(row[f"test_{test}"], abs=1e-5)
+        assert row["decomp_log_px"] == row["test_log_px"]
+
+
+def test_a_failing_run_stops_the_others_and_raises_naming_it(digits):
+    """β = 1e40 overflows the loss at the first step; the error is raised here, with the
+    run named and the worker's traceback attached, and the run beside it (long) is
+    stopped rather than waited for."""
+    start = time.perf_counter()
+    with pytest.raises(FloatingPointError, match="Non-finite loss") as info:
+        compare(digits, objectives=("trace",), epochs=100_000, z_dim=2, hidden_dims=(8,),
+                num_samples=100, posterior_points=0, progress=False, gap_every=None,
+                beta_schedules=("1e40",), workers=2)  # fmt: skip
+    assert time.perf_counter() - start < 120  # the Trace_ELBO run alone would take hours
+    assert info.value.__notes__ == ["Raised in a worker process of compare, in the β=1e+40 run "
+                                    "(seed 0)."]  # fmt: skip
+    assert "train_epoch" in str(info.value.__cause__)  # the worker's traceback
+    assert multiprocessing.active_children() == []
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True, "2", None])
+def test_workers_must_be_a_positive_integer(digits, workers):
+    with pytest.raises(ValueError, match="Expected workers to be an integer > 0"):
+        compare(digits, workers=workers, **QUIET)
+
+
+def test_available_cores():
+    assert 1 <= available_cores() <= (__import__("os").cpu_count() or 1)
