@@ -10,7 +10,14 @@ and their log-sum-exp lose the digits the estimators report.
 
 import torch
 
-__all__ = ["DTYPES", "check_device", "check_precision", "default_device", "on_device"]
+__all__ = [
+    "DTYPES",
+    "check_device",
+    "check_dtype",
+    "check_precision",
+    "default_device",
+    "on_device",
+]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 """The precisions the estimators accept, by name (``--dtype``)."""
@@ -52,6 +59,24 @@ def check_device(device, name="device"):
                 f"device(s)) but got {str(device)!r}"
             )
     return device
+
+
+def check_dtype(dtype, name="dtype"):
+    """The :class:`torch.dtype` for ``dtype``: float32 or float64, or their names.
+
+    Raises
+    ------
+    ValueError
+        For any other dtype or name (half precision loses the estimators' digits).
+    """
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    if dtype in DTYPES.values():
+        return dtype
+    raise ValueError(
+        f"Expected {name} to be torch.float32 or torch.float64 (or 'float32', 'float64') "
+        f"but got {dtype!r}"
+    )
 
 
 def check_precision(vae, name="vae"):

@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 import torch
 
+from ._device import DTYPES, check_device, default_device
 from ._io import atomic_path
 from ._threads import DEFAULT_THREADS
 from .compare import (
@@ -111,6 +112,31 @@ def _add_threads(parser):
     )
 
 
+def _device(text):
+    """--device: 'cpu', 'cuda' or 'cuda:N' where PyTorch sees that GPU."""
+    try:
+        return str(check_device(text, "--device"))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _add_device(parser, what="train and evaluate"):
+    parser.add_argument(
+        "--device",
+        type=_device,
+        default=default_device(),
+        help=f"where to {what}: 'cpu', 'cuda' or 'cuda:N' (default: CUDA when PyTorch "
+        "sees a GPU, else cpu)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=tuple(DTYPES),
+        default="float32",
+        help="precision of the parameters and estimates (float64 for closed-form checks; "
+        "half precision is not offered: the estimators need float32 at least)",
+    )
+
+
 def _add_common(parser):
     parser.add_argument(
         "--dataset",
@@ -187,6 +213,7 @@ def build_parser():
                        formatter_class=_FORMATTER)  # fmt: skip
     _add_common(p)
     _add_training(p)
+    _add_device(p)
     p.add_argument(
         "--objectives",
         default=",".join(DEFAULT_OBJECTIVES),
@@ -242,6 +269,7 @@ def build_parser():
                        formatter_class=_FORMATTER)  # fmt: skip
     _add_common(p)
     _add_training(p)
+    _add_device(p, "train (without --strategy: Lightning runs use --accelerator)")
     p.add_argument("--objective", default="trace",
                    help=f"one objective spec: {OBJECTIVE_GRAMMAR}")  # fmt: skip
     p.add_argument("--checkpoint", default="vae.pt", help="where to write the checkpoint")
@@ -323,6 +351,7 @@ def build_parser():
     p.add_argument("--num-samples", type=_num_samples, default=5000, help=_NUM_SAMPLES_HELP)
     p.add_argument("--json", help="also write the summary to this JSON file")
     _add_threads(p)
+    _add_device(p, "evaluate")
 
     p = sub.add_parser(
         "posterior",
@@ -338,6 +367,7 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0, help="seed of the chains and guide draws")
     p.add_argument("--out", default="posterior", help="output folder")
     _add_threads(p)
+    _add_device(p, "run the chains")
     return parser
 
 
@@ -398,6 +428,8 @@ def _run_compare(args):
         beta_schedules=schedules,
         beta_objective=args.beta_objective,
         workers=args.workers or available_cores(),
+        device=args.device,
+        dtype=args.dtype,
     )
     out = args.out
     best_epochs = {row["objective"]: row["best_epoch"][0] for row in result.rows}
@@ -714,9 +746,11 @@ def _run_train(args):
         }
         torch.manual_seed(args.seed)
         vae = VAE(data.x_dim, args.z_dim, args.hidden_dims, args.likelihood)
+    vae.to(DTYPES[args.dtype])
     run = fit(
         vae,
         data,
+        device=args.device,
         loss=loss,
         alpha=alpha,
         num_particles=k,
@@ -757,9 +791,12 @@ def _evaluation_data(args, saved):
 
 def _run_evaluate(args):
     vae, saved = load_checkpoint(args.checkpoint)
+    vae.to(DTYPES[args.dtype])
     data = _evaluation_data(args, saved)
     start = time.perf_counter()
-    result = evaluate(vae, data.test, args.num_samples, ks=(5, 50), seed=args.seed)
+    result = evaluate(
+        vae, data.test, args.num_samples, ks=(5, 50), seed=args.seed, device=args.device
+    )
     summary = result.summary()
     print(summary)
     spec = data.spec
@@ -833,7 +870,11 @@ def _run_posterior(args):
         raise ValueError(f"Expected checkpoint {args.checkpoint!r} to record its data split")
     data = dataset_from_spec(saved["data_spec"])
     x = data.test[: args.points]
-    check = check_guide(vae, x, args.num_samples, args.warmup_steps, args.chains, args.seed)
+    vae.to(DTYPES[args.dtype])
+    check = check_guide(
+        vae, x, args.num_samples, args.warmup_steps, args.chains, args.seed, args.device
+    )
+    vae.cpu()  # the figures read tensors on the host
     out = args.out
     os.makedirs(out, exist_ok=True)
     for name, idata in (("posterior.nc", check.posterior), ("guide.nc", check.guide)):

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from tqdm.std import tqdm as std_tqdm
 
 from ._checks import check_int
+from ._device import check_device, check_dtype
 from ._io import versions
 from ._threads import DEFAULT_THREADS, torch_threads
 from .anatomy import active_units, elbo_decompositions, elbo_surgery
@@ -206,6 +207,8 @@ def compare(
     beta_schedules=(),
     beta_objective=None,
     workers=1,
+    device=None,
+    dtype=torch.float32,
 ):
     """Train one VAE per objective and training seed, then evaluate each on the test split.
 
@@ -266,6 +269,12 @@ def compare(
         number of runs), each with ``num_threads`` threads. A run's warnings are shown
         here once it finishes; its error is raised here with the worker's traceback
         attached, after the other workers are stopped.
+    device : str or torch.device, optional
+        Where every run trains, is evaluated and is checked (``"cpu"``, ``"cuda"``,
+        ``"cuda:N"``); default CUDA when PyTorch sees a GPU, else the CPU. The
+        returned modules are on the CPU.
+    dtype : torch.dtype or {"float32", "float64"}, default torch.float32
+        Precision of the models' parameters and of every estimate.
 
     Returns
     -------
@@ -274,8 +283,8 @@ def compare(
     Raises
     ------
     ValueError
-        For a bad objective spec, seeds, ``workers`` (an integer ≥ 1) or any invalid
-        training argument, before any training.
+        For a bad objective spec, seeds, ``workers`` (an integer ≥ 1), ``device``,
+        ``dtype`` or any invalid training argument, before any training.
     RuntimeError
         If a worker process died (e.g. killed for memory) before returning its run.
 
@@ -293,6 +302,7 @@ def compare(
             f"Expected posterior_points to be an integer >= 0 but got {posterior_points!r}"
         )
     check_int("workers", workers)
+    device, dtype = str(check_device(device)), check_dtype(dtype)
     schedules = [parse_schedule(spec) for spec in beta_schedules]
     if len({schedule.spec for schedule in schedules}) != len(schedules):
         raise ValueError(f"Expected distinct beta_schedules but got {list(beta_schedules)}")
@@ -303,7 +313,8 @@ def compare(
         settings = {"epochs": epochs, "z_dim": z_dim, "hidden_dims": hidden_dims,
                     "likelihood": likelihood, "batch_size": batch_size, "lr": lr,
                     "patience": patience, "num_samples": num_samples,
-                    "posterior_points": posterior_points, "gap_every": gap_every}  # fmt: skip
+                    "posterior_points": posterior_points, "gap_every": gap_every,
+                    "device": device, "dtype": dtype}  # fmt: skip
         start, cpu_start, started = time.perf_counter(), _cpu_time(), time.time()
         load_before = _load_average()
         tasks = _tasks(data, specs, labels, seeds, beta_spec, schedules, settings)
@@ -312,6 +323,8 @@ def compare(
             outputs = [_run(task, data, settings, progress) for task in tasks]
         else:
             outputs = _run_in_workers(tasks, data, settings, workers, progress)
+        for out in outputs:
+            out["vae"].cpu()  # in place: the guide checks hold the same module
         # leave the global RNGs as the last run left them in this process with one worker
         pyro.util.set_rng_state(outputs[-1]["rng_state"])
         result = _assemble(data, tasks, outputs, specs, labels, seeds, settings)
@@ -319,6 +332,8 @@ def compare(
             result.meta["beta_objective"] = objective_label(*beta_spec)
             result.meta["beta_schedules"] = [schedule.spec for schedule in schedules]
         result.meta["workers"] = workers
+        result.meta["device"] = device
+        result.meta["dtype"] = str(dtype).removeprefix("torch.")
         result.meta["load_average"] = [load_before, _load_average()]
         result.meta["wall_time_s"] = time.perf_counter() - start
         result.meta["cpu_time_s"] = _cpu_time() - cpu_start
@@ -386,16 +401,18 @@ def _run(task, data, settings, progress):
     clock = _Clock(task)
     loss, alpha, k = task.spec
     vae = VAE(data.x_dim, settings["z_dim"], settings["hidden_dims"], settings["likelihood"])
-    vae.load_state_dict(task.initial)
+    vae.to(settings["dtype"]).load_state_dict(task.initial)
+    device = settings["device"]
     common = {"loss": loss, "alpha": alpha, "num_particles": k, "epochs": settings["epochs"],
               "batch_size": settings["batch_size"], "lr": settings["lr"], "seed": task.seed,
-              "progress": progress, "gap_every": settings["gap_every"]}  # fmt: skip
+              "progress": progress, "gap_every": settings["gap_every"],
+              "device": device}  # fmt: skip
     out = {"vae": vae}
     num_samples, x = settings["num_samples"], data.test
     if task.schedule is None:
         out["run"] = fit(vae, data, patience=settings["patience"], **common)
         clock.lap("fit_s")
-        out["test"] = evaluate(vae, x, num_samples, ks=(5, 50), seed=task.seed)
+        out["test"] = evaluate(vae, x, num_samples, ks=(5, 50), seed=task.seed, device=device)
         clock.lap("evaluate_s")
         out["anatomy"] = _anatomy(vae, x, num_samples, task.seed, out["test"])
         clock.lap("anatomy_s")
@@ -407,7 +424,7 @@ def _run(task, data, settings, progress):
             out["aggregate"] = (z_loc + z_scale * noise).reshape(-1, settings["z_dim"])
             if settings["posterior_points"]:
                 x_check = x[: settings["posterior_points"]]
-                out["check"] = check_guide(vae, x_check, seed=task.seed)
+                out["check"] = check_guide(vae, x_check, seed=task.seed, device=device)
             clock.lap("check_s")
     else:
         # every epoch, the last one evaluated: the β = 1 validation bound would pick an
@@ -415,7 +432,7 @@ def _run(task, data, settings, progress):
         out["run"] = fit(vae, data, beta=task.schedule, patience=None, restore_best=False,
                          **common)  # fmt: skip
         clock.lap("fit_s")
-        out["test"] = evaluate(vae, x, num_samples, ks=(5, 50), seed=task.seed)
+        out["test"] = evaluate(vae, x, num_samples, ks=(5, 50), seed=task.seed, device=device)
         clock.lap("evaluate_s")
         out["units"] = active_units(vae, x)
         clock.lap("anatomy_s")
@@ -459,7 +476,7 @@ def _worker_run(task):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = _run(task, _WORKER["data"], _WORKER["settings"], progress=False)
-    out["vae"] = out["vae"].state_dict()
+    out["vae"] = {name: value.cpu() for name, value in out["vae"].state_dict().items()}
     if "check" in out:
         out["check"].vae = None  # the parent attaches its own copy of the module
     modules = {getattr(m, "__file__", None): name for name, m in list(sys.modules.items())}
@@ -501,7 +518,7 @@ def _run_in_workers(tasks, data, settings, workers, progress):
     model_args = (data.x_dim, settings["z_dim"], settings["hidden_dims"], settings["likelihood"])
     with torch.random.fork_rng():  # building a module draws an initialization
         for out in outputs:
-            vae = VAE(*model_args)
+            vae = VAE(*model_args).to(settings["dtype"])
             vae.load_state_dict(out["vae"])
             out["vae"] = vae
             if "check" in out:
@@ -773,7 +790,7 @@ class GuideCheck:
     vae: object = None
 
 
-def check_guide(vae, x, num_samples=1000, warmup_steps=500, num_chains=4, seed=0):
+def check_guide(vae, x, num_samples=1000, warmup_steps=500, num_chains=4, seed=0, device=None):
     """Compare a guide q_φ(z|x) with the exact posterior p_θ(z|x) on the rows of x.
 
     Draws the posterior with the batched HMC sampler and the guide, tabulates their
@@ -788,7 +805,7 @@ def check_guide(vae, x, num_samples=1000, warmup_steps=500, num_chains=4, seed=0
         The trained model; θ is held fixed.
     x : torch.Tensor
         Data points, shape ``(B, x_dim)``.
-    num_samples, warmup_steps, num_chains, seed
+    num_samples, warmup_steps, num_chains, seed, device
         As :func:`pyro_vae.sample_posterior`; ``num_samples`` guide draws too.
 
     Returns
@@ -800,8 +817,10 @@ def check_guide(vae, x, num_samples=1000, warmup_steps=500, num_chains=4, seed=0
     ValueError
         As :func:`pyro_vae.sample_posterior`.
     """
-    posterior = sample_posterior(vae, x, num_samples, warmup_steps, num_chains, seed=seed)
-    guide = sample_guide(vae, x, num_samples, seed=seed)
+    posterior = sample_posterior(
+        vae, x, num_samples, warmup_steps, num_chains, seed=seed, device=device
+    )
+    guide = sample_guide(vae, x, num_samples, seed=seed, device=device)
     table = compare_posteriors(posterior, guide)
     exact = None
     if vae.z_dim <= 2:

@@ -349,7 +349,7 @@ class VAEModule(pl.LightningModule):
         shard = self.val_data[rank::world].to(self.device)
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)
         if len(shard):
-            values = evaluate_unchecked(self.vae, shard, k, (k,), self.seed).values
+            values = evaluate_unchecked(self.vae, shard, k, (k,), self.seed, khat=False).values
             sums[0] = values["elbo"].double().sum()
             sums[1] = values[f"iwae_{k}"].double().sum()
             sums[2] = len(shard)

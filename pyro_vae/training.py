@@ -322,7 +322,9 @@ class Trainer:
             state.best_epoch = record["epoch"]
             return
         k = config["val_samples"]
-        summary = evaluate_unchecked(self.vae, self.validation, k, (k,), config["seed"]).summary()
+        summary = evaluate_unchecked(
+            self.vae, self.validation, k, (k,), config["seed"], khat=False
+        ).summary()
         record["val_elbo"] = summary["elbo"][0]
         record["val_iwae"] = summary[f"iwae_{k}"][0]
         score = record["val_iwae" if config["monitor"] == "iwae" else "val_elbo"]
@@ -356,8 +358,9 @@ class Trainer:
         """
         config = self.config
         x = self.validation[: config["gap_points"]]
-        summary = evaluate_unchecked(self.vae, x, config["gap_samples"], (), config["seed"])
-        summary = summary.summary()
+        summary = evaluate_unchecked(
+            self.vae, x, config["gap_samples"], (), config["seed"], khat=False
+        ).summary()
         record["gap_log_px"] = summary["log_px"][0]
         record["gap_elbo"] = summary["elbo"][0]
         record["gap"] = record["gap_log_px"] - record["gap_elbo"]
@@ -756,7 +759,8 @@ def load_checkpoint(path):
     -------
     vae : VAE or LinearGaussianVAE
         The module with its saved parameters (the best epoch's, when the run restored
-        them), in eval mode.
+        them) in their saved precision (float64 if it was trained so), on the CPU, in
+        eval mode.
     checkpoint : dict
         Everything saved: ``fit_config``, ``data_spec``, ``history``, ``best_epoch``,
         ``training_state`` (for ``fit(resume=...)``), ``versions``.
@@ -795,7 +799,11 @@ def load_checkpoint(path):
         if "hidden_dims" in config:
             config["hidden_dims"] = tuple(config["hidden_dims"])
         vae = cls(**config)
-        vae.load_state_dict(checkpoint["model_state"])
+        state = checkpoint["model_state"]
+        dtypes = {v.dtype for v in state.values() if torch.is_floating_point(v)}
+        if len(dtypes) == 1:  # keep the saved precision (float64 after vae.double())
+            vae.to(dtypes.pop())
+        vae.load_state_dict(state)
     except Exception as e:
         raise ValueError(f"Malformed pyro_vae checkpoint {str(path)!r}: {e!r}") from e
     return vae.eval(), checkpoint

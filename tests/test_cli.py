@@ -482,3 +482,22 @@ def test_train_through_lightning_resumes_and_evaluates(tmp_path, capsys):
         main(["train", "--strategy", "auto", "--epochs", "1", *args])
     assert exit_info.value.code == 2
     assert "Lightning's checkpoint" in capsys.readouterr().err
+
+
+def test_device_and_dtype_flags(tmp_path, capsys):
+    from pyro_vae import load_checkpoint
+
+    path = str(tmp_path / "vae.pt")
+    main(["train", "--epochs", "2", "--z-dim", "2", "--hidden-dims", "8", "--no-progress",
+          "--checkpoint", path, "--device", "cpu", "--dtype", "float64"])  # fmt: skip
+    vae, saved = load_checkpoint(path)
+    assert next(vae.parameters()).dtype == torch.float64
+    main(["evaluate", path, "--num-samples", "100", "--device", "cpu", "--dtype", "float64"])
+    assert "log_px" in capsys.readouterr().out
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            main(["evaluate", path, "--device", "cuda"])
+        assert "--device='cpu' on this machine" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["evaluate", path, "--dtype", "float16"])
+    assert "invalid choice: 'float16'" in capsys.readouterr().err

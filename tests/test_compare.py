@@ -153,3 +153,13 @@ def test_workers_must_be_a_positive_integer(digits, workers):
 
 def test_available_cores():
     assert 1 <= available_cores() <= (__import__("os").cpu_count() or 1)
+
+
+def test_float64_runs_stay_float64_and_are_recorded(digits):
+    settings = {**QUIET, "seeds": (0,), "beta_schedules": (), "posterior_points": 0}
+    result = compare(digits, **settings, device="cpu", dtype="float64")
+    assert result.meta["device"] == "cpu" and result.meta["dtype"] == "float64"
+    for vae in result.models.values():
+        assert next(vae.parameters()).dtype == torch.float64
+    with pytest.raises(ValueError, match="dtype to be torch.float32 or torch.float64"):
+        compare(digits, **settings, dtype=torch.float16)

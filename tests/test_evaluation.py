@@ -685,3 +685,18 @@ def test_bad_data():
     for x in (torch.full((2, 64), 1.5), -torch.ones(2, 64), torch.full((2, 64), 0.5)):
         with pytest.raises(ValueError, match=r"Expected binary x"):
             evaluate(vae, x, num_samples=10)
+
+
+def test_khat_can_be_left_out_without_changing_the_rest():
+    from pyro_vae.evaluation import evaluate_unchecked
+
+    vae = VAE(64, z_dim=2, hidden_dims=(8,))
+    x = torch.bernoulli(torch.full((30, 64), 0.3))
+    full = evaluate_unchecked(vae, x, 60, (5,), 0)
+    lean = evaluate_unchecked(vae, x, 60, (5,), 0, khat=False)
+    assert "khat" in full.values and "khat" not in lean.values
+    for name, value in lean.values.items():
+        assert torch.equal(value, full.values[name]), name
+    assert "khat" not in lean.summary()
+    with pytest.raises(ValueError, match="'khat' values"):
+        lean.unreliable()
