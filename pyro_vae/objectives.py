@@ -270,7 +270,7 @@ class ScaledRenyiELBO(ELBO):
                     )
         plate_scale = math.prod(
             stacks[0][plate].full_size / stacks[0][plate].size
-            for plate in common
+            for plate in sorted(common)  # one order in every process
             if _is_subsampled(stacks[0][plate])
         )
         sum_dims = sorted(

@@ -274,7 +274,7 @@ class Trainer:
         each_step = self.check_each_step
         if each_step is None:
             each_step = x.device.type == "cpu"
-        losses, weights = [], []
+        losses, sizes = [], []
         for step, rows in enumerate(order.split(batch_size), start=1):
             self.optimizer.zero_grad(set_to_none=True)
             loss = self._loss_and_grads(x[rows], num_data, rows, beta)
@@ -283,11 +283,11 @@ class Trainer:
                 self._check_finite([loss], epoch, step)
             self.optimizer.step()
             losses.append(loss)
-            weights.append(len(rows) / num_data)
+            sizes.append(len(rows))
         if not each_step:
             losses = torch.stack([torch.as_tensor(v, device=x.device) for v in losses]).tolist()
             self._check_finite(losses, epoch, 1, late=True)
-        total = sum(v * w for v, w in zip(losses, weights, strict=True))
+        total = sum(v * n / num_data for v, n in zip(losses, sizes, strict=True))
         return {"epoch": epoch, "beta": beta, "train_loss": total / num_data}
 
     def _check_finite(self, losses, epoch, first_step, late=False):
