@@ -46,8 +46,8 @@ warm-up iterations; seconds per posterior and bulk ESS per second (the functions
 ``bench_posterior.py``, which has the full comparison).
 
 P4, the main job: wall and CPU time of ``pyro-vae compare`` with its defaults (into a
-temporary folder), as a user runs it, in a subprocess; with the load average before
-and after.
+temporary folder), as a user runs it, in a subprocess, with the load average and the
+time per section (``bench_compare.py``'s measurement).
 
 P1 also profiles one epoch of the package's ``trace`` path at batch 128 and 1024 with
 cProfile (and, for comparison, one epoch of the reference) and writes the top entries
@@ -437,27 +437,14 @@ def posterior_section(args):
 
 
 def main_job_section(args):
-    """P4: wall and CPU time of ``pyro-vae compare`` with defaults, in a subprocess."""
-    with tempfile.TemporaryDirectory() as out:
-        command = [sys.executable, "-m", "pyro_vae.cli", "compare", "--out", out]
-        load_before = os.getloadavg()
-        cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True, text=True)
-        wall = time.perf_counter() - start
-        cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
-            meta = json.load(f).get("meta", {})
-    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
-    result = {
-        "command": "pyro-vae compare",
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "load_average_before": list(load_before),
-        "load_average_after": list(os.getloadavg()),
-        "meta": {k: meta[k] for k in ("cpu_count", "torch_threads", "workers") if k in meta},
-    }
-    print(f"pyro-vae compare (defaults): {wall:.0f} s wall, {cpu:.0f} s CPU")
+    """P4: wall and CPU time of ``pyro-vae compare`` with defaults, in a fresh process
+    (``bench_compare.measure``, which also times its sections)."""
+    import bench_compare  # beside this script
+
+    result = bench_compare.measure([])
+    print(
+        f"pyro-vae compare (defaults): {result['wall_s']:.0f} s wall, {result['cpu_s']:.0f} s CPU"
+    )
     return result
 
 

@@ -683,21 +683,7 @@ def _run_train_lightning(args, lightning):
         data = load_dataset(args.dataset, _binarize(args, args.likelihood), args.split_seed)
         torch.manual_seed(args.seed)
         vae = VAE(data.x_dim, args.z_dim, args.hidden_dims, args.likelihood)
-    run = fit_lightning(
-        vae,
-        data,
-        loss=loss,
-        alpha=alpha,
-        num_particles=k,
-        epochs=args.epochs,
-        lr=args.lr,
-        progress=not args.no_progress,
-        checkpoint=args.checkpoint,
-        checkpoint_every=args.checkpoint_every,
-        resume=args.resume,
-        **settings,
-        **lightning,
-    )
+    run = fit_lightning(vae, data, **_run_settings(args, loss, alpha, k), **settings, **lightning)
     if run.global_rank != 0:
         return  # the other processes of a DDP run stay quiet
     last = run.history[run.best_epoch - 1]
@@ -709,6 +695,21 @@ def _run_train_lightning(args, lightning):
         f"process(es) x batch {run.config['per_process_batch_size']}; checkpoint "
         f"{args.checkpoint}, Lightning's for --resume {run.lightning_checkpoint}"
     )
+
+
+def _run_settings(args, loss, alpha, k):
+    """The keyword arguments that `train` passes to fit and to fit_lightning alike."""
+    return {
+        "loss": loss,
+        "alpha": alpha,
+        "num_particles": k,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "progress": not args.no_progress,
+        "checkpoint": args.checkpoint,
+        "checkpoint_every": args.checkpoint_every,
+        "resume": args.resume,
+    }
 
 
 def _run_train(args):
@@ -747,21 +748,7 @@ def _run_train(args):
         torch.manual_seed(args.seed)
         vae = VAE(data.x_dim, args.z_dim, args.hidden_dims, args.likelihood)
     vae.to(DTYPES[args.dtype])
-    run = fit(
-        vae,
-        data,
-        device=args.device,
-        loss=loss,
-        alpha=alpha,
-        num_particles=k,
-        epochs=args.epochs,
-        lr=args.lr,
-        progress=not args.no_progress,
-        checkpoint=args.checkpoint,
-        checkpoint_every=args.checkpoint_every,
-        resume=args.resume,
-        **settings,
-    )
+    run = fit(vae, data, device=args.device, **_run_settings(args, loss, alpha, k), **settings)
     last = run.history[run.best_epoch - 1]
     print(
         f"{run.config['objective']}: best epoch {run.best_epoch} of {len(run.history)}, "

@@ -106,13 +106,25 @@ def test_float64_gives_the_closed_form_to_double_precision():
     assert run.history[-1]["train_loss"] == pytest.approx(-exact.mean().item(), abs=0.5)
 
 
-def test_a_float32_dataset_trains_a_float64_model():
+def test_a_float32_dataset_trains_a_float64_model(monkeypatch):
+    # The epoch's redrawn data are cast to the model's dtype once, before the steps
+    # (not by every call of model and guide).
     from pyro_vae.data import load_digits
+    from pyro_vae.training import Trainer
 
+    seen = []
+    step = Trainer._loss_and_grads
+
+    def spy(self, xb, *args):
+        seen.append(xb.dtype)
+        return step(self, xb, *args)
+
+    monkeypatch.setattr(Trainer, "_loss_and_grads", spy)
     data = load_digits(binarize="dynamic")
     vae = VAE(64, z_dim=2, hidden_dims=(8,)).double()
     run = fit(vae, data, epochs=1, progress=False, device="cpu", validation=False)
     assert next(vae.parameters()).dtype == torch.float64
+    assert set(seen) == {torch.float64}
     assert run.history[0]["train_loss"] > 0
 
 
