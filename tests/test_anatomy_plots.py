@@ -18,7 +18,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LONG = "RenyiELBO(alpha=0.5, K=5)"
 
 
-def _draws(num_dims, scales=None, num=2000, seed=0):
+def _draws(num_dims, scales=None, num=2000, *, seed):
     rng = np.random.default_rng(seed)
     scales = np.ones(num_dims) if scales is None else np.asarray(scales)
     return rng.normal(size=(num, num_dims)) * scales
@@ -35,8 +35,8 @@ def _normal_pdf(x):
 # plot_aggregate_posterior
 
 
-def test_aggregate_posterior_2d_is_a_normalized_density_with_the_prior_circles():
-    z = _draws(2, scales=(0.5, 1.5))
+def test_aggregate_posterior_2d_is_a_normalized_density_with_the_prior_circles(seed):
+    z = _draws(2, scales=(0.5, 1.5), seed=seed(0))
     fig = plot_aggregate_posterior(torch.tensor(z))
     assert fig.get_suptitle() == "aggregate posterior q(z) vs prior p(z)"
     (column,) = fig.subfigs
@@ -65,9 +65,9 @@ def test_aggregate_posterior_2d_is_a_normalized_density_with_the_prior_circles()
     ]
 
 
-def test_aggregate_posterior_many_dims_marginals_and_largest_variance_projection():
+def test_aggregate_posterior_many_dims_marginals_and_largest_variance_projection(seed):
     scales = [1.0, 2.0, 0.3, 3.0, 0.5]
-    z = _draws(5, scales=scales)
+    z = _draws(5, scales=scales, seed=seed(0))
     column = plot_aggregate_posterior(z).subfigs[0]
     projection = column.axes[0]
     assert (projection.get_xlabel(), projection.get_ylabel()) == ("z[3]", "z[1]")
@@ -90,8 +90,8 @@ def test_aggregate_posterior_many_dims_marginals_and_largest_variance_projection
     assert "histogram of z_d (density)" in texts and "prior N(0, 1) density" in texts
 
 
-def test_aggregate_posterior_one_column_per_label():
-    z = {"Trace_ELBO": _draws(2), LONG: _draws(4, num=500, seed=1)}
+def test_aggregate_posterior_one_column_per_label(seed):
+    z = {"Trace_ELBO": _draws(2, seed=seed(0)), LONG: _draws(4, num=500, seed=seed(1))}
     fig = plot_aggregate_posterior(z, dims=(1, 0))
     assert len(fig.subfigs) == 2
     assert fig.subfigs[0].get_suptitle() == "Trace_ELBO  (2000 draws)"
@@ -102,8 +102,8 @@ def test_aggregate_posterior_one_column_per_label():
     assert "(chosen)" in fig.subfigs[1].axes[0].get_title()
 
 
-def test_aggregate_posterior_scatter_by_class_at_most_max_points():
-    z = _draws(2, num=1000)
+def test_aggregate_posterior_scatter_by_class_at_most_max_points(seed):
+    z = _draws(2, num=1000, seed=seed(0))
     classes = np.arange(1000) % 3
     ax = plot_aggregate_posterior(z, labels=classes, max_points=300).subfigs[0].axes[0]
     assert not ax.images
@@ -116,13 +116,13 @@ def test_aggregate_posterior_scatter_by_class_at_most_max_points():
     assert "prior 3 s.d." in _lines(ax)
 
 
-def test_aggregate_posterior_one_dim_is_one_histogram():
-    (column,) = plot_aggregate_posterior(_draws(1)).subfigs
+def test_aggregate_posterior_one_dim_is_one_histogram(seed):
+    (column,) = plot_aggregate_posterior(_draws(1, seed=seed(0))).subfigs
     assert [ax.get_title() for ax in column.axes] == ["z[0]"]
 
 
-def test_aggregate_posterior_validates_input():
-    z = _draws(3, num=10)
+def test_aggregate_posterior_validates_input(seed):
+    z = _draws(3, num=10, seed=seed(0))
     with pytest.raises(ValueError, match=r"z of shape \(S, D\)"):
         plot_aggregate_posterior(z[:, 0])
     with pytest.raises(ValueError, match=r"finite values in z\['a'\]"):
@@ -367,10 +367,12 @@ def test_beta_schedules_validates_input():
             plot_beta_schedules(rows)
 
 
-def test_every_figure_renders_to_png(tmp_path):
+def test_every_figure_renders_to_png(tmp_path, seed):
     figures = {
-        "aggregate": plot_aggregate_posterior({"a": _draws(2), LONG: _draws(6)}),
-        "classes": plot_aggregate_posterior(_draws(3), labels=np.arange(2000) % 10),
+        "aggregate": plot_aggregate_posterior(
+            {"a": _draws(2, seed=seed(0)), LONG: _draws(6, seed=seed(0))}
+        ),
+        "classes": plot_aggregate_posterior(_draws(3, seed=seed(0)), labels=np.arange(2000) % 10),
         "active": plot_active_units(np.array([1.0, 0.0]), np.array([2.0, 0.0])),
         "gap": plot_gap_during_training(_gap_histories()),
         "beta": plot_beta_schedules(_schedule_rows()),

@@ -25,9 +25,9 @@ from pyro_vae.models import VAE, LinearGaussianVAE
 NUM_SAMPLES = 5000
 
 
-def fitted_linear_gaussian():
+def fitted_linear_gaussian(data_seed):
     """Probabilistic PCA fit by ML on 2000 points, and 200 held-out points."""
-    data = make_linear_gaussian(2200, 10, 2, 0.5, seed=0)
+    data = make_linear_gaussian(2200, 10, 2, 0.5, seed=data_seed)
     x_train, x_test = data.x[:2000], data.x[2000:]
     return LinearGaussianVAE(10, 2).fit_maximum_likelihood(x_train), x_test
 
@@ -45,10 +45,10 @@ def perturb_guide(lg, log_scale=0.5, shift=0.3):
 
 
 @pytest.fixture(scope="module")
-def perturbed():
-    lg, x_test = fitted_linear_gaussian()
+def perturbed(seed):
+    lg, x_test = fitted_linear_gaussian(seed(0))
     perturb_guide(lg)
-    result = evaluate(lg, x_test, num_samples=NUM_SAMPLES, seed=0)
+    result = evaluate(lg, x_test, num_samples=NUM_SAMPLES, seed=seed(0))
     return lg, x_test, result
 
 
@@ -118,9 +118,9 @@ def reference_iwae(log_w, k):
 
 
 @pytest.mark.parametrize("k", [1, 3, 7, 59, 60])
-def test_iwae_matches_a_loop_reference(k):
+def test_iwae_matches_a_loop_reference(k, seed):
     # 7 and 59 do not divide S = 60: the last, partial group is dropped.
-    gen = torch.Generator().manual_seed(k)
+    gen = torch.Generator().manual_seed(seed(k))
     log_w = 3 * torch.randn(60, 4, generator=gen, dtype=torch.float64) - 50
     values, ses = point_estimates(terms_of(log_w), ks=(k,))
     for i in range(4):
@@ -132,8 +132,8 @@ def test_iwae_matches_a_loop_reference(k):
             assert ses[f"iwae_{k}"][i].item() == pytest.approx(se, rel=1e-9)
 
 
-def test_terms_split_into_reconstruction_and_kl():
-    gen = torch.Generator().manual_seed(0)
+def test_terms_split_into_reconstruction_and_kl(seed):
+    gen = torch.Generator().manual_seed(seed(0))
     terms = {name: torch.randn(50, 3, generator=gen) for name in ("log_likelihood", "log_prior")}
     terms["log_guide"] = torch.randn(50, 3, generator=gen)
     values, ses = point_estimates(terms, ks=())
@@ -210,16 +210,16 @@ def test_kl_matches_closed_form_prior_kl(perturbed):
     assert abs(kl - closed_form.mean().item()) <= 3 * se
 
 
-def test_bounds_increase_with_k_on_independent_draws():
+def test_bounds_increase_with_k_on_independent_draws(seed):
     # L_1 ≤ L_5 ≤ L_50 ≤ log p(x) in expectation (Burda et al. 2016, thm. 1). Each
     # bound comes from its own seed, so the ordering is not Jensen's inequality on
     # shared draws: independent errors add in quadrature.
-    lg, x_test = fitted_linear_gaussian()
+    lg, x_test = fitted_linear_gaussian(seed(0))
     perturb_guide(lg)
     x = x_test[:100]
     chain = []
-    for seed, k in enumerate((1, 5, 50)):
-        result = evaluate(lg, x, num_samples=1000, ks=(k,), seed=seed)
+    for i, k in enumerate((1, 5, 50)):
+        result = evaluate(lg, x, num_samples=1000, ks=(k,), seed=seed(i))
         chain.append(result.summary()[f"iwae_{k}"])
     chain.append((lg.exact_log_likelihood(x).mean().item(), 0.0))
     for (low, se_low), (high, se_high) in zip(chain, chain[1:], strict=False):
@@ -232,16 +232,16 @@ REPEATS, POINTS, DRAWS = 200, 20, 200
 
 
 @pytest.fixture(scope="module")
-def repeated():
+def repeated(seed):
     """R = 200 evaluations (seeds 0–199) of K = 200 draws on the same 20 points.
 
     The guide is wider (+0.3 in log scale) and shifted (+0.2): bounded weights with
     k̂ ≈ 0.3, gap ≈ 2 nats, se of log p(x) ≈ 0.15 nats per point.
     """
-    lg, x_test = fitted_linear_gaussian()
+    lg, x_test = fitted_linear_gaussian(seed(0))
     perturb_guide(lg, log_scale=0.3, shift=0.2)
     x = x_test[:POINTS]
-    runs = [evaluate(lg, x, num_samples=DRAWS, ks=(5,), seed=seed) for seed in range(REPEATS)]
+    runs = [evaluate(lg, x, num_samples=DRAWS, ks=(5,), seed=seed(i)) for i in range(REPEATS)]
     values = {name: torch.stack([r.values[name] for r in runs]).double() for name in runs[0].values}
     ses = {
         name: torch.stack([r.std_errors[name] for r in runs]).double()
@@ -316,10 +316,10 @@ def test_bias_matches_the_delta_method(repeated, name):
 # ------------------------------------------------------------------- Pareto k̂
 
 
-def test_guide_at_posterior_gives_exact_values():
-    lg, x_test = fitted_linear_gaussian()
+def test_guide_at_posterior_gives_exact_values(seed):
+    lg, x_test = fitted_linear_gaussian(seed(0))
     x = x_test[:50]
-    result = evaluate(lg, x, num_samples=2000, seed=0)
+    result = evaluate(lg, x, num_samples=2000, seed=seed(0))
     exact = lg.exact_log_likelihood(x)
     # log w = log p(x) for every z, so every estimate is log p(x) up to float32 error.
     for name in ("elbo", "iwae_5", "iwae_50", "log_px"):
@@ -335,12 +335,12 @@ def test_guide_at_posterior_gives_exact_values():
     assert (result.values["kl"] > 0.5).all()
 
 
-def test_khat_is_small_for_a_guide_wider_than_the_posterior():
+def test_khat_is_small_for_a_guide_wider_than_the_posterior(seed):
     # Bounded weights (q has the heavier tails): true k < 0.
-    lg, x_test = fitted_linear_gaussian()
+    lg, x_test = fitted_linear_gaussian(seed(0))
     perturb_guide(lg, log_scale=0.1, shift=0.0)
     x = x_test[:20]
-    result = evaluate(lg, x, num_samples=2000, ks=(), seed=0)
+    result = evaluate(lg, x, num_samples=2000, ks=(), seed=seed(0))
     assert (result.values["khat"] < KHAT_GOOD).all()
     assert not result.unreliable().any()
     standardized = (result.values["log_px"] - lg.exact_log_likelihood(x)) / result.std_errors[
@@ -349,14 +349,14 @@ def test_khat_is_small_for_a_guide_wider_than_the_posterior():
     assert (standardized.abs() <= 4).all()
 
 
-def test_khat_flags_a_guide_narrower_than_the_posterior():
+def test_khat_flags_a_guide_narrower_than_the_posterior(seed):
     # Scale ratio 1/3 in every latent dimension: log w grows as z²(1/s² − 1/σ²)/2, a
     # Pareto tail with k = 1 − 1/9 ≈ 0.89 (see pareto_khat). The estimate of k̂ from
     # 3√5000 ≈ 212 tail draws has sd ≈ 0.13: most, not all, points exceed 0.7.
-    lg, x_test = fitted_linear_gaussian()
+    lg, x_test = fitted_linear_gaussian(seed(0))
     perturb_guide(lg, log_scale=-math.log(3), shift=0.0)
     x = x_test[:20]
-    result = evaluate(lg, x, num_samples=NUM_SAMPLES, ks=(), seed=0)
+    result = evaluate(lg, x, num_samples=NUM_SAMPLES, ks=(), seed=seed(0))
     khat = result.values["khat"]
     assert khat.median() > KHAT_UNRELIABLE
     flagged = result.unreliable()
@@ -397,14 +397,14 @@ def test_paired_difference_known_answer():
     assert unpaired > 5 * 0.625
 
 
-def test_paired_difference_of_two_guides_is_their_posterior_kl():
+def test_paired_difference_of_two_guides_is_their_posterior_kl(seed):
     # Same decoder, guide at p(z|x) against a perturbed guide: ELBO_a − ELBO_b is
     # KL(q_b ‖ p(z|x)) per point, and log p(x) is the same for both.
-    exact_model, x_test = fitted_linear_gaussian()
-    perturbed_model = perturb_guide(fitted_linear_gaussian()[0], log_scale=0.3, shift=0.2)
+    exact_model, x_test = fitted_linear_gaussian(seed(0))
+    perturbed_model = perturb_guide(fitted_linear_gaussian(seed(0))[0], log_scale=0.3, shift=0.2)
     x = x_test[:100]
-    a = evaluate(exact_model, x, num_samples=500, ks=(), seed=0)
-    b = evaluate(perturbed_model, x, num_samples=500, ks=(), seed=1)
+    a = evaluate(exact_model, x, num_samples=500, ks=(), seed=seed(0))
+    b = evaluate(perturbed_model, x, num_samples=500, ks=(), seed=seed(1))
     kl = perturbed_model.exact_posterior_kl(x).mean().item()
     mean, se = paired_difference(a, b, "elbo")
     assert abs(mean - kl) <= 3 * se
@@ -427,12 +427,12 @@ def test_paired_difference_errors():
 # ------------------------------------------------------------- the param store
 
 
-def test_param_store_is_left_as_found():
+def test_param_store_is_left_as_found(seed):
     store = pyro.get_param_store()
     pyro.param("user_scale", torch.ones(3), constraint=constraints.positive)
     pyro.param("user_loc", torch.zeros(2))
     before = dict(store.named_parameters())
-    lg, x_test = fitted_linear_gaussian()
+    lg, x_test = fitted_linear_gaussian(seed(0))
     seen = []
 
     def model(x):
@@ -440,14 +440,14 @@ def test_param_store_is_left_as_found():
         seen.append(set(store.keys()))
 
     wrapped = SimpleNamespace(model=model, guide=lg.guide, x_dim=lg.x_dim, parameters=lg.parameters)
-    evaluate(wrapped, x_test[:5], num_samples=50, ks=(5,))
+    evaluate(wrapped, x_test[:5], num_samples=50, ks=(5,), seed=seed(1))
     after = dict(store.named_parameters())
     assert seen and all(names > set(before) for names in seen)  # the model did register
     assert after.keys() == before.keys()
     assert all(after[name] is before[name] for name in before)
 
 
-def test_model_reads_the_users_params():
+def test_model_reads_the_users_params(seed):
     # An arbitrary model/guide pair reading pyro.param("shift"): the user's value (3)
     # must be used, not the initial one (0), as emptying the store would do.
     def model(x):
@@ -464,7 +464,9 @@ def test_model_reads_the_users_params():
 
     user_shift = pyro.param("shift", torch.tensor(3.0))
     x = torch.tensor([2.0, 3.0, 5.0])
-    result = evaluate(SimpleNamespace(model=model, guide=guide), x, num_samples=100, ks=())
+    result = evaluate(
+        SimpleNamespace(model=model, guide=guide), x, num_samples=100, ks=(), seed=seed(0)
+    )
     exact = dist.Normal(3.0, 2**0.5).log_prob(x)
     assert torch.allclose(result.values["log_px"], exact, atol=1e-5)
     assert set(pyro.get_param_store().keys()) == {"shift"}
@@ -487,42 +489,42 @@ def test_param_store_is_restored_when_the_model_raises():
 # ----------------------------------------------------------- seeding and chunking
 
 
-def test_seeded_evaluate_is_reproducible_and_keeps_global_rng():
-    lg, x_test = fitted_linear_gaussian()
+def test_seeded_evaluate_is_reproducible_and_keeps_global_rng(seed):
+    lg, x_test = fitted_linear_gaussian(seed(0))
     perturb_guide(lg)
     x = x_test[:20]
-    torch.manual_seed(42)
+    torch.manual_seed(seed(42))
     state = torch.get_rng_state()
-    first = evaluate(lg, x, num_samples=300, seed=7)
+    first = evaluate(lg, x, num_samples=300, seed=seed(7))
     assert torch.equal(torch.get_rng_state(), state)
-    second = evaluate(lg, x, num_samples=300, seed=7)
+    second = evaluate(lg, x, num_samples=300, seed=seed(7))
     assert torch.equal(torch.get_rng_state(), state)
     for name, value in first.values.items():
         assert torch.equal(value, second.values[name]), name
     for name, value in first.std_errors.items():
         assert torch.equal(value, second.std_errors[name]), name
-    other = evaluate(lg, x, num_samples=300, seed=8)
+    other = evaluate(lg, x, num_samples=300, seed=seed(8))
     assert not torch.equal(first.values["elbo"], other.values["elbo"])
 
 
-def test_unseeded_evaluate_uses_global_rng():
-    lg, x_test = fitted_linear_gaussian()
+def test_unseeded_evaluate_uses_global_rng(seed):
+    lg, x_test = fitted_linear_gaussian(seed(0))
     perturb_guide(lg)
     x = x_test[:10]
-    torch.manual_seed(3)
+    torch.manual_seed(seed(3))
     first = evaluate(lg, x, num_samples=100, seed=None)
     advanced = torch.get_rng_state()
-    torch.manual_seed(3)
+    torch.manual_seed(seed(3))
     second = evaluate(lg, x, num_samples=100, seed=None)
     assert torch.equal(first.values["elbo"], second.values["elbo"])
-    torch.manual_seed(3)
+    torch.manual_seed(seed(3))
     assert not torch.equal(torch.get_rng_state(), advanced)
 
 
-def test_unchecked_evaluate_is_the_same_computation():
-    lg, x_test = fitted_linear_gaussian()
+def test_unchecked_evaluate_is_the_same_computation(seed):
+    lg, x_test = fitted_linear_gaussian(seed(0))
     x = x_test[:5]
-    checked = evaluate(lg, x, num_samples=50, ks=(5,), seed=1)
+    checked = evaluate(lg, x, num_samples=50, ks=(5,), seed=seed(1))
     unchecked = evaluate_unchecked(lg, x, 50, (5,), 1)
     for name, value in checked.values.items():
         assert torch.equal(value, unchecked.values[name]), name
@@ -550,14 +552,16 @@ def counting(lg):
         (45, 100, 5),
     ],
 )
-def test_chunking_gives_the_same_answer(monkeypatch, num_points, num_samples, expected_passes):
-    lg, x_test = fitted_linear_gaussian()
+def test_chunking_gives_the_same_answer(
+    monkeypatch, num_points, num_samples, expected_passes, seed
+):
+    lg, x_test = fitted_linear_gaussian(seed(0))
     perturb_guide(lg)
     x = x_test[:num_points]
-    default = evaluate(lg, x, num_samples=num_samples, ks=(1, 5), seed=0)
+    default = evaluate(lg, x, num_samples=num_samples, ks=(1, 5), seed=seed(0))
     monkeypatch.setattr(pyro_vae.evaluation, "_CHUNK_ROWS", 1000)
     wrapped, calls = counting(lg)
-    chunked = evaluate(wrapped, x, num_samples=num_samples, ks=(1, 5), seed=0)
+    chunked = evaluate(wrapped, x, num_samples=num_samples, ks=(1, 5), seed=seed(0))
     assert len(calls) == expected_passes
     # Every pass stays within the chunk budget and all S draws per point are made once.
     assert all(particles * rows <= 1000 for particles, rows in calls)
@@ -583,10 +587,10 @@ def test_chunking_gives_the_same_answer(monkeypatch, num_points, num_samples, ex
 # ------------------------------------------------------------------ other models
 
 
-def test_bernoulli_vae_evaluation():
+def test_bernoulli_vae_evaluation(seed):
     vae = VAE(64, z_dim=2, hidden_dims=(32,))
     x = torch.bernoulli(torch.full((8, 64), 0.3))
-    result = evaluate(vae, x, num_samples=200, ks=(1, 10), seed=0)
+    result = evaluate(vae, x, num_samples=200, ks=(1, 10), seed=seed(0))
     summary = result.summary()
     # log p(x) of 64 binary pixels under a near-uniform decoder is ≈ −64 log 2.
     assert -64 * math.log(2) - 15 < summary["log_px"][0] < -64 * math.log(2) + 15
@@ -597,8 +601,8 @@ def test_bernoulli_vae_evaluation():
     )
 
 
-def test_log_importance_weights_shapes_and_terms():
-    lg, x_test = fitted_linear_gaussian()
+def test_log_importance_weights_shapes_and_terms(seed):
+    lg, x_test = fitted_linear_gaussian(seed(0))
     x = x_test[:6]
     terms = log_importance_weights(lg.model, lg.guide, x, 9)
     assert set(terms) == {"log_likelihood", "log_prior", "log_guide"}
@@ -652,10 +656,10 @@ def test_bad_arguments(kwargs, name):
         evaluate(lg, torch.randn(3, 10), **kwargs)
 
 
-def test_ks_accepts_any_sequence_of_integers():
+def test_ks_accepts_any_sequence_of_integers(seed):
     lg = LinearGaussianVAE(10, 2)
     for ks in ([2, 3], range(1, 3), np.array([2, 3])):
-        result = evaluate(lg, torch.randn(3, 10), num_samples=6, ks=ks)
+        result = evaluate(lg, torch.randn(3, 10), num_samples=6, ks=ks, seed=seed(1))
         assert {"iwae_2"} <= set(result.values)
 
 

@@ -190,8 +190,8 @@ def _gap_mask(shape, image_shape, nrows, ncols):
     return (rows % (height + 1) == height) | (cols % (width + 1) == width)
 
 
-def test_plot_image_grid_tiles_the_images():
-    images = torch.rand(5, 12, generator=torch.Generator().manual_seed(0))
+def test_plot_image_grid_tiles_the_images(seed):
+    images = torch.rand(5, 12, generator=torch.Generator().manual_seed(seed(0)))
     fig = plot_image_grid(images, (3, 4), nrows=2, title="samples")
     ax = fig.axes[0]
     mosaic = ax.images[0].get_array()
@@ -274,9 +274,9 @@ def test_plot_reconstructions_validates_input():
         plot_reconstructions(data, data, (2, 2), n=0)
 
 
-def _climbing_histories(epochs=60):
+def _climbing_histories(epochs=60, *, seed):
     """Validation bounds climbing from about −35 to −25 nats; the ELBO 0.3 below L_k."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed(0))
     out = {}
     for i, objective in enumerate(("Trace_ELBO", "Renyi")):
         history = []
@@ -321,8 +321,8 @@ def test_plot_validation_curves_solid_bound_dashed_elbo_in_both_panels():
     ]
 
 
-def test_plot_validation_curves_marks_the_best_epoch():
-    histories = _climbing_histories()
+def test_plot_validation_curves_marks_the_best_epoch(seed):
+    histories = _climbing_histories(seed=seed)
     histories["Renyi"][40]["val_iwae"] = -20.0  # epoch 41: the best by far
     fig = plot_validation_curves(histories)
     for name, history in histories.items():
@@ -352,8 +352,8 @@ def test_plot_validation_curves_best_epochs_take_precedence():
         plot_validation_curves(histories, best_epochs={"Renyi": 7})
 
 
-def test_plot_validation_curves_zoom_shows_the_late_epochs():
-    histories = _climbing_histories(epochs=60)
+def test_plot_validation_curves_zoom_shows_the_late_epochs(seed):
+    histories = _climbing_histories(epochs=60, seed=seed)
     whole, zoom = plot_validation_curves(histories).axes
     late = [r[key] for h in histories.values() for r in h[30:] for key in ("val_iwae", "val_elbo")]
     bottom, top = zoom.get_ylim()
@@ -398,16 +398,16 @@ def test_plot_validation_curves_validates_input():
         plot_validation_curves({"Renyi": [{"epoch": 1}]})
 
 
-def _draws(s, n, d, shift=0.0, seed=0):
+def _draws(s, n, d, shift=0.0, *, seed):
     return np.random.default_rng(seed).normal(shift, 1.0, size=(s, n, d))
 
 
-def test_plot_posterior_draws_panels_legend_and_density():
-    ref, approx = _draws(300, 3, 2), _draws(200, 3, 2, shift=0.5, seed=1)
+def test_plot_posterior_draws_panels_legend_and_density(seed):
+    ref, approx = _draws(300, 3, 2, seed=seed(0)), _draws(200, 3, 2, shift=0.5, seed=seed(1))
     grid = np.linspace(-3, 3, 41)
     log_density = -0.5 * (grid[:, None] ** 2 + grid[None, :] ** 2)
     density = (grid, grid, np.broadcast_to(log_density, (3, 41, 41)))
-    images = np.random.default_rng(2).random((3, 64))
+    images = np.random.default_rng(seed(2)).random((3, 64))
     fig = plots.plot_posterior_draws(ref, approx, images, (8, 8), density=density)
     axes = fig.get_axes()
     assert len(axes) == 6  # 3 images over 3 latent panels
@@ -419,23 +419,27 @@ def test_plot_posterior_draws_panels_legend_and_density():
     assert legend == ["posterior (HMC)", "guide q(z|x)", "exact posterior (quadrature)"]
 
 
-def test_plot_posterior_draws_errors():
+def test_plot_posterior_draws_errors(seed):
     with pytest.raises(ValueError, match="same 3 points"):
-        plots.plot_posterior_draws(_draws(10, 3, 2), _draws(10, 4, 2))
+        plots.plot_posterior_draws(_draws(10, 3, 2, seed=seed(0)), _draws(10, 4, 2, seed=seed(0)))
     with pytest.raises(ValueError, match="two latent dims"):
-        plots.plot_posterior_draws(_draws(10, 3, 4), _draws(10, 3, 4), dims=(0, 4))
+        plots.plot_posterior_draws(
+            _draws(10, 3, 4, seed=seed(0)), _draws(10, 3, 4, seed=seed(0)), dims=(0, 4)
+        )
     with pytest.raises(ValueError, match="log_density of shape"):
         grid = np.linspace(-1, 1, 5)
-        plots.plot_posterior_draws(_draws(10, 2, 2), _draws(10, 2, 2),
+        plots.plot_posterior_draws(_draws(10, 2, 2, seed=seed(0)), _draws(10, 2, 2, seed=seed(0)),
                                    density=(grid, grid, np.zeros((2, 5, 4))))  # fmt: skip
-    fig = plots.plot_posterior_draws(_draws(10, 2, 1), _draws(10, 2, 1))  # 1-D latents
+    fig = plots.plot_posterior_draws(
+        _draws(10, 2, 1, seed=seed(0)), _draws(10, 2, 1, seed=seed(0))
+    )  # 1-D latents
     assert len(fig.get_axes()) == 2
 
 
-def test_plot_latent_map():
-    z = np.random.default_rng(0).normal(size=(50, 2))
+def test_plot_latent_map(seed):
+    z = np.random.default_rng(seed(0)).normal(size=(50, 2))
     labels = np.arange(50) % 10
-    decoded = np.random.default_rng(1).random((25, 64))
+    decoded = np.random.default_rng(seed(1)).random((25, 64))
     fig = plots.plot_latent_map(z, labels, decoded, (8, 8), (-3, 3, -3, 3))
     ax_map, ax_grid = fig.get_axes()
     assert len(ax_map.collections) == 10  # one scatter per digit

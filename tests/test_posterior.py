@@ -32,22 +32,22 @@ from pyro_vae.posterior import (
 matplotlib.use("Agg")
 
 
-def fitted_linear_gaussian(x_dim=6, z_dim=2, seed=3):
+def fitted_linear_gaussian(data_seed, x_dim=6, z_dim=2):
     """A maximum-likelihood probabilistic PCA whose guide is the exact posterior."""
-    data = make_linear_gaussian(200, x_dim=x_dim, z_dim=z_dim, noise_scale=0.5, seed=seed)
+    data = make_linear_gaussian(200, x_dim=x_dim, z_dim=z_dim, noise_scale=0.5, seed=data_seed)
     return LinearGaussianVAE(x_dim, z_dim).fit_maximum_likelihood(data.x), data.x
 
 
 @pytest.fixture(scope="module")
-def linear_gaussian():
-    return fitted_linear_gaussian()
+def linear_gaussian(seed):
+    return fitted_linear_gaussian(seed(3))
 
 
 @pytest.fixture(scope="module")
-def hmc_run(linear_gaussian):
+def hmc_run(linear_gaussian, seed):
     """4 chains × 1000 draws of 8 posteriors at once (about 2 s)."""
     vae, x = linear_gaussian
-    return sample_posterior(vae, x[:8], num_samples=1000, warmup_steps=500, seed=1)
+    return sample_posterior(vae, x[:8], num_samples=1000, warmup_steps=500, seed=seed(1))
 
 
 def exact_moments(vae, x):
@@ -105,11 +105,14 @@ def test_each_chain_adapts_its_own_step_size(hmc_run):
     assert not stats["diverging"].values.any()
 
 
-def test_mass_matrix_adapts_to_a_misscaled_guide():
-    vae, x = fitted_linear_gaussian()
+def test_mass_matrix_adapts_to_a_misscaled_guide(seed):
+    vae, x = fitted_linear_gaussian(seed(3))
     with torch.no_grad():  # start from a mass 25 times off, either way, per dimension
         vae.guide_log_scale.add_(torch.tensor([math.log(5), -math.log(5)]))
-    idata = sample_posterior(vae, x[:4], num_samples=300, warmup_steps=500, seed=5)
+    # 4 chains × 1000 draws converge with a margin: over 8 streams R̂ ≤ 1.0033 and bulk
+    # ESS ≥ 2500 (300 draws gave R̂ up to 1.0078 and ESS 627, close enough to 1.01 and
+    # 400 for the convergence warning to fire on some streams and CPUs).
+    idata = sample_posterior(vae, x[:4], num_samples=1000, warmup_steps=500, seed=seed(5))
     # Whitened by the adapted variances the posterior has unit scale, so ε ≈ 1 and
     # L̄ = round(0.6π / ε) is 2 or 3, as for the exact guide; with the initial mass the
     # narrow direction would hold ε near 1/5 and L̄ near 10.
@@ -174,13 +177,18 @@ def test_arviz_functions_run_on_it_unchanged(hmc_run, tmp_path):
     assert back.posterior_predictive["x"].dims == ("chain", "draw", "datum", "pixel")
 
 
-def test_agrees_with_pyro_nuts_per_point(linear_gaussian):
+def test_agrees_with_pyro_nuts_per_point(linear_gaussian, seed):
     vae, x = linear_gaussian
     x = x[8:10]
-    kwargs = dict(num_samples=400, warmup_steps=300, num_chains=2, seed=2, datum=["a", "b"])
+    # 4 chains × 1000 draws, as for HMC: over 4 streams R̂ ≤ 1.002 and bulk ESS ≥ 2600.
+    # 2 chains × 400 draws left R̂ at 1.004–1.015 over 6 streams (split-R̂ of 4 short
+    # halves is noisy), so the convergence warning fired on a third of them.
+    kwargs = dict(num_samples=1000, warmup_steps=300, seed=seed(2), datum=["a", "b"])
     nuts = sample_posterior(vae, x, method="nuts", **kwargs)
-    hmc = sample_posterior(vae, x, num_samples=1000, warmup_steps=500, seed=2, datum=["a", "b"])
-    assert nuts.posterior["z"].shape == (2, 400, 2, 2)
+    hmc = sample_posterior(
+        vae, x, num_samples=1000, warmup_steps=500, seed=seed(2), datum=["a", "b"]
+    )
+    assert nuts.posterior["z"].shape == (4, 1000, 2, 2)
     assert list(nuts.posterior["datum"].values) == ["a", "b"]
     assert "tree_depth" in nuts.sample_stats and nuts.posterior.attrs["method"] == "nuts"
     assert nuts.sample_stats["n_steps"].values.min() >= 1
@@ -194,9 +202,9 @@ def test_agrees_with_pyro_nuts_per_point(linear_gaussian):
     np.testing.assert_array_less(np.abs(draws(nuts).mean((0, 1)) - mean), 4 * mcse)
 
 
-def test_eight_dimensional_latents():
-    vae, x = fitted_linear_gaussian(x_dim=12, z_dim=8, seed=5)
-    idata = sample_posterior(vae, x[:4], num_samples=1000, warmup_steps=500, seed=3)
+def test_eight_dimensional_latents(seed):
+    vae, x = fitted_linear_gaussian(seed(5), x_dim=12, z_dim=8)
+    idata = sample_posterior(vae, x[:4], num_samples=1000, warmup_steps=500, seed=seed(3))
     assert idata.posterior["z"].shape == (4, 1000, 4, 8)
     assert arviz.rhat(idata)["z"].values.max() < RHAT_MAX
     mean, sd = exact_moments(vae, x[:4])
@@ -207,9 +215,9 @@ def test_eight_dimensional_latents():
     np.testing.assert_array_less(np.abs(z.std(0, ddof=1) / sd - 1), 0.15)
 
 
-def test_exact_guide_matches_and_a_narrow_guide_is_flagged(hmc_run):
-    vae, x = fitted_linear_gaussian()  # a copy: the narrow guide below edits it
-    guide = sample_guide(vae, x[:8], num_samples=4000, seed=4)
+def test_exact_guide_matches_and_a_narrow_guide_is_flagged(hmc_run, seed):
+    vae, x = fitted_linear_gaussian(seed(3))  # a copy: the narrow guide below edits it
+    guide = sample_guide(vae, x[:8], num_samples=4000, seed=seed(4))
     assert guide.posterior["z"].dims == ("chain", "draw", "datum", "latent")
     assert guide.posterior["z"].shape == (1, 4000, 8, 2)
     assert guide.sample_stats["log_weight"].dims == ("chain", "draw", "datum")
@@ -239,14 +247,14 @@ def test_exact_guide_matches_and_a_narrow_guide_is_flagged(hmc_run):
 
     with torch.no_grad():
         vae.guide_log_scale.sub_(math.log(3))  # s.d. a third of the posterior's
-    narrow = compare_posteriors(hmc_run, sample_guide(vae, x[:8], num_samples=4000, seed=4))
+    narrow = compare_posteriors(hmc_run, sample_guide(vae, x[:8], num_samples=4000, seed=seed(4)))
     # k = 1 − s²/σ² = 8/9 for a Gaussian proposal a third as wide (Vehtari et al. 2024).
     assert (narrow["khat"] > KHAT_UNRELIABLE).all()
     np.testing.assert_allclose(narrow[["sd_ratio_0", "sd_ratio_1"]].values, 1 / 3, rtol=0.12)
 
 
-def test_closed_form_reference_reports_the_exact_kl():
-    vae, x = fitted_linear_gaussian()
+def test_closed_form_reference_reports_the_exact_kl(seed):
+    vae, x = fitted_linear_gaussian(seed(3))
     with torch.no_grad():
         vae.guide_log_scale.add_(math.log(1.5))  # a guide 1.5 times too wide
     exact = vae.exact_posterior(x[:5])
@@ -257,7 +265,7 @@ def test_closed_form_reference_reports_the_exact_kl():
         kl_guide=vae.exact_posterior_kl(x[:5]),
         error=torch.zeros(5),
     )
-    table = compare_posteriors(reference, sample_guide(vae, x[:5], num_samples=4000, seed=0))
+    table = compare_posteriors(reference, sample_guide(vae, x[:5], num_samples=4000, seed=seed(0)))
     np.testing.assert_allclose(table["kl_exact"], reference.kl_guide.numpy())
     assert "rhat_max" not in table and (table["reference_error"] == 0).all()
     # s.d. ratio 1.5 up to the sample s.d.'s relative error 1/√8000 ≈ 0.011 (× 4).
@@ -265,8 +273,8 @@ def test_closed_form_reference_reports_the_exact_kl():
     assert (table["khat"] < KHAT_GOOD).all()  # a wider proposal has light-tailed weights
 
 
-def test_gaussian_w2_closed_forms():
-    rng = np.random.default_rng(0)
+def test_gaussian_w2_closed_forms(seed):
+    rng = np.random.default_rng(seed(0))
     # 1-D: W₂² = (μ₁ − μ₂)² + (σ₁ − σ₂)².
     w2 = gaussian_w2(np.array([[0.0]]), np.array([[[4.0]]]), np.array([[3.0]]), np.array([[[1.0]]]))
     np.testing.assert_allclose(w2, [math.sqrt(9 + 1)])
@@ -293,21 +301,23 @@ def test_gaussian_w2_closed_forms():
     np.testing.assert_allclose(gaussian_w2(m2, c2, m1, c1), expected, rtol=1e-8)
 
 
-def test_a_short_reference_is_flagged_by_name(linear_gaussian):
+def test_a_short_reference_is_flagged_by_name(linear_gaussian, seed):
     vae, x = linear_gaussian
+    # 2 × 20 draws: ArviZ caps the bulk ESS of N draws at N log10 N = 64 < 400, so the
+    # warnings below are certain on every random stream.
     with pytest.warns(UserWarning, match=r"datum .*p, q"):
         short = sample_posterior(
             vae, x[:2], num_samples=20, warmup_steps=30, num_chains=2, datum=["p", "q"],
-            posterior_predictive=False,
+            posterior_predictive=False, seed=seed(0),
         )  # fmt: skip
     assert "posterior_predictive" not in short.groups()
-    guide = sample_guide(vae, x[:2], num_samples=100, datum=["p", "q"])
+    guide = sample_guide(vae, x[:2], num_samples=100, datum=["p", "q"], seed=seed(1))
     with pytest.warns(UserWarning, match="The reference .* datum p, q"):
         table = compare_posteriors(short, guide)
     assert (table["ess_bulk_min"] < 400).all()
 
 
-def test_user_state_is_left_as_found(linear_gaussian):
+def test_user_state_is_left_as_found(linear_gaussian, seed):
     vae, x = linear_gaussian
     pyro.param("users_own", torch.ones(2))
     vae.train()
@@ -315,27 +325,30 @@ def test_user_state_is_left_as_found(linear_gaussian):
     flags = [p.requires_grad for p in vae.parameters()]
     params = [p.detach().clone() for p in vae.parameters()]
     rng = torch.get_rng_state()
-    with pytest.warns(UserWarning):  # 10 draws: not converged, and said so
-        sample_posterior(vae, x[:2], num_samples=10, warmup_steps=10, num_chains=2)
+    # ≤ 20 draws: bulk ESS ≤ N log10 N < 400 (ArviZ's cap), so the warning is certain.
     with pytest.warns(UserWarning):
-        sample_posterior(vae, x[:1], num_samples=10, warmup_steps=10, num_chains=1, method="nuts")
-    sample_guide(vae, x[:2], num_samples=10)
+        sample_posterior(vae, x[:2], num_samples=10, warmup_steps=10, num_chains=2, seed=seed(0))
+    with pytest.warns(UserWarning):
+        sample_posterior(
+            vae, x[:1], num_samples=10, warmup_steps=10, num_chains=1, method="nuts", seed=seed(1)
+        )
+    sample_guide(vae, x[:2], num_samples=10, seed=seed(2))
     assert set(pyro.get_param_store().keys()) == keys
     assert [p.requires_grad for p in vae.parameters()] == flags and vae.training
     assert all(torch.equal(p, q) for p, q in zip(vae.parameters(), params, strict=True))
     assert torch.equal(torch.get_rng_state(), rng)
 
 
-def test_seed_fixes_the_draws(linear_gaussian):
+def test_seed_fixes_the_draws(linear_gaussian, seed):
     vae, x = linear_gaussian
     kwargs = dict(num_samples=5, warmup_steps=5, num_chains=2, posterior_predictive=False)
     with pytest.warns(UserWarning):
-        a = sample_posterior(vae, x[:2], seed=7, **kwargs)
+        a = sample_posterior(vae, x[:2], seed=seed(7), **kwargs)
     with pytest.warns(UserWarning):
-        b = sample_posterior(vae, x[:2], seed=7, **kwargs)
+        b = sample_posterior(vae, x[:2], seed=seed(7), **kwargs)
     np.testing.assert_array_equal(a.posterior["z"].values, b.posterior["z"].values)
     with pytest.warns(UserWarning):  # chunks of one point: same starts, other streams
-        c = sample_posterior(vae, x[:2], seed=7, chunk_size=1, **kwargs)
+        c = sample_posterior(vae, x[:2], seed=seed(7), chunk_size=1, **kwargs)
     assert c.posterior["z"].shape == a.posterior["z"].shape
 
 
@@ -360,13 +373,13 @@ def test_bad_arguments_are_named(linear_gaussian, kwargs, match):
         sample_posterior(vae, x[:2], **kwargs)
 
 
-def test_bad_inputs_are_named(linear_gaussian):
+def test_bad_inputs_are_named(linear_gaussian, seed):
     vae, x = linear_gaussian
     with pytest.raises(ValueError, match="x"):
         sample_posterior(vae, x[:2, :3])
     with pytest.raises(ValueError, match="num_samples"):
         sample_guide(vae, x[:2], num_samples=1)
-    guide = sample_guide(vae, x[:2], num_samples=10)
+    guide = sample_guide(vae, x[:2], num_samples=10, seed=seed(0))
     with pytest.raises(ValueError, match="reference"):
         compare_posteriors(object(), guide)
     with pytest.raises(ValueError, match="same data points"):
@@ -400,12 +413,12 @@ def test_dual_averaging_works_elementwise():
     np.testing.assert_allclose(x_avg.flatten(), [da.get_state()[1] for da in scalars], rtol=1e-6)
 
 
-def test_agrees_with_quadrature_on_a_trained_2d_vae():
+def test_agrees_with_quadrature_on_a_trained_2d_vae(seed):
     data = load_digits(binarize="static")
     vae = VAE(64, z_dim=2, hidden_dims=(128,))
-    fit(vae, data, epochs=10, progress=False, validation=False)
+    fit(vae, data, epochs=10, progress=False, validation=False, seed=seed(1))
     x = data.test[:6]
-    idata = sample_posterior(vae, x, num_samples=1000, warmup_steps=500, seed=0)
+    idata = sample_posterior(vae, x, num_samples=1000, warmup_steps=500, seed=seed(0))
     exact = quadrature_posterior(vae, x)  # grid quadrature, error < 1e-5 nats
     sd = np.sqrt(np.diagonal(exact.cov.numpy(), axis1=-2, axis2=-1))
     mcse_mean = arviz.mcse(idata, method="mean")["z"].values
@@ -416,5 +429,5 @@ def test_agrees_with_quadrature_on_a_trained_2d_vae():
     z = draws(idata)
     np.testing.assert_array_less(np.abs(z.mean((0, 1)) - exact.mean.numpy()), 4 * mcse_mean)
     np.testing.assert_array_less(np.abs(z.std((0, 1), ddof=1) - sd), 4 * mcse_sd)
-    table = compare_posteriors(exact, sample_guide(vae, x, num_samples=1000))
+    table = compare_posteriors(exact, sample_guide(vae, x, num_samples=1000, seed=seed(2)))
     np.testing.assert_allclose(table["kl_exact"], exact.kl_guide.numpy())

@@ -18,7 +18,7 @@ MOMENT_TOL = 1e-4  # posterior moments, in posterior s.d. (mean) and correlation
 Z_LIMIT = 4.0  # |z| bound for IS vs quadrature; P(|N(0,1)| > 4) = 6.3e-5 per comparison
 
 
-def _linear_vae(z_dim, case, dtype=torch.float64):
+def _linear_vae(z_dim, case, dtype=torch.float64, *, seed):
     """Probabilistic PCA (x_dim 10) and 20 of its data points, with the guide of ``case``.
 
     ``"exact"``: maximum-likelihood fit, guide = posterior (KL = 0). ``"perturbed"``: its
@@ -28,14 +28,14 @@ def _linear_vae(z_dim, case, dtype=torch.float64):
     W with the ML guide kept, so that for z_dim 2 the posterior lies outside the guide's
     ±8 s.d. box (KL of tens of nats).
     """
-    data = make_linear_gaussian(200, x_dim=10, z_dim=z_dim, noise_scale=0.5, seed=0)
+    data = make_linear_gaussian(200, x_dim=10, z_dim=z_dim, noise_scale=0.5, seed=seed(0))
     vae = LinearGaussianVAE(10, z_dim).to(dtype).fit_maximum_likelihood(data.x)
     with torch.no_grad():
         if case == "perturbed":
             vae.guide_loc.bias.add_(0.5)
             vae.guide_log_scale.add_(math.log(2.0))
         elif case in ("correlated", "misplaced"):
-            weight = torch.randn(10, z_dim, generator=torch.Generator().manual_seed(1))
+            weight = torch.randn(10, z_dim, generator=torch.Generator().manual_seed(seed(1)))
             if z_dim == 2:
                 weight[:, 1] = 0.9 * weight[:, 0] + 0.45 * weight[:, 1]
             vae.weight.copy_(weight)
@@ -46,8 +46,8 @@ def _linear_vae(z_dim, case, dtype=torch.float64):
 
 @pytest.mark.parametrize("case", ["exact", "perturbed", "correlated", "misplaced"])
 @pytest.mark.parametrize("z_dim", [1, 2])
-def test_matches_linear_gaussian_closed_form(z_dim, case):
-    vae, x = _linear_vae(z_dim, case)
+def test_matches_linear_gaussian_closed_form(z_dim, case, seed):
+    vae, x = _linear_vae(z_dim, case, seed=seed)
     post = quadrature_posterior(vae, x)
     exact = vae.exact_posterior(x)
     exact_cov = exact.covariance_matrix
@@ -67,20 +67,20 @@ def test_matches_linear_gaussian_closed_form(z_dim, case):
 
 
 @pytest.mark.parametrize("z_dim", [1, 2])
-def test_box_too_narrow_for_the_posterior_grows(z_dim):
+def test_box_too_narrow_for_the_posterior_grows(z_dim, seed):
     # ±2 s.d. holds 95% of each axis: the mass outside must widen the box, since grids
     # of a fixed, truncated box converge to the truncated integral.
-    vae, x = _linear_vae(z_dim, "perturbed")
+    vae, x = _linear_vae(z_dim, "perturbed", seed=seed)
     post = quadrature_posterior(vae, x, half_width=2.0)
     assert post.converged.all() and post.tail_mass.max() < TOL
     assert (post.log_px - vae.exact_log_likelihood(x)).abs().max() < TOL
     assert (post.kl_guide - vae.exact_posterior_kl(x)).abs().max() < TOL
 
 
-def test_kl_of_exact_guide_is_the_log_px_error_even_on_a_coarse_grid():
+def test_kl_of_exact_guide_is_the_log_px_error_even_on_a_coarse_grid(seed):
     # With q = p(z|x), log q − log p(x, z) = −log p(x) at every node: the q-weights,
     # normalized on the grid, leave exactly the quadrature error of log p(x).
-    vae, x = _linear_vae(2, "exact")
+    vae, x = _linear_vae(2, "exact", seed=seed)
     with pytest.warns(RuntimeWarning, match="did not converge"):
         post = quadrature_posterior(vae, x, initial_points=4, max_points=16)
     log_px_err = post.log_px - vae.exact_log_likelihood(x)
@@ -88,9 +88,9 @@ def test_kl_of_exact_guide_is_the_log_px_error_even_on_a_coarse_grid():
     torch.testing.assert_close(post.kl_guide, log_px_err, rtol=0, atol=1e-10)
 
 
-def test_float32_model_within_1e4_of_float64_closed_form():
+def test_float32_model_within_1e4_of_float64_closed_form(seed):
     # A float32 decoder rounds log p(x|z) (≈ −50 nats here) to about 3e-6 nats per node.
-    vae, x = _linear_vae(2, "correlated", dtype=torch.float32)
+    vae, x = _linear_vae(2, "correlated", dtype=torch.float32, seed=seed)
     post = quadrature_posterior(vae, x)
     ref, x64 = copy.deepcopy(vae).double(), x.double()
     assert post.log_px.dtype == torch.float64 and post.converged.all()
@@ -99,20 +99,20 @@ def test_float32_model_within_1e4_of_float64_closed_form():
 
 
 @pytest.fixture(scope="module")
-def digits_vae():
+def digits_vae(seed):
     """A 64-64-2 Bernoulli VAE trained for 30 epochs on the static binarized digits."""
-    pyro.set_rng_seed(0)
+    pyro.set_rng_seed(seed(0))
     data = load_digits(binarize="static")
     vae = VAE(64, z_dim=2, hidden_dims=(64,))
-    fit(vae, data, epochs=30, progress=False)
+    fit(vae, data, epochs=30, progress=False, seed=seed(0))
     return vae, data.test[:20]
 
 
-def test_trained_vae_agrees_with_importance_sampling(digits_vae):
+def test_trained_vae_agrees_with_importance_sampling(digits_vae, seed):
     vae, x = digits_vae
     post = quadrature_posterior(vae, x)
     assert post.converged.all() and post.error.max() < 1e-4
-    ev = evaluate(vae, x, num_samples=5000, ks=(5,), seed=0)
+    ev = evaluate(vae, x, num_samples=5000, ks=(5,), seed=seed(0))
     assert (ev.values["khat"] < 0.7).all()  # the standard errors below can be trusted
     values = {k: v.double() for k, v in ev.values.items()}
     se = {k: v.double() for k, v in ev.std_errors.items()}
@@ -139,8 +139,8 @@ def test_error_estimate_bounds_a_finer_grid_on_trained_vae(digits_vae):
     assert ((post.kl_guide - fine.kl_guide).abs() <= post.error + 1e-6).all()
 
 
-def test_chunked_evaluation_gives_the_same_result(monkeypatch):
-    vae, x = _linear_vae(2, "correlated")
+def test_chunked_evaluation_gives_the_same_result(monkeypatch, seed):
+    vae, x = _linear_vae(2, "correlated", seed=seed)
     whole = quadrature_posterior(vae, x)
     monkeypatch.setattr(quadrature, "_CHUNK_ROWS", 100)  # < one point's 256-node grid
     chunked = quadrature_posterior(vae, x)
@@ -148,8 +148,8 @@ def test_chunked_evaluation_gives_the_same_result(monkeypatch):
         torch.testing.assert_close(getattr(chunked, name), getattr(whole, name))
 
 
-def test_shapes_and_dtypes():
-    vae, x = _linear_vae(2, "exact", dtype=torch.float32)
+def test_shapes_and_dtypes(seed):
+    vae, x = _linear_vae(2, "exact", dtype=torch.float32, seed=seed)
     post = quadrature_posterior(vae, x[:3])
     assert post.log_px.shape == post.kl_guide.shape == post.error.shape == (3,)
     assert post.mean.shape == post.lower.shape == post.half_width.shape == (3, 2)
@@ -157,8 +157,8 @@ def test_shapes_and_dtypes():
     assert post.cov.dtype == torch.float64 and post.num_points.dtype == torch.long
 
 
-def test_leaves_param_store_and_module_state_as_found():
-    vae, x = _linear_vae(2, "perturbed")
+def test_leaves_param_store_and_module_state_as_found(seed):
+    vae, x = _linear_vae(2, "perturbed", seed=seed)
     pyro.param("user_param", torch.tensor(1.5))
     vae.train()
     vae.encoder.eval()  # mixed modes must come back as they were
@@ -176,8 +176,8 @@ def test_leaves_param_store_and_module_state_as_found():
         assert torch.equal(value, before[name])
 
 
-def test_warns_and_flags_points_that_did_not_converge():
-    vae, x = _linear_vae(2, "exact")
+def test_warns_and_flags_points_that_did_not_converge(seed):
+    vae, x = _linear_vae(2, "exact", seed=seed)
     # 4 points per axis over ±8 s.d. (cells 4 s.d. wide) see s.d. ≈ 2, so the second
     # grid spans ±16 s.d. with 8 points: the same nodes, the same log p(x), 1.7 nats off.
     with pytest.warns(RuntimeWarning, match=r"did not converge.* 20 of 20 data points"):
@@ -193,8 +193,8 @@ def test_warns_and_flags_points_that_did_not_converge():
 
 
 @pytest.mark.parametrize("z_dim", [1, 2])
-def test_log_joint_grid_is_the_exact_log_posterior_plus_log_px(z_dim, monkeypatch):
-    vae, x = _linear_vae(z_dim, "correlated")
+def test_log_joint_grid_is_the_exact_log_posterior_plus_log_px(z_dim, monkeypatch, seed):
+    vae, x = _linear_vae(z_dim, "correlated", seed=seed)
     axes = [np.linspace(-1.0, 1.0, 5), np.linspace(-0.5, 2.0, 7)][:z_dim]
     monkeypatch.setattr(quadrature, "_CHUNK_ROWS", 16)  # several decoder calls and groups
     grid = log_joint_grid(vae, x[:3], *axes)

@@ -4,7 +4,8 @@ README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_readme_snippet_runs_verbatim():
-    # The "use it from your own Pyro script" block, with 2 epochs instead of 100.
+    # The "use it from your own Pyro script" block, with 2 epochs instead of 100; its
+    # draws come from the global RNG, which conftest seeds from PYRO_VAE_TEST_SEED.
     code = README.read_text().split("```python\n")[1].split("```")[0]
     assert "range(100)" in code
     namespace = {}
@@ -15,7 +16,7 @@ def test_readme_snippet_runs_verbatim():
     assert -64 < log_px < 0 and 0 < se < 0.05
 
 
-def test_posterior_docs_snippet_runs(tmp_path, monkeypatch):
+def test_posterior_docs_snippet_runs(tmp_path, monkeypatch, seed):
     # docs/posterior.md's first block, on a briefly trained 2-D VAE and 3 test digits
     import matplotlib
 
@@ -27,7 +28,7 @@ def test_posterior_docs_snippet_runs(tmp_path, monkeypatch):
     code = docs.read_text().split("```python\n")[1].split("```")[0]
     data = load_digits()
     vae = pyro_vae.VAE(64, z_dim=2, hidden_dims=(16,))
-    pyro_vae.fit(vae, data, epochs=3, progress=False)
+    pyro_vae.fit(vae, data, epochs=3, progress=False, seed=seed(0))
     monkeypatch.chdir(tmp_path)
     namespace = {"vae": vae, "x": data.test[:3]}
     exec(code, namespace)

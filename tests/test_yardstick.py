@@ -35,14 +35,14 @@ SPREAD = {"trace": 0.012, "renyi": 0.019}  # s.d. of test log p(x) across traini
 
 
 @pytest.fixture(scope="module")
-def trained():
+def trained(seed):
     data = load_digits(binarize="dynamic", val_fraction=0.0, test_fraction=0.2)
     results = {}
     for loss, k in (("trace", 1), ("renyi", 5)):
-        torch.manual_seed(0)
+        torch.manual_seed(seed(0))
         vae = VAE(64, z_dim=8, hidden_dims=(256,))
-        fit(vae, data, loss=loss, num_particles=k, epochs=1000, progress=False)
-        results[loss] = evaluate(vae, data.test, 5000, seed=0).summary()
+        fit(vae, data, loss=loss, num_particles=k, epochs=1000, progress=False, seed=seed(0))
+        results[loss] = evaluate(vae, data.test, 5000, seed=seed(0)).summary()
     return results
 
 
