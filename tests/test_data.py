@@ -57,12 +57,12 @@ def test_load_digits_continuous():
     assert torch.equal(ds.train, ds.train_intensities)
 
 
-def test_load_digits_split_seeded():
-    a, b = load_digits(split_seed=0), load_digits(split_seed=0)
+def test_load_digits_split_seeded(seed):
+    a, b = load_digits(split_seed=seed(0)), load_digits(split_seed=seed(0))
     for name in ("train", "validation", "test"):
         assert torch.equal(getattr(a, name), getattr(b, name))
-    c = load_digits(binarize=None, split_seed=0)
-    d = load_digits(binarize=None, split_seed=1)
+    c = load_digits(binarize=None, split_seed=seed(0))
+    d = load_digits(binarize=None, split_seed=seed(1))
     assert not torch.equal(c.test, d.test)
     assert not torch.equal(c.train, d.train)
 
@@ -77,9 +77,9 @@ def test_load_digits_splits_partition_the_data():
     np.testing.assert_array_equal(sorted_rows(rows), sorted_rows(expected))
 
 
-def test_dynamic_train_epoch_redraws_with_the_right_mean():
+def test_dynamic_train_epoch_redraws_with_the_right_mean(seed):
     ds = load_digits(binarize="dynamic")
-    gen = torch.Generator().manual_seed(123)
+    gen = torch.Generator().manual_seed(seed(123))
     first, second = ds.train_epoch(gen), ds.train_epoch(gen)
     assert first.shape == ds.train.shape
     assert is_binary(first) and is_binary(second)
@@ -108,10 +108,10 @@ def test_dynamic_train_epoch_redraws_with_the_right_mean():
     assert abs(mean.mean() - p.mean()) < 4 * global_sd
 
 
-def test_static_train_epoch_returns_train():
+def test_static_train_epoch_returns_train(seed):
     ds = load_digits(binarize="static")
     assert ds.train_epoch() is ds.train
-    assert ds.train_epoch(torch.Generator().manual_seed(5)) is ds.train
+    assert ds.train_epoch(torch.Generator().manual_seed(seed(5))) is ds.train
 
 
 def test_load_digits_bad_arguments():
@@ -139,8 +139,8 @@ def write_idx(path, array, compress=False):
 
 
 @pytest.fixture
-def fake_images():
-    rng = np.random.default_rng(0)
+def fake_images(seed):
+    rng = np.random.default_rng(seed(0))
     train = rng.integers(0, 256, size=(20, 28, 28), dtype=np.uint8)
     test = rng.integers(0, 256, size=(5, 28, 28), dtype=np.uint8)
     return train, test
@@ -230,8 +230,8 @@ def test_load_mnist_not_an_idx_file(tmp_path, fake_images):
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".npz", ".csv"])
-def test_load_array_round_trip(tmp_path, suffix):
-    x = np.random.default_rng(1).normal(size=(50, 3))
+def test_load_array_round_trip(tmp_path, suffix, seed):
+    x = np.random.default_rng(seed(1)).normal(size=(50, 3))
     path = tmp_path / f"data{suffix}"
     if suffix == ".npy":
         np.save(path, x)
@@ -272,9 +272,9 @@ def test_load_array_errors(tmp_path):
         load_array(tmp_path / "missing.npy")
 
 
-def test_load_array_skips_a_csv_header(tmp_path):
+def test_load_array_skips_a_csv_header(tmp_path, seed):
     """A header row of column names is skipped; the numbers below it are the data."""
-    x = np.random.default_rng(2).normal(size=(20, 3))
+    x = np.random.default_rng(seed(2)).normal(size=(20, 3))
     path = tmp_path / "named.csv"
     np.savetxt(path, x, delimiter=",", header="c0,c1,c2", comments="")
     assert path.read_text().startswith("c0,c1,c2\n")
@@ -316,25 +316,25 @@ def test_load_array_binarizes(tmp_path):
 # ---------------------------------------------------------- make_linear_gaussian
 
 
-def test_make_linear_gaussian_shapes_and_seed():
-    a = make_linear_gaussian(100, x_dim=7, z_dim=3, noise_scale=0.2, seed=4)
+def test_make_linear_gaussian_shapes_and_seed(seed):
+    a = make_linear_gaussian(100, x_dim=7, z_dim=3, noise_scale=0.2, seed=seed(4))
     assert a.x.shape == (100, 7)
     assert a.z.shape == (100, 3)
     assert a.weight.shape == (7, 3)
     assert a.bias.shape == (7,)
     assert a.noise_scale == 0.2
-    b = make_linear_gaussian(100, x_dim=7, z_dim=3, noise_scale=0.2, seed=4)
+    b = make_linear_gaussian(100, x_dim=7, z_dim=3, noise_scale=0.2, seed=seed(4))
     assert torch.equal(a.x, b.x) and torch.equal(a.weight, b.weight)
-    c = make_linear_gaussian(100, x_dim=7, z_dim=3, noise_scale=0.2, seed=5)
+    c = make_linear_gaussian(100, x_dim=7, z_dim=3, noise_scale=0.2, seed=seed(5))
     assert not torch.equal(a.x, c.x)
     # x = W z + b + σ ε: the residual is the noise, of size ≈ σ.
     residual = a.x - a.z @ a.weight.T - a.bias
     assert 0.15 < residual.std().item() < 0.25
 
 
-def test_make_linear_gaussian_covariance():
+def test_make_linear_gaussian_covariance(seed):
     n = 20000
-    data = make_linear_gaussian(n, 10, 2, 0.5)
+    data = make_linear_gaussian(n, 10, 2, 0.5, seed=seed(0))
     x = data.x.double()
     sample_cov = torch.cov(x.T)
     true_cov = data.weight.double() @ data.weight.double().T + 0.25 * torch.eye(10)
@@ -355,11 +355,11 @@ def test_make_linear_gaussian_errors():
         make_linear_gaussian(10, noise_scale=-1.0)
 
 
-def test_digit_labels_follow_the_split():
+def test_digit_labels_follow_the_split(seed):
     from sklearn.datasets import load_digits as sklearn_digits
 
     raw = sklearn_digits()
-    ds = load_digits(binarize=None, split_seed=3)
+    ds = load_digits(binarize=None, split_seed=seed(3))
     assert {k: len(v) for k, v in ds.labels.items()} == {
         "train": len(ds.train), "validation": len(ds.validation), "test": len(ds.test)
     }  # fmt: skip

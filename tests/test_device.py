@@ -84,29 +84,31 @@ def test_half_precision_is_refused():
         evaluate(vae, x, 100, device="cpu")
 
 
-def test_float64_gives_the_closed_form_to_double_precision():
+def test_float64_gives_the_closed_form_to_double_precision(seed):
     # With q(z|x) = p(z|x) every importance weight equals p(x): the estimate is exact up
     # to rounding. In float32 the rounding of log w (about 10 nats per point, 6 pixels)
     # is ~1e-6 nats; in float64 ~1e-14. 1e-10 separates them by four orders.
-    data = make_linear_gaussian(200, x_dim=6, z_dim=2, noise_scale=0.5, seed=1)
+    data = make_linear_gaussian(200, x_dim=6, z_dim=2, noise_scale=0.5, seed=seed(1))
     vae = LinearGaussianVAE(6, 2).double().fit_maximum_likelihood(data.x.double())
     vae.set_guide_to_posterior()
     x = data.x[:50].double()
-    result = evaluate(vae, x, 100, ks=(1, 5), device="cpu")
+    result = evaluate(vae, x, 100, ks=(1, 5), device="cpu", seed=seed(0))
     exact = vae.exact_log_likelihood(x)
     assert result.values["log_px"].dtype == torch.float64
     assert (result.values["log_px"] - exact).abs().max().item() < 1e-10
     single = LinearGaussianVAE(6, 2).fit_maximum_likelihood(data.x)
     single.set_guide_to_posterior()
-    error = (evaluate(single, data.x[:50], 100, ks=(1, 5)).values["log_px"] - exact).abs()
+    error = (
+        evaluate(single, data.x[:50], 100, ks=(1, 5), seed=seed(0)).values["log_px"] - exact
+    ).abs()
     assert error.max().item() > 1e-10  # float32 cannot get there: the check can fail
     # training in float64 keeps float64
-    run = fit(vae, data.x, epochs=2, batch_size=50, progress=False, device="cpu")
+    run = fit(vae, data.x, epochs=2, batch_size=50, progress=False, device="cpu", seed=seed(0))
     assert next(vae.parameters()).dtype == torch.float64
     assert run.history[-1]["train_loss"] == pytest.approx(-exact.mean().item(), abs=0.5)
 
 
-def test_a_float32_dataset_trains_a_float64_model(monkeypatch):
+def test_a_float32_dataset_trains_a_float64_model(monkeypatch, seed):
     # The epoch's redrawn data are cast to the model's dtype once, before the steps
     # (not by every call of model and guide).
     from pyro_vae.data import load_digits
@@ -122,20 +124,20 @@ def test_a_float32_dataset_trains_a_float64_model(monkeypatch):
     monkeypatch.setattr(Trainer, "_loss_and_grads", spy)
     data = load_digits(binarize="dynamic")
     vae = VAE(64, z_dim=2, hidden_dims=(8,)).double()
-    run = fit(vae, data, epochs=1, progress=False, device="cpu", validation=False)
+    run = fit(vae, data, epochs=1, progress=False, device="cpu", validation=False, seed=seed(0))
     assert next(vae.parameters()).dtype == torch.float64
     assert set(seen) == {torch.float64}
     assert run.history[0]["train_loss"] > 0
 
 
 @CUDA
-def test_fit_evaluate_and_sample_on_cuda():
+def test_fit_evaluate_and_sample_on_cuda(seed):
     x = torch.bernoulli(torch.full((60, 64), 0.3))
     vae = VAE(64, z_dim=2, hidden_dims=(8,))
-    fit(vae, x, epochs=2, batch_size=20, progress=False, device="cuda")
+    fit(vae, x, epochs=2, batch_size=20, progress=False, device="cuda", seed=seed(0))
     assert next(vae.parameters()).device.type == "cuda"
-    result = evaluate(vae, x, 200, ks=(5,), device="cuda")
+    result = evaluate(vae, x, 200, ks=(5,), device="cuda", seed=seed(0))
     assert result.values["log_px"].device.type == "cuda"
     assert torch.isfinite(result.values["log_px"]).all()
-    idata = sample_guide(vae, x[:3], 20, device="cuda")
+    idata = sample_guide(vae, x[:3], 20, device="cuda", seed=seed(0))
     assert idata.posterior["z"].shape == (1, 20, 3, 2)

@@ -14,8 +14,10 @@ def load(name):
     return module
 
 
-def test_linear_gaussian_gap_matches_closed_form(capsys):
-    rows = load("linear_gaussian_gap").main(argparse.Namespace(epochs=10, num_samples=2000, seed=0))
+def test_linear_gaussian_gap_matches_closed_form(capsys, seed):
+    rows = load("linear_gaussian_gap").main(
+        argparse.Namespace(epochs=10, num_samples=2000, seed=seed(0))
+    )
     assert len(rows) >= 3
     for epoch, exact_gap, gap, se in rows:
         # estimated log p(x) − ELBO against the exact KL(q ‖ p(z|x)): 4 Monte-Carlo s.e.
@@ -25,8 +27,10 @@ def test_linear_gaussian_gap_matches_closed_form(capsys):
     assert "exact KL" in capsys.readouterr().out
 
 
-def test_pyro_svi_example_runs(capsys):
-    summary = load("pyro_svi").main(argparse.Namespace(epochs=2, z_dim=2, num_samples=100, seed=0))
+def test_pyro_svi_example_runs(capsys, seed):
+    summary = load("pyro_svi").main(
+        argparse.Namespace(epochs=2, z_dim=2, num_samples=100, seed=seed(0))
+    )
     log_px, log_px_se = summary["log_px"]
     assert -64 * 0.7 < log_px < 0 and log_px_se < 0.5  # nats per 64-pixel binary image
     out = capsys.readouterr().out

@@ -36,7 +36,7 @@ def digits():
     return load_digits(binarize="dynamic")
 
 
-def _small_vae(seed=0):
+def _small_vae(*, seed):
     torch.manual_seed(seed)
     return pyro_vae.VAE(64, z_dim=2, hidden_dims=(16,))
 
@@ -128,16 +128,18 @@ def test_constraints_pin_everything_the_extra_pulls():
 @pytest.mark.parametrize(
     "loss, alpha, k", [("trace", 0.0, 1), ("meanfield", 0.0, 1), ("renyi", 0.0, 5)]
 )
-def test_training_step_is_the_differentiable_loss_with_the_whole_n(pvl, digits, loss, alpha, k):
-    vae = _small_vae()
+def test_training_step_is_the_differentiable_loss_with_the_whole_n(
+    pvl, digits, loss, alpha, k, seed
+):
+    vae = _small_vae(seed=seed(0))
     num_data = len(digits.train)
     module = pvl.VAEModule(vae, num_data, loss=loss, alpha=alpha, num_particles=k, beta=0.5)
     module.on_train_epoch_start()
     rows = torch.tensor([5, 900, 17, 1200, 3])
     x = digits.train[rows]
-    pyro.set_rng_seed(7)
+    pyro.set_rng_seed(seed(7))
     step = module.training_step((x, rows), 0)
-    pyro.set_rng_seed(7)
+    pyro.set_rng_seed(seed(7))
     elbo = make_elbo(loss, alpha, k)
     expected = elbo.differentiable_loss(
         vae.model, vae.guide, x, num_data=num_data, subsample=rows, beta=0.5
@@ -149,8 +151,8 @@ def test_training_step_is_the_differentiable_loss_with_the_whole_n(pvl, digits, 
     assert all(p.grad is not None for p in vae.parameters())
 
 
-def test_data_module_deals_disjoint_shards_of_global_rows(pvl, digits):
-    data = pvl.VAEDataModule(digits, batch_size=128, seed=3)
+def test_data_module_deals_disjoint_shards_of_global_rows(pvl, digits, seed):
+    data = pvl.VAEDataModule(digits, batch_size=128, seed=seed(3))
     num_data = len(digits.train)
     seen = {}
     for epoch in (0, 1):
@@ -170,7 +172,7 @@ def test_data_module_deals_disjoint_shards_of_global_rows(pvl, digits):
         assert sorted(both.tolist()) == list(range(num_data))  # 1258: no padding
         assert len(seen[epoch, 0]) == len(seen[epoch, 1]) == num_data // 2
     assert not torch.equal(seen[0, 0], seen[1, 0])  # reshuffled every epoch
-    rows0 = pvl.VAEDataModule(digits, batch_size=128, seed=3).dataloader(2, 0)
+    rows0 = pvl.VAEDataModule(digits, batch_size=128, seed=seed(3)).dataloader(2, 0)
     rows0.sampler.set_epoch(1)
     first = next(iter(rows0))
     loader = data.dataloader(2, 0)
@@ -181,8 +183,8 @@ def test_data_module_deals_disjoint_shards_of_global_rows(pvl, digits):
         pvl.VAEDataModule(digits, batch_size=127).dataloader(world_size=2)
 
 
-def test_binarization_of_an_epoch_does_not_depend_on_the_process(pvl, digits):
-    data = pvl.VAEDataModule(digits, batch_size=128, seed=0)
+def test_binarization_of_an_epoch_does_not_depend_on_the_process(pvl, digits, seed):
+    data = pvl.VAEDataModule(digits, batch_size=128, seed=seed(0))
     draws = {}
     for rank in (0, 1):
         loader = data.dataloader(world_size=2, rank=rank)
@@ -197,12 +199,12 @@ def test_binarization_of_an_epoch_does_not_depend_on_the_process(pvl, digits):
 
 
 def test_fit_lightning_writes_a_checkpoint_that_load_checkpoint_reads(
-    pvl, digits, tmp_path, monkeypatch
+    pvl, digits, tmp_path, monkeypatch, seed
 ):
     monkeypatch.chdir(tmp_path)  # nothing may land in the working folder
     ckpt = tmp_path / "out" / "vae.pt"
-    vae = _small_vae()
-    run = pvl.fit_lightning(vae, digits, epochs=2, progress=False, checkpoint=ckpt, seed=4)
+    vae = _small_vae(seed=seed(0))
+    run = pvl.fit_lightning(vae, digits, epochs=2, progress=False, checkpoint=ckpt, seed=seed(4))
     assert [h["epoch"] for h in run.history] == [1, 2]
     assert run.global_rank == 0 and run.world_size == 1
     assert sorted(os.listdir(tmp_path)) == ["out"]
@@ -217,7 +219,7 @@ def test_fit_lightning_writes_a_checkpoint_that_load_checkpoint_reads(
     # the saved module is the best epoch's, and its validation bounds are the recorded
     # ones: one process evaluates every point with the run's seed, as fit does
     best = run.history[run.best_epoch - 1]
-    summary = pyro_vae.evaluate(loaded, digits.validation, 50, ks=(50,), seed=4).summary()
+    summary = pyro_vae.evaluate(loaded, digits.validation, 50, ks=(50,), seed=seed(4)).summary()
     assert summary["elbo"][0] == pytest.approx(best["val_elbo"], abs=1e-4)
     assert summary["iwae_50"][0] == pytest.approx(best["val_iwae"], abs=1e-4)
     for a, b in zip(loaded.state_dict().values(), vae.state_dict().values(), strict=True):
@@ -225,25 +227,27 @@ def test_fit_lightning_writes_a_checkpoint_that_load_checkpoint_reads(
 
 
 def test_fit_lightning_matches_fit_in_its_first_epoch_statistics(
-    pvl, digits, tmp_path, monkeypatch
+    pvl, digits, tmp_path, monkeypatch, seed
 ):
     """Same model, data and effective batch: the bounds after 2 epochs are close."""
     monkeypatch.chdir(tmp_path)
-    lit = pvl.fit_lightning(_small_vae(), digits, epochs=2, progress=False)
+    lit = pvl.fit_lightning(
+        _small_vae(seed=seed(0)), digits, epochs=2, progress=False, seed=seed(0)
+    )
     assert not os.listdir(tmp_path)  # no checkpoint asked for: Lightning writes nothing
-    own = pyro_vae.fit(_small_vae(), digits, epochs=2, progress=False)
+    own = pyro_vae.fit(_small_vae(seed=seed(0)), digits, epochs=2, progress=False, seed=seed(0))
     for key in ("train_loss", "val_elbo", "val_iwae"):
         assert lit.history[-1][key] == pytest.approx(own.history[-1][key], abs=1.0)
 
 
 @pytest.mark.filterwarnings("ignore:.*does not have many workers")
 @pytest.mark.filterwarnings("ignore:`isinstance\\(treespec, LeafSpec\\)`:FutureWarning")
-def test_the_pieces_in_a_trainer_of_ones_own(pvl, digits, tmp_path):
+def test_the_pieces_in_a_trainer_of_ones_own(pvl, digits, tmp_path, seed):
     import lightning.pytorch as pl
 
-    vae = _small_vae()
-    module = pvl.VAEModule(vae, len(digits.train), seed=0, validation=digits.validation)
-    data = pvl.VAEDataModule(digits, batch_size=64, seed=0)
+    vae = _small_vae(seed=seed(0))
+    module = pvl.VAEModule(vae, len(digits.train), seed=seed(0), validation=digits.validation)
+    data = pvl.VAEDataModule(digits, batch_size=64, seed=seed(0))
     ckpt = tmp_path / "own.pt"
     trainer = pl.Trainer(
         max_epochs=2,
@@ -263,13 +267,13 @@ def test_the_pieces_in_a_trainer_of_ones_own(pvl, digits, tmp_path):
     assert (tmp_path / "own_lightning" / "last.ckpt").exists()
 
 
-def test_resume_continues_bit_for_bit(pvl, digits, tmp_path):
+def test_resume_continues_bit_for_bit(pvl, digits, tmp_path, seed):
     ckpt = tmp_path / "vae.pt"
-    common = {"progress": False, "restore_best": False, "seed": 2}
-    whole = _small_vae()
+    common = {"progress": False, "restore_best": False, "seed": seed(2)}
+    whole = _small_vae(seed=seed(0))
     straight = pvl.fit_lightning(whole, digits, epochs=4, **common)
-    pvl.fit_lightning(_small_vae(), digits, epochs=2, checkpoint=ckpt, **common)
-    resumed_vae = _small_vae(seed=99)  # the checkpoint's parameters replace these
+    pvl.fit_lightning(_small_vae(seed=seed(0)), digits, epochs=2, checkpoint=ckpt, **common)
+    resumed_vae = _small_vae(seed=seed(99))  # the checkpoint's parameters replace these
     resumed = pvl.fit_lightning(
         resumed_vae, digits, epochs=4, checkpoint=ckpt, resume=ckpt, **common
     )
@@ -280,13 +284,22 @@ def test_resume_continues_bit_for_bit(pvl, digits, tmp_path):
     assert [{k: v for k, v in h.items() if k != "wall_time"} for h in resumed.history] == strip
     for a, b in zip(whole.state_dict().values(), resumed_vae.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    with pytest.raises(ValueError, match="seed=2 as in the checkpoint"):
-        pvl.fit_lightning(_small_vae(), digits, epochs=5, resume=ckpt, progress=False, seed=3)
+    with pytest.raises(ValueError, match=f"seed={seed(2)} as in the checkpoint"):
+        pvl.fit_lightning(
+            _small_vae(seed=seed(0)), digits, epochs=5, resume=ckpt, progress=False, seed=seed(3)
+        )
 
 
-def test_patience_stops_the_run(pvl, digits):
+def test_patience_stops_the_run(pvl, digits, seed):
     run = pvl.fit_lightning(
-        _small_vae(), digits, epochs=30, progress=False, patience=1, lr=0.3, monitor="elbo"
+        _small_vae(seed=seed(0)),
+        digits,
+        epochs=30,
+        progress=False,
+        patience=1,
+        lr=0.3,
+        monitor="elbo",
+        seed=seed(0),
     )
     assert run.stopped_early and len(run.history) < 30
     assert run.best_epoch == len(run.history) - 1
@@ -304,22 +317,28 @@ def test_patience_stops_the_run(pvl, digits):
         ({"beta": lambda epoch: 1.0, "checkpoint": "x.pt"}, "beta"),
     ],
 )
-def test_fit_lightning_rejects_bad_arguments(pvl, digits, kwargs, message, tmp_path, monkeypatch):
+def test_fit_lightning_rejects_bad_arguments(
+    pvl, digits, kwargs, message, tmp_path, monkeypatch, seed
+):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=message):
-        pvl.fit_lightning(_small_vae(), digits, epochs=1, progress=False, **kwargs)
+        pvl.fit_lightning(_small_vae(seed=seed(0)), digits, epochs=1, progress=False, **kwargs)
     assert not os.listdir(tmp_path)
 
 
-def test_resume_of_a_checkpoint_of_the_packages_own_loop_is_refused(pvl, digits, tmp_path):
+def test_resume_of_a_checkpoint_of_the_packages_own_loop_is_refused(pvl, digits, tmp_path, seed):
     ckpt = tmp_path / "own.pt"
-    pyro_vae.fit(_small_vae(), digits, epochs=1, progress=False, checkpoint=ckpt)
+    pyro_vae.fit(
+        _small_vae(seed=seed(0)), digits, epochs=1, progress=False, checkpoint=ckpt, seed=seed(0)
+    )
     with pytest.raises(ValueError, match="written by pyro_vae.fit"):
-        pvl.fit_lightning(_small_vae(), digits, epochs=2, progress=False, resume=ckpt)
+        pvl.fit_lightning(
+            _small_vae(seed=seed(0)), digits, epochs=2, progress=False, resume=ckpt, seed=seed(0)
+        )
 
 
-def test_module_refuses_the_share_of_a_process_as_num_data(pvl, digits):
-    module = pvl.VAEModule(_small_vae(), len(digits.train) // 2)
+def test_module_refuses_the_share_of_a_process_as_num_data(pvl, digits, seed):
+    module = pvl.VAEModule(_small_vae(seed=seed(0)), len(digits.train) // 2)
     trainer = type("T", (), {"datamodule": pvl.VAEDataModule(digits)})()
     module.trainer = trainer
     with pytest.raises(ValueError, match="num_data=1258, the size of the whole training"):
@@ -364,13 +383,13 @@ _SPY = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_ddp_on_two_cpu_processes_matches_single_process_training(pvl, digits, tmp_path):
+def test_ddp_on_two_cpu_processes_matches_single_process_training(pvl, digits, tmp_path, seed):
     # Reference: the package's own loop, one process, batch 128, n training seeds.
     reference = []
-    for seed in range(REFERENCE_SEEDS):
-        torch.manual_seed(seed)
+    for i in range(REFERENCE_SEEDS):
+        torch.manual_seed(seed(i))
         run = pyro_vae.fit(
-            pyro_vae.VAE(64), digits, epochs=EPOCHS, seed=seed, progress=False, num_threads=1
+            pyro_vae.VAE(64), digits, epochs=EPOCHS, seed=seed(i), progress=False, num_threads=1
         )
         reference.append(run.history[-1])
     # DDP: 2 processes x 64 rows per step (effective batch 128), another seed.
@@ -378,7 +397,7 @@ def test_ddp_on_two_cpu_processes_matches_single_process_training(pvl, digits, t
     script.write_text(_SPY)
     ckpt = tmp_path / "ddp.pt"
     argv = ["train", "--strategy", "ddp", "--devices", "2", "--accelerator", "cpu",
-            "--epochs", str(EPOCHS), "--batch-size", "128", "--seed", "100",
+            "--epochs", str(EPOCHS), "--batch-size", "128", "--seed", str(seed(100)),
             "--no-progress", "--checkpoint", str(ckpt)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(
@@ -408,7 +427,7 @@ def test_ddp_on_two_cpu_processes_matches_single_process_training(pvl, digits, t
     history = saved["history"]
     assert len(history) == EPOCHS and saved["fit_config"]["devices"] == 2
     best = history[saved["best_epoch"] - 1]
-    summary = pyro_vae.evaluate(vae, digits.validation, 1000, ks=(50,), seed=1).summary()
+    summary = pyro_vae.evaluate(vae, digits.validation, 1000, ks=(50,), seed=seed(1)).summary()
     mean, se = summary["iwae_50"]
     assert abs(mean - best["val_iwae"]) < 4 * se + 0.02  # other draws, same model
     assert (tmp_path / "ddp_lightning" / "last.ckpt").exists()

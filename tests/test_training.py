@@ -9,16 +9,18 @@ from pyro_vae.data import load_digits, make_linear_gaussian
 
 
 @pytest.fixture(scope="module")
-def linear_data():
-    return make_linear_gaussian(600, x_dim=6, z_dim=2, noise_scale=0.5, seed=1)
+def linear_data(seed):
+    return make_linear_gaussian(600, x_dim=6, z_dim=2, noise_scale=0.5, seed=seed(1))
 
 
 @pytest.fixture(scope="module")
-def binary_x():
-    return torch.bernoulli(torch.full((40, 64), 0.3), generator=torch.Generator().manual_seed(0))
+def binary_x(seed):
+    return torch.bernoulli(
+        torch.full((40, 64), 0.3), generator=torch.Generator().manual_seed(seed(0))
+    )
 
 
-def test_svi_reaches_maximum_likelihood_on_linear_gaussian(linear_data):
+def test_svi_reaches_maximum_likelihood_on_linear_gaussian(linear_data, seed):
     # SVI on probabilistic PCA: with a diagonal guide the ELBO optimum is the ML fit
     # (WᵀW becomes diagonal), so the trained model's exact log p(x) must approach the
     # closed-form ML optimum. 0.05 nats per point is ~2% of the initial deficit.
@@ -27,7 +29,7 @@ def test_svi_reaches_maximum_likelihood_on_linear_gaussian(linear_data):
     best = reference.exact_log_likelihood(x).mean().item()
     vae = LinearGaussianVAE(6, 2)
     before = vae.exact_log_likelihood(x).mean().item()
-    run = fit(vae, x, epochs=300, batch_size=100, lr=0.02, progress=False)
+    run = fit(vae, x, epochs=300, batch_size=100, lr=0.02, progress=False, seed=seed(0))
     after = vae.exact_log_likelihood(x).mean().item()
     assert before < best - 1.0
     assert after == pytest.approx(best, abs=0.05)
@@ -38,7 +40,7 @@ def test_svi_reaches_maximum_likelihood_on_linear_gaussian(linear_data):
     assert vae.exact_posterior_kl(x).mean().item() < 0.1
 
 
-def test_history_and_restore_best(linear_data):
+def test_history_and_restore_best(linear_data, seed):
     x = linear_data.x
     vae = LinearGaussianVAE(6, 2)
     run = fit(
@@ -49,6 +51,7 @@ def test_history_and_restore_best(linear_data):
         batch_size=64,
         lr=0.05,
         progress=False,
+        seed=seed(0),
     )
     assert [h["epoch"] for h in run.history] == list(range(1, 13))
     assert {"train_loss", "val_elbo", "val_iwae", "wall_time"} <= set(run.history[0])
@@ -59,23 +62,34 @@ def test_history_and_restore_best(linear_data):
     # the restored parameters reproduce the best epoch's validation bound
     from pyro_vae import evaluate
 
-    again = evaluate(vae, x[500:], 50, ks=(50,), seed=0).summary()["iwae_50"][0]
+    again = evaluate(vae, x[500:], 50, ks=(50,), seed=seed(0)).summary()["iwae_50"][0]
     assert again == pytest.approx(max(scores), abs=1e-4)
 
 
-def test_patience_stops_early(linear_data):
+def test_patience_stops_early(linear_data, seed):
     x = linear_data.x
     vae = LinearGaussianVAE(6, 2)
     # lr so large that the validation bound stops improving quickly
-    run = fit(vae, x[:500], validation=x[500:], epochs=200, lr=0.5, patience=3, progress=False)
+    run = fit(
+        vae,
+        x[:500],
+        validation=x[500:],
+        epochs=200,
+        lr=0.5,
+        patience=3,
+        progress=False,
+        seed=seed(0),
+    )
     assert run.stopped_early
     assert len(run.history) == run.best_epoch + 3
 
 
-def test_fit_on_dataset_with_dynamic_binarization_and_renyi():
+def test_fit_on_dataset_with_dynamic_binarization_and_renyi(seed):
     data = load_digits(binarize="dynamic")
     vae = VAE(64, z_dim=2, hidden_dims=(32,))
-    run = fit(vae, data, loss="renyi", alpha=0.0, num_particles=5, epochs=3, progress=False)
+    run = fit(
+        vae, data, loss="renyi", alpha=0.0, num_particles=5, epochs=3, progress=False, seed=seed(0)
+    )
     losses = [h["train_loss"] for h in run.history]
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < losses[0]
@@ -83,17 +97,17 @@ def test_fit_on_dataset_with_dynamic_binarization_and_renyi():
     assert 10 < losses[0] < 60
 
 
-def test_fit_is_reproducible(binary_x):
+def test_fit_is_reproducible(binary_x, seed):
     results = []
     for _ in range(2):
-        torch.manual_seed(3)
+        torch.manual_seed(seed(3))
         vae = VAE(64, z_dim=2, hidden_dims=(16,))
-        run = fit(vae, binary_x, epochs=2, batch_size=16, seed=5, progress=False)
+        run = fit(vae, binary_x, epochs=2, batch_size=16, seed=seed(5), progress=False)
         results.append(run.history[-1]["train_loss"])
     assert results[0] == results[1]
 
 
-def test_num_threads_is_set_for_the_run_and_restored(binary_x, monkeypatch):
+def test_num_threads_is_set_for_the_run_and_restored(binary_x, monkeypatch, seed):
     seen = []
     real_epoch = fit.__globals__["Trainer"].train_epoch
 
@@ -105,20 +119,20 @@ def test_num_threads_is_set_for_the_run_and_restored(binary_x, monkeypatch):
     before = torch.get_num_threads()
     target = 2 if before == 1 else 1
     run = fit(VAE(64, z_dim=2, hidden_dims=(8,)), binary_x, epochs=2, progress=False,
-              num_threads=target)  # fmt: skip
+              num_threads=target, seed=seed(0))  # fmt: skip
     assert seen == [target, target] and run.num_threads == target
     assert torch.get_num_threads() == before
     assert 0 < run.cpu_time and 0 < run.train_time
-    run = fit(VAE(64, z_dim=2, hidden_dims=(8,)), binary_x, epochs=1, progress=False)
+    run = fit(VAE(64, z_dim=2, hidden_dims=(8,)), binary_x, epochs=1, progress=False, seed=seed(0))
     assert run.num_threads == before  # None leaves torch's setting alone
     with pytest.raises(ValueError, match="num_threads"):
         fit(VAE(64, z_dim=2), binary_x, epochs=1, progress=False, num_threads=0)
 
 
-def test_checkpoint_round_trip(tmp_path, binary_x):
+def test_checkpoint_round_trip(tmp_path, binary_x, seed):
     vae = VAE(64, z_dim=3, hidden_dims=(16,))
     path = tmp_path / "run.pt"
-    run = fit(vae, binary_x, epochs=2, batch_size=16, checkpoint=path, progress=False)
+    run = fit(vae, binary_x, epochs=2, batch_size=16, checkpoint=path, progress=False, seed=seed(0))
     loaded, state = load_checkpoint(path)
     assert isinstance(loaded, VAE) and loaded.z_dim == 3 and loaded.hidden_dims == (16,)
     for (name, a), (_, b) in zip(
@@ -132,14 +146,14 @@ def test_checkpoint_round_trip(tmp_path, binary_x):
     assert os.listdir(tmp_path) == ["run.pt"]
 
 
-def test_checkpoint_records_the_split(tmp_path):
-    data = load_digits(binarize="dynamic", split_seed=4)
+def test_checkpoint_records_the_split(tmp_path, seed):
+    data = load_digits(binarize="dynamic", split_seed=seed(4))
     path = tmp_path / "run.pt"
-    fit(VAE(64, z_dim=2, hidden_dims=(8,)), data, epochs=1, seed=9, checkpoint=path,
+    fit(VAE(64, z_dim=2, hidden_dims=(8,)), data, epochs=1, seed=seed(9), checkpoint=path,
         progress=False)  # fmt: skip
     _, state = load_checkpoint(path)
     assert state["data_spec"] == data.spec
-    assert state["data_spec"]["split_seed"] == 4 and state["fit_config"]["seed"] == 9
+    assert state["data_spec"]["split_seed"] == seed(4) and state["fit_config"]["seed"] == seed(9)
     from pyro_vae.data import dataset_from_spec
 
     assert torch.equal(dataset_from_spec(state["data_spec"]).test, data.test)
@@ -151,9 +165,10 @@ torch.set_num_threads(1)
 from pyro_vae import VAE, fit
 from pyro_vae.data import load_digits
 checkpoint, resume, out = sys.argv[1], sys.argv[2] or None, sys.argv[3]
-torch.manual_seed(0)
+init_seed, fit_seed = int(sys.argv[4]), int(sys.argv[5])
+torch.manual_seed(init_seed)
 vae = VAE(64, z_dim=2, hidden_dims=(32,))
-run = fit(vae, load_digits(binarize="dynamic"), epochs=40, batch_size=64, seed=3,
+run = fit(vae, load_digits(binarize="dynamic"), epochs=40, batch_size=64, seed=fit_seed,
           checkpoint=checkpoint, checkpoint_every=1, resume=resume, progress=False)
 torch.save({"state": vae.state_dict(), "history": run.history}, out)
 """
@@ -163,7 +178,7 @@ def _history(records):
     return [{k: v for k, v in r.items() if k != "wall_time"} for r in records]
 
 
-def test_resume_after_sigkill_is_bit_for_bit(tmp_path):
+def test_resume_after_sigkill_is_bit_for_bit(tmp_path, seed):
     import signal
     import subprocess
     import sys
@@ -171,7 +186,7 @@ def test_resume_after_sigkill_is_bit_for_bit(tmp_path):
 
     def start(name, resume=""):
         args = [sys.executable, "-c", _RUN, str(tmp_path / f"{name}.pt"), resume,
-                str(tmp_path / f"{name}.out")]  # fmt: skip
+                str(tmp_path / f"{name}.out"), str(seed(0)), str(seed(3))]  # fmt: skip
         return subprocess.Popen(args, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
     killed = start("killed")
@@ -197,35 +212,35 @@ def test_resume_after_sigkill_is_bit_for_bit(tmp_path):
     assert len(b["history"]) == 40
 
 
-def test_resume_keeps_the_saved_lr_unless_given(tmp_path, binary_x):
+def test_resume_keeps_the_saved_lr_unless_given(tmp_path, binary_x, seed):
     path = tmp_path / "run.pt"
     fit(VAE(64, z_dim=2, hidden_dims=(8,)), binary_x, epochs=1, lr=0.01, checkpoint=path,
-        progress=False)  # fmt: skip
+        progress=False, seed=seed(0))  # fmt: skip
     vae = load_checkpoint(path)[0]
-    run = fit(vae, binary_x, epochs=2, resume=path, progress=False)
+    run = fit(vae, binary_x, epochs=2, resume=path, progress=False, seed=seed(0))
     assert run.config["lr"] == 0.01
-    run = fit(vae, binary_x, epochs=2, resume=path, lr=0.002, progress=False)
+    run = fit(vae, binary_x, epochs=2, resume=path, lr=0.002, progress=False, seed=seed(0))
     assert run.config["lr"] == 0.002
     with pytest.raises(ValueError, match="batch_size=128 as in the checkpoint"):
-        fit(vae, binary_x, epochs=3, resume=path, batch_size=16, progress=False)
+        fit(vae, binary_x, epochs=3, resume=path, batch_size=16, progress=False, seed=seed(0))
 
 
-def test_non_finite_loss_stops_with_epoch_and_step(tmp_path, linear_data):
+def test_non_finite_loss_stops_with_epoch_and_step(tmp_path, linear_data, seed):
     path = tmp_path / "run.pt"
     vae = LinearGaussianVAE(6, 2)
     fit(vae, linear_data.x, epochs=2, batch_size=100, checkpoint=path, checkpoint_every=1,
-        progress=False)  # fmt: skip
+        progress=False, seed=seed(0))  # fmt: skip
     x = linear_data.x.clone()
     x[250:] *= 1e30  # finite data whose log-density overflows in float32
     with pytest.raises(FloatingPointError, match=r"epoch 3, step \d+.*lower the learning rate"):
         fit(vae, x, epochs=5, batch_size=100, checkpoint=path, checkpoint_every=1,
-            resume=path, progress=False)  # fmt: skip
+            resume=path, progress=False, seed=seed(0))  # fmt: skip
     # the last good checkpoint is kept
     assert load_checkpoint(path)[1]["training_state"]["state"]["epoch"] == 2
 
 
 @pytest.mark.filterwarnings("ignore:Encountered NaN")  # Pyro, at the steps after the bad one
-def test_non_finite_loss_checked_once_per_epoch_off_the_cpu(linear_data, monkeypatch):
+def test_non_finite_loss_checked_once_per_epoch_off_the_cpu(linear_data, monkeypatch, seed):
     # Off the CPU the losses stay on the device and are checked at the end of the epoch;
     # the error still names the first bad step. Forced here on the CPU.
     from pyro_vae.training import Trainer
@@ -235,41 +250,41 @@ def test_non_finite_loss_checked_once_per_epoch_off_the_cpu(linear_data, monkeyp
     x[250:] *= 1e30  # finite data whose log-density overflows in float32
     vae = LinearGaussianVAE(6, 2)
     with pytest.raises(FloatingPointError, match=r"epoch 1, step \d+ \(checked at the end"):
-        fit(vae, x, epochs=2, batch_size=100, progress=False)
+        fit(vae, x, epochs=2, batch_size=100, progress=False, seed=seed(0))
     clean = LinearGaussianVAE(6, 2)
     twin = copy.deepcopy(clean)
-    late = fit(clean, linear_data.x, epochs=2, batch_size=100, progress=False)
+    late = fit(clean, linear_data.x, epochs=2, batch_size=100, progress=False, seed=seed(0))
     monkeypatch.setattr(Trainer, "check_each_step", True)
-    each = fit(twin, linear_data.x, epochs=2, batch_size=100, progress=False)
+    each = fit(twin, linear_data.x, epochs=2, batch_size=100, progress=False, seed=seed(0))
     assert [r["train_loss"] for r in late.history] == [r["train_loss"] for r in each.history]
 
 
-def test_fit_leaves_the_param_store_as_found(binary_x):
+def test_fit_leaves_the_param_store_as_found(binary_x, seed):
     import pyro
 
     mine = pyro.param("my_param", torch.ones(3))
-    fit(VAE(64, z_dim=2, hidden_dims=(8,)), binary_x, epochs=1, progress=False)
+    fit(VAE(64, z_dim=2, hidden_dims=(8,)), binary_x, epochs=1, progress=False, seed=seed(0))
     assert list(pyro.get_param_store().keys()) == ["my_param"]
     assert pyro.param("my_param") is mine
 
 
-def test_validation_false_turns_validation_off():
+def test_validation_false_turns_validation_off(seed):
     data = load_digits(binarize="static")
     run = fit(VAE(64, z_dim=2, hidden_dims=(8,)), data, epochs=2, validation=False,
-              progress=False)  # fmt: skip
+              progress=False, seed=seed(0))  # fmt: skip
     assert all("val_iwae" not in h for h in run.history)
     assert run.best_epoch == 2
 
 
 @pytest.mark.parametrize("monitor", ["elbo", "iwae"])
-def test_monitor_selects_the_best_epoch_by_its_bound(linear_data, monitor):
+def test_monitor_selects_the_best_epoch_by_its_bound(linear_data, monitor, seed):
     x = linear_data.x
-    torch.manual_seed(0)
+    torch.manual_seed(seed(0))
     vae = LinearGaussianVAE(6, 2)
     # lr 0.1: on this run the best validation ELBO (epoch 9) and the best IWAE-50
     # (epoch 10) fall on different epochs, so the two monitors must disagree
     run = fit(vae, x[:500], validation=x[500:], epochs=10, batch_size=64, lr=0.1,
-              monitor=monitor, progress=False)  # fmt: skip
+              monitor=monitor, progress=False, seed=seed(0))  # fmt: skip
     best = {
         key: 1 + max(range(10), key=[h[f"val_{key}"] for h in run.history].__getitem__)
         for key in ("elbo", "iwae")
@@ -278,7 +293,7 @@ def test_monitor_selects_the_best_epoch_by_its_bound(linear_data, monitor):
     assert run.best_epoch == best[monitor]
 
 
-def test_dynamic_binarization_redraws_each_epoch(monkeypatch):
+def test_dynamic_binarization_redraws_each_epoch(monkeypatch, seed):
     data = load_digits(binarize="dynamic")
     seen = []
     original = type(data).train_epoch
@@ -289,7 +304,14 @@ def test_dynamic_binarization_redraws_each_epoch(monkeypatch):
         return x
 
     monkeypatch.setattr(type(data), "train_epoch", spy)
-    fit(VAE(64, z_dim=2, hidden_dims=(8,)), data, epochs=2, validation=False, progress=False)
+    fit(
+        VAE(64, z_dim=2, hidden_dims=(8,)),
+        data,
+        epochs=2,
+        validation=False,
+        progress=False,
+        seed=seed(0),
+    )
     assert len(seen) == 2 and not torch.equal(seen[0], seen[1])
     # a redraw of the same intensities: binary, and the pixel means agree
     assert set(seen[0].unique().tolist()) == {0.0, 1.0}
@@ -394,7 +416,7 @@ def test_bad_data(binary_x):
         fit(vae, binary_x, validation=binary_x[:, :3], epochs=1, progress=False)
 
 
-def test_negative_alpha_warns(binary_x):
+def test_negative_alpha_warns(binary_x, seed):
     with pytest.warns(UserWarning, match="no lower bound"):
         fit(
             VAE(64, z_dim=2, hidden_dims=(8,)),
@@ -404,6 +426,7 @@ def test_negative_alpha_warns(binary_x):
             num_particles=2,
             epochs=1,
             progress=False,
+            seed=seed(0),
         )
 
 
@@ -432,7 +455,7 @@ def test_objectives_are_exact_when_the_guide_is_the_posterior(linear_data, loss,
 @pytest.mark.parametrize(
     "loss, num_particles", [("trace", 1), ("meanfield", 1), ("renyi", 3), ("pyro_renyi", 3)]
 )
-def test_fit_takes_the_steps_of_svi(binary_x, loss, num_particles):
+def test_fit_takes_the_steps_of_svi(binary_x, loss, num_particles, seed):
     # fit's fast path (differentiable_loss, torch Adam, no pyro.module per step) must
     # compute the loss and take the steps that pyro.infer.SVI with the same ELBO, Pyro's
     # Adam and the same shuffling and seed would: same parameters after two epochs, up
@@ -443,14 +466,14 @@ def test_fit_takes_the_steps_of_svi(binary_x, loss, num_particles):
 
     from pyro_vae.objectives import make_elbo
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed(0))
     vae = VAE(64, z_dim=2, hidden_dims=(8,))
     twin = copy.deepcopy(vae)
     run = fit(vae, binary_x, loss=loss, num_particles=num_particles, epochs=2, batch_size=16,
-              seed=3, validation=False, progress=False)  # fmt: skip
+              seed=seed(3), validation=False, progress=False)  # fmt: skip
 
-    pyro.set_rng_seed(3)
-    generator = torch.Generator().manual_seed(3)
+    pyro.set_rng_seed(seed(3))
+    generator = torch.Generator().manual_seed(seed(3))
     elbo = make_elbo(loss, num_particles=num_particles)
     svi = SVI(twin.model, twin.guide, pyro.optim.Adam({"lr": 1e-3}), elbo)
     n = binary_x.shape[0]
@@ -465,12 +488,12 @@ def test_fit_takes_the_steps_of_svi(binary_x, loss, num_particles):
     assert not torch.allclose(vae.decoder.fc_out.bias, VAE(64, 2, (8,)).decoder.fc_out.bias)
 
 
-def test_pyros_renyi_elbo_trains_through_loss_and_grads(binary_x):
+def test_pyros_renyi_elbo_trains_through_loss_and_grads(binary_x, seed):
     # pyro.infer.RenyiELBO has no differentiable_loss: fit uses its loss_and_grads
     vae = VAE(64, z_dim=2, hidden_dims=(8,))
     before = vae.decoder.fc_out.bias.detach().clone()
     run = fit(vae, binary_x, loss="pyro_renyi", num_particles=3, epochs=2, batch_size=20,
-              progress=False)  # fmt: skip
+              progress=False, seed=seed(0))  # fmt: skip
     assert run.config["objective"].startswith("pyro.RenyiELBO")
     assert not torch.equal(vae.decoder.fc_out.bias.detach(), before)
 
@@ -511,14 +534,14 @@ def _spy_on_beta(vae, monkeypatch):
     return seen
 
 
-def test_beta_schedule_reaches_model_and_guide_and_the_history(linear_data, monkeypatch):
+def test_beta_schedule_reaches_model_and_guide_and_the_history(linear_data, monkeypatch, seed):
     from pyro_vae.schedules import parse_schedule, warmup
 
     x = linear_data.x
     vae = LinearGaussianVAE(6, 2)
     seen = _spy_on_beta(vae, monkeypatch)
     run = fit(vae, x[:500], validation=x[500:], epochs=6, batch_size=250, beta=warmup(4),
-              progress=False)  # fmt: skip
+              progress=False, seed=seed(0))  # fmt: skip
     assert [h["beta"] for h in run.history] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
     # two steps per epoch; the validation calls pass no beta (the β = 1 bound)
     steps = [b for b in seen["model"] if b is not None]
@@ -534,21 +557,23 @@ def test_beta_schedule_reaches_model_and_guide_and_the_history(linear_data, monk
     [(1.0, "constant:1", [1.0, 1.0]), (0, "constant:0", [0.0, 0.0]),
      ("anneal_down:3:1", "anneal_down:3:1:1", [3.0, 1.0]), (lambda t: t / 4, None, [0.25, 0.5])],
 )  # fmt: skip
-def test_beta_as_a_number_spec_or_callable(linear_data, beta, spec, values):
-    run = fit(LinearGaussianVAE(6, 2), linear_data.x, epochs=2, beta=beta, progress=False)
+def test_beta_as_a_number_spec_or_callable(linear_data, beta, spec, values, seed):
+    run = fit(
+        LinearGaussianVAE(6, 2), linear_data.x, epochs=2, beta=beta, progress=False, seed=seed(0)
+    )
     assert run.config["beta"] == spec
     assert [h["beta"] for h in run.history] == values
 
 
-def test_validation_keeps_the_true_bound_whatever_beta(linear_data):
+def test_validation_keeps_the_true_bound_whatever_beta(linear_data, seed):
     # The validation ELBO at β = 4 is the model's ELBO, not a β-weighted objective.
     from pyro_vae import evaluate
 
     x = linear_data.x
     vae = LinearGaussianVAE(6, 2)
     run = fit(vae, x[:500], validation=x[500:], epochs=2, beta=4.0, restore_best=False,
-              progress=False)  # fmt: skip
-    summary = evaluate(vae, x[500:], 50, ks=(50,), seed=0).summary()
+              progress=False, seed=seed(0))  # fmt: skip
+    summary = evaluate(vae, x[500:], 50, ks=(50,), seed=seed(0)).summary()
     assert run.history[-1]["val_elbo"] == pytest.approx(summary["elbo"][0], abs=1e-5)
     assert run.history[-1]["val_iwae"] == pytest.approx(summary["iwae_50"][0], abs=1e-5)
     # the training loss is the β-weighted one: it exceeds the negative ELBO by about
@@ -556,7 +581,7 @@ def test_validation_keeps_the_true_bound_whatever_beta(linear_data):
     assert run.history[-1]["train_loss"] > -run.history[-1]["val_elbo"] + 1.0
 
 
-def test_beta_zero_trains_the_reconstruction_alone():
+def test_beta_zero_trains_the_reconstruction_alone(seed):
     # Without the KL term q(z|x) drifts far from p(z) and reconstructs better. On 4
     # training seeds after 5 epochs: KL 13.8–20.2 nats at β = 0 against 0.03–0.16 at
     # β = 1, reconstruction −26.6 to −27.1 against −27.8 to −28.0.
@@ -565,10 +590,10 @@ def test_beta_zero_trains_the_reconstruction_alone():
     data = load_digits(binarize="static")
     out = {}
     for beta in (0.0, 1.0):
-        torch.manual_seed(0)
+        torch.manual_seed(seed(0))
         vae = VAE(64, z_dim=2, hidden_dims=(32,))
-        fit(vae, data, epochs=5, lr=3e-3, beta=beta, validation=False, progress=False)
-        out[beta] = evaluate(vae, data.validation, 50, ks=(), seed=0).summary()
+        fit(vae, data, epochs=5, lr=3e-3, beta=beta, validation=False, progress=False, seed=seed(0))
+        out[beta] = evaluate(vae, data.validation, 50, ks=(), seed=seed(0)).summary()
     assert out[0.0]["kl"][0] > 5.0 and out[1.0]["kl"][0] < 1.0
     assert out[0.0]["reconstruction"][0] > out[1.0]["reconstruction"][0] + 0.3
 
@@ -593,9 +618,9 @@ def test_bad_beta(kwargs, match, linear_data, tmp_path):
             checkpoint=path, **kwargs)  # fmt: skip
 
 
-def test_pyro_renyi_takes_beta_one(linear_data):
+def test_pyro_renyi_takes_beta_one(linear_data, seed):
     run = fit(LinearGaussianVAE(6, 2), linear_data.x, loss="pyro_renyi", num_particles=2,
-              epochs=1, beta="constant:1", progress=False)  # fmt: skip
+              epochs=1, beta="constant:1", progress=False, seed=seed(0))  # fmt: skip
     assert run.history[0]["beta"] == 1.0
 
 
@@ -603,14 +628,14 @@ def _state(vae):
     return {name: value.clone() for name, value in vae.state_dict().items()}
 
 
-def test_resume_with_a_warmup_is_bit_for_bit(tmp_path, monkeypatch):
+def test_resume_with_a_warmup_is_bit_for_bit(tmp_path, monkeypatch, seed):
     from pyro_vae import Trainer
     from pyro_vae.schedules import warmup
 
     data = load_digits(binarize="dynamic")
     common = {"epochs": 6, "batch_size": 64, "beta": warmup(4), "progress": False,
               "gap_every": 2, "gap_points": 20, "gap_samples": 50}  # fmt: skip
-    torch.manual_seed(0)
+    torch.manual_seed(seed(0))
     whole_vae = VAE(64, z_dim=2, hidden_dims=(16,))
     interrupted_vae = copy.deepcopy(whole_vae)
     whole = fit(whole_vae, data, **common)
@@ -629,7 +654,7 @@ def test_resume_with_a_warmup_is_bit_for_bit(tmp_path, monkeypatch):
     saved = load_checkpoint(path)[1]
     assert saved["fit_config"]["beta"] == "warmup:4:0:1"
     assert saved["training_state"]["state"]["epoch"] == 3
-    torch.manual_seed(123)  # the resumed run restores the saved RNG states
+    torch.manual_seed(seed(123))  # the resumed run restores the saved RNG states
     vae = load_checkpoint(path)[0]
     resumed = fit(vae, data, resume=path, **common)
     assert _history(resumed.history) == _history(whole.history)
@@ -638,36 +663,46 @@ def test_resume_with_a_warmup_is_bit_for_bit(tmp_path, monkeypatch):
         assert torch.equal(vae.state_dict()[name], value), name
 
 
-def test_resume_with_another_beta_is_refused(tmp_path, linear_data):
+def test_resume_with_another_beta_is_refused(tmp_path, linear_data, seed):
     path = tmp_path / "run.pt"
     x = linear_data.x
-    fit(LinearGaussianVAE(6, 2), x, epochs=1, beta="warmup:4", checkpoint=path, progress=False)
+    fit(
+        LinearGaussianVAE(6, 2),
+        x,
+        epochs=1,
+        beta="warmup:4",
+        checkpoint=path,
+        progress=False,
+        seed=seed(0),
+    )
     vae = load_checkpoint(path)[0]
     with pytest.raises(ValueError, match="beta='warmup:4:0:1' as in the checkpoint"):
-        fit(vae, x, epochs=2, resume=path, beta="warmup:5", progress=False)
+        fit(vae, x, epochs=2, resume=path, beta="warmup:5", progress=False, seed=seed(0))
     with pytest.raises(ValueError, match="beta='warmup:4:0:1' as in the checkpoint"):
-        fit(vae, x, epochs=2, resume=path, progress=False)  # the default, β = 1
+        fit(vae, x, epochs=2, resume=path, progress=False, seed=seed(0))  # the default, β = 1
     # a checkpoint written before β existed was trained with β = 1
     checkpoint = torch.load(path, weights_only=True)
     del checkpoint["fit_config"]["beta"]
     torch.save(checkpoint, path)
-    assert len(fit(vae, x, epochs=2, resume=path, beta=1, progress=False).history) == 2
+    assert (
+        len(fit(vae, x, epochs=2, resume=path, beta=1, progress=False, seed=seed(0)).history) == 2
+    )
     with pytest.raises(ValueError, match="beta='constant:1' as in the checkpoint"):
-        fit(vae, x, epochs=2, resume=path, beta=0.5, progress=False)
+        fit(vae, x, epochs=2, resume=path, beta=0.5, progress=False, seed=seed(0))
 
 
 # ------------------------------------------------------------ the gap in training
 
 
-def test_gap_is_recorded_every_n_epochs_and_at_the_last(linear_data):
+def test_gap_is_recorded_every_n_epochs_and_at_the_last(linear_data, seed):
     from pyro_vae import evaluate
 
     x = linear_data.x
     vae = LinearGaussianVAE(6, 2)
     run = fit(vae, x[:500], validation=x[500:], epochs=7, gap_every=3, gap_points=30,
-              gap_samples=100, restore_best=False, progress=False)  # fmt: skip
+              gap_samples=100, restore_best=False, progress=False, seed=seed(0))  # fmt: skip
     # the last record is evaluate's on the first 30 validation points, K = 100, seed 0
-    summary = evaluate(vae, x[500:530], 100, ks=(), seed=0).summary()
+    summary = evaluate(vae, x[500:530], 100, ks=(), seed=seed(0)).summary()
     last = run.history[-1]
     for key, (name, part) in {"gap_log_px": ("log_px", 0), "gap_elbo": ("elbo", 0),
                               "gap_se": ("gap", 1)}.items():  # fmt: skip
@@ -682,13 +717,13 @@ def test_gap_is_recorded_every_n_epochs_and_at_the_last(linear_data):
     assert run.config["gap_every"] == 3 and run.config["gap_points"] == 30
     # an early stop is a last epoch too
     run = fit(LinearGaussianVAE(6, 2), x[:500], validation=x[500:], epochs=200, lr=0.5,
-              patience=3, gap_every=100, gap_samples=10, progress=False)  # fmt: skip
+              patience=3, gap_every=100, gap_samples=10, progress=False, seed=seed(0))  # fmt: skip
     assert run.stopped_early and [h["epoch"] for h in run.history if "gap" in h] == [
         len(run.history)
     ]
 
 
-def test_gap_is_the_exact_kl_to_the_posterior(linear_data, monkeypatch):
+def test_gap_is_the_exact_kl_to_the_posterior(linear_data, monkeypatch, seed):
     # On probabilistic PCA KL(q(z|x) ‖ p(z|x)) is known: at every measurement the recorded
     # gap must match its mean over the subset within 4 s.e. (the IS bias, about se²/2 per
     # point, is below 1e-4 nats here).
@@ -704,7 +739,7 @@ def test_gap_is_the_exact_kl_to_the_posterior(linear_data, monkeypatch):
 
     monkeypatch.setattr(Trainer, "track_gap", spy)
     run = fit(LinearGaussianVAE(6, 2), x[:500], validation=x[500:], epochs=6, batch_size=64,
-              lr=0.005, gap_every=2, gap_points=50, progress=False)  # fmt: skip
+              lr=0.005, gap_every=2, gap_points=50, progress=False, seed=seed(0))  # fmt: skip
     records = [h for h in run.history if "gap" in h]
     assert len(records) == len(exact) == 3
     assert exact[0] > exact[-1] + 1.0  # the guide moved a long way towards p(z|x)
@@ -712,16 +747,16 @@ def test_gap_is_the_exact_kl_to_the_posterior(linear_data, monkeypatch):
         assert abs(h["gap"] - kl) < 4 * h["gap_se"], (h["epoch"], h["gap"], kl)
 
 
-def test_gap_tracking_leaves_training_unchanged():
+def test_gap_tracking_leaves_training_unchanged(seed):
     # The gap's draws come from a forked, seeded RNG: the run draws the same numbers
     # (shuffling, binarization, z) with and without it, so it ends bit for bit the same.
     data = load_digits(binarize="dynamic")
     states, histories, rng = [], [], []
     for gap_every in (None, 1):
-        torch.manual_seed(0)
+        torch.manual_seed(seed(0))
         vae = VAE(64, z_dim=2, hidden_dims=(16,))
         run = fit(vae, data, epochs=3, gap_every=gap_every, gap_points=50, gap_samples=50,
-                  progress=False)  # fmt: skip
+                  progress=False, seed=seed(0))  # fmt: skip
         states.append(vae.state_dict())
         histories.append([{k: v for k, v in h.items() if not k.startswith("gap")}
                           for h in _history(run.history)])  # fmt: skip
