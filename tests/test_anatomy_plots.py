@@ -83,8 +83,12 @@ def test_aggregate_posterior_many_dims_marginals_and_largest_variance_projection
         assert edges[0] == -edges[-1] and len(edges) == 41
         prior = ax.lines[0]
         np.testing.assert_allclose(prior.get_ydata(), _normal_pdf(prior.get_xdata()))
-    # The common range covers the widest dimension (s.d. 3) to about its 99.8 % quantile.
-    assert edges[-1] > 3 * 3.0
+    # The common range covers the widest dimension (s.d. 3) to its 99.8 % quantile, with
+    # 5 % to spare: the rule applied to these draws. (The quantile of 2000 draws has an
+    # sd of about 0.45 around 3 × 3.09 = 9.27, so a fixed bound such as 9 failed on some
+    # streams.)
+    expected = 1.05 * max(3.5, np.quantile(np.abs(z), 0.998, axis=0).max())
+    assert edges[-1] == pytest.approx(expected) and expected > 3 * 3.0 * 0.8
     assert len(column.axes) == 1 + 5 + 1 and column.axes[-1].get_label() == "<colorbar>"
     texts = [t.get_text() for t in column.get_figure(root=True).legends[0].get_texts()]
     assert "histogram of z_d (density)" in texts and "prior N(0, 1) density" in texts

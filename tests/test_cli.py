@@ -90,7 +90,11 @@ def test_train_then_evaluate(tmp_path, capsys, seed):
     assert "effective sample size out of K" in printed  # ess explained where printed
     values = json.loads(summary.read_text(), parse_constant=pytest.fail)  # strict JSON
     assert values["ess"]["se"] is None and 1 <= values["ess"]["mean"] <= 100
-    assert -64 * 0.7 < values["log_px"]["mean"] < 0  # nats per 64-pixel binary image
+    # Nats per 64-pixel image: not per pixel (> −1) nor summed over the 359 test points
+    # (< −10 000). After one epoch the model is near the uniform one, −64 log 2 = −44.4
+    # (measured −44.8 to −47.7 across base seeds and CPU kernels, so the old bound,
+    # −44.8, failed on some streams).
+    assert -2 * 64 * math.log(2) < values["log_px"]["mean"] < -1
 
 
 def test_evaluate_rebuilds_the_training_split(tmp_path, capsys, seed):
@@ -408,16 +412,20 @@ def test_posterior_command_writes_idata_table_and_figures(tmp_path, capsys, seed
     args = ["--epochs", "2", "--z-dim", "2", "--hidden-dims", "8", "--no-progress"]
     assert main(["train", *args, "--seed", str(seed(0)), "--checkpoint", str(ckpt)]) == 0
     out = tmp_path / "post"
-    argv = ["posterior", str(ckpt), "--points", "3", "--num-samples", "200",
-            "--warmup-steps", "200", "--chains", "2", "--seed", str(seed(0)),
+    # What is tested is the files, so the budget is tiny: 2 chains × 50 draws. ArviZ caps
+    # the bulk ESS of N draws at N log10 N = 200 < 400, so the convergence warning is
+    # certain on every random stream (200 × 2 draws left R̂ near 1.01: a coin flip).
+    argv = ["posterior", str(ckpt), "--points", "3", "--num-samples", "50",
+            "--warmup-steps", "50", "--chains", "2", "--seed", str(seed(1)),
             "--out", str(out)]  # fmt: skip
-    assert main(argv) == 0
+    with pytest.warns(UserWarning, match="bulk ESS >= 400"):
+        assert main(argv) == 0
     assert {"posterior.nc", "guide.nc", "agreement.csv", "posterior_guide.png"} <= set(
         os.listdir(out)
     )
     idata = az.from_netcdf(out / "posterior.nc")
     assert idata.posterior["z"].dims == ("chain", "draw", "datum", "latent")
-    assert idata.posterior["z"].shape == (2, 200, 3, 2)
+    assert idata.posterior["z"].shape == (2, 50, 3, 2)
     table = pd.read_csv(out / "agreement.csv")
     assert len(table) == 3 and "kl_exact" in table.columns
     assert "Trace_ELBO" in capsys.readouterr().out

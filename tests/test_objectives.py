@@ -311,9 +311,12 @@ def test_bound_ordering(linear_gaussian, seed):
     assert trace <= renyi_5 + 3 * math.hypot(se_trace, se_5)
     assert renyi_5 <= renyi_50 + 3 * math.hypot(se_5, se_50)
     assert renyi_50 <= exact + 3 * se_50
-    # With a gap of ≈ 5 nats per point the bounds are far apart (10 points).
-    assert renyi_5 - trace > 20
-    assert exact - renyi_50 > 0.5
+    # The bounds are far apart, so the orderings above could fail: each difference is
+    # many times its se. (How far L_50 sits below log p(x) depends on the data set
+    # drawn: 0.37–1.9 nats over 6 base seeds, 3.8–9.4 se, so that one is not asserted;
+    # L_50 − L_5 was 3.7–13.6 nats, 10–20 se.)
+    assert renyi_5 - trace > 10 * math.hypot(se_trace, se_5)
+    assert renyi_50 - renyi_5 > 5 * math.hypot(se_5, se_50)
 
 
 # ------------------------------------------- ScaledRenyiELBO under subsampling (N > B)

@@ -11,6 +11,7 @@ import torch
 
 from pyro_vae import VAE, LinearGaussianVAE, evaluate, fit, quadrature
 from pyro_vae.data import load_digits, make_linear_gaussian
+from pyro_vae.diagnostics import KHAT_UNRELIABLE
 from pyro_vae.quadrature import log_joint_grid, quadrature_posterior
 
 TOL = 1e-5  # quadrature_posterior's default tol: the accuracy it promises, nats per point
@@ -113,7 +114,11 @@ def test_trained_vae_agrees_with_importance_sampling(digits_vae, seed):
     post = quadrature_posterior(vae, x)
     assert post.converged.all() and post.error.max() < 1e-4
     ev = evaluate(vae, x, num_samples=5000, ks=(5,), seed=seed(0))
-    assert (ev.values["khat"] < 0.7).all()  # the standard errors below can be trusted
+    # Only where k̂ < 0.7 can the standard errors be trusted (Vehtari et al. 2024); how
+    # many points pass depends on the trained VAE (all 20 on most base seeds, 19 on one),
+    # so the comparison is made on those and most points must be among them.
+    reliable = ev.values["khat"] < KHAT_UNRELIABLE
+    assert reliable.sum() >= 15
     values = {k: v.double() for k, v in ev.values.items()}
     se = {k: v.double() for k, v in ev.std_errors.items()}
     # log w̄ underestimates log p(x) by ≈ se²/2 (evaluation.point_estimates); the gap
@@ -124,15 +129,18 @@ def test_trained_vae_agrees_with_importance_sampling(digits_vae, seed):
         "gap": (values["gap"] - post.kl_guide - bias) / se["gap"],
         "elbo": (values["elbo"] - (post.log_px - post.kl_guide)) / se["elbo"],
     }
-    # 60 comparisons: a correct estimator exceeds |z| = 4 anywhere with probability 0.4%.
+    # ≤ 60 comparisons: a correct estimator exceeds |z| = 4 anywhere with probability
+    # 0.4%.
     for name, z in z_scores.items():
-        assert z.abs().max() < Z_LIMIT, (name, z)
+        assert z[reliable].abs().max() < Z_LIMIT, (name, z)
 
 
 def test_error_estimate_bounds_a_finer_grid_on_trained_vae(digits_vae):
     vae, x = digits_vae
     post = quadrature_posterior(vae, x)
-    fine = quadrature_posterior(vae, x, initial_points=128, max_points=256**2)
+    # The reference starts at 128 points per axis and may refine to 512 (the default
+    # max_points): capped at 256 it did not converge for one point of one trained VAE.
+    fine = quadrature_posterior(vae, x, initial_points=128)
     assert (post.num_points < 128).all()
     # Float32 rounding of the decoder adds ~1e-6 nats that no grid removes.
     assert ((post.log_px - fine.log_px).abs() <= post.error + 1e-6).all()

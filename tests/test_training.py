@@ -1,9 +1,13 @@
 import copy
+import math
 import os
+import types
 
 import pytest
 import torch
+from torch.distributions import Normal, kl_divergence
 
+import pyro_vae.training as training
 from pyro_vae import VAE, LinearGaussianVAE, fit, load_checkpoint, save_checkpoint
 from pyro_vae.data import load_digits, make_linear_gaussian
 
@@ -277,19 +281,37 @@ def test_validation_false_turns_validation_off(seed):
 
 
 @pytest.mark.parametrize("monitor", ["elbo", "iwae"])
-def test_monitor_selects_the_best_epoch_by_its_bound(linear_data, monitor, seed):
+def test_monitor_selects_the_best_epoch_by_its_bound(linear_data, monitor, seed, monkeypatch):
+    # Each monitor keeps the epoch of its own bound's maximum. Where the two maxima fall
+    # in a real run depends on the random stream (on some they coincide, and then the
+    # test could not tell the monitors apart), so the validation bounds are the real
+    # ones plus 100 nats on the ELBO at epoch 4 and on the IWAE bound at epoch 7: the
+    # maxima are there on every stream.
+    real = training.evaluate_unchecked
+    calls = []
+
+    def boosted(*args, **kwargs):
+        result = real(*args, **kwargs)
+        calls.append(None)
+        epoch, summary = len(calls), result.summary()
+        for name, boost_epoch in (("elbo", 4), (f"iwae_{args[3][0]}", 7)):
+            if epoch == boost_epoch:
+                mean, se = summary[name]
+                summary[name] = (mean + 100.0, se)
+        return types.SimpleNamespace(summary=lambda: summary)
+
+    monkeypatch.setattr(training, "evaluate_unchecked", boosted)
     x = linear_data.x
     torch.manual_seed(seed(0))
     vae = LinearGaussianVAE(6, 2)
-    # lr 0.1: on this run the best validation ELBO (epoch 9) and the best IWAE-50
-    # (epoch 10) fall on different epochs, so the two monitors must disagree
     run = fit(vae, x[:500], validation=x[500:], epochs=10, batch_size=64, lr=0.1,
-              monitor=monitor, progress=False, seed=seed(0))  # fmt: skip
+              monitor=monitor, restore_best=False, progress=False, seed=seed(0))  # fmt: skip
+    assert len(calls) == 10  # one validation per epoch
     best = {
         key: 1 + max(range(10), key=[h[f"val_{key}"] for h in run.history].__getitem__)
         for key in ("elbo", "iwae")
     }
-    assert best["elbo"] != best["iwae"]
+    assert best == {"elbo": 4, "iwae": 7}
     assert run.best_epoch == best[monitor]
 
 
@@ -576,9 +598,27 @@ def test_validation_keeps_the_true_bound_whatever_beta(linear_data, seed):
     summary = evaluate(vae, x[500:], 50, ks=(50,), seed=seed(0)).summary()
     assert run.history[-1]["val_elbo"] == pytest.approx(summary["elbo"][0], abs=1e-5)
     assert run.history[-1]["val_iwae"] == pytest.approx(summary["iwae_50"][0], abs=1e-5)
-    # the training loss is the β-weighted one: it exceeds the negative ELBO by about
-    # (β − 1) KL(q ‖ p(z)) > 0 nats per point
-    assert run.history[-1]["train_loss"] > -run.history[-1]["val_elbo"] + 1.0
+    # The training loss is the β-weighted one. With the parameters held (lr 1e-12) and
+    # one seed, runs at β = 4 and β = 1 draw the same z, so their epoch losses differ by
+    # 3 times the one-draw estimate of KL(q ‖ p(z)), averaged over the 500 training
+    # points: closed form and s.e. known. (A margin of 1 nat over −ELBO, used before,
+    # failed where β = 4 had pushed KL below 1/3 nat.) Over 5 base seeds the difference
+    # sat within 1.7 se of 3 KL.
+    init = copy.deepcopy(vae.state_dict())
+    loss = {}
+    for beta in (1.0, 4.0):
+        vae.load_state_dict(init)
+        held = fit(vae, x[:500], epochs=1, beta=beta, lr=1e-12, validation=False,
+                   progress=False, seed=seed(1))  # fmt: skip
+        loss[beta] = held.history[0]["train_loss"]
+    with torch.no_grad():
+        z_loc, z_scale = vae.encode(x[:500])
+        q, prior = Normal(z_loc.double(), z_scale.double()), Normal(0.0, 1.0)
+        kl = kl_divergence(q, prior).sum(-1)
+        z = q.sample((4000,))
+        one_draw_sd = (q.log_prob(z) - prior.log_prob(z)).sum(-1).std(0)
+    se = one_draw_sd.square().mean().sqrt().item() / math.sqrt(500)
+    assert abs((loss[4.0] - loss[1.0]) / 3 - kl.mean().item()) < 4 * se
 
 
 def test_beta_zero_trains_the_reconstruction_alone(seed):
@@ -611,11 +651,11 @@ def test_beta_zero_trains_the_reconstruction_alone(seed):
         ({"beta": lambda t: 1.0, "checkpoint_every": 1}, "checkpoint or resume"),
     ],
 )
-def test_bad_beta(kwargs, match, linear_data, tmp_path):
+def test_bad_beta(kwargs, match, linear_data, tmp_path, seed):
     path = tmp_path / "run.pt" if "checkpoint_every" in kwargs else None
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match):  # the callable case trains epoch 1
         fit(LinearGaussianVAE(6, 2), linear_data.x, epochs=2, progress=False,
-            checkpoint=path, **kwargs)  # fmt: skip
+            checkpoint=path, seed=seed(0), **kwargs)  # fmt: skip
 
 
 def test_pyro_renyi_takes_beta_one(linear_data, seed):
@@ -634,7 +674,7 @@ def test_resume_with_a_warmup_is_bit_for_bit(tmp_path, monkeypatch, seed):
 
     data = load_digits(binarize="dynamic")
     common = {"epochs": 6, "batch_size": 64, "beta": warmup(4), "progress": False,
-              "gap_every": 2, "gap_points": 20, "gap_samples": 50}  # fmt: skip
+              "gap_every": 2, "gap_points": 20, "gap_samples": 50, "seed": seed(0)}  # fmt: skip
     torch.manual_seed(seed(0))
     whole_vae = VAE(64, z_dim=2, hidden_dims=(16,))
     interrupted_vae = copy.deepcopy(whole_vae)
@@ -725,8 +765,13 @@ def test_gap_is_recorded_every_n_epochs_and_at_the_last(linear_data, seed):
 
 def test_gap_is_the_exact_kl_to_the_posterior(linear_data, monkeypatch, seed):
     # On probabilistic PCA KL(q(z|x) ‖ p(z|x)) is known: at every measurement the recorded
-    # gap must match its mean over the subset within 4 s.e. (the IS bias, about se²/2 per
-    # point, is below 1e-4 nats here).
+    # gap must match its mean over the subset within 4 s.e. That holds where the
+    # importance weights p(x, z)/q(z|x) are bounded, i.e. q wider than p(z|x): then the
+    # IS bias, about se²/2 per point, is negligible. The guide starts e times wider than
+    # its initial scale and stays wider over the 6 epochs; from the initial scale the
+    # guide was narrower than p(z|x) on some data sets, and the gap estimate at epoch 2
+    # fell 6 s.e. below the KL (heavy-tailed weights). Over 8 base seeds the recorded
+    # gaps now sit within 1.5 s.e. of the KL.
     from pyro_vae import Trainer
 
     x = linear_data.x
@@ -738,7 +783,10 @@ def test_gap_is_the_exact_kl_to_the_posterior(linear_data, monkeypatch, seed):
         real(self, record)
 
     monkeypatch.setattr(Trainer, "track_gap", spy)
-    run = fit(LinearGaussianVAE(6, 2), x[:500], validation=x[500:], epochs=6, batch_size=64,
+    vae = LinearGaussianVAE(6, 2)
+    with torch.no_grad():
+        vae.guide_log_scale.add_(1.0)
+    run = fit(vae, x[:500], validation=x[500:], epochs=6, batch_size=64,
               lr=0.005, gap_every=2, gap_points=50, progress=False, seed=seed(0))  # fmt: skip
     records = [h for h in run.history if "gap" in h]
     assert len(records) == len(exact) == 3
