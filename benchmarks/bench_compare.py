@@ -43,7 +43,7 @@ TARGET_S = 180.0
 def _child(out_dir, times_path, extra):
     """In the job's process: run the CLI with its parts timed; times to ``times_path``."""
     import pyro_vae.cli as cli
-    import pyro_vae.report as report
+    import pyro_vae.experiments.report as report
 
     sections = {}
 

@@ -6,7 +6,7 @@ Trains a digits VAE (64-128-z, 30 epochs, static binarization) for each latent
 dimension, then samples the posteriors of the first ``--points`` test digits with
 ``num_chains`` chains × ``--draws`` draws after ``--warmup`` warm-up iterations by
 
-- the batched sampler, ``pyro_vae.posterior.sample_posterior`` (all points at once);
+- the batched sampler, ``pyro_vae.infer.posterior.sample_posterior`` (all points at once);
 - Pyro's default ``MCMC(NUTS(vae.model))``, one point and one chain at a time
   (``--nuts-points`` points timed, extrapolated to ``--points``);
 - Pyro's NUTS on the joint posterior of all points (one chain; the rate for
@@ -33,9 +33,10 @@ from pyro.ops import integrator
 from pyro.ops.dual_averaging import DualAveraging
 from pyro.ops.welford import WelfordCovariance
 
-from pyro_vae import VAE, diagnostics, fit
-from pyro_vae import posterior as posterior_module
+from pyro_vae import VAE, fit
 from pyro_vae.data import load_digits
+from pyro_vae.infer import diagnostics
+from pyro_vae.infer import posterior as posterior_module
 
 
 class Timers:

@@ -28,7 +28,7 @@ z draws): their relative difference shows the reference computes the same number
 
 P2, evaluation: ``pyro_vae.evaluate(vae, test, num_samples=5000, ks=(5, 50))`` on the
 359 test digits against a pure-tensor importance sampler that draws the same
-z ~ q(z|x) in the same chunks (``pyro_vae.evaluation._CHUNK_ROWS`` particle-rows per
+z ~ q(z|x) in the same chunks (``pyro_vae.infer.evaluation._CHUNK_ROWS`` particle-rows per
 pass) and returns log p(x) = logmeanexp of log w (with the ELBO and L_5, L_50; the
 package also computes standard errors, ESS and Pareto k̂). Peak memory, for K = 5000
 and K = 50000: the peak resident set size of the process (``VmHWM``, which
@@ -81,8 +81,8 @@ from torch.nn import functional as F
 import pyro_vae
 from pyro_vae import VAE
 from pyro_vae.data import load_digits
-from pyro_vae.evaluation import _CHUNK_ROWS
-from pyro_vae.objectives import make_elbo
+from pyro_vae.infer.evaluation import _CHUNK_ROWS
+from pyro_vae.infer.objectives import make_elbo
 
 OBJECTIVES = {
     "trace": {"loss": "trace"},

@@ -13,20 +13,20 @@ ArviZ ``InferenceData``), :func:`sample_guide`, :func:`compare_posteriors` and
 __version__ = "0.2.0"
 
 from ._threads import DEFAULT_THREADS  # noqa: E402
-from .anatomy import active_units, elbo_decompositions, elbo_surgery  # noqa: E402
-from .diagnostics import pareto_khat  # noqa: E402
-from .evaluation import (  # noqa: E402
+from .infer.anatomy import active_units, elbo_decompositions, elbo_surgery  # noqa: E402
+from .infer.diagnostics import pareto_khat  # noqa: E402
+from .infer.evaluation import (  # noqa: E402
     Evaluation,
     evaluate,
     log_importance_weights,
     paired_difference,
 )
-from .models import VAE, BaseVAE, LinearGaussianVAE  # noqa: E402
-from .objectives import ScaledRenyiELBO, make_elbo, parse_objective  # noqa: E402
-from .posterior import compare_posteriors, sample_guide, sample_posterior  # noqa: E402
-from .quadrature import QuadraturePosterior, log_joint_grid, quadrature_posterior  # noqa: E402
-from .schedules import anneal_down, constant, parse_schedule, warmup  # noqa: E402
-from .training import (  # noqa: E402
+from .infer.objectives import ScaledRenyiELBO, make_elbo, parse_objective  # noqa: E402
+from .infer.posterior import compare_posteriors, sample_guide, sample_posterior  # noqa: E402
+from .infer.quadrature import QuadraturePosterior, log_joint_grid, quadrature_posterior  # noqa: E402
+from .models.vae import VAE, BaseVAE, LinearGaussianVAE  # noqa: E402
+from .train.schedules import anneal_down, constant, parse_schedule, warmup  # noqa: E402
+from .train.training import (  # noqa: E402
     FitResult,
     Trainer,
     TrainingState,

@@ -9,7 +9,7 @@ from ._checks import check_int
 __all__ = ["DEFAULT_THREADS", "torch_threads"]
 
 DEFAULT_THREADS = 1
-"""Threads of ``pyro-vae`` and :func:`pyro_vae.compare.compare` unless told otherwise.
+"""Threads of ``pyro-vae`` and :func:`pyro_vae.experiments.compare.compare` unless told otherwise.
 
 Chosen from ``benchmarks/bench_threads.py`` on a 2-core machine: for networks this
 small one thread is as fast as two on an idle machine and several times faster, and far

@@ -20,19 +20,19 @@ import torch
 from ._device import DTYPES, check_device, default_device
 from ._io import atomic_path
 from ._threads import DEFAULT_THREADS
-from .compare import (
+from .data import dataset_from_spec, load_dataset
+from .experiments.compare import (
     DEFAULT_OBJECTIVES,
     available_cores,
     check_guide,
     compare,
     summarize_agreement,
 )
-from .data import dataset_from_spec, load_dataset
-from .evaluation import evaluate
-from .models import LIKELIHOODS, VAE
-from .objectives import OBJECTIVE_GRAMMAR, parse_objective
-from .schedules import SCHEDULE_GRAMMAR, parse_schedule
-from .training import DEFAULT_LR, fit, load_checkpoint
+from .infer.evaluation import evaluate
+from .infer.objectives import OBJECTIVE_GRAMMAR, parse_objective
+from .models.vae import LIKELIHOODS, VAE
+from .train.schedules import SCHEDULE_GRAMMAR, parse_schedule
+from .train.training import DEFAULT_LR, fit, load_checkpoint
 
 __all__ = ["main"]
 
@@ -400,7 +400,8 @@ def _slugs(labels):
 
 
 def _run_compare(args):
-    from . import plots, report
+    from .experiments import report
+    from .viz import plots
 
     specs = [s for s in args.objectives.split(",") if s.strip()]
     for spec in specs:
@@ -543,7 +544,7 @@ def _check_overwrite(args):
 
 def _anatomy_figures(result):
     """Aggregate posterior, active units, the gap during training and the β summary."""
-    from . import anatomy_plots
+    from .viz import anatomy_plots
 
     rows = result.rows
     figures = [
@@ -592,7 +593,7 @@ def _anatomy_figures(result):
     return figures
 
 
-LIGHTNING_STRATEGIES = ("auto", "ddp")  # pyro_vae.lightning.STRATEGIES, without importing it
+LIGHTNING_STRATEGIES = ("auto", "ddp")  # pyro_vae.train.lightning.STRATEGIES, without importing it
 _LIGHTNING_FLAGS = ("strategy", "devices", "accelerator")
 
 
@@ -634,9 +635,9 @@ def _lightning_settings(args):
 
 
 def _run_train_lightning(args, lightning):
-    """`train` through PyTorch Lightning (:func:`pyro_vae.lightning.fit_lightning`)."""
+    """`train` through PyTorch Lightning (:func:`pyro_vae.train.lightning.fit_lightning`)."""
     try:
-        from .lightning import fit_lightning, lightning_checkpoint_path
+        from .train.lightning import fit_lightning, lightning_checkpoint_path
     except ImportError as e:
         raise ValueError(f"Expected PyTorch Lightning for --strategy: {e}") from None
     _check_overwrite(args)
@@ -809,8 +810,8 @@ def _run_evaluate(args):
 
 def _posterior_figures(check, data, slug, num_points=4):
     """Figures of one guide check: draws in the latent plane, and the 2-D latent map."""
-    from . import plots
-    from .quadrature import log_joint_grid
+    from .infer.quadrature import log_joint_grid
+    from .viz import plots
 
     n = min(num_points, check.posterior.posterior.sizes["datum"])
     reference = _draws(check.posterior, n)
@@ -850,7 +851,8 @@ def _draws(idata, n):
 
 
 def _run_posterior(args):
-    from . import plots, report
+    from .experiments import report
+    from .viz import plots
 
     vae, saved = load_checkpoint(args.checkpoint)
     if not saved.get("data_spec"):

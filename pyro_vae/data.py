@@ -560,7 +560,7 @@ def check_data(x, vae, name="data"):
     ----------
     x : torch.Tensor
         Shape ``(num_data, vae.x_dim)``; any real or bool dtype.
-    vae : pyro_vae.models.BaseVAE
+    vae : pyro_vae.models.vae.BaseVAE
         The model; x is returned on its parameters' dtype and device.
     name : str
         The argument's name, for messages.

@@ -9,11 +9,11 @@ import torch
 from torch.distributions.transforms import AffineTransform
 
 import pyro_vae
-import pyro_vae.anatomy
-from pyro_vae.anatomy import active_units, elbo_decompositions, elbo_surgery
+import pyro_vae.infer.anatomy
 from pyro_vae.data import load_digits, make_linear_gaussian
-from pyro_vae.evaluation import Summary
-from pyro_vae.models import VAE, LinearGaussianVAE
+from pyro_vae.infer.anatomy import active_units, elbo_decompositions, elbo_surgery
+from pyro_vae.infer.evaluation import Summary
+from pyro_vae.models.vae import VAE, LinearGaussianVAE
 
 WAYS = ("reconstruction_minus_kl", "expected_joint_plus_entropy", "evidence_minus_gap")
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -171,7 +171,7 @@ def test_a_precomputed_evaluation_gives_log_px_and_the_gap_without_new_draws(
     def no_sampling(*args, **kwargs):
         raise AssertionError("log p(x) sampled again")
 
-    monkeypatch.setattr(pyro_vae.anatomy, "evaluate_unchecked", no_sampling)
+    monkeypatch.setattr(pyro_vae.infer.anatomy, "evaluate_unchecked", no_sampling)
     given = elbo_decompositions(
         lg, x, log_px="importance_sampling", evaluation=evaluation, **kwargs
     )
@@ -494,7 +494,7 @@ def test_memory_bounded_chunks_give_the_same_estimates(perturbed, monkeypatch, s
     # 5.0 over 8 base seeds); with 1000 the 30 z-scores stayed below 2.9.
     lg, x = perturbed
     x = x[:30]
-    monkeypatch.setattr(pyro_vae.anatomy, "_CHUNK_ROWS", 64)
+    monkeypatch.setattr(pyro_vae.infer.anatomy, "_CHUNK_ROWS", 64)
     exact = closed_form(lg, x)
     result = elbo_decompositions(lg, x, num_samples=1000, seed=seed(0))
     torch.testing.assert_close(result.values["kl_prior"], exact["kl_prior"], rtol=0, atol=1e-12)
@@ -502,6 +502,6 @@ def test_memory_bounded_chunks_give_the_same_estimates(perturbed, monkeypatch, s
         "reconstruction"
     ]
     assert (z.abs() < 4).all()
-    monkeypatch.setattr(pyro_vae.anatomy, "_CHUNK_ROWS", 600)
+    monkeypatch.setattr(pyro_vae.infer.anatomy, "_CHUNK_ROWS", 600)
     mean, se = elbo_surgery(lg, x, num_samples=200, seed=seed(0)).summary()["marginal_kl"]
     within(mean, mixture_kl_on_grid(lg, x, 400)[0], se)

@@ -6,13 +6,13 @@ import torch
 from matplotlib.container import BarContainer, ErrorbarContainer
 from matplotlib.patches import StepPatch
 
-from pyro_vae.anatomy_plots import (
+from pyro_vae.viz.anatomy_plots import (
     plot_active_units,
     plot_aggregate_posterior,
     plot_beta_schedules,
     plot_gap_during_training,
 )
-from pyro_vae.plots import save_figure
+from pyro_vae.viz.plots import save_figure
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LONG = "RenyiELBO(alpha=0.5, K=5)"

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from pyro_vae.cli import main
-from pyro_vae.compare import available_cores
-from pyro_vae.objectives import parse_objective
+from pyro_vae.experiments.compare import available_cores
+from pyro_vae.infer.objectives import parse_objective
 
 
 def test_compare_smoke(tmp_path, capsys, seed):

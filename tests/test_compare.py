@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from pyro_vae.compare import available_cores, compare
 from pyro_vae.data import load_digits
+from pyro_vae.experiments.compare import available_cores, compare
 
 TINY = {
     "objectives": ("trace", "renyi:-0.5:2"),  # the second warns in every run

@@ -8,7 +8,7 @@ from pyro import poutine
 from pyro_vae import VAE, LinearGaussianVAE, evaluate, fit
 from pyro_vae._device import check_device, default_device
 from pyro_vae.data import make_linear_gaussian
-from pyro_vae.posterior import sample_guide
+from pyro_vae.infer.posterior import sample_guide
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -112,7 +112,7 @@ def test_a_float32_dataset_trains_a_float64_model(monkeypatch, seed):
     # The epoch's redrawn data are cast to the model's dtype once, before the steps
     # (not by every call of model and guide).
     from pyro_vae.data import load_digits
-    from pyro_vae.training import Trainer
+    from pyro_vae.train.training import Trainer
 
     seen = []
     step = Trainer._loss_and_grads

@@ -9,10 +9,10 @@ import torch
 from pyro import poutine
 from torch.distributions import constraints
 
-import pyro_vae.evaluation
+import pyro_vae.infer.evaluation
 from pyro_vae.data import make_linear_gaussian
-from pyro_vae.diagnostics import KHAT_GOOD, KHAT_UNRELIABLE
-from pyro_vae.evaluation import (
+from pyro_vae.infer.diagnostics import KHAT_GOOD, KHAT_UNRELIABLE
+from pyro_vae.infer.evaluation import (
     Evaluation,
     evaluate,
     evaluate_unchecked,
@@ -20,7 +20,7 @@ from pyro_vae.evaluation import (
     paired_difference,
     point_estimates,
 )
-from pyro_vae.models import VAE, LinearGaussianVAE
+from pyro_vae.models.vae import VAE, LinearGaussianVAE
 
 NUM_SAMPLES = 5000
 
@@ -572,7 +572,7 @@ def test_chunking_gives_the_same_answer(
     perturb_guide(lg)
     x = x_test[:num_points]
     default = evaluate(lg, x, num_samples=num_samples, ks=(1, 5), seed=seed(0))
-    monkeypatch.setattr(pyro_vae.evaluation, "_CHUNK_ROWS", 1000)
+    monkeypatch.setattr(pyro_vae.infer.evaluation, "_CHUNK_ROWS", 1000)
     wrapped, calls = counting(lg)
     chunked = evaluate(wrapped, x, num_samples=num_samples, ks=(1, 5), seed=seed(0))
     assert len(calls) == expected_passes
@@ -705,7 +705,7 @@ def test_bad_data():
 
 
 def test_khat_can_be_left_out_without_changing_the_rest(seed):
-    from pyro_vae.evaluation import evaluate_unchecked
+    from pyro_vae.infer.evaluation import evaluate_unchecked
 
     vae = VAE(64, z_dim=2, hidden_dims=(8,))
     x = torch.bernoulli(torch.full((30, 64), 0.3))

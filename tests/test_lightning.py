@@ -21,14 +21,14 @@ import torch
 import pyro_vae
 from pyro_vae.cli import main
 from pyro_vae.data import load_digits
-from pyro_vae.objectives import make_elbo
+from pyro_vae.infer.objectives import make_elbo
 
 
 @pytest.fixture(scope="module")
 def pvl():
-    """pyro_vae.lightning, or skip when the extra is not installed."""
+    """pyro_vae.train.lightning, or skip when the extra is not installed."""
     pytest.importorskip("lightning", reason='needs pip install "pyro-vae[lightning]"')
-    return importlib.import_module("pyro_vae.lightning")
+    return importlib.import_module("pyro_vae.train.lightning")
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def without_lightning(monkeypatch):
     """Make ``import lightning`` fail, as it does without the extra."""
     for name in ("lightning", "lightning.pytorch", "lightning.pytorch.callbacks"):
         monkeypatch.setitem(sys.modules, name, None)
-    monkeypatch.delitem(sys.modules, "pyro_vae.lightning", raising=False)
+    monkeypatch.delitem(sys.modules, "pyro_vae.train.lightning", raising=False)
 
 
 def test_cli_offers_the_strategies_of_the_module(pvl):
@@ -66,7 +66,7 @@ def test_cli_offers_the_strategies_of_the_module(pvl):
 
 def test_missing_lightning_names_the_extra(without_lightning):
     with pytest.raises(ImportError, match=r'pip install "pyro-vae\[lightning\]"'):
-        importlib.import_module("pyro_vae.lightning")
+        importlib.import_module("pyro_vae.train.lightning")
 
 
 def test_cli_without_lightning_names_the_extra(without_lightning, tmp_path, capsys):
@@ -357,7 +357,7 @@ _SPY = textwrap.dedent(
     """
     # The CLI, with the arguments the ELBO receives recorded per process.
     import atexit, json, os, sys
-    import pyro_vae.lightning as pvl
+    import pyro_vae.train.lightning as pvl
     from pyro_vae.cli import main
 
     calls = []

@@ -9,9 +9,8 @@ from pyro.infer import SVI, JitTrace_ELBO, RenyiELBO, Trace_ELBO, TraceMeanField
 
 from pyro_vae import log_importance_weights
 from pyro_vae.data import make_linear_gaussian
-from pyro_vae.evaluation import evaluate
-from pyro_vae.models import LinearGaussianVAE
-from pyro_vae.objectives import (
+from pyro_vae.infer.evaluation import evaluate
+from pyro_vae.infer.objectives import (
     LOSSES,
     ScaledRenyiELBO,
     check_objective,
@@ -19,6 +18,7 @@ from pyro_vae.objectives import (
     objective_label,
     parse_objective,
 )
+from pyro_vae.models.vae import LinearGaussianVAE
 
 BATCH = 10
 REPEATS = 20
@@ -195,7 +195,7 @@ def test_make_elbo_errors():
 
 
 def test_check_objective_takes_only_beta_one_for_pyros_renyi():
-    from pyro_vae.schedules import constant, warmup
+    from pyro_vae.train.schedules import constant, warmup
 
     for beta in (1, 1.0, "1", "constant:1", constant(1)):
         check_objective("pyro_renyi", 0.5, 3, beta=beta)

@@ -7,8 +7,8 @@ from matplotlib.colors import to_hex
 from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 
-from pyro_vae import plots
-from pyro_vae.plots import (
+from pyro_vae.viz import plots
+from pyro_vae.viz.plots import (
     GAP_COLOR,
     plot_bounds,
     plot_image_grid,

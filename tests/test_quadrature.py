@@ -1,4 +1,4 @@
-"""Tests for pyro_vae.quadrature: against the closed forms of probabilistic PCA, and against
+"""Tests for pyro_vae.infer.quadrature: against the closed forms of probabilistic PCA, and against
 importance sampling on a trained nonlinear VAE with two latents."""
 
 import copy
@@ -9,10 +9,11 @@ import pyro
 import pytest
 import torch
 
-from pyro_vae import VAE, LinearGaussianVAE, evaluate, fit, quadrature
+from pyro_vae import VAE, LinearGaussianVAE, evaluate, fit
 from pyro_vae.data import load_digits, make_linear_gaussian
-from pyro_vae.diagnostics import KHAT_UNRELIABLE
-from pyro_vae.quadrature import log_joint_grid, quadrature_posterior
+from pyro_vae.infer import quadrature
+from pyro_vae.infer.diagnostics import KHAT_UNRELIABLE
+from pyro_vae.infer.quadrature import log_joint_grid, quadrature_posterior
 
 TOL = 1e-5  # quadrature_posterior's default tol: the accuracy it promises, nats per point
 MOMENT_TOL = 1e-4  # posterior moments, in posterior s.d. (mean) and correlation units (cov)

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from pyro_vae.report import (
+from pyro_vae.experiments.report import (
     ESTIMATES,
     format_markdown_table,
     format_pairs,
@@ -220,7 +220,7 @@ def test_report_explains_and_links_this_runs_figures(tmp_path):
 
 
 def test_takeaways_are_computed_from_the_numbers():
-    from pyro_vae.report import takeaways
+    from pyro_vae.experiments.report import takeaways
 
     rows = _rows()
     # log p(x): RenyiELBO highest; ELBO: Trace highest, RenyiELBO lowest; gap: Renyi
@@ -308,7 +308,7 @@ def test_spread_across_seeds_and_paired_differences(tmp_path):
 
 
 def test_guide_vs_posterior_section():
-    from pyro_vae.report import format_agreement
+    from pyro_vae.experiments.report import format_agreement
 
     agreement = [
         {"objective": "Trace_ELBO", "num_points": 16, "mean_error": 0.1234, "sd_ratio": 0.91,
@@ -326,8 +326,8 @@ def test_guide_vs_posterior_section():
 
 def test_a_pipe_inside_a_cell_does_not_split_the_markdown_table():
     """Headers such as E_q log p(x|z) keep their column: the | is escaped."""
-    from pyro_vae.compare import DECOMPOSITIONS
-    from pyro_vae.report import format_decompositions
+    from pyro_vae.experiments.compare import DECOMPOSITIONS
+    from pyro_vae.experiments.report import format_decompositions
 
     row = {"objective": "A", "decomp_log_px_method": "exact"}
     for key in DECOMPOSITIONS:

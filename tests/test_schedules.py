@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from pyro_vae.schedules import (
+from pyro_vae.train.schedules import (
     SCHEDULE_GRAMMAR,
     Schedule,
     anneal_down,

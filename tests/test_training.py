@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-import pyro_vae.training as training
+import pyro_vae.train.training as training
 from pyro_vae import VAE, LinearGaussianVAE, fit, load_checkpoint, save_checkpoint
 from pyro_vae.data import load_digits, make_linear_gaussian
 
@@ -247,7 +247,7 @@ def test_non_finite_loss_stops_with_epoch_and_step(tmp_path, linear_data, seed):
 def test_non_finite_loss_checked_once_per_epoch_off_the_cpu(linear_data, monkeypatch, seed):
     # Off the CPU the losses stay on the device and are checked at the end of the epoch;
     # the error still names the first bad step. Forced here on the CPU.
-    from pyro_vae.training import Trainer
+    from pyro_vae.train.training import Trainer
 
     monkeypatch.setattr(Trainer, "check_each_step", False)
     x = linear_data.x.clone()
@@ -463,7 +463,7 @@ def test_objectives_are_exact_when_the_guide_is_the_posterior(linear_data, loss,
     import pyro
     from pyro.infer import SVI
 
-    from pyro_vae.objectives import make_elbo
+    from pyro_vae.infer.objectives import make_elbo
 
     x = linear_data.x[:64]
     vae = LinearGaussianVAE(6, 2).fit_maximum_likelihood(linear_data.x)
@@ -486,7 +486,7 @@ def test_fit_takes_the_steps_of_svi(binary_x, loss, num_particles, seed):
     import pyro
     from pyro.infer import SVI
 
-    from pyro_vae.objectives import make_elbo
+    from pyro_vae.infer.objectives import make_elbo
 
     torch.manual_seed(seed(0))
     vae = VAE(64, z_dim=2, hidden_dims=(8,))
@@ -521,7 +521,7 @@ def test_pyros_renyi_elbo_trains_through_loss_and_grads(binary_x, seed):
 
 
 def test_malformed_checkpoints_raise_only_value_error(tmp_path):
-    from pyro_vae.training import CHECKPOINT_FORMAT
+    from pyro_vae.train.training import CHECKPOINT_FORMAT
 
     good = {"format": CHECKPOINT_FORMAT, "model_config": VAE(64, z_dim=2).config,
             "model_state": VAE(64, z_dim=2).state_dict()}  # fmt: skip
@@ -557,7 +557,7 @@ def _spy_on_beta(vae, monkeypatch):
 
 
 def test_beta_schedule_reaches_model_and_guide_and_the_history(linear_data, monkeypatch, seed):
-    from pyro_vae.schedules import parse_schedule, warmup
+    from pyro_vae.train.schedules import parse_schedule, warmup
 
     x = linear_data.x
     vae = LinearGaussianVAE(6, 2)
@@ -670,7 +670,7 @@ def _state(vae):
 
 def test_resume_with_a_warmup_is_bit_for_bit(tmp_path, monkeypatch, seed):
     from pyro_vae import Trainer
-    from pyro_vae.schedules import warmup
+    from pyro_vae.train.schedules import warmup
 
     data = load_digits(binarize="dynamic")
     common = {"epochs": 6, "batch_size": 64, "beta": warmup(4), "progress": False,

@@ -47,11 +47,11 @@ from dataclasses import dataclass
 import pyro
 import torch
 
-from ._checks import check_int, is_int
-from ._threads import torch_threads
-from .data import Dataset
-from .evaluation import evaluate_unchecked
-from .objectives import check_objective, make_elbo, objective_label
+from .._checks import check_int, is_int
+from .._threads import torch_threads
+from ..data import Dataset
+from ..infer.evaluation import evaluate_unchecked
+from ..infer.objectives import check_objective, make_elbo, objective_label
 from .schedules import Schedule, check_beta
 from .training import (
     DEFAULT_LR,
@@ -73,7 +73,7 @@ try:
     from lightning.pytorch.callbacks import Checkpoint
 except ImportError as e:  # pragma: no cover - exercised with Lightning uninstalled
     raise ImportError(
-        f"pyro_vae.lightning needs PyTorch Lightning, which is not installed ({e}); "
+        f"pyro_vae.train.lightning needs PyTorch Lightning, which is not installed ({e}); "
         f"install the optional extra: {INSTALL_HINT}"
     ) from e
 
@@ -151,7 +151,7 @@ class VAEModule(pl.LightningModule):
     num_data : int
         N, the size of the whole training set (not of one process's share).
     loss : {"trace", "meanfield", "renyi"}, default "trace"
-        The objective (:func:`pyro_vae.objectives.make_elbo`). ``"pyro_renyi"`` has no
+        The objective (:func:`pyro_vae.infer.objectives.make_elbo`). ``"pyro_renyi"`` has no
         ``differentiable_loss`` and is refused.
     alpha : float, default 0.0
         Rényi order (``loss="renyi"``); 0 is the IWAE bound.

@@ -3,7 +3,7 @@
 Every function builds a :class:`matplotlib.figure.Figure` directly (never pyplot),
 so no backend or display is needed and importing this module changes no global
 matplotlib state; :func:`save_figure` writes one as PNG atomically. The inputs are
-those of :mod:`pyro_vae.report`.
+those of :mod:`pyro_vae.experiments.report`.
 
 Images are grey, black 0 to white 1 (digits are white strokes on black). Where
 several are tiled into one picture, the 1-pixel gaps between them (and the empty
@@ -22,9 +22,9 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullLocator
 from matplotlib.transforms import ScaledTranslation
 
-from ._checks import check_int, is_int
-from ._io import atomic_path
-from .report import estimate_label
+from .._checks import check_int, is_int
+from .._io import atomic_path
+from ..experiments.report import estimate_label
 
 __all__ = [
     "GAP_COLOR",

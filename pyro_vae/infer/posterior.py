@@ -56,10 +56,10 @@ from pyro.ops.welford import WelfordCovariance
 from pyro.poutine.util import site_is_subsample
 from tqdm.auto import tqdm
 
+from .._checks import check_int
+from .._device import on_device
+from ..data import check_data
 from . import diagnostics
-from ._checks import check_int
-from ._device import on_device
-from .data import check_data
 from .evaluation import param_store_as_found
 
 __all__ = ["compare_posteriors", "gaussian_w2", "sample_guide", "sample_posterior"]
@@ -102,11 +102,11 @@ def sample_posterior(
 
     Parameters
     ----------
-    vae : pyro_vae.models.BaseVAE
+    vae : pyro_vae.models.vae.BaseVAE
         The model (``VAE``, ``LinearGaussianVAE``): ``model`` with latent site ``"z"``
         of event shape ``(z_dim,)``, and ``encode`` (the guide's mean and scale, for the
         starting points and the initial mass matrix). Its parameters are held fixed
-        (:meth:`~pyro_vae.models.BaseVAE.frozen`) and restored on exit.
+        (:meth:`~pyro_vae.models.vae.BaseVAE.frozen`) and restored on exit.
     x : torch.Tensor
         Data points, shape ``(B, x_dim)``, validated as by the model.
     num_samples : int, default 1000
@@ -279,7 +279,7 @@ def sample_guide(vae, x, num_samples=1000, seed=0, datum=None, device=None):
 
     Parameters
     ----------
-    vae : pyro_vae.models.BaseVAE
+    vae : pyro_vae.models.vae.BaseVAE
         The model and guide; parameters held fixed, Pyro's param store left as found.
     x : torch.Tensor
         Data points, shape ``(B, x_dim)``.
@@ -341,7 +341,7 @@ def compare_posteriors(reference, approximation):
         Either draws from p_θ(z|x) (:func:`sample_posterior`; its R̂, bulk ESS and
         divergences are checked), or an exact or quadrature posterior: any object with
         attributes ``mean`` (B, D), ``cov`` (B, D, D), ``log_px`` (B,), ``kl_guide``
-        (B,) and ``error`` (B,), as ``pyro_vae.quadrature.quadrature_posterior``
+        (B,) and ``error`` (B,), as ``pyro_vae.infer.quadrature.quadrature_posterior``
         returns (duck-typed).
     approximation : arviz.InferenceData
         Draws on the same data points (:func:`sample_guide`, or another

@@ -32,7 +32,7 @@ counts the latent dimensions the guide uses (Burda et al. 2016, sec. 5.2) with e
 dimension's share of the KL.
 
 All three read the distributions from Pyro traces of the user's own model and guide,
-as :func:`pyro_vae.evaluation.log_importance_weights` does: every sample site sits in
+as :func:`pyro_vae.infer.evaluation.log_importance_weights` does: every sample site sits in
 a plate over the rows of x at dim -1, and draws are made under a plate of particles at
 dim -2.
 
@@ -60,10 +60,10 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import Independent, Normal, kl_divergence
 
-from ._checks import check_int, is_int
-from .data import check_data
+from .._checks import check_int, is_int
+from ..data import check_data
+from ..models.vae import BaseVAE
 from .evaluation import Evaluation, Summary, evaluate_unchecked, param_store_as_found
-from .models import BaseVAE
 from .quadrature import quadrature_posterior
 
 __all__ = [
@@ -124,7 +124,7 @@ class ElboDecompositions:
 
         Returns
         -------
-        pyro_vae.evaluation.Summary
+        pyro_vae.infer.evaluation.Summary
             A dict ``name -> (mean, se)``, nats per data point, the three ways first,
             with se = √(Σ_i se_i²) / batch (independent draws per point).
         """
@@ -169,7 +169,7 @@ class ElboSurgery:
 
         Returns
         -------
-        pyro_vae.evaluation.Summary
+        pyro_vae.infer.evaluation.Summary
             ``"average_kl"``, ``"mutual_information"`` and ``"marginal_kl"`` to
             ``(mean, se)``, nats per data point: each is one number for the data set,
             the decomposition of the per-point average KL (N times it is that of the
@@ -265,7 +265,7 @@ def elbo_decompositions(
     - ``"exact"``: in closed form for :class:`pyro_vae.LinearGaussianVAE`
       (``exact_log_likelihood``, ``exact_posterior_kl``), no error;
     - ``"quadrature"``: by :func:`pyro_vae.quadrature_posterior` for a
-      :class:`pyro_vae.models.BaseVAE` with z_dim ≤ 2; the error given is the grid's
+      :class:`pyro_vae.models.vae.BaseVAE` with z_dim ≤ 2; the error given is the grid's
       error estimate ``error`` for log p(x) and the gap and 2·``error`` for (3): a
       deterministic error bound, not a standard error;
     - ``"importance_sampling"``: log p̂(x) = log (1/K) Σ_k w_k over K =
@@ -274,7 +274,7 @@ def elbo_decompositions(
       log p̂(x) − ELBÔ on those same K draws; or, given ``evaluation``, the log p̂(x),
       gap and ELBÔ that :func:`pyro_vae.evaluate` already computed from its K draws
       (no new draws: the costliest part of this function, done once where the caller
-      evaluates anyway, as :func:`pyro_vae.compare.compare` does).
+      evaluates anyway, as :func:`pyro_vae.experiments.compare.compare` does).
 
     ``"auto"`` takes the first that applies, in that order.
 
@@ -283,7 +283,7 @@ def elbo_decompositions(
        Monte-Carlo ELBO on the K importance draws: it agrees with (1) and (2) through
        the consistency of that estimator alone and does not test log p̂(x), which is
        biased low by about se²/2 and is judged by its Pareto k̂
-       (:meth:`pyro_vae.evaluation.Evaluation.unreliable`). The exact and quadrature
+       (:meth:`pyro_vae.infer.evaluation.Evaluation.unreliable`). The exact and quadrature
        methods make (3) an independent check.
 
     Parameters
@@ -304,7 +304,7 @@ def elbo_decompositions(
         How log p(x) and the gap of (3) are computed.
     log_px_samples : int, default 5000
         K, importance samples per point for ``"importance_sampling"`` (≥ 2).
-    evaluation : pyro_vae.evaluation.Evaluation, optional
+    evaluation : pyro_vae.infer.evaluation.Evaluation, optional
         :func:`pyro_vae.evaluate` of this ``vae`` on this ``x`` with K =
         ``log_px_samples`` draws: for ``"importance_sampling"``, (3) takes its
         ``log_px``, ``gap`` and ``elbo`` (values and standard errors) instead of drawing
@@ -354,7 +354,7 @@ def elbo_decompositions(
     a Rao-Blackwellized Monte-Carlo term otherwise). The errors of two independent
     ways combine in quadrature: (1) − (2) has s.e. √(se₁² + se₂²).
 
-    Pyro's param store is left as found (:func:`pyro_vae.evaluation.param_store_as_found`).
+    Pyro's param store is left as found (:func:`pyro_vae.infer.evaluation.param_store_as_found`).
 
     References
     ----------

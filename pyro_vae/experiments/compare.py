@@ -9,7 +9,7 @@ initialization (drawn with that seed) on the same split; every trained model is 
 evaluated on the test split by the same estimator (:func:`pyro_vae.evaluate`,
 K = 5000 importance samples). Differences between objectives are reported two ways:
 the spread across training seeds (retraining), and paired per-point differences on
-the same test points (:func:`pyro_vae.evaluation.paired_difference`), which is what
+the same test points (:func:`pyro_vae.infer.evaluation.paired_difference`), which is what
 decides whether one objective beats another on this test set.
 
 Every run (objective and seed, or β schedule) is seeded on its own, so the runs are
@@ -36,18 +36,18 @@ import torch
 from tqdm.auto import tqdm
 from tqdm.std import tqdm as std_tqdm
 
-from ._checks import check_int
-from ._device import check_device, check_dtype
-from ._io import versions
-from ._threads import DEFAULT_THREADS, torch_threads
-from .anatomy import active_units, elbo_decompositions, elbo_surgery
-from .evaluation import evaluate, paired_difference
-from .models import VAE
-from .objectives import check_objective, objective_label, parse_objective
-from .posterior import compare_posteriors, sample_guide, sample_posterior
-from .quadrature import quadrature_posterior
-from .schedules import parse_schedule
-from .training import fit
+from .._checks import check_int
+from .._device import check_device, check_dtype
+from .._io import versions
+from .._threads import DEFAULT_THREADS, torch_threads
+from ..infer.anatomy import active_units, elbo_decompositions, elbo_surgery
+from ..infer.evaluation import evaluate, paired_difference
+from ..infer.objectives import check_objective, objective_label, parse_objective
+from ..infer.posterior import compare_posteriors, sample_guide, sample_posterior
+from ..infer.quadrature import quadrature_posterior
+from ..models.vae import VAE
+from ..train.schedules import parse_schedule
+from ..train.training import fit
 
 __all__ = [
     "AGREEMENT",
@@ -219,7 +219,7 @@ def compare(
         training seeds do not move the test set). The validation split selects each
         run's best epoch by the validation IWAE bound L_50.
     objectives : sequence of str, default DEFAULT_OBJECTIVES
-        Specs as in :func:`pyro_vae.objectives.parse_objective`; default Trace_ELBO,
+        Specs as in :func:`pyro_vae.infer.objectives.parse_objective`; default Trace_ELBO,
         TraceMeanField_ELBO, the IWAE bound (Rényi α = 0, K = 5) and the Rényi bound
         α = 0.5, K = 5.
     epochs, batch_size, lr, patience
@@ -246,7 +246,7 @@ def compare(
         Every this many epochs, each run estimates log p(x), the ELBO and their gap on
         100 validation points (``fit(gap_every=...)``); None turns it off.
     beta_schedules : sequence of str, default ()
-        β schedules (:func:`pyro_vae.schedules.parse_schedule` specs, e.g. ``"0"``,
+        β schedules (:func:`pyro_vae.train.schedules.parse_schedule` specs, e.g. ``"0"``,
         ``"4"``, ``"warmup:100"``) under which ``beta_objective`` is also trained, first
         seed only, from the same initialization, for all ``epochs`` (no early stopping)
         and evaluated at the last epoch, since the β = 1 validation bound that picks the
@@ -779,7 +779,7 @@ class GuideCheck:
         Draws of q_φ(z|x) with their log weights (:func:`pyro_vae.sample_guide`).
     exact : QuadraturePosterior or None
         The quadrature posterior for z_dim ≤ 2, else None.
-    vae : pyro_vae.models.BaseVAE
+    vae : pyro_vae.models.vae.BaseVAE
         The model checked.
     """
 
@@ -801,7 +801,7 @@ def check_guide(vae, x, num_samples=1000, warmup_steps=500, num_chains=4, seed=0
 
     Parameters
     ----------
-    vae : pyro_vae.models.BaseVAE
+    vae : pyro_vae.models.vae.BaseVAE
         The trained model; θ is held fixed.
     x : torch.Tensor
         Data points, shape ``(B, x_dim)``.

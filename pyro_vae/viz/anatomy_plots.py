@@ -14,9 +14,9 @@ taken apart in several ways, one figure each:
   warm-up (Bowman et al., 2016; Sønderby et al., 2016), with the rate–distortion view
   of Alemi et al. (2018).
 
-As in :mod:`pyro_vae.plots`, every function builds a :class:`matplotlib.figure.Figure`
+As in :mod:`pyro_vae.viz.plots`, every function builds a :class:`matplotlib.figure.Figure`
 directly (never pyplot) and changes no global matplotlib state; write one with
-:func:`pyro_vae.plots.save_figure`. Bounds, KLs and gaps are in nats per data point.
+:func:`pyro_vae.viz.plots.save_figure`. Bounds, KLs and gaps are in nats per data point.
 
 References
 ----------
@@ -44,7 +44,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from ._checks import check_int, is_int
+from .._checks import check_int, is_int
 from .plots import MARKERS, UNITS
 
 __all__ = [

@@ -7,7 +7,7 @@ Pyro converter). ArviZ is imported when a diagnostic is first computed, not when
 The main interface is :func:`pareto_khat`: the Pareto shape k̂ of the upper tail of
 the importance weights w_s = p(x, z_s) / q(z_s|x), per data point. It tells whether the
 importance-sampling estimate of log p(x) and its delta-method standard error (see
-:mod:`pyro_vae.evaluation`) can be trusted: the variance of the weights, on which that
+:mod:`pyro_vae.infer.evaluation`) can be trusted: the variance of the weights, on which that
 standard error rests, is finite only for k < 1/2.
 
 References
@@ -22,7 +22,7 @@ References
 
 It also packs posterior draws of many data points into an ArviZ ``InferenceData``
 (:func:`posterior_inference_data`) and checks their convergence per data point
-(:func:`convergence_table`), for :mod:`pyro_vae.posterior`.
+(:func:`convergence_table`), for :mod:`pyro_vae.infer.posterior`.
 """
 
 import math

@@ -17,7 +17,7 @@ log-density is scaled by ``num_data / batch`` and ``subsample`` holds the miniba
 row indices in the data set (needed by per-data-point guides such as
 ``AutoNormal(vae.model, create_plates=vae.create_plates)``). ``beta`` weights the
 site ``"z"`` in both, as Pyro's ``examples/dmm.py`` anneals its KL term, so that an
-ELBO's KL(q ‖ p(z)) term is multiplied by β (:mod:`pyro_vae.schedules`). They work
+ELBO's KL(q ‖ p(z)) term is multiplied by β (:mod:`pyro_vae.train.schedules`). They work
 unchanged with :class:`pyro.infer.SVI`, :class:`pyro.infer.Predictive`,
 :mod:`pyro.poutine` and :class:`pyro.infer.MCMC`.
 
@@ -52,8 +52,8 @@ from torch import nn
 from torch.distributions import kl_divergence
 from torch.nn import functional as F
 
-from ._checks import check_int, is_int
-from .schedules import check_beta
+from .._checks import check_int, is_int
+from ..train.schedules import check_beta
 
 __all__ = ["LIKELIHOODS", "BaseVAE", "LinearGaussianVAE", "VAE"]
 

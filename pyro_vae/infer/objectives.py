@@ -33,7 +33,7 @@ from pyro.infer.enum import get_importance_trace
 from pyro.infer.util import is_validation_enabled
 from pyro.util import check_if_enumerated, warn_if_nan
 
-from .schedules import as_schedule, constant
+from ..train.schedules import as_schedule, constant
 
 __all__ = [
     "LOSSES",
@@ -150,12 +150,12 @@ class ScaledRenyiELBO(ELBO):
     See Also
     --------
     pyro.infer.RenyiELBO : the same bound with the subsample scale inside the log-sum-exp.
-    pyro_vae.evaluation.evaluate : L_K estimated from many draws, for held-out data.
+    pyro_vae.infer.evaluation.evaluate : L_K estimated from many draws, for held-out data.
 
     Notes
     -----
     **A KL weight β ≠ 1** (``vae.model``/``vae.guide`` called with ``beta``, which
-    scales the site ``"z"`` of both; :mod:`pyro_vae.schedules`) gives tempered
+    scales the site ``"z"`` of both; :mod:`pyro_vae.train.schedules`) gives tempered
     importance weights, per data point with z_k ~ q(z|x):
 
     .. math::
@@ -362,7 +362,7 @@ class ScaledRenyiELBO(ELBO):
 def check_objective(loss, alpha=0.0, num_particles=1, jit=False, beta=1.0):
     """Validate an objective's arguments; raise ``ValueError`` naming the bad one.
 
-    ``beta`` is the KL weight or its schedule (:func:`pyro_vae.schedules.as_schedule`):
+    ``beta`` is the KL weight or its schedule (:func:`pyro_vae.train.schedules.as_schedule`):
     ``loss="pyro_renyi"`` takes only β = 1, since Pyro's RenyiELBO multiplies the
     minibatch scale N/B into the same log weights (pyro-ppl issue 3104). Warns (at the
     caller's caller) for ``alpha < 0`` with a Rényi loss.

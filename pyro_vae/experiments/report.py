@@ -11,7 +11,7 @@ The input is what ``pyro-vae compare`` collects, one entry per training objectiv
   ``"khat_unreliable"`` (test points with Pareto k̂ > 0.7);
 - ``pairs`` (optional): list of dict with ``"a"``, ``"b"`` and, for log_px and elbo,
   ``"<name>_diff"``, ``"<name>_diff_se"`` and ``"<name>_diff_sd"`` (paired
-  differences a − b on the same test points, see :class:`pyro_vae.compare.Comparison`);
+  differences a − b on the same test points, see :class:`pyro_vae.experiments.compare.Comparison`);
 - ``histories``: dict objective label -> list of per-epoch dicts
   (:attr:`pyro_vae.FitResult.history`);
 - ``meta``: dict describing the run (``"dataset"``, ``"num_test"``,
@@ -37,8 +37,8 @@ import os
 from pathlib import Path
 from urllib.parse import quote
 
-from ._io import atomic_path
-from .evaluation import format_se
+from .._io import atomic_path
+from ..infer.evaluation import format_se
 
 __all__ = [
     "ESTIMATES",
@@ -70,7 +70,7 @@ _LABELS = {
 def estimate_label(name):
     """Display name of an estimate: ``"iwae_5"`` -> ``"IWAE-5"``, ``"kl"`` -> ``"KL(q‖p(z))"``.
 
-    Used by :mod:`pyro_vae.plots` too, so tables and figures agree.
+    Used by :mod:`pyro_vae.viz.plots` too, so tables and figures agree.
     """
     if name.startswith("iwae_"):
         return f"IWAE-{name[len('iwae_') :]}"
@@ -105,7 +105,7 @@ def _cells(rows):
 
     The ``±`` is the standard deviation across training seeds when every row has one,
     otherwise the Monte-Carlo standard error; it is printed with two significant
-    digits (:func:`pyro_vae.evaluation.format_se`), so a small one never reads 0.000.
+    digits (:func:`pyro_vae.infer.evaluation.format_se`), so a small one never reads 0.000.
     """
     _check_rows(rows)
     spread = "_sd" if _across_seeds(rows) else "_se"
@@ -149,7 +149,7 @@ def format_pairs(pairs):
     Parameters
     ----------
     pairs : list of dict
-        As :attr:`pyro_vae.compare.Comparison.pairs`.
+        As :attr:`pyro_vae.experiments.compare.Comparison.pairs`.
 
     Returns
     -------
@@ -281,8 +281,8 @@ def format_agreement(agreement):
     Parameters
     ----------
     agreement : list of dict
-        As :attr:`pyro_vae.compare.Comparison.agreement` (each with ``"objective"``
-        and the keys of :func:`pyro_vae.compare.summarize_agreement`).
+        As :attr:`pyro_vae.experiments.compare.Comparison.agreement` (each with ``"objective"``
+        and the keys of :func:`pyro_vae.experiments.compare.summarize_agreement`).
 
     Returns
     -------
@@ -349,8 +349,8 @@ def format_decompositions(rows):
     Parameters
     ----------
     rows : list of dict
-        As :attr:`pyro_vae.compare.Comparison.rows`, with ``decomp_<key>`` for each key
-        of :data:`pyro_vae.compare.DECOMPOSITIONS` (and ``_se``/``_sd``).
+        As :attr:`pyro_vae.experiments.compare.Comparison.rows`, with ``decomp_<key>`` for each key
+        of :data:`pyro_vae.experiments.compare.DECOMPOSITIONS` (and ``_se``/``_sd``).
 
     Returns
     -------
@@ -380,7 +380,7 @@ def format_surgery(rows, num_points=None):
     Parameters
     ----------
     rows : list of dict
-        As :attr:`pyro_vae.compare.Comparison.rows`, with ``surgery_<key>`` (and
+        As :attr:`pyro_vae.experiments.compare.Comparison.rows`, with ``surgery_<key>`` (and
         ``_se``/``_sd``), ``active_units`` (list per seed) and ``kl_per_dim``.
     num_points : int, optional
         N, the points of the aggregate posterior; adds the cap log N on I_q.
@@ -416,7 +416,7 @@ def format_beta_table(beta_rows):
     Parameters
     ----------
     beta_rows : list of dict
-        As :attr:`pyro_vae.compare.Comparison.beta_rows`.
+        As :attr:`pyro_vae.experiments.compare.Comparison.beta_rows`.
 
     Returns
     -------
@@ -608,9 +608,9 @@ def takeaways(rows, pairs=None, meta=None):
     ----------
     rows : list of dict
         As for :func:`format_table`, optionally with ``"converged"``, ``"best_epoch"``,
-        ``"epochs_run"`` and ``"still_rising"`` (:class:`pyro_vae.compare.Comparison`).
+        ``"epochs_run"`` and ``"still_rising"`` (:class:`pyro_vae.experiments.compare.Comparison`).
     pairs : list of dict, optional
-        Paired differences (:attr:`pyro_vae.compare.Comparison.pairs`); with them, each
+        Paired differences (:attr:`pyro_vae.experiments.compare.Comparison.pairs`); with them, each
         finding states the difference to the runner-up and whether it is resolved
         (more than two standard errors).
     meta : dict, optional
@@ -807,16 +807,16 @@ def write_results(
     meta : dict
         Description of the run; ``"num_samples"`` (K) is quoted under the table.
     pairs : list of dict, optional
-        Paired differences (:attr:`pyro_vae.compare.Comparison.pairs`), listed in the
+        Paired differences (:attr:`pyro_vae.experiments.compare.Comparison.pairs`), listed in the
         report.
     agreement : list of dict, optional
         Guide-vs-posterior medians per objective
-        (:attr:`pyro_vae.compare.Comparison.agreement`), tabled in the report.
+        (:attr:`pyro_vae.experiments.compare.Comparison.agreement`), tabled in the report.
     figures : list of (str, str), optional
         ``(file name, caption)`` of each figure this run saved into ``out_dir``, in
         the order the report shows them.
     beta_rows : list of dict, optional
-        One row per β schedule (:attr:`pyro_vae.compare.Comparison.beta_rows`), tabled
+        One row per β schedule (:attr:`pyro_vae.experiments.compare.Comparison.beta_rows`), tabled
         in the report and stored in ``results.json`` under ``"beta"``.
 
     Returns
@@ -900,7 +900,7 @@ def read_results(out_dir):
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"No results.json in {os.fspath(out_dir)!r}: expected the output folder "
-            "of `pyro-vae compare` (written by pyro_vae.report.write_results)"
+            "of `pyro-vae compare` (written by pyro_vae.experiments.report.write_results)"
         )
     with open(path, encoding="utf-8") as f:
         try:

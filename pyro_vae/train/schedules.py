@@ -44,7 +44,7 @@ References
 import math
 import numbers
 
-from ._checks import check_int
+from .._checks import check_int
 
 __all__ = [
     "SCHEDULE_GRAMMAR",

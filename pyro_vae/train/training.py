@@ -4,12 +4,12 @@
 (:meth:`Trainer.train_epoch`), validation (:meth:`Trainer.validate`), checkpoint
 (:meth:`Trainer.save`) and the stopping rule (:meth:`Trainer.should_stop`). Each step
 takes the gradient of the objective's ``differentiable_loss`` (Pyro's ELBO classes,
-built by :func:`pyro_vae.objectives.make_elbo`) on the user's ``vae.model`` and
+built by :func:`pyro_vae.infer.objectives.make_elbo`) on the user's ``vae.model`` and
 ``vae.guide`` and applies :class:`torch.optim.Adam` to ``vae.parameters()``: the
 fastest Pyro path measured here (1.6× a hand-written torch step against 1.8× through
 ``SVI``), whose optimizer state is keyed by the module, not by param-store names.
 
-Two measurements ride along. A β schedule (:mod:`pyro_vae.schedules`) weights the KL
+Two measurements ride along. A β schedule (:mod:`pyro_vae.train.schedules`) weights the KL
 term of the training objective epoch by epoch (``fit(beta=...)``, the β-VAE and KL
 warm-up), while validation keeps the true bound (β = 1). And ``fit(gap_every=n)``
 records, every n epochs, log p(x), the ELBO and the gap log p(x) − ELBO =
@@ -30,14 +30,14 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from ._checks import check_int
-from ._device import on_device
-from ._io import atomic_path, versions
-from ._threads import torch_threads
-from .data import Dataset, check_data
-from .evaluation import evaluate_unchecked
-from .models import VAE, LinearGaussianVAE
-from .objectives import check_objective, make_elbo, objective_label
+from .._checks import check_int
+from .._device import on_device
+from .._io import atomic_path, versions
+from .._threads import torch_threads
+from ..data import Dataset, check_data
+from ..infer.evaluation import evaluate_unchecked
+from ..infer.objectives import check_objective, make_elbo, objective_label
+from ..models.vae import VAE, LinearGaussianVAE
 from .schedules import Schedule, as_schedule, check_beta, constant, parse_schedule
 
 __all__ = [
@@ -102,7 +102,7 @@ class FitResult:
         ``objective`` (its label), ``epochs``, ``batch_size``, ``lr``, ``seed``,
         ``val_samples``, ``monitor``, ``patience``, ``restore_best``, ``beta`` (the
         schedule's spec, e.g. ``"warmup:100:0:1"``, which
-        :func:`pyro_vae.schedules.parse_schedule` reads back; None for a plain
+        :func:`pyro_vae.train.schedules.parse_schedule` reads back; None for a plain
         callable), ``beta_schedule`` (its repr, e.g.
         ``"warmup(epochs=100, start=0, end=1)"``), ``gap_every``, ``gap_points`` and
         ``gap_samples``.
@@ -213,7 +213,7 @@ def check_schedule(beta, checkpoint, resume):
     schedule = as_schedule(beta)
     if not isinstance(schedule, Schedule) and (checkpoint is not None or resume is not None):
         raise ValueError(
-            f"Expected beta to be a number, a spec string or a pyro_vae.schedules schedule "
+            f"Expected beta to be a number, a spec string or a pyro_vae.train.schedules schedule "
             f"with checkpoint or resume (a checkpoint stores its spec) but got {beta!r}"
         )
     return schedule
@@ -346,7 +346,7 @@ class Trainer:
     def track_gap(self, record):
         """Add log p(x), the ELBO and the gap on the gap subset to ``record``.
 
-        Estimates, with :func:`pyro_vae.evaluation.evaluate_unchecked` on the first
+        Estimates, with :func:`pyro_vae.infer.evaluation.evaluate_unchecked` on the first
         ``gap_points`` validation points and ``gap_samples`` draws z ~ q(z|x) per point,
         seeded with the run's ``seed`` (the same draws of the standard normal at every
         call, and the global RNG state restored, so training draws the same numbers as
@@ -354,7 +354,7 @@ class Trainer:
         ``gap_elbo``, ``gap`` = gap_log_px − gap_elbo, the estimate of
         KL(q(z|x) ‖ p(z|x)), all means over the points in nats per point, and
         ``gap_se``, the Monte-Carlo s.e. of the mean gap (delta method on the shared
-        draws, :func:`pyro_vae.evaluation.point_estimates`).
+        draws, :func:`pyro_vae.infer.evaluation.point_estimates`).
         """
         config = self.config
         x = self.validation[: config["gap_points"]]
@@ -473,7 +473,7 @@ def fit(
     ``differentiable_loss`` and :class:`torch.optim.Adam` on ``vae.parameters()``
     (as Pyro's ``examples/svi_lightning.py``), with Pyro's validation off (the data
     are checked once, here) and model and guide inside
-    :meth:`~pyro_vae.models.BaseVAE.skip_param_store` (no ``pyro.module``
+    :meth:`~pyro_vae.models.vae.BaseVAE.skip_param_store` (no ``pyro.module``
     registration per step; Pyro's own ``RenyiELBO``, which back-propagates only
     through registered parameters, keeps it). It computes the same loss and
     gradients as ``SVI`` with the same ELBO (tested). ``benchmarks/bench_speed.py``
@@ -493,7 +493,7 @@ def fit(
         A :class:`pyro_vae.data.Dataset` (its ``validation`` split is used unless
         ``validation`` is given) or a tensor of shape ``(num_data, x_dim)``.
     loss : {"trace", "meanfield", "renyi", "pyro_renyi"}, default "trace"
-        The objective; see :func:`pyro_vae.objectives.make_elbo`.
+        The objective; see :func:`pyro_vae.infer.objectives.make_elbo`.
     alpha : float, default 0.0
         Rényi order (``loss="renyi"``); 0 is the IWAE bound.
     num_particles : int, default 1
@@ -533,12 +533,13 @@ def fit(
     num_threads : int, optional
         Torch threads during the run (restored afterwards); default: torch's current
         setting. One thread is the package's default in the CLI and
-        :func:`pyro_vae.compare.compare` (:data:`pyro_vae.DEFAULT_THREADS`): for networks
+        :func:`pyro_vae.experiments.compare.compare` (:data:`pyro_vae.DEFAULT_THREADS`): for
+        networks
         this small it is about as fast as two and far steadier on a busy machine.
     beta : float, str or callable, default 1.0
-        The KL weight β ≥ 0 per epoch: a number (:class:`pyro_vae.schedules.constant`;
+        The KL weight β ≥ 0 per epoch: a number (:class:`pyro_vae.train.schedules.constant`;
         0 trains the reconstruction term alone), a schedule of
-        :mod:`pyro_vae.schedules` (``warmup(100)``, ``anneal_down(4, 100)``), its spec
+        :mod:`pyro_vae.train.schedules` (``warmup(100)``, ``anneal_down(4, 100)``), its spec
         string (``"warmup:100"``), or any callable of the epoch (an integer ≥ 1)
         returning β ≥ 0; only the first three can be checkpointed. The history
         records each epoch's β. ``loss="pyro_renyi"`` takes only β = 1.
@@ -594,7 +595,7 @@ def fit(
 
     **Bias of the gap**: log p(x) is estimated by L_K = log (1/K) Σ_k w_k, which is
     biased low by about se²/2 per point, se² = 1/ESS − 1/K (the delta method of
-    :func:`pyro_vae.evaluation.point_estimates`); the ELBO estimate is unbiased, so
+    :func:`pyro_vae.infer.evaluation.point_estimates`); the ELBO estimate is unbiased, so
     the recorded gap is biased low by the same amount. With a guide far from the
     posterior (small ESS) a moderate K understates the gap; ``gap_se`` is the
     Monte-Carlo error around that biased value. The draws are the same at every

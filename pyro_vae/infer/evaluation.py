@@ -17,7 +17,7 @@ From them, per data point and in nats:
 - the gap log p(x) − ELBO, which estimates KL(q(z|x) ‖ p(z|x)), with its standard
   error by the delta method on the shared draws;
 - the Pareto k̂ of the weights (Vehtari et al. 2024), which says whether the log p(x)
-  estimate and its standard error can be trusted (:mod:`pyro_vae.diagnostics`).
+  estimate and its standard error can be trusted (:mod:`pyro_vae.infer.diagnostics`).
 
 All weights come from Pyro traces of the user's model and guide run under a plate of
 S particles (dim -2), so any model/guide pair whose sample sites sit in one
@@ -43,9 +43,9 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
-from ._checks import is_int
-from ._device import check_device, on_device
-from .data import check_data
+from .._checks import is_int
+from .._device import check_device, on_device
+from ..data import check_data
 from .diagnostics import KHAT_UNRELIABLE, pareto_khat
 
 __all__ = [
@@ -252,7 +252,7 @@ class Evaluation:
         ----------
         threshold : float, default 0.7
             k̂ above which a point is flagged
-            (:data:`pyro_vae.diagnostics.KHAT_UNRELIABLE`).
+            (:data:`pyro_vae.infer.diagnostics.KHAT_UNRELIABLE`).
 
         Returns
         -------
@@ -307,7 +307,7 @@ def point_estimates(terms, ks, khat=True):
     - gap = log w̄ − mean_s log w_s ≈ const + mean_s (ŵ_s − log w_s) to first order,
       so se² = Var_s(ŵ − log w) / S. Since Cov(ŵ, log w) ≥ 0 (both increase with w),
       this is at most the two terms' errors in quadrature, which overstate it;
-    - k̂: :func:`pyro_vae.diagnostics.pareto_khat` of log w.
+    - k̂: :func:`pyro_vae.infer.diagnostics.pareto_khat` of log w.
     """
     log_w = terms["log_likelihood"] + terms["log_prior"] - terms["log_guide"]
     num_samples = log_w.shape[0]

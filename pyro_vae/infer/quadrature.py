@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import torch
 from torch import special
 
-from ._checks import is_int
-from .data import check_data
+from .._checks import is_int
+from ..data import check_data
 
 __all__ = ["QuadraturePosterior", "log_joint_grid", "quadrature_posterior"]
 
@@ -107,7 +107,7 @@ def quadrature_posterior(vae, x, tol=1e-5, half_width=8.0, initial_points=16, ma
 
     Parameters
     ----------
-    vae : pyro_vae.models.BaseVAE
+    vae : pyro_vae.models.vae.BaseVAE
         A model with ``x_dim``, ``z_dim`` 1 or 2, a N(0, I) prior, ``likelihood_dist(z)`` and
         ``encode(x)``, e.g. :class:`pyro_vae.VAE` or :class:`pyro_vae.LinearGaussianVAE`.
     x : torch.Tensor
@@ -239,7 +239,7 @@ def log_joint_grid(vae, x, *axes):
 
     Parameters
     ----------
-    vae : pyro_vae.models.BaseVAE
+    vae : pyro_vae.models.vae.BaseVAE
         A model with ``z_dim`` 1 or 2 and a N(0, I) prior, as :func:`quadrature_posterior`.
     x : torch.Tensor
         Data, shape ``(B, x_dim)``.
