@@ -33,6 +33,7 @@ from pyro.ops import integrator
 from pyro.ops.dual_averaging import DualAveraging
 from pyro.ops.welford import WelfordCovariance
 
+import pyro_vae
 from pyro_vae import VAE, fit
 from pyro_vae.data import load_digits
 from pyro_vae.infer import diagnostics
@@ -208,7 +209,7 @@ def main(args):
     torch.set_num_threads(args.threads)
     data = load_digits(binarize="static")
     x = data.test[: args.points]
-    posterior_module.sample_guide(VAE(64, 2), x[:1], num_samples=2)  # import ArviZ once
+    pyro_vae.sample_guide(VAE(64, 2), x[:1], num_samples=2)  # import ArviZ once
     for z_dim in args.z_dims:
         torch.manual_seed(0)
         vae = VAE(64, z_dim=z_dim, hidden_dims=(128,))

@@ -100,7 +100,8 @@ def training_data():
 
 def negative_bound(encoder, decoder, xb, objective, num_data):
     """−(N/B) Σ_batch bound of a minibatch ``xb`` (B, D), written with torch alone."""
-    z_loc, z_scale = encoder(xb)
+    guide = encoder(xb)  # the package's encoder returns Normal(z_loc, z_scale).to_event(1)
+    z_loc, z_scale = guide.base_dist.loc, guide.base_dist.scale
     q = td.Normal(z_loc, z_scale, validate_args=False)
     prior = td.Normal(torch.zeros_like(z_loc), torch.ones_like(z_scale), validate_args=False)
     particles = 5 if objective == "iwae5" else 1
@@ -204,7 +205,8 @@ def reference_evaluate(vae, x, num_samples, seed=0):
         torch.manual_seed(seed)
         for start in range(0, x.shape[0], batch_rows):
             xb = x[start : start + batch_rows]
-            z_loc, z_scale = vae.encoder(xb)
+            q = vae.encoder(xb)
+            z_loc, z_scale = q.mean, q.stddev
             q = td.Normal(z_loc, z_scale, validate_args=False)
             chunks = []
             for s in range(0, num_samples, sample_rows):

@@ -22,7 +22,8 @@ from .infer.evaluation import (  # noqa: E402
     paired_difference,
 )
 from .infer.objectives import ScaledRenyiELBO, make_elbo, parse_objective  # noqa: E402
-from .infer.posterior import compare_posteriors, sample_guide, sample_posterior  # noqa: E402
+from .infer.posterior import sample_posterior  # noqa: E402
+from .infer.posterior_checks import compare_posteriors, sample_guide  # noqa: E402
 from .infer.quadrature import QuadraturePosterior, log_joint_grid, quadrature_posterior  # noqa: E402
 from .models.vae import VAE, BaseVAE, LinearGaussianVAE  # noqa: E402
 from .train.schedules import anneal_down, constant, parse_schedule, warmup  # noqa: E402

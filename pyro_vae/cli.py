@@ -829,7 +829,7 @@ def _posterior_figures(check, data, slug, num_points=4):
         )
     }
     if check.vae.z_dim == 2 and data.image_shape is not None:
-        means = check.vae.encode(data.test)[0]
+        means = check.vae.encode(data.test).mean
         low, high = means.min(0).values - 0.5, means.max(0).values + 0.5
         side = 15
         z0, z1 = (torch.linspace(lo, hi, side) for lo, hi in zip(low, high, strict=True))

@@ -40,7 +40,8 @@ def closed_form(lg, x):
     E_q log p(z) = −Σ_k (½ log 2π + ½ (m_k² + s_k²)).
     """
     with torch.no_grad():
-        m, s = lg.encode(x)
+        q = lg.encode(x)
+        m, s = q.mean, q.stddev
         w, b, var = lg.weight, lg.bias, lg.noise_scale.square()
         residual = (x - m @ w.T - b).square().sum(-1) + (s.square() * w.square().sum(0)).sum(-1)
         reconstruction = -0.5 * lg.x_dim * torch.log(2 * math.pi * var) - residual / (2 * var)
@@ -62,7 +63,8 @@ def transformed_guide(lg):
 
     def guide(x):
         with pyro.plate("data", x.shape[0]):
-            loc, scale = lg.encoder(x)
+            q = lg.encoder(x)
+            loc, scale = q.mean, q.stddev
             base = dist.Normal(torch.zeros_like(loc), torch.ones_like(loc)).to_event(1)
             affine = AffineTransform(loc, scale, event_dim=1)
             pyro.sample("z", dist.TransformedDistribution(base, [affine]))
@@ -330,7 +332,8 @@ def mixture_kl_on_grid(lg, x, points):
 
     The box spans every component's mean ± 10 s.d. (mass outside < 1e-20)."""
     with torch.no_grad():
-        m, s = lg.encode(x)
+        q = lg.encode(x)
+        m, s = q.mean, q.stddev
     lower, upper = (m - 10 * s).amin(0), (m + 10 * s).amax(0)
     cell = (upper - lower) / points
     axes = [lower[k] + (torch.arange(points, dtype=m.dtype) + 0.5) * cell[k] for k in range(2)]
@@ -446,7 +449,8 @@ def test_a_collapsed_dimension_is_inactive_with_zero_kl(seed):
     vae = collapsed_vae()
     x = torch.randn(100, 4)
     result = active_units(vae, x, seed=seed(0))
-    z_loc, z_scale = vae.encode(x)
+    q = vae.encode(x)
+    z_loc, z_scale = q.mean, q.stddev
     assert torch.equal(z_scale, torch.ones_like(z_scale))  # the construction is exact
     assert result.activity[1] == 0 and result.kl[1] == 0
     assert result.num_active == 1 and result.active.tolist() == [True, False]
@@ -478,7 +482,8 @@ def test_monte_carlo_mean_for_a_guide_without_one(perturbed, seed):
     num_samples = 1000
     result = active_units(transformed_guide(shifted), x, num_samples=num_samples, seed=seed(0))
     assert result.mean_method == "monte_carlo" and result.kl is None
-    z_loc, z_scale = shifted.encode(x)
+    q = shifted.encode(x)
+    z_loc, z_scale = q.mean, q.stddev
     assert ((result.mean - z_loc).abs() <= 4 * z_scale / math.sqrt(num_samples)).all()
     exact = torch.var(z_loc, 0, correction=0)
     var = z_scale[0].square() / num_samples

@@ -8,7 +8,7 @@ from pyro import poutine
 from pyro_vae import VAE, LinearGaussianVAE, evaluate, fit
 from pyro_vae._device import check_device, default_device
 from pyro_vae.data import make_linear_gaussian
-from pyro_vae.infer.posterior import sample_guide
+from pyro_vae.infer.posterior_checks import sample_guide
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -201,7 +201,8 @@ def test_reconstruction_minus_kl_is_elbo(perturbed):
 
 def test_kl_matches_closed_form_prior_kl(perturbed):
     lg, x_test, result = perturbed
-    z_loc, z_scale = lg.encode(x_test)
+    q = lg.encode(x_test)
+    z_loc, z_scale = q.mean, q.stddev
     q = torch.distributions.Normal(z_loc.double(), z_scale.double())
     prior = torch.distributions.Normal(torch.zeros(2).double(), torch.ones(2).double())
     closed_form = torch.distributions.kl_divergence(q, prior).sum(-1)
@@ -305,7 +306,8 @@ def test_bias_matches_the_delta_method(repeated_for_bias, name):
     # seeds the predicted bias was 4.3–9.8 sd of the mean error (with 20 points, 2.8–5.7:
     # too little on some data sets) and the error sat within 1.5 sd of it.
     lg, x, values, ses = repeated_for_bias
-    z_loc, z_scale = lg.encode(x)
+    q = lg.encode(x)
+    z_loc, z_scale = q.mean, q.stddev
     normal = torch.distributions.Normal
     prior_kl = torch.distributions.kl_divergence(
         normal(z_loc.double(), z_scale.double()), normal(0.0, 1.0)

@@ -255,7 +255,8 @@ def test_gaussian_vae_accepts_negative_data():
 def test_bernoulli_vae_encode_decode_reconstruct_sample():
     vae = VAE(64, z_dim=3, hidden_dims=(32, 16))
     x = binary_batch(batch=9)
-    z_loc, z_scale = vae.encode(x)
+    q = vae.encode(x)
+    z_loc, z_scale = q.mean, q.stddev
     assert z_loc.shape == (9, 3) and z_scale.shape == (9, 3)
     assert (z_scale > 0).all()
     means = vae.decode(5.0 * torch.randn(11, 3))
@@ -315,7 +316,8 @@ def test_exact_posterior_matches_gaussian_conditioning():
 def test_exact_posterior_kl_matches_independent_kl():
     lg = random_linear_gaussian()
     x = torch.randn(5, 10)
-    z_loc, z_scale = lg.encode(x)
+    q = lg.encode(x)
+    z_loc, z_scale = q.mean, q.stddev
     weight, bias = lg.weight.detach().double(), lg.bias.detach().double()
     sigma = weight @ weight.T + 0.49 * torch.eye(10, dtype=torch.float64)
     gain = weight.T @ torch.linalg.inv(sigma)

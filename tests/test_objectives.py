@@ -485,7 +485,8 @@ def _non_reparameterized_guide(vae):
     def guide(x, num_data=None):
         pyro.module("guide_loc", vae.guide_loc)
         with pyro.plate("data", num_data or len(x), subsample=torch.arange(len(x))):
-            pyro.sample("z", _DetachedNormal(*vae.encoder(x)).to_event(1))
+            q = vae.encoder(x)
+            pyro.sample("z", _DetachedNormal(q.mean, q.stddev).to_event(1))
 
     return guide
 
@@ -535,7 +536,8 @@ def closed_form_terms(vae, x):
     E_q log p(x|z) = −D/2 log(2πσ²) − (‖x − Wm − b‖² + Σ_j s_j² ‖W_j‖²) / (2σ²),
     KL = ½ Σ_j (s_j² + m_j² − 1 − log s_j²).
     """
-    m, s = (t.double() for t in vae.encode(x))
+    q = vae.encode(x)
+    m, s = q.mean.double(), q.stddev.double()
     weight, bias = vae.weight.detach().double(), vae.bias.detach().double()
     noise_var = vae.noise_scale.detach().double().square()
     residual = (x.double() - m @ weight.T - bias).square().sum(-1)
@@ -665,7 +667,8 @@ def test_partially_reparameterized_site_raises(subsampled):
 
     def guide(x, num_data=None):
         with pyro.plate("data", len(x)):
-            z_loc, z_scale = vae.encoder(x)
+            q = vae.encoder(x)
+            z_loc, z_scale = q.mean, q.stddev
             pyro.sample("z", Partial(z_loc, scale_tril=torch.diag_embed(z_scale)))
 
     with pytest.raises(NotImplementedError, match="partially reparameterized guide site 'z'"):

@@ -21,13 +21,8 @@ from pyro.ops.dual_averaging import DualAveraging
 from pyro_vae import VAE, LinearGaussianVAE, fit, quadrature_posterior
 from pyro_vae.data import load_digits, make_linear_gaussian
 from pyro_vae.infer.diagnostics import KHAT_GOOD, KHAT_UNRELIABLE, RHAT_MAX
-from pyro_vae.infer.posterior import (
-    _adaptation_windows,
-    compare_posteriors,
-    gaussian_w2,
-    sample_guide,
-    sample_posterior,
-)
+from pyro_vae.infer.posterior import _adaptation_windows, sample_posterior
+from pyro_vae.infer.posterior_checks import compare_posteriors, gaussian_w2, sample_guide
 
 matplotlib.use("Agg")
 

@@ -612,7 +612,8 @@ def test_validation_keeps_the_true_bound_whatever_beta(linear_data, seed):
                    progress=False, seed=seed(1))  # fmt: skip
         loss[beta] = held.history[0]["train_loss"]
     with torch.no_grad():
-        z_loc, z_scale = vae.encode(x[:500])
+        q = vae.encode(x[:500])
+        z_loc, z_scale = q.mean, q.stddev
         q, prior = Normal(z_loc.double(), z_scale.double()), Normal(0.0, 1.0)
         kl = kl_divergence(q, prior).sum(-1)
         z = q.sample((4000,))

@@ -43,7 +43,8 @@ from .._threads import DEFAULT_THREADS, torch_threads
 from ..infer.anatomy import active_units, elbo_decompositions, elbo_surgery
 from ..infer.evaluation import evaluate, paired_difference
 from ..infer.objectives import check_objective, objective_label, parse_objective
-from ..infer.posterior import compare_posteriors, sample_guide, sample_posterior
+from ..infer.posterior import sample_posterior
+from ..infer.posterior_checks import compare_posteriors, sample_guide
 from ..infer.quadrature import quadrature_posterior
 from ..models.vae import VAE
 from ..train.schedules import parse_schedule
@@ -341,6 +342,14 @@ def compare(
         return result
 
 
+def _aggregate_draws(vae, x, seed, z_dim):
+    """AGGREGATE_DRAWS draws z ~ q(z|x) per row of x, ``(AGGREGATE_DRAWS · batch, z_dim)``."""
+    q = vae.encode(x)
+    with torch.random.fork_rng([x.device] if x.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return q.sample((AGGREGATE_DRAWS,)).reshape(-1, z_dim)
+
+
 def _relative(times, started):
     """A run's times with ``started`` and ``finished`` in seconds since ``started``."""
     return {**times, "started": times["started"] - started,
@@ -417,11 +426,7 @@ def _run(task, data, settings, progress):
         out["anatomy"] = _anatomy(vae, x, num_samples, task.seed, out["test"])
         clock.lap("anatomy_s")
         if task.check:
-            z_loc, z_scale = vae.encode(x)
-            generator = torch.Generator(device=z_loc.device).manual_seed(task.seed)
-            shape = (AGGREGATE_DRAWS, *z_loc.shape)
-            noise = torch.randn(shape, generator=generator, device=z_loc.device)
-            out["aggregate"] = (z_loc + z_scale * noise).reshape(-1, settings["z_dim"])
+            out["aggregate"] = _aggregate_draws(vae, x, task.seed, settings["z_dim"])
             if settings["posterior_points"]:
                 x_check = x[: settings["posterior_points"]]
                 out["check"] = check_guide(vae, x_check, seed=task.seed, device=device)

@@ -62,7 +62,7 @@ from ..data import check_data
 from . import diagnostics
 from .evaluation import param_store_as_found
 
-__all__ = ["compare_posteriors", "gaussian_w2", "sample_guide", "sample_posterior"]
+__all__ = ["sample_posterior"]
 
 METHODS = ("hmc", "nuts")
 MAX_ENERGY_ERROR = 1000.0
@@ -72,7 +72,6 @@ _TRAJECTORY_LENGTH = 0.6 * math.pi  # mean integration time in whitened units (s
 _MAX_STEPS = 64  # cap on the automatic number of leapfrog steps
 _STEP_SIZE_JITTER = 0.4  # each iteration's step of a chain is ε × Uniform(1 − j, 1 + j)
 _STEP_SIZE_SEARCH = 30  # doublings or halvings at most when resetting a step size
-_GUIDE_CHUNK_ROWS = 2**17  # draws × data points per guide pass: bounds memory
 
 
 def sample_posterior(
@@ -268,209 +267,6 @@ def sample_posterior(
     return idata
 
 
-def sample_guide(vae, x, num_samples=1000, seed=0, datum=None, device=None):
-    r"""Draws z_s ~ q_φ(z|x) with their log importance weights, per data point.
-
-    .. math:: \log w_s = \log p(z_s) + \log p_\theta(x \mid z_s) - \log q_\phi(z_s \mid x)
-
-    in the layout of :func:`sample_posterior` (one chain), for
-    :func:`compare_posteriors`: the weights' Pareto k̂ says whether q_φ(z|x) covers
-    p_θ(z|x) well enough to serve as an importance-sampling proposal (Yao et al. 2018).
-
-    Parameters
-    ----------
-    vae : pyro_vae.models.vae.BaseVAE
-        The model and guide; parameters held fixed, Pyro's param store left as found.
-    x : torch.Tensor
-        Data points, shape ``(B, x_dim)``.
-    num_samples : int, default 1000
-        Draws per data point (≥ 2).
-    seed : int, default 0
-        Seed of the draws; the global torch RNG state is left as found.
-    datum : sequence, optional
-        Labels of the data points, length B; default ``0, …, B − 1``.
-    device : str or torch.device, optional
-        As in :func:`sample_posterior`.
-
-    Returns
-    -------
-    arviz.InferenceData
-        ``posterior.z`` with dims ``(chain, draw, datum, latent)`` (one chain),
-        ``sample_stats.log_weight`` with dims ``(chain, draw, datum)`` (nats), and
-        ``observed_data.x`` with dims ``(datum, pixel)``.
-
-    Raises
-    ------
-    ValueError
-        If x does not fit the model, ``num_samples`` is not an integer ≥ 2, ``datum``
-        does not hold B labels, the model has a latent site other than ``"z"``, or
-        ``device`` is not a device name (or is CUDA where PyTorch sees no GPU).
-
-    See Also
-    --------
-    pyro_vae.log_importance_weights : the same weights, without the draws.
-    """
-    x, labels = _check_common(vae, x, datum, seed, device)
-    check_int("num_samples", num_samples, 2)
-    draws_per_pass = max(1, min(num_samples, _GUIDE_CHUNK_ROWS // x.shape[0]))
-    z, log_w = [], []
-    with _held_fixed(vae, x, seed), torch.no_grad():
-        for start in range(0, num_samples, draws_per_pass):
-            num = min(draws_per_pass, num_samples - start)
-            with pyro.plate("chains", num, dim=-2):
-                site = poutine.trace(vae.guide).get_trace(x).nodes["z"]
-            z.append(site["value"])
-            log_q = site["fn"].log_prob(site["value"])
-            log_w.append(_log_joint(vae.model, x, site["value"]) - log_q)
-    idata = diagnostics.posterior_inference_data(
-        _numpy(torch.cat(z))[None],
-        {"log_weight": _numpy(torch.cat(log_w))[None]},
-        _numpy(x),
-        datum=labels,
-        attrs={"method": "guide"},
-    )
-    return idata
-
-
-def compare_posteriors(reference, approximation):
-    r"""Per data point, how far an approximate posterior is from a reference.
-
-    Parameters
-    ----------
-    reference : arviz.InferenceData or object
-        Either draws from p_θ(z|x) (:func:`sample_posterior`; its R̂, bulk ESS and
-        divergences are checked), or an exact or quadrature posterior: any object with
-        attributes ``mean`` (B, D), ``cov`` (B, D, D), ``log_px`` (B,), ``kl_guide``
-        (B,) and ``error`` (B,), as ``pyro_vae.infer.quadrature.quadrature_posterior``
-        returns (duck-typed).
-    approximation : arviz.InferenceData
-        Draws on the same data points (:func:`sample_guide`, or another
-        :func:`sample_posterior` run).
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per data point, indexed by ``datum``. For each latent dimension d,
-        ``mean_error_{d}`` = (μ_q,d − μ_p,d) / σ_p,d (reference posterior s.d. units)
-        and ``sd_ratio_{d}`` = σ_q,d / σ_p,d; ``w2``, the 2-Wasserstein distance
-        between the Gaussian fits N(μ_p, Σ_p) and N(μ_q, Σ_q) (latent units); ``khat``,
-        the Pareto k̂ of the approximation's log-weights when it has them (k̂ < 0.5:
-        a good proposal; > 0.7: unreliable, Yao et al. 2018); for a quadrature
-        reference, ``kl_exact`` = its ``kl_guide`` (KL(q_φ ‖ p_θ(z|x)), nats, of the
-        guide of the VAE it was computed for) and ``reference_error`` = its ``error``;
-        for an MCMC reference, ``rhat_max``, ``ess_bulk_min`` (over latent dims) and
-        ``divergences`` (post-warm-up count).
-
-    Raises
-    ------
-    ValueError
-        If the two do not cover the same data points (labels, for two InferenceData)
-        and latent dimensions, or an argument has neither layout.
-
-    Warns
-    -----
-    UserWarning
-        Naming the data points whose MCMC reference has R̂ > 1.01, bulk ESS < 400 or a
-        divergence: the reference is not trustworthy there.
-
-    Notes
-    -----
-    The Gaussian fits use the draws' means and covariances (ddof 1). For Gaussians
-    (Givens & Shortt 1984)
-
-    .. math:: W_2^2 = \lVert \mu_p - \mu_q \rVert^2 + \operatorname{tr}\Big(\Sigma_p
-              + \Sigma_q - 2 \big(\Sigma_p^{1/2} \Sigma_q \Sigma_p^{1/2}\big)^{1/2}\Big),
-
-    with symmetric square roots from eigendecompositions.
-
-    References
-    ----------
-    1. C. R. Givens, R. M. Shortt, "A class of Wasserstein metrics for probability
-       distributions", Michigan Math. J. 31(2):231–240, 1984.
-    2. Y. Yao, A. Vehtari, D. Simpson, A. Gelman, "Yes, but Did It Work?: Evaluating
-       Variational Inference", ICML 2018.
-    """
-    import pandas as pd
-
-    q_mean, q_cov, labels = _gaussian_fit(approximation, "approximation")
-    columns = {}
-    if _is_inference_data(reference):
-        p_mean, p_cov, reference_labels = _gaussian_fit(reference, "reference")
-        if not np.array_equal(reference_labels, labels):
-            raise ValueError(
-                f"Expected reference and approximation on the same data points but got datum "
-                f"{reference_labels.tolist()} and {labels.tolist()}"
-            )
-        checks = diagnostics.convergence_table(reference)
-    elif all(hasattr(reference, a) for a in ("mean", "cov", "log_px", "kl_guide", "error")):
-        p_mean, p_cov = _numpy(reference.mean).astype(float), _numpy(reference.cov).astype(float)
-        checks = None
-        columns["kl_exact"] = _numpy(reference.kl_guide)
-        columns["reference_error"] = _numpy(reference.error)
-    else:
-        raise ValueError(
-            "Expected reference to be an InferenceData from sample_posterior or an object "
-            f"with mean, cov, log_px, kl_guide and error but got {type(reference).__name__}"
-        )
-    if p_mean.shape != q_mean.shape or p_cov.shape != q_cov.shape:
-        raise ValueError(
-            f"Expected reference and approximation on the same (datum, latent) = "
-            f"{q_mean.shape} but the reference has {p_mean.shape}"
-        )
-    p_sd = np.sqrt(np.diagonal(p_cov, axis1=-2, axis2=-1))
-    q_sd = np.sqrt(np.diagonal(q_cov, axis1=-2, axis2=-1))
-    table = {}
-    for d in range(p_mean.shape[1]):
-        table[f"mean_error_{d}"] = (q_mean[:, d] - p_mean[:, d]) / p_sd[:, d]
-    for d in range(p_mean.shape[1]):
-        table[f"sd_ratio_{d}"] = q_sd[:, d] / p_sd[:, d]
-    table["w2"] = gaussian_w2(p_mean, p_cov, q_mean, q_cov)
-    stats = getattr(approximation, "sample_stats", None)
-    if stats is not None and "log_weight" in stats:
-        log_w = stats["log_weight"].transpose("chain", "draw", "datum").values
-        khat = diagnostics.pareto_khat(torch.from_numpy(log_w.reshape(-1, log_w.shape[-1])))
-        table["khat"] = khat.numpy()
-    table.update(columns)
-    if checks is not None:
-        table.update(checks)
-        _warn_unconverged(checks, labels, "The reference")
-    return pd.DataFrame(table, index=pd.Index(labels, name="datum"))
-
-
-def gaussian_w2(mean_p, cov_p, mean_q, cov_q):
-    r"""2-Wasserstein distance between N(μ_p, Σ_p) and N(μ_q, Σ_q), batched.
-
-    Parameters
-    ----------
-    mean_p, mean_q : numpy.ndarray
-        Means, shape ``(..., D)``.
-    cov_p, cov_q : numpy.ndarray
-        Symmetric positive semi-definite covariances, shape ``(..., D, D)``.
-
-    Returns
-    -------
-    numpy.ndarray
-        W₂, shape ``(...)``, in the units of the means.
-
-    Notes
-    -----
-    W₂² = ‖μ_p − μ_q‖² + tr(Σ_p + Σ_q − 2 (Σ_p^{1/2} Σ_q Σ_p^{1/2})^{1/2})
-    (Givens & Shortt 1984); negative rounding of the trace term is clipped to 0.
-    """
-    root_p = _sqrtm(cov_p)
-    cross = _sqrtm(root_p @ cov_q @ root_p)
-    trace = np.trace(cov_p + cov_q - 2 * cross, axis1=-2, axis2=-1)
-    return np.sqrt(np.sum((mean_p - mean_q) ** 2, axis=-1) + np.clip(trace, 0.0, None))
-
-
-def _sqrtm(cov):
-    evals, evecs = np.linalg.eigh((cov + np.swapaxes(cov, -1, -2)) / 2)
-    return (evecs * np.sqrt(np.clip(evals, 0.0, None))[..., None, :]) @ np.swapaxes(evecs, -1, -2)
-
-
-# ---------------------------------------------------------------------------- the sampler
-
-
 class _Hamiltonian:
     """U(z) = −log p_θ(x, z) of every chain, and the kinetic energy ½ rᵀ M⁻¹ r.
 
@@ -645,14 +441,14 @@ class _WindowedAdaptation:
 
 def _hmc_chunk(vae, x, num_samples, warmup_steps, num_chains, num_steps, target_accept, progress):
     """Warm-up and draws of num_chains × B chains in lockstep: z (C, S, B, D), stats."""
-    z_loc, z_scale = vae.encode(x)
-    z = z_loc + z_scale * torch.randn((num_chains, *z_loc.shape), dtype=x.dtype, device=x.device)
-    ham = _Hamiltonian(vae.model, x, z_scale.square().expand_as(z).clone())
+    q = vae.encode(x)
+    z = q.rsample((num_chains,))
+    ham = _Hamiltonian(vae.model, x, q.variance.expand_as(z).clone())
     grad, _ = integrator.potential_grad(ham.potential, {"z": z})
     state = (z, ham.last_potential, grad["z"])
     adaptation = _WindowedAdaptation(ham, state, warmup_steps, target_accept)
     steps = _num_steps(num_steps, adaptation.step_size)
-    draws = z.new_empty((num_chains, num_samples, *z_loc.shape))
+    draws = z.new_empty((num_chains, num_samples, *q.batch_shape, *q.event_shape))
     stats = {k: state[1].new_empty(draws.shape[:3]) for k in ("energy", "acceptance_rate", "lp")}
     stats["step_size"] = state[1].new_empty(draws.shape[:3])
     stats["n_steps"] = torch.empty(draws.shape[:3], dtype=torch.long)
@@ -702,8 +498,7 @@ class _RecordingNUTS(NUTS):
 
 def _nuts_reference(vae, x, num_samples, warmup_steps, num_chains, target_accept, progress):
     """Pyro's NUTS, one chain and one point at a time, from guide draws as the HMC."""
-    z_loc, z_scale = vae.encode(x)
-    z0 = z_loc + z_scale * torch.randn((num_chains, *z_loc.shape), dtype=x.dtype, device=x.device)
+    z0 = vae.encode(x).rsample((num_chains,))
     draws, records = [], []
     for c in range(num_chains):
         for i in range(x.shape[0]):
@@ -785,25 +580,6 @@ def _numpy(value):
     if isinstance(value, torch.Tensor):
         return value.detach().cpu().numpy()
     return np.asarray(value)
-
-
-def _is_inference_data(value):
-    return hasattr(value, "groups") and hasattr(value, "posterior")
-
-
-def _gaussian_fit(idata, name):
-    """Mean (B, D) and covariance (B, D, D) of ``posterior.z`` over chains and draws."""
-    if not _is_inference_data(idata) or "z" not in idata.posterior:
-        raise ValueError(
-            f"Expected {name} to be an InferenceData with posterior variable z but got "
-            f"{type(idata).__name__}"
-        )
-    z = idata.posterior["z"].transpose("chain", "draw", "datum", "latent").values
-    z = z.reshape(-1, *z.shape[2:]).astype(float)
-    mean = z.mean(0)
-    centred = z - mean
-    cov = np.einsum("sbi,sbj->bij", centred, centred) / max(z.shape[0] - 1, 1)
-    return mean, cov, idata.posterior["datum"].values
 
 
 def _warn_unconverged(checks, labels, what):

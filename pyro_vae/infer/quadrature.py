@@ -213,7 +213,8 @@ def quadrature_posterior(vae, x, tol=1e-5, half_width=8.0, initial_points=16, ma
     _check_settings(vae.z_dim, tol, half_width, initial_points, max_points)
     x = check_data(x, vae, "x")
     with _eval_mode(vae):
-        q_loc, q_scale = (t.double() for t in vae.encode(x))
+        q = vae.encode(x)
+        q_loc, q_scale = q.mean.double(), q.stddev.double()
         out, n = _refine(vae, x, q_loc, q_scale, tol, half_width, initial_points, max_points)
     if not out["converged"].all():
         bad = (~out["converged"]).nonzero().flatten().tolist()

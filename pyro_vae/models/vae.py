@@ -49,7 +49,7 @@ import torch
 from pyro import poutine
 from pyro.infer.util import is_validation_enabled
 from torch import nn
-from torch.distributions import kl_divergence
+from torch.distributions import Independent, Normal, kl_divergence
 from torch.nn import functional as F
 
 from .._checks import check_int, is_int
@@ -295,9 +295,11 @@ class BaseVAE(nn.Module):
         if self._register:
             pyro.module(f"{self._pyro_name}.encoder", self.encoder)
         with self._plate(x, num_data, subsample, None, ref):
-            z_loc, z_scale = self.encoder(x)
+            q = self.encoder(x)
+            if is_validation_enabled():
+                self._check_guide_dist(q, x.shape[0])
             with weight:
-                pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
+                pyro.sample("z", q)
 
     @staticmethod
     def _site_weight(beta):
@@ -363,8 +365,31 @@ class BaseVAE(nn.Module):
 
     @torch.no_grad()
     def encode(self, x):
-        """Guide parameters (z_loc, z_scale), each of shape ``(batch, z_dim)``."""
-        return self.encoder(self._check_x(x))
+        """The guide q_φ(z|x) as a distribution: batch shape ``(batch,)``, event ``(z_dim,)``.
+
+        What the encoder module returns (for :class:`VAE` by default a diagonal Normal,
+        ``Normal(z_loc, z_scale).to_event(1)``); its ``mean``, ``sample``,
+        ``log_prob`` and ``entropy`` are those of the guide.
+        """
+        x = self._check_x(x)
+        q = self.encoder(x)
+        self._check_guide_dist(q, x.shape[0])
+        return q
+
+    def _check_guide_dist(self, q, batch):
+        """A ValueError unless the encoder's output q is a distribution over z per row."""
+        expected = f"batch shape ({batch},) and event shape ({self.z_dim},)"
+        if not isinstance(q, torch.distributions.Distribution):
+            raise ValueError(
+                f"Expected the encoder to return q(z|x) as a torch Distribution with "
+                f"{expected} but got {type(q).__name__}"
+            )
+        if q.batch_shape != (batch,) or q.event_shape != (self.z_dim,):
+            raise ValueError(
+                f"Expected the encoder's q(z|x) to have {expected} but got batch shape "
+                f"{tuple(q.batch_shape)} and event shape {tuple(q.event_shape)}; use "
+                f".to_event(1) on a per-dimension distribution"
+            )
 
     @torch.no_grad()
     def decode(self, z):
@@ -374,8 +399,7 @@ class BaseVAE(nn.Module):
     @torch.no_grad()
     def reconstruct(self, x):
         """Decoder mean at one draw z ~ q_φ(z|x); shape ``(batch, x_dim)``."""
-        z_loc, z_scale = self.encode(x)
-        return self.decode(dist.Normal(z_loc, z_scale).sample())
+        return self.decode(self.encode(x).sample())
 
     @torch.no_grad()
     def sample(self, n):
@@ -386,7 +410,11 @@ class BaseVAE(nn.Module):
 
 
 class Encoder(nn.Module):
-    """MLP mapping x of shape ``(..., x_dim)`` to (z_loc, z_scale), each ``(..., z_dim)``."""
+    """MLP mapping x of shape ``(batch, x_dim)`` to q_φ(z|x) = N(z_loc, diag z_scale²).
+
+    Returns ``Normal(z_loc, z_scale).to_event(1)``: batch shape ``(batch,)``, event
+    shape ``(z_dim,)``; z_scale = softplus(·) + 10⁻⁴.
+    """
 
     def __init__(self, x_dim, z_dim, hidden_dims):
         super().__init__()
@@ -399,7 +427,8 @@ class Encoder(nn.Module):
         h = x
         for layer in self.hidden:
             h = F.softplus(layer(h))
-        return self.fc_loc(h), F.softplus(self.fc_scale(h)) + 1e-4
+        z_loc, z_scale = self.fc_loc(h), F.softplus(self.fc_scale(h)) + 1e-4
+        return dist.Normal(z_loc, z_scale).to_event(1)
 
 
 class Decoder(nn.Module):
@@ -450,6 +479,13 @@ class VAE(BaseVAE):
         Pyro's validation on, as by default); ``"continuous_bernoulli"`` (Loaiza-Ganem
         & Cunningham 2019) is the normalized density for x in [0, 1];
         ``"gaussian"`` has a learned per-pixel scale and takes any real x.
+    encoder : torch.nn.Module, optional
+        The guide's network: ``encoder(x)`` for x of shape ``(batch, x_dim)`` returns
+        q_φ(z|x) as a distribution with batch shape ``(batch,)`` and event shape
+        ``(z_dim,)`` supporting ``rsample`` and ``log_prob`` (e.g.
+        ``MultivariateNormal(loc, scale_tril=...)``). Default: an MLP with the widths
+        ``hidden_dims`` returning ``Normal(z_loc, z_scale).to_event(1)``. Every
+        estimator of the package reads the guide through this distribution.
 
     Raises
     ------
@@ -464,8 +500,13 @@ class VAE(BaseVAE):
     >>> loss = svi.step(torch.zeros(10, 64))  # nats, summed over the 10 points
     """
 
-    def __init__(self, x_dim, z_dim=8, hidden_dims=(256,), likelihood="bernoulli"):
+    def __init__(self, x_dim, z_dim=8, hidden_dims=(256,), likelihood="bernoulli", encoder=None):
         super().__init__(x_dim, z_dim)
+        if encoder is not None and not isinstance(encoder, nn.Module):
+            raise ValueError(
+                "Expected encoder to be None or a torch.nn.Module whose forward(x) returns "
+                f"q(z|x) as a distribution but got {type(encoder).__name__}"
+            )
         hidden_dims = tuple(hidden_dims)
         if not hidden_dims:
             raise ValueError("Expected hidden_dims to name at least one layer width")
@@ -475,7 +516,7 @@ class VAE(BaseVAE):
             raise ValueError(f"Expected likelihood in {LIKELIHOODS} but got {likelihood!r}")
         self.hidden_dims = hidden_dims
         self.likelihood = likelihood
-        self.encoder = Encoder(x_dim, z_dim, hidden_dims)
+        self.encoder = Encoder(x_dim, z_dim, hidden_dims) if encoder is None else encoder
         self.decoder = Decoder(x_dim, z_dim, hidden_dims, learn_scale=likelihood == "gaussian")
 
     @property
@@ -525,7 +566,7 @@ class LinearEncoder(nn.Module):
 
     def forward(self, x):
         z_loc = self.loc(x)
-        return z_loc, self.log_scale.exp().expand(z_loc.shape)
+        return dist.Normal(z_loc, self.log_scale.exp().expand(z_loc.shape)).to_event(1)
 
 
 class LinearGaussianVAE(BaseVAE):
@@ -637,9 +678,16 @@ class LinearGaussianVAE(BaseVAE):
 
         By the ELBO decomposition log p(x) = ELBO + KL(q ‖ p(z|x)), this is the gap.
         """
-        z_loc, z_scale = self.encode(x)
-        q = dist.MultivariateNormal(z_loc, scale_tril=torch.diag_embed(z_scale))
-        return kl_divergence(q, self.exact_posterior(x))
+        q = self.encode(x)
+        if isinstance(q, Independent) and isinstance(q.base_dist, Normal):
+            q = dist.MultivariateNormal(q.base_dist.loc, scale_tril=torch.diag_embed(q.stddev))
+        try:
+            return kl_divergence(q, self.exact_posterior(x))
+        except NotImplementedError:
+            raise ValueError(
+                "Expected a Gaussian guide (Normal(...).to_event(1) or MultivariateNormal) "
+                f"for the closed-form KL but the encoder returns {type(q).__name__}"
+            ) from None
 
     @torch.no_grad()
     def fit_maximum_likelihood(self, x):
