@@ -26,6 +26,7 @@ It also packs posterior draws of many data points into an ArviZ ``InferenceData`
 """
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -35,9 +36,11 @@ __all__ = [
     "KHAT_GOOD",
     "KHAT_UNRELIABLE",
     "RHAT_MAX",
+    "as_numpy",
     "convergence_table",
     "pareto_khat",
     "posterior_inference_data",
+    "warn_unconverged",
 ]
 
 KHAT_GOOD = 0.5
@@ -278,3 +281,39 @@ def convergence_table(idata):
         "ess_bulk_min": ess.transpose("datum").values,
         "divergences": divergences,
     }
+
+
+def as_numpy(value):
+    """A tensor (detached, on the CPU) or array-like as a NumPy array."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def warn_unconverged(checks, labels, what):
+    """Warn, naming the data points whose MCMC checks fail R̂, bulk ESS or divergences.
+
+    Parameters
+    ----------
+    checks : dict of str to numpy.ndarray
+        ``rhat_max``, ``ess_bulk_min`` and ``divergences`` per data point, shape ``(B,)``
+        (:func:`convergence_table`).
+    labels : array-like
+        The data points' labels, length B.
+    what : str
+        What is checked, the warning's subject (e.g. ``"The reference"``).
+    """
+    bad = (
+        (checks["rhat_max"] > RHAT_MAX)
+        | (checks["ess_bulk_min"] < ESS_BULK_MIN)
+        | (checks["divergences"] > 0)
+    )
+    if bad.any():
+        named = ", ".join(str(v) for v in np.asarray(labels)[bad])
+        warnings.warn(
+            f"{what} of {int(bad.sum())} data point(s) fail R̂ <= {RHAT_MAX}, "
+            f"bulk ESS >= {ESS_BULK_MIN} or no divergences, and are not to be "
+            f"trusted: datum {named} (see compare_posteriors or arviz.summary)",
+            UserWarning,
+            stacklevel=3,
+        )

@@ -42,7 +42,6 @@ References
 import contextlib
 import math
 import time
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -256,14 +255,16 @@ def sample_posterior(
         elapsed = time.perf_counter() - start
         x_pred = _posterior_predictive(vae.model, z) if posterior_predictive else None
     idata = diagnostics.posterior_inference_data(
-        _numpy(z),
-        {k: _numpy(v) for k, v in stats.items()},
-        _numpy(x),
-        x_pred=None if x_pred is None else _numpy(x_pred),
+        diagnostics.as_numpy(z),
+        {k: diagnostics.as_numpy(v) for k, v in stats.items()},
+        diagnostics.as_numpy(x),
+        x_pred=None if x_pred is None else diagnostics.as_numpy(x_pred),
         datum=labels,
         attrs={"method": method, "tuning_steps": warmup_steps, "sampling_time": elapsed},
     )
-    _warn_unconverged(diagnostics.convergence_table(idata), labels, "The posterior draws")
+    diagnostics.warn_unconverged(
+        diagnostics.convergence_table(idata), labels, "The posterior draws"
+    )
     return idata
 
 
@@ -574,27 +575,3 @@ def _check_common(vae, x, datum, seed, device):
             f"got shape {labels.shape}"
         )
     return x, labels
-
-
-def _numpy(value):
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
-    return np.asarray(value)
-
-
-def _warn_unconverged(checks, labels, what):
-    """UserWarning naming the data points that fail R̂, bulk ESS or divergences."""
-    bad = (
-        (checks["rhat_max"] > diagnostics.RHAT_MAX)
-        | (checks["ess_bulk_min"] < diagnostics.ESS_BULK_MIN)
-        | (checks["divergences"] > 0)
-    )
-    if bad.any():
-        named = ", ".join(str(v) for v in np.asarray(labels)[bad])
-        warnings.warn(
-            f"{what} of {int(bad.sum())} data point(s) fail R̂ <= {diagnostics.RHAT_MAX}, "
-            f"bulk ESS >= {diagnostics.ESS_BULK_MIN} or no divergences, and are not to be "
-            f"trusted: datum {named} (see compare_posteriors or arviz.summary)",
-            UserWarning,
-            stacklevel=3,
-        )

@@ -22,7 +22,7 @@ from pyro import poutine
 
 from .._checks import check_int
 from . import diagnostics
-from .posterior import _check_common, _held_fixed, _log_joint, _numpy, _warn_unconverged
+from .posterior import _check_common, _held_fixed, _log_joint
 
 __all__ = ["compare_posteriors", "gaussian_w2", "sample_guide"]
 
@@ -84,9 +84,9 @@ def sample_guide(vae, x, num_samples=1000, seed=0, datum=None, device=None):
             log_q = site["fn"].log_prob(site["value"])
             log_w.append(_log_joint(vae.model, x, site["value"]) - log_q)
     idata = diagnostics.posterior_inference_data(
-        _numpy(torch.cat(z))[None],
-        {"log_weight": _numpy(torch.cat(log_w))[None]},
-        _numpy(x),
+        diagnostics.as_numpy(torch.cat(z))[None],
+        {"log_weight": diagnostics.as_numpy(torch.cat(log_w))[None]},
+        diagnostics.as_numpy(x),
         datum=labels,
         attrs={"method": "guide"},
     )
@@ -164,10 +164,13 @@ def compare_posteriors(reference, approximation):
             )
         checks = diagnostics.convergence_table(reference)
     elif all(hasattr(reference, a) for a in ("mean", "cov", "log_px", "kl_guide", "error")):
-        p_mean, p_cov = _numpy(reference.mean).astype(float), _numpy(reference.cov).astype(float)
+        p_mean, p_cov = (
+            diagnostics.as_numpy(reference.mean).astype(float),
+            diagnostics.as_numpy(reference.cov).astype(float),
+        )
         checks = None
-        columns["kl_exact"] = _numpy(reference.kl_guide)
-        columns["reference_error"] = _numpy(reference.error)
+        columns["kl_exact"] = diagnostics.as_numpy(reference.kl_guide)
+        columns["reference_error"] = diagnostics.as_numpy(reference.error)
     else:
         raise ValueError(
             "Expected reference to be an InferenceData from sample_posterior or an object "
@@ -189,12 +192,14 @@ def compare_posteriors(reference, approximation):
     stats = getattr(approximation, "sample_stats", None)
     if stats is not None and "log_weight" in stats:
         log_w = stats["log_weight"].transpose("chain", "draw", "datum").values
-        khat = diagnostics.pareto_khat(torch.from_numpy(log_w.reshape(-1, log_w.shape[-1])))
+        khat = diagnostics.pareto_khat(
+            torch.fromdiagnostics.as_numpy(log_w.reshape(-1, log_w.shape[-1]))
+        )
         table["khat"] = khat.numpy()
     table.update(columns)
     if checks is not None:
         table.update(checks)
-        _warn_unconverged(checks, labels, "The reference")
+        diagnostics.warn_unconverged(checks, labels, "The reference")
     return pd.DataFrame(table, index=pd.Index(labels, name="datum"))
 
 
