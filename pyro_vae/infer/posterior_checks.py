@@ -192,9 +192,7 @@ def compare_posteriors(reference, approximation):
     stats = getattr(approximation, "sample_stats", None)
     if stats is not None and "log_weight" in stats:
         log_w = stats["log_weight"].transpose("chain", "draw", "datum").values
-        khat = diagnostics.pareto_khat(
-            torch.fromdiagnostics.as_numpy(log_w.reshape(-1, log_w.shape[-1]))
-        )
+        khat = diagnostics.pareto_khat(torch.from_numpy(log_w.reshape(-1, log_w.shape[-1])))
         table["khat"] = khat.numpy()
     table.update(columns)
     if checks is not None:
