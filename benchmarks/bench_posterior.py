@@ -37,6 +37,7 @@ import pyro_vae
 from pyro_vae import VAE, fit
 from pyro_vae.data import load_digits
 from pyro_vae.infer import diagnostics
+from pyro_vae.infer import hmc as hmc_module
 from pyro_vae.infer import posterior as posterior_module
 
 
@@ -85,7 +86,7 @@ def batched(vae, x, args):
     timers.wrap(integrator, "potential_grad", "potential + gradient")
     timers.wrap(DualAveraging, "step", "adaptation (dual averaging, Welford)")
     timers.wrap(WelfordCovariance, "update", "adaptation (dual averaging, Welford)")
-    timers.wrap(posterior_module, "_reasonable_step_size", "step-size resets (incl. their U)")
+    timers.wrap(hmc_module, "_reasonable_step_size", "step-size resets (incl. their U)")
     timers.wrap(diagnostics, "posterior_inference_data", "ArviZ: InferenceData")
     timers.wrap(diagnostics, "convergence_table", "ArviZ: R̂ and ESS checks")
     timers.wrap(posterior_module, "_posterior_predictive", "posterior predictive")

@@ -28,8 +28,9 @@ z draws): their relative difference shows the reference computes the same number
 
 P2, evaluation: ``pyro_vae.evaluate(vae, test, num_samples=5000, ks=(5, 50))`` on the
 359 test digits against a pure-tensor importance sampler that draws the same
-z ~ q(z|x) in the same chunks (``pyro_vae.infer.evaluation._CHUNK_ROWS`` particle-rows per
-pass) and returns log p(x) = logmeanexp of log w (with the ELBO and L_5, L_50; the
+z ~ q(z|x) in the same chunks (``pyro_vae.infer.traces.chunk_sizes``: at most
+``CHUNK_ROWS`` particle-rows per pass) and returns log p(x) = logmeanexp of log w
+(with the ELBO and L_5, L_50; the
 package also computes standard errors, ESS and Pareto k̂). Peak memory, for K = 5000
 and K = 50000: the peak resident set size of the process (``VmHWM``, which
 ``ru_maxrss`` reports, reset just before the evaluation) minus the resident set just
@@ -81,8 +82,8 @@ from torch.nn import functional as F
 import pyro_vae
 from pyro_vae import VAE
 from pyro_vae.data import load_digits
-from pyro_vae.infer.evaluation import _CHUNK_ROWS
 from pyro_vae.infer.objectives import make_elbo
+from pyro_vae.infer.traces import chunk_sizes
 
 OBJECTIVES = {
     "trace": {"loss": "trace"},
@@ -194,12 +195,11 @@ def time_training(objective, batch_size, x, epochs, repeats):
 def reference_evaluate(vae, x, num_samples, seed=0):
     """log p(x), ELBO, L_5 and L_50 per point by importance sampling, torch alone.
 
-    The same chunks as ``pyro_vae.evaluate`` (``_CHUNK_ROWS`` particle-rows per pass)
+    The same chunks as ``pyro_vae.evaluate`` (:func:`pyro_vae.infer.traces.chunk_sizes`)
     and, from the same seed, the same draws z ~ q(z|x). Returns a dict of ``(batch,)``
     tensors, nats per point.
     """
-    batch_rows = max(1, min(x.shape[0], _CHUNK_ROWS // num_samples))
-    sample_rows = max(1, min(num_samples, _CHUNK_ROWS // batch_rows))
+    batch_rows, sample_rows = chunk_sizes(x.shape[0], num_samples)
     out = {"log_px": [], "elbo": [], "iwae_5": [], "iwae_50": []}
     with torch.random.fork_rng():
         torch.manual_seed(seed)

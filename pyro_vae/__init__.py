@@ -15,26 +15,18 @@ __version__ = "0.2.0"
 from ._threads import DEFAULT_THREADS  # noqa: E402
 from .infer.anatomy import active_units, elbo_decompositions, elbo_surgery  # noqa: E402
 from .infer.diagnostics import pareto_khat  # noqa: E402
-from .infer.evaluation import (  # noqa: E402
-    Evaluation,
-    evaluate,
-    log_importance_weights,
-    paired_difference,
-)
+from .infer.evaluation import Evaluation, evaluate, paired_difference  # noqa: E402
 from .infer.objectives import ScaledRenyiELBO, make_elbo, parse_objective  # noqa: E402
 from .infer.posterior import sample_posterior  # noqa: E402
 from .infer.posterior_checks import compare_posteriors, sample_guide  # noqa: E402
 from .infer.quadrature import QuadraturePosterior, log_joint_grid, quadrature_posterior  # noqa: E402
-from .models.vae import VAE, BaseVAE, LinearGaussianVAE  # noqa: E402
+from .infer.traces import log_importance_weights  # noqa: E402
+from .models import VAE, BaseVAE, LinearGaussianVAE  # noqa: E402
+from .train.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
+from .train.config import MAIN_JOB, TrainConfig  # noqa: E402
 from .train.schedules import anneal_down, constant, parse_schedule, warmup  # noqa: E402
-from .train.training import (  # noqa: E402
-    FitResult,
-    Trainer,
-    TrainingState,
-    fit,
-    load_checkpoint,
-    save_checkpoint,
-)
+from .train.state import FitResult, TrainingState  # noqa: E402
+from .train.training import Trainer, fit  # noqa: E402
 
 __all__ = [
     "DEFAULT_THREADS",
@@ -42,8 +34,10 @@ __all__ = [
     "Evaluation",
     "FitResult",
     "LinearGaussianVAE",
+    "MAIN_JOB",
     "QuadraturePosterior",
     "ScaledRenyiELBO",
+    "TrainConfig",
     "Trainer",
     "TrainingState",
     "VAE",

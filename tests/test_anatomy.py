@@ -13,7 +13,7 @@ import pyro_vae.infer.anatomy
 from pyro_vae.data import load_digits, make_linear_gaussian
 from pyro_vae.infer.anatomy import active_units, elbo_decompositions, elbo_surgery
 from pyro_vae.infer.evaluation import Summary
-from pyro_vae.models.vae import VAE, LinearGaussianVAE
+from pyro_vae.models import VAE, LinearGaussianVAE
 
 WAYS = ("reconstruction_minus_kl", "expected_joint_plus_entropy", "evidence_minus_gap")
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -499,7 +499,7 @@ def test_memory_bounded_chunks_give_the_same_estimates(perturbed, monkeypatch, s
     # 5.0 over 8 base seeds); with 1000 the 30 z-scores stayed below 2.9.
     lg, x = perturbed
     x = x[:30]
-    monkeypatch.setattr(pyro_vae.infer.anatomy, "_CHUNK_ROWS", 64)
+    monkeypatch.setattr(pyro_vae.infer.traces, "CHUNK_ROWS", 64)
     exact = closed_form(lg, x)
     result = elbo_decompositions(lg, x, num_samples=1000, seed=seed(0))
     torch.testing.assert_close(result.values["kl_prior"], exact["kl_prior"], rtol=0, atol=1e-12)
@@ -507,6 +507,6 @@ def test_memory_bounded_chunks_give_the_same_estimates(perturbed, monkeypatch, s
         "reconstruction"
     ]
     assert (z.abs() < 4).all()
-    monkeypatch.setattr(pyro_vae.infer.anatomy, "_CHUNK_ROWS", 600)
+    monkeypatch.setattr(pyro_vae.infer.traces, "CHUNK_ROWS", 600)
     mean, se = elbo_surgery(lg, x, num_samples=200, seed=seed(0)).summary()["marginal_kl"]
     within(mean, mixture_kl_on_grid(lg, x, 400)[0], se)

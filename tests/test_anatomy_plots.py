@@ -4,15 +4,13 @@ import numpy as np
 import pytest
 import torch
 from matplotlib.container import BarContainer, ErrorbarContainer
+from matplotlib.figure import Figure
 from matplotlib.patches import StepPatch
 
-from pyro_vae.viz.anatomy_plots import (
-    plot_active_units,
-    plot_aggregate_posterior,
-    plot_beta_schedules,
-    plot_gap_during_training,
-)
-from pyro_vae.viz.plots import save_figure
+from pyro_vae.viz.anatomy import plot_active_units, plot_aggregate_posterior
+from pyro_vae.viz.beta import plot_beta_schedules
+from pyro_vae.viz.images import save_figure
+from pyro_vae.viz.training import plot_gap_during_training
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LONG = "RenyiELBO(alpha=0.5, K=5)"
@@ -385,3 +383,17 @@ def test_every_figure_renders_to_png(tmp_path, seed):
         path = save_figure(fig, tmp_path / f"{name}.png", dpi=30)
         with open(path, "rb") as f:
             assert f.read(8) == PNG_MAGIC
+
+
+def test_plots_draw_into_given_axes_or_a_given_figure():
+    """ax=: a sequence of axes, or a (sub)figure that receives the panels."""
+    fig = Figure()
+    top, bottom = fig.subplots(2, 1)
+    activity, kl = np.array([0.5, 0.0]), np.array([1.0, 0.0])
+    assert plot_active_units(activity, kl, ax=(top, bottom)) is fig
+    assert len(top.containers) == 1 and len(bottom.containers) == 1
+    sub = Figure().subfigures(1, 2)[1]
+    z = np.random.default_rng(0).normal(size=(50, 2))
+    assert plot_aggregate_posterior(z, ax=sub) is sub and sub.subfigs
+    with pytest.raises(ValueError, match="Figure or a SubFigure"):
+        plot_aggregate_posterior(z, ax=top)

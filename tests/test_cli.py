@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pyro_vae.cli import main
-from pyro_vae.experiments.compare import available_cores
+from pyro_vae.experiments.workers import available_cores
 from pyro_vae.infer.objectives import parse_objective
 
 

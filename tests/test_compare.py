@@ -1,8 +1,10 @@
 """compare(): worker processes give the numbers of one process; errors and warnings of
 a run reach the caller."""
 
+import json
 import math
 import multiprocessing
+import os
 import time
 import warnings
 
@@ -11,7 +13,8 @@ import pytest
 import torch
 
 from pyro_vae.data import load_digits
-from pyro_vae.experiments.compare import available_cores, compare
+from pyro_vae.experiments.compare import compare
+from pyro_vae.experiments.workers import available_cores
 
 TINY = {
     "objectives": ("trace", "renyi:-0.5:2"),  # the second warns in every run
@@ -57,8 +60,10 @@ def _same(a, b, path="result"):
 def _numbers(result):
     """Everything compare computed, less the clock readings."""
     timing = ("train_time_s", "train_cpu_s")
-    rows = [{k: v for k, v in row.items() if k not in timing} for row in result.rows]
-    beta_rows = [{k: v for k, v in r.items() if k not in timing} for r in result.beta_rows]
+    rows = [{k: v for k, v in row.to_dict().items() if k not in timing} for row in result.rows]
+    beta_rows = [
+        {k: v for k, v in r.to_dict().items() if k not in timing} for r in result.beta_rows
+    ]
     histories = {
         label: [{k: v for k, v in record.items() if k != "wall_time"} for record in history]
         for label, history in result.histories.items()
@@ -66,8 +71,8 @@ def _numbers(result):
     return {
         "rows": rows,
         "beta_rows": beta_rows,
-        "pairs": result.pairs,
-        "agreement": result.agreement,
+        "pairs": [pair.to_dict() for pair in result.pairs],
+        "agreement": [row.to_dict() for row in result.agreement],
         "histories": histories,
         "aggregate": result.aggregate,
         "evaluations": {
@@ -115,17 +120,28 @@ def test_workers_give_the_numbers_of_one_process(digits, seed):
     assert ("check_s" in runs[0]) and ("check_s" not in runs[2])
 
 
-def test_the_decompositions_take_log_px_from_the_test_evaluation(digits, seed):
+def test_the_decompositions_take_log_px_from_the_test_evaluation(digits, seed, tmp_path):
     """log p(x) by importance sampling is computed once per model: the third way to the
-    ELBO reads it, and the gap, from the test evaluation."""
+    ELBO reads it, and the gap, from the test evaluation. The result writes the whole
+    report from Python: figures, result files and report.md."""
     result = compare(digits, workers=1, **{**QUIET, "seeds": (seed(0),), "beta_schedules": ()})
+    paths = result.write_report(tmp_path)
+    names = set(os.listdir(tmp_path))
+    assert set(paths) == names
+    assert {"report.md", "results.csv", "results.json", "bounds.png", "reconstructions.png",
+            "posterior_Trace_ELBO.png", "samples_RenyiELBO_alpha_0_K_2.png"} <= names  # fmt: skip
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert [r["objective"] for r in saved["results"]] == [row.objective for row in result.rows]
+    assert saved["meta"]["figures"] == [n for n in paths if n.endswith(".png")]
+    assert "## Guide vs exact posterior" in (tmp_path / "report.md").read_text()
+    assert "Trace_ELBO" in result.summary()
     for row in result.rows:
-        assert row["decomp_log_px_method"] == "importance_sampling"
+        assert row.decomp_log_px_method == "importance_sampling"
         for decomp, test in (("log_px", "log_px"), ("gap", "gap"),
                              ("evidence_minus_gap", "elbo")):  # fmt: skip
-            assert row[f"decomp_{decomp}_se"] == row[f"test_{test}_se"]
-            assert row[f"decomp_{decomp}"] == pytest.approx(row[f"test_{test}"], abs=1e-5)
-        assert row["decomp_log_px"] == row["test_log_px"]
+            assert row.decomp[decomp].se == row.test[test].se
+            assert row.decomp[decomp].mean == pytest.approx(row.test[test].mean, abs=1e-5)
+        assert row.decomp["log_px"].mean == row.test["log_px"].mean
 
 
 def test_a_failing_run_stops_the_others_and_raises_naming_it(digits, seed):

@@ -20,7 +20,7 @@ from pyro_vae.infer.evaluation import (
     paired_difference,
     point_estimates,
 )
-from pyro_vae.models.vae import VAE, LinearGaussianVAE
+from pyro_vae.models import VAE, LinearGaussianVAE
 
 NUM_SAMPLES = 5000
 
@@ -561,7 +561,7 @@ def counting(lg):
 @pytest.mark.parametrize(
     "num_points, num_samples, expected_passes",
     [
-        # _CHUNK_ROWS = 1000: 1 point × 1000 samples per pass, last chunk of 500.
+        # CHUNK_ROWS = 1000: 1 point × 1000 samples per pass, last chunk of 500.
         (12, 2500, 12 * 3),
         # 10 points × 100 samples per pass, last batch of 5 points.
         (45, 100, 5),
@@ -574,7 +574,7 @@ def test_chunking_gives_the_same_answer(
     perturb_guide(lg)
     x = x_test[:num_points]
     default = evaluate(lg, x, num_samples=num_samples, ks=(1, 5), seed=seed(0))
-    monkeypatch.setattr(pyro_vae.infer.evaluation, "_CHUNK_ROWS", 1000)
+    monkeypatch.setattr(pyro_vae.infer.traces, "CHUNK_ROWS", 1000)
     wrapped, calls = counting(lg)
     chunked = evaluate(wrapped, x, num_samples=num_samples, ks=(1, 5), seed=seed(0))
     assert len(calls) == expected_passes

@@ -443,3 +443,20 @@ def test_ddp_on_two_cpu_processes_matches_single_process_training(pvl, digits, t
               f"n={n}), tolerance {tolerance:.3f}")  # fmt: skip
     for key, (ddp, m, _, tolerance) in report.items():
         assert abs(ddp - m) < tolerance, (key, report)
+
+
+def test_fit_lightning_takes_the_config_of_fit_and_shares_its_stopping_rule(pvl, digits, seed):
+    from pyro_vae.train.state import EarlyStopping
+
+    config = pyro_vae.TrainConfig(epochs=2, batch_size=64, seed=seed(0), progress=False)
+    keyword = pvl.fit_lightning(
+        _small_vae(seed=seed(1)), digits, epochs=2, batch_size=64, seed=seed(0), progress=False
+    )
+    positional = pvl.fit_lightning(_small_vae(seed=seed(1)), digits, config)
+    strip = [{k: v for k, v in h.items() if k != "wall_time"} for h in keyword.history]
+    assert [{k: v for k, v in h.items() if k != "wall_time"} for h in positional.history] == strip
+    module = pvl.VAEModule(_small_vae(seed=seed(0)), len(digits.train), config, patience=3)
+    assert module.stopping == EarlyStopping("iwae", 3, True)
+    for field, value in (("gap_every", 1), ("device", "cpu"), ("patience", True)):
+        with pytest.raises(ValueError, match=field):
+            pvl.fit_lightning(_small_vae(seed=seed(0)), digits, config, **{field: value})

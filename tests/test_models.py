@@ -7,7 +7,7 @@ from pyro import poutine
 from pyro.infer import SVI, Predictive, Trace_ELBO, TraceMeanField_ELBO
 
 from pyro_vae.data import make_linear_gaussian
-from pyro_vae.models.vae import VAE, LinearGaussianVAE
+from pyro_vae.models import VAE, LinearGaussianVAE
 
 
 def binary_batch(batch=6, x_dim=64, p=0.3):

@@ -7,15 +7,10 @@ from matplotlib.colors import to_hex
 from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 
-from pyro_vae.viz import plots
-from pyro_vae.viz.plots import (
-    GAP_COLOR,
-    plot_bounds,
-    plot_image_grid,
-    plot_reconstructions,
-    plot_validation_curves,
-    save_figure,
-)
+from pyro_vae.viz import posterior as plots
+from pyro_vae.viz.bounds import plot_bounds
+from pyro_vae.viz.images import GAP_COLOR, plot_image_grid, plot_reconstructions, save_figure
+from pyro_vae.viz.training import plot_validation_curves
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NAMES = ("elbo", "iwae_5", "iwae_50", "log_px")
@@ -448,3 +443,23 @@ def test_plot_latent_map(seed):
         plots.plot_latent_map(np.zeros((5, 3)), None, decoded, (8, 8), (-1, 1, -1, 1))
     with pytest.raises(ValueError, match="g\\*g"):
         plots.plot_latent_map(z, labels, decoded[:24], (8, 8), (-1, 1, -1, 1))
+
+
+def test_every_plot_draws_into_given_axes_or_a_given_figure(seed):
+    """ax=: the panels given are drawn into (no new figure), in the documented order."""
+    fig = Figure()
+    left, right = fig.subplots(1, 2)
+    assert plot_bounds(_rows(), ax=[left, right]) is fig
+    assert len(left.containers) == 3 and len(right.lines) == 4
+    fig = Figure()
+    ax = fig.add_subplot()
+    assert plot_bounds(_rows(), names=("elbo", "iwae_5"), ax=ax) is fig and len(ax.containers) == 3
+    images = torch.rand(6, 64, generator=torch.Generator().manual_seed(seed(0)))
+    fig = Figure()
+    ax = fig.add_subplot()
+    assert plot_image_grid(images, (8, 8), ax=ax, title="t") is fig and ax.get_title() == "t"
+    assert plot_reconstructions(images, images, (8, 8), ax=ax) is fig
+    fig = Figure()
+    assert plot_validation_curves(_histories(), ax=fig) is fig and len(fig.axes) == 2
+    with pytest.raises(ValueError, match="Expected ax to be None, a Figure or 2"):
+        plot_validation_curves(_histories(), ax=[ax])

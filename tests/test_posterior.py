@@ -21,7 +21,8 @@ from pyro.ops.dual_averaging import DualAveraging
 from pyro_vae import VAE, LinearGaussianVAE, fit, quadrature_posterior
 from pyro_vae.data import load_digits, make_linear_gaussian
 from pyro_vae.infer.diagnostics import KHAT_GOOD, KHAT_UNRELIABLE, RHAT_MAX
-from pyro_vae.infer.posterior import _adaptation_windows, sample_posterior
+from pyro_vae.infer.hmc import adaptation_windows
+from pyro_vae.infer.posterior import sample_posterior
 from pyro_vae.infer.posterior_checks import compare_posteriors, gaussian_w2, sample_guide
 
 matplotlib.use("Agg")
@@ -388,7 +389,7 @@ def test_adaptation_windows_match_pyros_schedule(warmup_steps):
     adapter = WarmupAdapter(adapt_step_size=True, adapt_mass_matrix=True)
     adapter._warmup_steps = warmup_steps
     expected = [tuple(w) for w in adapter._build_adaptation_schedule()] if warmup_steps else []
-    windows = _adaptation_windows(warmup_steps)
+    windows = adaptation_windows(warmup_steps)
     assert [(start, end) for start, end, _ in windows] == expected
     # Slow (mass-matrix) windows are all but the first and the last.
     assert [slow for *_, slow in windows] == [0 < i < len(windows) - 1 for i in range(len(windows))]

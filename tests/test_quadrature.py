@@ -9,9 +9,9 @@ import pyro
 import pytest
 import torch
 
+import pyro_vae.infer.traces
 from pyro_vae import VAE, LinearGaussianVAE, evaluate, fit
 from pyro_vae.data import load_digits, make_linear_gaussian
-from pyro_vae.infer import quadrature
 from pyro_vae.infer.diagnostics import KHAT_UNRELIABLE
 from pyro_vae.infer.quadrature import log_joint_grid, quadrature_posterior
 
@@ -156,7 +156,7 @@ def test_error_estimate_bounds_a_finer_grid_on_trained_vae(digits_vae):
 def test_chunked_evaluation_gives_the_same_result(monkeypatch, seed):
     vae, x = _linear_vae(2, "correlated", seed=seed)
     whole = quadrature_posterior(vae, x)
-    monkeypatch.setattr(quadrature, "_CHUNK_ROWS", 100)  # < one point's 256-node grid
+    monkeypatch.setattr(pyro_vae.infer.traces, "CHUNK_ROWS", 100)  # < one point's 256-node grid
     chunked = quadrature_posterior(vae, x)
     for name in ("log_px", "mean", "cov", "kl_guide", "error"):
         torch.testing.assert_close(getattr(chunked, name), getattr(whole, name))
@@ -210,7 +210,7 @@ def test_warns_and_flags_points_that_did_not_converge(seed):
 def test_log_joint_grid_is_the_exact_log_posterior_plus_log_px(z_dim, monkeypatch, seed):
     vae, x = _linear_vae(z_dim, "correlated", seed=seed)
     axes = [np.linspace(-1.0, 1.0, 5), np.linspace(-0.5, 2.0, 7)][:z_dim]
-    monkeypatch.setattr(quadrature, "_CHUNK_ROWS", 16)  # several decoder calls and groups
+    monkeypatch.setattr(pyro_vae.infer.traces, "CHUNK_ROWS", 16)  # several decoder calls and groups
     grid = log_joint_grid(vae, x[:3], *axes)
     assert grid.shape == (3, *(len(a) for a in axes)) and grid.dtype == torch.float64
     z = torch.stack(torch.meshgrid(*map(torch.tensor, axes), indexing="ij"), -1)

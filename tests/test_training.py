@@ -521,7 +521,7 @@ def test_pyros_renyi_elbo_trains_through_loss_and_grads(binary_x, seed):
 
 
 def test_malformed_checkpoints_raise_only_value_error(tmp_path):
-    from pyro_vae.train.training import CHECKPOINT_FORMAT
+    from pyro_vae.train.checkpoints import CHECKPOINT_FORMAT
 
     good = {"format": CHECKPOINT_FORMAT, "model_config": VAE(64, z_dim=2).config,
             "model_state": VAE(64, z_dim=2).state_dict()}  # fmt: skip
@@ -831,3 +831,82 @@ def test_bad_gap_arguments(kwargs, match, linear_data):
     kwargs = {"validation": x[500:], **kwargs}
     with pytest.raises(ValueError, match=match):
         fit(LinearGaussianVAE(6, 2), x[:500], epochs=1, progress=False, **kwargs)
+
+
+# --- one training configuration ---------------------------------------------------------
+
+
+def _strip_times(history):
+    return [{k: v for k, v in h.items() if k != "wall_time"} for h in history]
+
+
+def test_fit_takes_a_config_and_overrides_as_keywords_do(linear_data, seed):
+    from pyro_vae import TrainConfig
+
+    x = linear_data.x
+    settings = {"loss": "renyi", "num_particles": 3, "epochs": 3, "batch_size": 100}
+    common = {"validation": x[500:], "seed": seed(4), "progress": False}
+    runs = []
+    for call in (
+        lambda vae: fit(vae, x[:500], **settings, **common),
+        lambda vae: fit(vae, x[:500], TrainConfig(**settings), **common),
+        lambda vae: fit(vae, x[:500], TrainConfig(**{**settings, "epochs": 9}), epochs=3, **common),
+    ):
+        torch.manual_seed(seed(5))
+        vae = LinearGaussianVAE(6, 2)
+        run = call(vae)
+        runs.append((_strip_times(run.history), run.config, vae.state_dict()))
+    for history, config, state in runs[1:]:
+        assert history == runs[0][0] and config == runs[0][1]
+        assert all(torch.equal(state[k], runs[0][2][k]) for k in state)
+
+
+def test_main_job_is_stated_once():
+    from pyro_vae import DEFAULT_THREADS, MAIN_JOB, TrainConfig
+
+    assert (MAIN_JOB.epochs, MAIN_JOB.patience, MAIN_JOB.num_threads) == (800, 100, DEFAULT_THREADS)
+    assert MAIN_JOB == TrainConfig(epochs=800, patience=100, num_threads=DEFAULT_THREADS)
+    assert MAIN_JOB.validate() is MAIN_JOB
+    # fit's own defaults are TrainConfig()'s
+    import inspect
+
+    assert TrainConfig().epochs == 100 and "epochs" not in inspect.signature(fit).parameters
+
+
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("patience", True, "patience to be an integer > 0 but got True"),
+        ("epochs", True, "epochs to be an integer > 0 but got True"),
+        ("val_samples", True, "val_samples to be an integer >= 2"),
+        ("num_threads", 0, "num_threads to be an integer > 0"),
+        ("seed", -1, "seed to be an integer >= 0"),
+        ("seed", 1.0, "seed to be an integer"),
+        ("lr", True, "lr > 0"),
+        ("monitor", "loss", "monitor in"),
+        ("restore_best", 1, "restore_best to be True or False"),
+        ("progress", "yes", "progress to be True or False"),
+        ("device", 3, "device to be 'cpu'"),
+        ("beta", -1.0, "beta"),
+    ],
+)
+def test_config_refuses_bad_settings_in_one_line(field, value, match, binary_x):
+    from pyro_vae import TrainConfig
+
+    bad = TrainConfig().replace(**{field: value})
+    with pytest.raises(ValueError, match=match) as info:
+        bad.validate()
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match=match):  # fit checks at its boundary
+        fit(VAE(64, z_dim=2), binary_x, **{field: value})
+
+
+def test_fit_refuses_unknown_settings_and_configs_of_another_type(binary_x):
+    from pyro_vae import TrainConfig
+
+    with pytest.raises(TypeError, match="epoch"):
+        fit(VAE(64, z_dim=2), binary_x, epoch=3)
+    with pytest.raises(TypeError, match="config to be a TrainConfig"):
+        fit(VAE(64, z_dim=2), binary_x, {"epochs": 3})
+    with pytest.raises(AttributeError):  # frozen: variants by replace
+        TrainConfig().epochs = 3

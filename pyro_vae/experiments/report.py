@@ -1,8 +1,12 @@
 r"""Tables and result files of a comparison of training objectives.
 
-The input is what ``pyro-vae compare`` collects, one entry per training objective:
+The input is what :func:`pyro_vae.experiments.compare.compare` collects
+(:class:`~pyro_vae.experiments.compare.Comparison`, whose ``write_report`` calls
+:func:`write_results`), one entry per training objective. Rows are typed
+(:mod:`pyro_vae.experiments.results`); every function also takes their flat form, the
+columns of ``results.csv`` and ``results.json``:
 
-- ``rows``: list of dict with ``"objective"`` (label, e.g. ``"Trace_ELBO"``),
+- ``rows``: list of ObjectiveRow or dict with ``"objective"`` (label, e.g. ``"Trace_ELBO"``),
   ``"loss"``, ``"alpha"``, ``"num_particles"``, ``"epochs_run"``, ``"best_epoch"``,
   ``"train_time_s"`` (seconds) and, for each estimate ``<name>`` of
   :data:`ESTIMATES`, ``"test_<name>"`` (mean over the test split, nats per data
@@ -39,10 +43,22 @@ from urllib.parse import quote
 
 from .._io import atomic_path
 from ..infer.evaluation import format_se
+from .results import ESTIMATES, Agreement, BetaRow, ObjectiveRow, as_rows
+from .tables import (
+    as_pairs,
+    format_agreement,
+    format_beta_table,
+    format_decompositions,
+    format_markdown_table,
+    format_pairs,
+    format_surgery,
+    format_table,
+    is_finite,
+    listed,
+)
 
 __all__ = [
     "ESTIMATES",
-    "estimate_label",
     "format_agreement",
     "format_beta_table",
     "format_decompositions",
@@ -55,251 +71,6 @@ __all__ = [
     "write_results",
 ]
 
-ESTIMATES = ("elbo", "iwae_5", "iwae_50", "log_px", "gap", "kl", "reconstruction")
-"""Names of the test-set estimates a row carries as ``test_<name>`` and ``_se``."""
-
-_LABELS = {
-    "elbo": "ELBO",
-    "log_px": "log p(x)",
-    "gap": "gap",
-    "kl": "KL(q‖p(z))",
-    "reconstruction": "reconstruction",
-}
-
-
-def estimate_label(name):
-    """Display name of an estimate: ``"iwae_5"`` -> ``"IWAE-5"``, ``"kl"`` -> ``"KL(q‖p(z))"``.
-
-    Used by :mod:`pyro_vae.viz.plots` too, so tables and figures agree.
-    """
-    if name.startswith("iwae_"):
-        return f"IWAE-{name[len('iwae_') :]}"
-    return _LABELS.get(name, name)
-
-
-def _check_rows(rows):
-    if not rows:
-        raise ValueError(f"Expected rows to be a non-empty list of dicts but got {rows!r}")
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise ValueError(f"Expected rows[{i}] to be a dict but got {type(row)}")
-
-
-def _value(row, key, i):
-    """``row[key]`` as a float, or ValueError naming the key and the objective."""
-    if key not in row:
-        name = row.get("objective", f"rows[{i}]")
-        raise ValueError(
-            f"Expected key {key!r} in the row of objective {name!r}; it has {sorted(row)}"
-        )
-    return float(row[key])
-
-
-def _across_seeds(rows):
-    """Whether the rows carry a spread across training seeds."""
-    return all(math.isfinite(float(row.get("test_log_px_sd", math.nan))) for row in rows)
-
-
-def _cells(rows):
-    """Header and string cells of the table, one list per row.
-
-    The ``±`` is the standard deviation across training seeds when every row has one,
-    otherwise the Monte-Carlo standard error; it is printed with two significant
-    digits (:func:`pyro_vae.infer.evaluation.format_se`), so a small one never reads 0.000.
-    """
-    _check_rows(rows)
-    spread = "_sd" if _across_seeds(rows) else "_se"
-    cpu = all("train_cpu_s" in row for row in rows)
-    header = ["objective", "wall (s)", *(["CPU (s)"] if cpu else [])]
-    header += [estimate_label(name) for name in ESTIMATES]
-    flags = all("khat_unreliable" in row for row in rows)
-    if flags:
-        header.append("k̂>0.7")
-    body = []
-    for i, row in enumerate(rows):
-        cells = [str(row.get("objective", f"rows[{i}]"))]
-        cells.append(f"{_value(row, 'train_time_s', i):.1f}")
-        if cpu:
-            cells.append(f"{_value(row, 'train_cpu_s', i):.1f}")
-        for name in ESTIMATES:
-            mean = _value(row, f"test_{name}", i)
-            key = f"test_{name}{spread}"
-            if key in row and math.isfinite(float(row[key])):
-                cells.append(f"{mean:.2f}±{format_se(row[key])}")
-            else:
-                cells.append(f"{mean:.2f}")
-        if flags:
-            cells.append(str(int(row["khat_unreliable"])))
-        body.append(cells)
-    return header, body
-
-
-def _note(num_samples, rows=None):
-    note = f"nats per test data point; log p(x) by importance sampling with K={num_samples}"
-    if rows is not None and _across_seeds(rows):
-        seeds = rows[0].get("seeds")
-        count = f"{len(seeds)} " if isinstance(seeds, list) else ""
-        return note + f"; ± one s.d. across {count}training seeds"
-    return note + "; ± one Monte-Carlo s.e."
-
-
-def format_pairs(pairs):
-    """Plain-text table of paired differences a − b on the same test points.
-
-    Parameters
-    ----------
-    pairs : list of dict
-        As :attr:`pyro_vae.experiments.compare.Comparison.pairs`.
-
-    Returns
-    -------
-    str
-        One line per pair: ``Δ log p(x)``, ``Δ ELBO`` and ``Δ gap`` (those present) as
-        ``mean ± s.e. over test points`` and, when finite, ``(s.d. across seeds)``;
-        nats per point.
-    """
-    lines = []
-    for pair in pairs:
-        parts = []
-        for name, label in (("log_px", "Δ log p(x)"), ("elbo", "Δ ELBO"), ("gap", "Δ gap")):
-            if f"{name}_diff" not in pair:
-                continue
-            text = f"{label} {pair[f'{name}_diff']:+.3f} ± {format_se(pair[f'{name}_diff_se'])}"
-            sd = pair.get(f"{name}_diff_sd")
-            if sd is not None and math.isfinite(sd):
-                text += f" (s.d. {format_se(sd)} across seeds)"
-            parts.append(text)
-        lines.append(f"{pair['a']} − {pair['b']}: " + "; ".join(parts))
-    return "\n".join(lines)
-
-
-def format_table(rows, num_samples=None):
-    """Plain-text table of the test-set estimates, one line per objective.
-
-    Columns: objective, wall (s) and, when every row has ``train_cpu_s``, CPU (s) of
-    training; ELBO, IWAE-5, IWAE-50, log p(x), gap (= log p(x) − ELBO, which estimates
-    KL(q(z|x) ‖ p(z|x))), KL(q‖p(z)) (the KL to the prior inside the ELBO, not the
-    gap) and reconstruction (E_q log p(x|z)); and k̂>0.7 when every row has
-    ``khat_unreliable``. Means have 2 decimals; each carries its Monte-Carlo standard
-    error (or s.d. across seeds) as ``mean±se`` with two significant digits and at
-    least 3 decimals (e.g. ``-23.08±0.012``, ``0.18±0.00031``). Objective names are
-    left-aligned, numbers right-aligned.
-
-    Parameters
-    ----------
-    rows : list of dict
-        One dict per objective with ``"objective"``, ``"train_time_s"`` (wall
-        seconds) and ``"test_<name>"`` for each name in :data:`ESTIMATES` (nats per
-        data point); optionally ``"train_cpu_s"`` (CPU seconds) and
-        ``"test_<name>_se"``/``"test_<name>_sd"`` (a missing one prints no ±).
-    num_samples : int, optional
-        K, the importance samples per point behind log p(x); when given, a last line
-        states the units and K.
-
-    Returns
-    -------
-    str
-        Header line, separator line, one line per row (and the note), no trailing
-        newline.
-
-    Raises
-    ------
-    ValueError
-        If ``rows`` is empty or a row lacks one of the keys above (named).
-    """
-    header, body = _cells(rows)
-    widths = [max(len(r[j]) for r in (header, *body)) for j in range(len(header))]
-
-    def line(cells):
-        first = cells[0].ljust(widths[0])
-        rest = (c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
-        return "  ".join((first, *rest))
-
-    lines = [line(header), "  ".join("-" * w for w in widths)]
-    lines += [line(cells) for cells in body]
-    if num_samples is not None:
-        lines.append(_note(num_samples, rows))
-    return "\n".join(lines)
-
-
-def format_markdown_table(rows, num_samples=None):
-    """The table of :func:`format_table` in Markdown (GitHub pipe table).
-
-    Parameters
-    ----------
-    rows : list of dict
-        As for :func:`format_table`.
-    num_samples : int, optional
-        When given, a blank line and a note on units and K follow the table.
-
-    Returns
-    -------
-    str
-        ``2 + len(rows)`` lines (header, alignment row, rows), plus 2 with the note;
-        no trailing newline. Number columns are right-aligned.
-
-    Raises
-    ------
-    ValueError
-        If ``rows`` is empty or a row lacks a key (named).
-    """
-    header, body = _cells(rows)
-    table = _markdown(header, body)
-    if num_samples is not None:
-        table += "\n\n" + _note(num_samples, rows) + "."
-    return table
-
-
-def _markdown(header, body):
-    """A GitHub pipe table: header, alignment row (numbers right), one line per row.
-
-    A ``|`` inside a cell (``p(x|z)``) is escaped, so it does not split the cell.
-    """
-
-    def line(cells):
-        return "| " + " | ".join(str(c).replace("|", r"\|") for c in cells) + " |"
-
-    lines = [line(header), "|" + "|".join([":---", *["---:"] * (len(header) - 1)]) + "|"]
-    return "\n".join([*lines, *(line(cells) for cells in body)])
-
-
-_AGREEMENT_COLUMNS = (
-    ("mean_error", "abs. mean error (post. s.d.)", "{:.3f}"),
-    ("sd_ratio", "s.d. ratio q/p", "{:.3f}"),
-    ("w2", "W2", "{:.3f}"),
-    ("khat", "k̂", "{:.2f}"),
-    ("kl_exact", "KL(q‖p(z|x)) exact", "{:.3f}"),
-    ("rhat_max", "max R̂", "{:.3f}"),
-    ("ess_bulk_min", "min bulk ESS", "{:.0f}"),
-    ("divergences", "divergences", "{:d}"),
-)
-
-
-def format_agreement(agreement):
-    """Markdown table of the guide-vs-posterior medians, one row per objective.
-
-    Parameters
-    ----------
-    agreement : list of dict
-        As :attr:`pyro_vae.experiments.compare.Comparison.agreement` (each with ``"objective"``
-        and the keys of :func:`pyro_vae.experiments.compare.summarize_agreement`).
-
-    Returns
-    -------
-    str
-        Header, alignment row and one row per objective; columns missing from every
-        row (e.g. the exact KL for latents of more than 2 dimensions) are left out.
-    """
-    columns = [c for c in _AGREEMENT_COLUMNS if any(c[0] in row for row in agreement)]
-    body = []
-    for row in agreement:
-        cells = [str(row["objective"])]
-        for key, _, fmt in columns:
-            value = row.get(key)
-            cells.append("" if value is None else fmt.format(value))
-        body.append(cells)
-    return _markdown(["objective", *(label for _, label, _ in columns)], body)
-
 
 _AGREEMENT_NOTE = """\
 Medians over the first {n} test points of each objective's model (first training seed):
@@ -310,133 +81,6 @@ above 0.7, q misses posterior mass); for 2-D latents the exact KL(q‖p(z|x)) by
 the gap the ELBO leaves. The reference is the batched HMC sampler (max R̂ and min bulk ESS
 over the points say whether to trust it). A larger gap for the IWAE-trained model's guide
 answers whether maximizing the ELBO pulls q(z|x) towards p(z|x)."""
-
-
-def _pm(row, key, digits=2):
-    """``"mean ± se"`` of ``row[key]`` with its ``_sd`` (across seeds) or ``_se``;
-    ``"mean (exact)"`` when that is 0 (a closed-form term)."""
-    mean = float(row[key])
-    for suffix in ("_sd", "_se"):
-        spread = row.get(key + suffix)
-        if spread is not None and math.isfinite(float(spread)):
-            if float(spread) == 0:  # computed in closed form, not by Monte Carlo
-                return f"{mean:.{digits}f} (exact)"
-            return f"{mean:.{digits}f} ± {format_se(spread)}"
-    return f"{mean:.{digits}f}"
-
-
-def _kl_per_dimension(values):
-    """The per-dimension KLs of a row, largest first, as ``"1.03 0.97 ..."`` (str)."""
-    return " ".join(f"{v:.2f}" for v in sorted((float(v) for v in values or []), reverse=True))
-
-
-_DECOMPOSITION_COLUMNS = (
-    ("reconstruction_minus_kl", "E_q log p(x|z) − KL(q‖p(z))"),
-    ("expected_joint_plus_entropy", "E_q log p(x,z) + H[q]"),
-    ("evidence_minus_gap", "log p(x) − KL(q‖p(z|x))"),
-    ("reconstruction", "E_q log p(x|z)"),
-    ("kl_prior", "KL(q‖p(z))"),
-    ("expected_log_joint", "E_q log p(x,z)"),
-    ("entropy", "H[q]"),
-    ("log_px", "log p(x)"),
-    ("gap", "KL(q‖p(z|x))"),
-)
-
-
-def format_decompositions(rows):
-    """Markdown table of the ELBO computed three ways, one row per objective.
-
-    Parameters
-    ----------
-    rows : list of dict
-        As :attr:`pyro_vae.experiments.compare.Comparison.rows`, with ``decomp_<key>`` for each key
-        of :data:`pyro_vae.experiments.compare.DECOMPOSITIONS` (and ``_se``/``_sd``).
-
-    Returns
-    -------
-    str
-        Header, alignment row and one row per objective: the three ELBOs, then their
-        terms, as ``mean ± s.e.`` (or ± s.d. across seeds), nats per test point; the
-        last column says how log p(x) was computed.
-    """
-    header = ["objective", *(label for _, label in _DECOMPOSITION_COLUMNS), "log p(x) by"]
-    body = []
-    for row in rows:
-        cells = [str(row["objective"])]
-        cells += [_pm(row, f"decomp_{key}") for key, _ in _DECOMPOSITION_COLUMNS]
-        cells.append(str(row.get("decomp_log_px_method", "")).replace("_", " "))
-        body.append(cells)
-    return _markdown(header, body)
-
-
-def format_surgery(rows, num_points=None):
-    """Markdown table of ELBO surgery: the average KL term split in two, per objective.
-
-    Columns: E_x KL(q(z|x) ‖ p(z)) = I_q(x; z) + KL(q(z) ‖ p(z)) (Hoffman & Johnson
-    2016), nats per point, and the active units with the KL of each latent dimension
-    (Burda et al. 2016), so a count at the threshold cannot hide a dimension that
-    carries a little information.
-
-    Parameters
-    ----------
-    rows : list of dict
-        As :attr:`pyro_vae.experiments.compare.Comparison.rows`, with ``surgery_<key>`` (and
-        ``_se``/``_sd``), ``active_units`` (list per seed) and ``kl_per_dim``.
-    num_points : int, optional
-        N, the points of the aggregate posterior; adds the cap log N on I_q.
-
-    Returns
-    -------
-    str
-    """
-    cap = f" (≤ log N = {math.log(num_points):.2f})" if num_points else ""
-    header = ["objective", "E_x KL(q(z|x)‖p(z))", f"I_q(x; z){cap}", "KL(q(z)‖p(z))",
-              "active units", "KL per dimension (nats, largest first)"]  # fmt: skip
-    body = []
-    for row in rows:
-        units = row.get("active_units")
-        units = _listed(units) if units is not None else ""
-        dims = f"/{len(row['kl_per_dim'])}" if row.get("kl_per_dim") else ""
-        body.append(
-            [
-                str(row["objective"]),
-                _pm(row, "surgery_average_kl"),
-                _pm(row, "surgery_mutual_information"),
-                _pm(row, "surgery_marginal_kl"),
-                f"{units}{dims}",
-                _kl_per_dimension(row.get("kl_per_dim")),
-            ]
-        )
-    return _markdown(header, body)
-
-
-def format_beta_table(beta_rows):
-    """Markdown table of one objective trained under several β schedules.
-
-    Parameters
-    ----------
-    beta_rows : list of dict
-        As :attr:`pyro_vae.experiments.compare.Comparison.beta_rows`.
-
-    Returns
-    -------
-    str
-        One row per schedule: log p(x), ELBO, KL(q‖p(z)), reconstruction and gap
-        (mean ± MC s.e., nats per test point) of the last epoch's model, active units
-        out of z_dim, the KL per dimension (largest first) and the epochs trained.
-    """
-    header = ["β schedule", "log p(x)", "ELBO", "KL(q‖p(z))", "reconstruction", "gap",
-              "active units", "KL per dimension (nats, largest first)", "epochs"]  # fmt: skip
-    body = []
-    for row in beta_rows:
-        cells = [str(row["schedule"])]
-        for name in ("log_px", "elbo", "kl", "reconstruction", "gap"):
-            cells.append(_pm(row, f"test_{name}"))
-        cells.append(f"{row['num_active']}/{row['z_dim']}")
-        cells.append(_kl_per_dimension(row.get("kl_per_dim")))
-        cells.append(str(row.get("epochs_run", "")))
-        body.append(cells)
-    return _markdown(header, body)
 
 
 _ANATOMY_NOTE = """\
@@ -560,21 +204,22 @@ Y. Burda, R. Grosse, R. Salakhutdinov, "Importance Weighted Autoencoders", ICLR 
 """
 
 
-def _best(rows, key, largest=True):
-    """The row with the largest (or smallest) ``key``."""
+def _best(rows, name, largest=True):
+    """The row with the largest (or smallest) test estimate ``name``."""
     pick = max if largest else min
-    return pick(rows, key=lambda row: float(row[key]))
+    return pick(rows, key=lambda row: row.need(name).mean)
 
 
 def _pair_between(pairs, a, b, name):
     """(mean, se) of a − b from the paired differences, whichever order was stored."""
-    for pair in pairs or ():
-        if f"{name}_diff" not in pair:
+    for pair in pairs:
+        if name not in pair.diffs:
             continue
-        if (pair["a"], pair["b"]) == (a, b):
-            return pair[f"{name}_diff"], pair[f"{name}_diff_se"]
-        if (pair["a"], pair["b"]) == (b, a):
-            return -pair[f"{name}_diff"], pair[f"{name}_diff_se"]
+        diff = pair.diffs[name]
+        if (pair.a, pair.b) == (a, b):
+            return diff.mean, diff.se
+        if (pair.a, pair.b) == (b, a):
+            return -diff.mean, diff.se
     return None
 
 
@@ -583,8 +228,8 @@ def _versus(rows, pairs, best, name, largest):
     others = [row for row in rows if row is not best]
     if not others:
         return ""
-    runner = _best(others, f"test_{name}", largest)
-    found = _pair_between(pairs, best["objective"], runner["objective"], name)
+    runner = _best(others, name, largest)
+    found = _pair_between(pairs, best.objective, runner.objective, name)
     if found is None:
         return ""
     diff, se = found
@@ -597,11 +242,11 @@ def _versus(rows, pairs, best, name, largest):
     word = "above" if largest else "below"
     return (
         f", {diff:.3f} ± {format_se(se)} nats per point {word} the next, "
-        f"{runner['objective']} (paired difference; {resolved})"
+        f"{runner.objective} (paired difference; {resolved})"
     )
 
 
-def takeaways(rows, pairs=None, meta=None):
+def takeaways(rows: list, pairs: list | None = None, meta: dict | None = None) -> list[str]:
     """The comparison's findings in sentences computed from the numbers.
 
     Parameters
@@ -624,31 +269,31 @@ def takeaways(rows, pairs=None, meta=None):
         highest ELBO, the largest and smallest gap (KL(q‖p(z|x))), and warnings for
         runs that had not converged and for points with Pareto k̂ > 0.7.
     """
-    _check_rows(rows)
+    rows, pairs = as_rows(rows, ObjectiveRow), as_pairs(pairs)
     lines = []
-    best = _best(rows, "test_log_px")
+    best = _best(rows, "log_px")
     lines.append(
-        f"**Highest log p(x)**: {best['objective']}, {float(best['test_log_px']):.2f} nats "
+        f"**Highest log p(x)**: {best.objective}, {best.need('log_px').mean:.2f} nats "
         f"per point{_versus(rows, pairs, best, 'log_px', True)}."
     )
     if len(rows) > 1:
-        low = _best(rows, "test_elbo", largest=False)
-        high = _best(rows, "test_elbo")
+        low = _best(rows, "elbo", largest=False)
+        high = _best(rows, "elbo")
         lines.append(
-            f"**Lowest ELBO**: {low['objective']}, {float(low['test_elbo']):.2f}; highest "
-            f"ELBO: {high['objective']}, {float(high['test_elbo']):.2f}. A bound trained "
+            f"**Lowest ELBO**: {low.objective}, {low.need('elbo').mean:.2f}; highest "
+            f"ELBO: {high.objective}, {high.need('elbo').mean:.2f}. A bound trained "
             "with more particles need not have the highest ELBO: it is judged by log p(x)."
         )
-        wide = _best(rows, "test_gap")
-        narrow = _best(rows, "test_gap", largest=False)
+        wide = _best(rows, "gap")
+        narrow = _best(rows, "gap", largest=False)
         lines.append(
-            f"**Largest gap** log p(x) − ELBO = KL(q(z|x) ‖ p(z|x)): {wide['objective']}, "
-            f"{float(wide['test_gap']):.3f} nats per point"
-            f"{_versus(rows, pairs, wide, 'gap', True)}; smallest: {narrow['objective']}, "
-            f"{float(narrow['test_gap']):.3f}. The gap is how far each guide is from its "
+            f"**Largest gap** log p(x) − ELBO = KL(q(z|x) ‖ p(z|x)): {wide.objective}, "
+            f"{wide.need('gap').mean:.3f} nats per point"
+            f"{_versus(rows, pairs, wide, 'gap', True)}; smallest: {narrow.objective}, "
+            f"{narrow.need('gap').mean:.3f}. The gap is how far each guide is from its "
             "model's true posterior."
         )
-    unconverged = [_convergence_detail(row) for row in rows if not row.get("converged", True)]
+    unconverged = [_convergence_detail(row) for row in rows if row.converged is False]
     if unconverged:
         which = "all objectives" if len(unconverged) == len(rows) > 1 else "these runs"
         lines.append(
@@ -656,9 +301,9 @@ def takeaways(rows, pairs=None, meta=None):
             f"validation bound still rising): {'; '.join(unconverged)}. More epochs "
             "(`--epochs`) would change the numbers; compare with care."
         )
-    flagged = [row for row in rows if int(row.get("khat_unreliable", 0) or 0) > 0]
+    flagged = [row for row in rows if int(row.khat_unreliable or 0) > 0]
     if flagged:
-        counts = ", ".join(f"{row['objective']} {int(row['khat_unreliable'])}" for row in flagged)
+        counts = ", ".join(f"{row.objective} {int(row.khat_unreliable)}" for row in flagged)
         lines.append(
             f"**Unreliable points** (Pareto k̂ > 0.7, where log p(x) and its s.e. are not to "
             f"be trusted), test points per objective{_num_test(meta)}: {counts}."
@@ -674,23 +319,16 @@ def takeaways(rows, pairs=None, meta=None):
 def _convergence_detail(row):
     """``"Trace_ELBO (best epoch 773 of 800; rising 0.038 nats)"`` for one row."""
     detail = []
-    best_epochs, runs = row.get("best_epoch"), row.get("epochs_run")
-    if best_epochs is not None and runs is not None:
-        detail.append(f"best epoch {_listed(best_epochs)} of {_listed(runs)}")
-    rises = [r for r in row.get("still_rising") or [] if r is not None and math.isfinite(r)]
+    if row.best_epoch is not None and row.epochs_run is not None:
+        detail.append(f"best epoch {listed(row.best_epoch)} of {listed(row.epochs_run)}")
+    rises = [r for r in row.still_rising or [] if is_finite(r)]
     if rises:
         detail.append(f"rising {max(rises):+.3f} nats over the last tenth")
-    return f"{row['objective']} ({'; '.join(detail)})" if detail else str(row["objective"])
+    return f"{row.objective} ({'; '.join(detail)})" if detail else row.objective
 
 
 def _num_test(meta):
     return f" (of {meta['num_test']})" if meta and "num_test" in meta else ""
-
-
-def _listed(value):
-    if isinstance(value, list | tuple):
-        return ", ".join(str(v) for v in value)
-    return str(value)
 
 
 def _report(rows, meta, pairs, agreement=None, figures=(), beta_rows=None):
@@ -719,10 +357,10 @@ def _report(rows, meta, pairs, agreement=None, figures=(), beta_rows=None):
             *(f"- {line}" for line in format_pairs(pairs).splitlines()),
             "",
         ]
-    if all("decomp_reconstruction_minus_kl" in row for row in rows):
+    if all("reconstruction_minus_kl" in row.decomp for row in rows):
         lines += ["## The ELBO three ways", "", format_decompositions(rows), "",
                   _ANATOMY_NOTE, ""]  # fmt: skip
-    if all("surgery_average_kl" in row for row in rows):
+    if all("average_kl" in row.surgery for row in rows):
         lines += [
             "## Where the KL term goes: ELBO surgery and active units",
             "",
@@ -733,7 +371,7 @@ def _report(rows, meta, pairs, agreement=None, figures=(), beta_rows=None):
         ]
     if beta_rows:
         lines += [
-            f"## β schedules: {beta_rows[0].get('objective', '')}",
+            f"## β schedules: {beta_rows[0].objective or ''}",
             "",
             "The objective trained under each β schedule (KL weight; first seed, same "
             "initialization, every epoch, the last epoch's model), judged on the same test "
@@ -749,7 +387,7 @@ def _report(rows, meta, pairs, agreement=None, figures=(), beta_rows=None):
             "",
             format_agreement(agreement),
             "",
-            _AGREEMENT_NOTE.format(n=agreement[0].get("num_points", "")),
+            _AGREEMENT_NOTE.format(n=agreement[0].num_points),
             "",
         ]
     lines += [
@@ -830,7 +468,9 @@ def write_results(
         If ``rows`` is empty, a row lacks a key of the table (named), or a figure
         name is not a plain file name.
     """
-    _check_rows(rows)
+    rows, pairs = as_rows(rows, ObjectiveRow), as_pairs(pairs)
+    agreement = [a if isinstance(a, Agreement) else Agreement.from_dict(a) for a in agreement or ()]
+    beta_rows = as_rows(beta_rows, BetaRow) if beta_rows else []
     figures = [(str(name), str(caption)) for name, caption in (figures or [])]
     for name, _ in figures:
         if not name or name != os.path.basename(name):
@@ -843,21 +483,22 @@ def write_results(
     paths = {name: str(out_dir / name) for name in ("results.csv", "results.json")}
     paths["report.md"] = str(out_dir / "report.md")
 
-    fieldnames = list(rows[0])
-    fieldnames += [k for row in rows[1:] for k in row if k not in fieldnames]
+    flat = [row.to_dict() for row in rows]
+    fieldnames = list(flat[0])
+    fieldnames += [k for row in flat[1:] for k in row if k not in fieldnames]
     with atomic_path(paths["results.csv"]) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=fieldnames)
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows(flat)
 
     payload = _jsonable(
         {
             "meta": meta,
-            "results": rows,
-            "pairs": pairs or [],
-            "agreement": agreement or [],
-            "beta": beta_rows or [],
+            "results": flat,
+            "pairs": [pair.to_dict() for pair in pairs],
+            "agreement": [row.to_dict() for row in agreement],
+            "beta": [row.to_dict() for row in beta_rows],
             "histories": histories,
         }
     )

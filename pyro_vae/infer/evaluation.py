@@ -34,19 +34,20 @@ References
    Sampling", J. Mach. Learn. Res. 25(72):1–58, 2024.
 """
 
-import contextlib
 import math
 from dataclasses import dataclass
 
-import pyro
 import torch
-from pyro import poutine
-from pyro.poutine.util import site_is_subsample
 
-from .._checks import is_int
-from .._device import check_device, on_device
-from ..data import check_data
+from .._checks import check_int, is_int
 from .diagnostics import KHAT_UNRELIABLE, pareto_khat
+from .traces import (
+    check_inputs,
+    chunks,
+    log_importance_weights,
+    param_store_as_found,
+    seeded,
+)
 
 __all__ = [
     "Evaluation",
@@ -54,62 +55,9 @@ __all__ = [
     "evaluate",
     "evaluate_unchecked",
     "format_se",
-    "log_importance_weights",
     "paired_difference",
-    "param_store_as_found",
     "point_estimates",
 ]
-
-_CHUNK_ROWS = 2**17  # particles × data points per model pass: bounds memory
-
-
-def log_importance_weights(model, guide, x, num_samples, **kwargs):
-    """Per-point log-density terms of S joint draws z ~ q(z|x), traced with Pyro.
-
-    Parameters
-    ----------
-    model, guide : callable
-        Pyro model and guide taking ``(x, **kwargs)``, with every sample site inside a
-        plate at dim -1 over the rows of x.
-    x : torch.Tensor
-        Data, shape ``(batch, x_dim)``.
-    num_samples : int
-        S, draws per data point.
-
-    Returns
-    -------
-    dict of torch.Tensor
-        ``"log_likelihood"`` (Σ over observed sites of log p(x|z)), ``"log_prior"``
-        (Σ over latent model sites of log p(z)) and ``"log_guide"`` (log q(z|x)), each of
-        shape ``(num_samples, batch)`` in nats, unscaled by any subsampling.
-
-    Raises
-    ------
-    ValueError
-        If a site's log-density does not have shape ``(num_samples, batch)``.
-    """
-    with pyro.plate("particles", num_samples, dim=-2):
-        guide_trace = poutine.trace(guide).get_trace(x, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, **kwargs)
-    terms = {"log_likelihood": 0.0, "log_prior": 0.0, "log_guide": 0.0}
-    for trace, role in ((model_trace, "model"), (guide_trace, "guide")):
-        for name, site in trace.nodes.items():
-            if site["type"] != "sample" or site_is_subsample(site):
-                continue
-            log_p = site["fn"].log_prob(site["value"])
-            if log_p.shape != (num_samples, x.shape[0]):
-                raise ValueError(
-                    f"Expected site {name!r} to have a log-density of shape "
-                    f"{(num_samples, x.shape[0])} (particles, data) but got "
-                    f"{tuple(log_p.shape)}: put every sample site in the data plate"
-                )
-            if role == "guide":
-                key = "log_guide"
-            else:
-                key = "log_likelihood" if site["is_observed"] else "log_prior"
-            terms[key] = terms[key] + log_p
-    return terms
-
 
 _SUMMARY_NOTES = {
     "ess": "draws (mean importance-sampling effective sample size out of K)",
@@ -160,6 +108,20 @@ class Summary(dict):
         super().__init__(*args, **kwargs)
         self.num_samples = num_samples
         self.num_points = num_points
+
+    @classmethod
+    def from_estimates(cls, values, std_errors, num_samples, names):
+        """The Summary of ``names``: mean over points and √(Σ se²) / n of each, nats.
+
+        ``values`` and ``std_errors`` map names to per-point tensors ``(n,)``.
+        """
+        first = next(iter(values.values()))
+        out = cls(num_samples=num_samples, num_points=first.numel())
+        for name in names:
+            n = values[name].numel()
+            se = std_errors[name].square().sum().sqrt() / n
+            out[name] = (float(values[name].mean()), float(se))
+        return out
 
     def __str__(self):
         width = max((len(name) for name in self), default=0)
@@ -344,8 +306,9 @@ def evaluate(vae, x, num_samples=5000, ks=(1, 5, 50), seed=0, device=None, **kwa
     """Held-out ELBO, IWAE bounds, log p(x) and Pareto k̂ per data point, in nats.
 
     Draws ``num_samples`` z ~ q_φ(z|x) per point in memory-bounded chunks (at most
-    2¹⁷ particle-rows per model pass) and reduces them as described in the module
-    docstring; L_S over all draws is the log p(x) estimate.
+    :data:`~pyro_vae.infer.traces.CHUNK_ROWS` = 2¹⁷ particle-rows per pass of guide and
+    model, :func:`~pyro_vae.infer.traces.chunk_sizes`) and reduces them as described in
+    the module docstring; L_S over all draws is the log p(x) estimate.
 
     Parameters
     ----------
@@ -395,6 +358,11 @@ def evaluate(vae, x, num_samples=5000, ks=(1, 5, 50), seed=0, device=None, **kwa
 
     Notes
     -----
+    Memory: the peak grows with the chunk, about CHUNK_ROWS × (x_dim + the widest
+    hidden layer) numbers for the decoder's activations and the likelihood's
+    per-pixel terms, plus the ``(S, rows)`` log-weights of one block of rows; it does
+    not grow with the number of data points beyond the ``(batch,)`` results.
+
     Pyro's global param store is left as found: ``pyro.module``/``pyro.param`` calls
     in ``model`` and ``guide`` register names during the evaluation, and those not in
     the store before are deleted afterwards. The store is not emptied for the run
@@ -402,26 +370,9 @@ def evaluate(vae, x, num_samples=5000, ks=(1, 5, 50), seed=0, device=None, **kwa
     its parameters with ``pyro.param`` must see the user's values; names already in the
     store keep their tensors (``pyro.param`` never replaces a stored value).
     """
-    if not (callable(getattr(vae, "model", None)) and callable(getattr(vae, "guide", None))):
-        raise ValueError(
-            f"Expected vae to have callable model and guide but got {type(vae).__name__}"
-        )
-    if isinstance(vae, torch.nn.Module) and any(True for _ in vae.parameters()):
-        on_device(vae, device)
-    elif device is not None and isinstance(x, torch.Tensor):
-        x = x.to(check_device(device))
-    if hasattr(vae, "x_dim"):
-        x = check_data(x, vae, "x")
-    elif not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] == 0:
-        raise ValueError(
-            f"Expected x to be a torch.Tensor of shape (batch, ...) with batch >= 1 but got "
-            f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}"
-        )
-    if not is_int(num_samples) or num_samples < 2:
-        raise ValueError(f"Expected num_samples to be an integer >= 2 but got {num_samples!r}")
+    x = check_inputs(vae, x, seed, device, place=True)
+    check_int("num_samples", num_samples, minimum=2)
     ks = _check_ks(ks, num_samples)
-    if seed is not None and not is_int(seed):
-        raise ValueError(f"Expected seed to be an integer or None but got {seed!r}")
     return evaluate_unchecked(vae, x, num_samples, ks, seed, **kwargs)
 
 
@@ -437,22 +388,6 @@ def _check_ks(ks, num_samples):
     return tuple(int(k) for k in ks)
 
 
-@contextlib.contextmanager
-def param_store_as_found():
-    """Context manager: on exit, delete the names added to Pyro's global param store.
-
-    Unlike :meth:`pyro.params.param_store.ParamStoreDict.scope`, the user's own
-    parameters stay visible inside (a model reading ``pyro.param`` gets their values).
-    """
-    store = pyro.get_param_store()
-    before = set(store.keys())
-    try:
-        yield
-    finally:
-        for name in [name for name in store.keys() if name not in before]:
-            del store[name]
-
-
 @torch.no_grad()
 def evaluate_unchecked(vae, x, num_samples, ks, seed, *, khat=True, **kwargs):
     """:func:`evaluate` without argument checks, for callers that checked them once.
@@ -461,30 +396,33 @@ def evaluate_unchecked(vae, x, num_samples, ks, seed, *, khat=True, **kwargs):
     :func:`evaluate`; ``khat=False`` leaves out the Pareto k̂ (see
     :func:`point_estimates`).
     """
-    batch_rows = max(1, min(x.shape[0], _CHUNK_ROWS // num_samples))
-    sample_rows = max(1, min(num_samples, _CHUNK_ROWS // batch_rows))
-    devices = [x.device] if x.device.type == "cuda" else []  # not every visible GPU
-    with param_store_as_found(), torch.random.fork_rng(devices, enabled=seed is not None):
-        if seed is not None:
-            torch.manual_seed(seed)
-        per_batch = []
-        for start in range(0, x.shape[0], batch_rows):
-            xb = x[start : start + batch_rows]
-            chunks = [
-                log_importance_weights(
-                    vae.model,
-                    vae.guide,
-                    xb,
-                    min(sample_rows, num_samples - s),
-                    **kwargs,
-                )
-                for s in range(0, num_samples, sample_rows)
+    values, ses = {}, {}
+    with param_store_as_found(), seeded(seed, x.device):
+        for rows, particles in chunks(x.shape[0], num_samples):
+            parts = [
+                log_importance_weights(vae.model, vae.guide, x[rows], count, **kwargs)
+                for count in particles
             ]
-            terms = {key: torch.cat([c[key] for c in chunks]) for key in chunks[0]}
-            per_batch.append(point_estimates(terms, ks, khat))
-    values = {key: torch.cat([v[key] for v, _ in per_batch]) for key in per_batch[0][0]}
-    ses = {key: torch.cat([s[key] for _, s in per_batch]) for key in per_batch[0][1]}
+            terms = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+            del parts  # only the concatenation lives on: no trace outlives its pass
+            block_values, block_ses = point_estimates(terms, ks, khat)
+            del terms
+            _store(values, block_values, rows, x.shape[0])
+            _store(ses, block_ses, rows, x.shape[0])
     return Evaluation(values, ses, num_samples)
+
+
+def _store(out, block, rows, num_rows):
+    """Write a block's ``(rows,)`` estimates into ``out``'s ``(num_rows,)`` tensors.
+
+    The outputs are allocated once, at the first block: no per-block tensor stays
+    alive between passes to pin the freed heap (see
+    :func:`~pyro_vae.infer.traces.release_freed_memory`).
+    """
+    for key, value in block.items():
+        if key not in out:
+            out[key] = value.new_empty(num_rows)
+        out[key][rows] = value
 
 
 def paired_difference(a, b, name="log_px"):

@@ -33,14 +33,12 @@ from pyro.infer.enum import get_importance_trace
 from pyro.infer.util import is_validation_enabled
 from pyro.util import check_if_enumerated, warn_if_nan
 
-from ..train.schedules import as_schedule, constant
-
 __all__ = [
     "LOSSES",
     "OBJECTIVE_ALIASES",
     "OBJECTIVE_GRAMMAR",
     "ScaledRenyiELBO",
-    "check_objective",
+    "check_loss",
     "make_elbo",
     "objective_label",
     "parse_objective",
@@ -359,13 +357,19 @@ class ScaledRenyiELBO(ELBO):
         return loss
 
 
-def check_objective(loss, alpha=0.0, num_particles=1, jit=False, beta=1.0):
+def check_loss(loss, alpha=0.0, num_particles=1, jit=False, stacklevel=2):
     """Validate an objective's arguments; raise ``ValueError`` naming the bad one.
 
-    ``beta`` is the KL weight or its schedule (:func:`pyro_vae.train.schedules.as_schedule`):
-    ``loss="pyro_renyi"`` takes only β = 1, since Pyro's RenyiELBO multiplies the
-    minibatch scale N/B into the same log weights (pyro-ppl issue 3104). Warns (at the
-    caller's caller) for ``alpha < 0`` with a Rényi loss.
+    Warns for ``alpha < 0`` with a Rényi loss, ``stacklevel`` frames above this
+    function (2: at its caller's caller). The KL weight β is checked with the training
+    settings (:func:`pyro_vae.train.config.check_objective`).
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``loss`` (the message lists the valid names), ``num_particles``
+        not an integer ≥ 1, ``alpha == 1`` with a Rényi loss, or ``jit=True`` with a
+        loss other than ``"trace"``.
     """
     if loss not in LOSSES:
         raise ValueError(
@@ -377,15 +381,8 @@ def check_objective(loss, alpha=0.0, num_particles=1, jit=False, beta=1.0):
             f"Expected jit=False for loss={loss!r}: only loss='trace' has a JIT version "
             f"(JitTrace_ELBO), but got jit={jit!r}"
         )
-    schedule = as_schedule(beta)
-    if loss == "pyro_renyi" and schedule != constant(1.0):
-        raise ValueError(
-            f"Expected beta=1 with loss='pyro_renyi' but got beta={schedule!r}: Pyro's "
-            "RenyiELBO multiplies the minibatch scale N/B into the same log weights as β "
-            "(pyro-ppl issue 3104), so the two cannot be told apart; use loss='renyi'"
-        )
     if loss in RENYI_LOSSES:
-        _check_alpha(alpha, stacklevel=3)
+        _check_alpha(alpha, stacklevel=stacklevel + 1)
 
 
 def make_elbo(loss="trace", alpha=0.0, num_particles=1, jit=False):
@@ -418,9 +415,7 @@ def make_elbo(loss="trace", alpha=0.0, num_particles=1, jit=False):
     Raises
     ------
     ValueError
-        For an unknown ``loss`` (the message lists the valid names), ``num_particles``
-        not an integer ≥ 1, ``alpha == 1`` with a Rényi loss, or ``jit=True`` with a
-        loss other than ``"trace"``.
+        As :func:`check_loss`.
 
     Warns
     -----
@@ -432,7 +427,7 @@ def make_elbo(loss="trace", alpha=0.0, num_particles=1, jit=False):
        so with ``num_data > batch`` it does not estimate the scaled Rényi/IWAE bound;
        :class:`ScaledRenyiELBO` (``"renyi"``) applies it outside.
     """
-    check_objective(loss, alpha, num_particles, jit)
+    check_loss(loss, alpha, num_particles, jit)
     common = {
         "num_particles": num_particles,
         "vectorize_particles": num_particles > 1,
@@ -444,7 +439,7 @@ def make_elbo(loss="trace", alpha=0.0, num_particles=1, jit=False):
         return TraceMeanField_ELBO(**common)
     if loss == "pyro_renyi":
         return RenyiELBO(alpha=alpha, **common)
-    with warnings.catch_warnings():  # check_objective warned at our caller already
+    with warnings.catch_warnings():  # check_loss warned at our caller already
         warnings.simplefilter("ignore", UserWarning)
         return ScaledRenyiELBO(alpha=alpha, **common)
 
@@ -520,5 +515,5 @@ def parse_objective(spec):
         raise ValueError(
             f"Expected an objective spec, one of {OBJECTIVE_GRAMMAR}; but got {spec!r}"
         ) from None
-    check_objective(loss, alpha, k)
+    check_loss(loss, alpha, k)
     return loss, alpha, k

@@ -15,18 +15,26 @@ References
    Variational Inference", ICML 2018.
 """
 
+import contextlib
+from collections.abc import Sequence
+
 import numpy as np
 import pyro
 import torch
-from pyro import poutine
 
 from .._checks import check_int
 from . import diagnostics
-from .posterior import _check_common, _held_fixed, _log_joint
+from .traces import (
+    check_inputs,
+    chunks,
+    log_density_terms,
+    param_store_as_found,
+    sample_sites,
+    seeded,
+    trace_particles,
+)
 
-__all__ = ["compare_posteriors", "gaussian_w2", "sample_guide"]
-
-_GUIDE_CHUNK_ROWS = 2**17  # draws × data points per guide pass: bounds memory
+__all__ = ["check_datum", "compare_posteriors", "gaussian_w2", "sample_guide"]
 
 
 def sample_guide(vae, x, num_samples=1000, seed=0, datum=None, device=None):
@@ -37,17 +45,25 @@ def sample_guide(vae, x, num_samples=1000, seed=0, datum=None, device=None):
     in the layout of :func:`sample_posterior` (one chain), for
     :func:`compare_posteriors`: the weights' Pareto k̂ says whether q_φ(z|x) covers
     p_θ(z|x) well enough to serve as an importance-sampling proposal (Yao et al. 2018).
+    The guide is traced (:mod:`pyro_vae.infer.traces`): log q sums every sample site
+    of the guide, so an autoguide whose density sits on an auxiliary site is counted
+    whole, and the draws are the same as :func:`pyro_vae.evaluate`'s with the same
+    seed and chunks.
 
     Parameters
     ----------
-    vae : pyro_vae.models.vae.BaseVAE
-        The model and guide; parameters held fixed, Pyro's param store left as found.
+    vae : object with ``model`` and ``guide``
+        E.g. :class:`pyro_vae.VAE`, a subclass with its own ``guide``, or a module
+        pairing ``vae.model`` with an autoguide; the model's only latent site is
+        ``"z"``. Parameters held fixed (``vae.frozen()`` where it has it), Pyro's param
+        store left as found.
     x : torch.Tensor
         Data points, shape ``(B, x_dim)``.
     num_samples : int, default 1000
         Draws per data point (≥ 2).
-    seed : int, default 0
-        Seed of the draws; the global torch RNG state is left as found.
+    seed : int or None, default 0
+        Seed of the draws; the global torch RNG state is left as found. None uses the
+        global RNG.
     datum : sequence, optional
         Labels of the data points, length B; default ``0, …, B − 1``.
     device : str or torch.device, optional
@@ -63,34 +79,65 @@ def sample_guide(vae, x, num_samples=1000, seed=0, datum=None, device=None):
     Raises
     ------
     ValueError
-        If x does not fit the model, ``num_samples`` is not an integer ≥ 2, ``datum``
-        does not hold B labels, the model has a latent site other than ``"z"``, or
-        ``device`` is not a device name (or is CUDA where PyTorch sees no GPU).
+        If x does not fit the model, ``num_samples`` is not an integer ≥ 2, ``seed``
+        neither an integer nor None, ``datum`` does not hold B labels, the model has a
+        latent site other than ``"z"``, the guide has an observed site, or ``device``
+        is not a device name (or is CUDA where PyTorch sees no GPU).
 
     See Also
     --------
     pyro_vae.log_importance_weights : the same weights, without the draws.
     """
-    x, labels = _check_common(vae, x, datum, seed, device)
+    x = check_inputs(vae, x, seed, device, place=True)
     check_int("num_samples", num_samples, 2)
-    draws_per_pass = max(1, min(num_samples, _GUIDE_CHUNK_ROWS // x.shape[0]))
-    z, log_w = [], []
-    with _held_fixed(vae, x, seed), torch.no_grad():
-        for start in range(0, num_samples, draws_per_pass):
-            num = min(draws_per_pass, num_samples - start)
-            with pyro.plate("chains", num, dim=-2):
-                site = poutine.trace(vae.guide).get_trace(x).nodes["z"]
-            z.append(site["value"])
-            log_q = site["fn"].log_prob(site["value"])
-            log_w.append(_log_joint(vae.model, x, site["value"]) - log_q)
-    idata = diagnostics.posterior_inference_data(
-        diagnostics.as_numpy(torch.cat(z))[None],
-        {"log_weight": diagnostics.as_numpy(torch.cat(log_w))[None]},
+    labels = check_datum(datum, x.shape[0])
+    held = vae.frozen() if callable(getattr(vae, "frozen", None)) else contextlib.nullcontext()
+    blocks = []
+    with held, param_store_as_found(), seeded(seed, x.device), torch.no_grad():
+        with pyro.validation_enabled(False):
+            for rows, particles in chunks(x.shape[0], num_samples):
+                parts = [_weighted_draws(vae, x[rows], count) for count in particles]
+                blocks.append([torch.cat(part) for part in zip(*parts, strict=True)])
+    z, log_w = (torch.cat(part, 1) for part in zip(*blocks, strict=True))
+    return diagnostics.posterior_inference_data(
+        diagnostics.as_numpy(z)[None],
+        {"log_weight": diagnostics.as_numpy(log_w)[None]},
         diagnostics.as_numpy(x),
         datum=labels,
         attrs={"method": "guide"},
     )
-    return idata
+
+
+def _weighted_draws(vae, x, num_samples):
+    """Draws of ``"z"`` ``(S, B, D)`` and their log-weights ``(S, B)`` from one pass."""
+    guide_trace, model_trace = trace_particles(vae.model, vae.guide, x, num_samples)
+    latents = [name for name, site in sample_sites(model_trace) if not site["is_observed"]]
+    if latents != ["z"]:
+        raise ValueError(f"Expected the model's only latent site to be 'z' but it has {latents}")
+    terms = log_density_terms(guide_trace, model_trace, torch.Size((num_samples, x.shape[0])))
+    log_w = terms["log_likelihood"] + terms["log_prior"] - terms["log_guide"]
+    return model_trace.nodes["z"]["value"], log_w
+
+
+def check_datum(datum, num_rows):
+    """Labels of ``num_rows`` data points: ``datum`` as an array, or ``0, …, B − 1``.
+
+    Raises
+    ------
+    ValueError
+        Unless ``datum`` is None or a sequence of ``num_rows`` distinct labels.
+    """
+    if datum is None:
+        return np.arange(num_rows)
+    if isinstance(datum, str) or not isinstance(datum, Sequence | np.ndarray | torch.Tensor):
+        raise ValueError(f"Expected datum to be a sequence of {num_rows} labels but got {datum!r}")
+    labels = np.asarray(datum)
+    if labels.shape != (num_rows,) or len(set(labels.tolist())) != num_rows:
+        raise ValueError(
+            f"Expected datum to hold {num_rows} distinct labels, one per row of x, but "
+            f"got shape {labels.shape}"
+        )
+    return labels
 
 
 def compare_posteriors(reference, approximation):
@@ -232,7 +279,7 @@ def _sqrtm(cov):
     return (evecs * np.sqrt(np.clip(evals, 0.0, None))[..., None, :]) @ np.swapaxes(evecs, -1, -2)
 
 
-# ---------------------------------------------------------------------------- the sampler
+# ---------------------------------------------------------------------------- helpers
 
 
 def _is_inference_data(value):

@@ -30,15 +30,18 @@ from dataclasses import dataclass
 
 import torch
 from torch import special
+from torch.distributions import Independent, Normal
 
 from .._checks import is_int
 from ..data import check_data
+from . import traces
+from .traces import seeded
 
 __all__ = ["QuadraturePosterior", "log_joint_grid", "quadrature_posterior"]
 
-_CHUNK_ROWS = 2**17  # grid points × data points per decoder call: bounds memory
 _MAX_LISTED = 10  # indices named in the non-convergence warning
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+_GUIDE_DRAWS = 4096  # draws placing the first box for a guide without mean or stddev
 
 
 @dataclass(frozen=True)
@@ -96,8 +99,10 @@ def quadrature_posterior(vae, x, tol=1e-5, half_width=8.0, initial_points=16, ma
     r"""log p_θ(x), the posterior's moments and KL(q_φ ‖ p_θ(z|x)) by grid quadrature.
 
     For each data point a D-dimensional grid (D = z_dim ≤ 2) of n equal cells per axis
-    covers a box around the posterior; the midpoint rule integrates over it. The first
-    grid spans the guide's mean ± ``half_width`` guide s.d. per axis; each later grid
+    covers a box around the posterior; the midpoint rule integrates over it. The guide
+    q_φ(z|x) is ``vae.encode(x)``, any distribution (its ``log_prob`` gives log q); the
+    first grid spans its mean ± ``half_width`` s.d. per axis (from the distribution's
+    ``mean`` and ``stddev``, or from 4096 draws where it has none); each later grid
     doubles n and spans the union of that box and the previous grid's posterior mean
     ± ``half_width`` posterior s.d. per axis (so the guide's mass, which KL(q ‖ p)
     weighs, stays covered); where ``tol`` or more of the posterior or the guide lay
@@ -107,9 +112,10 @@ def quadrature_posterior(vae, x, tol=1e-5, half_width=8.0, initial_points=16, ma
 
     Parameters
     ----------
-    vae : pyro_vae.models.vae.BaseVAE
+    vae : pyro_vae.models.base.BaseVAE
         A model with ``x_dim``, ``z_dim`` 1 or 2, a N(0, I) prior, ``likelihood_dist(z)`` and
-        ``encode(x)``, e.g. :class:`pyro_vae.VAE` or :class:`pyro_vae.LinearGaussianVAE`.
+        ``encode(x)``, e.g. :class:`pyro_vae.VAE` or :class:`pyro_vae.LinearGaussianVAE`,
+        whose ``guide`` is BaseVAE's own (q(z|x) = ``encode(x)``).
     x : torch.Tensor
         Data, shape ``(B, x_dim)``.
     tol : float, default 1e-5
@@ -134,11 +140,12 @@ def quadrature_posterior(vae, x, tol=1e-5, half_width=8.0, initial_points=16, ma
     ------
     ValueError
         If ``vae`` lacks ``x_dim``, ``z_dim``, ``encode`` or ``likelihood_dist``; if
-        z_dim is not 1 or 2; for bad data (as :func:`pyro_vae.data.check_data`: not a
-        non-empty ``(B, x_dim)`` matrix, NaN/inf, non-binary for a Bernoulli
-        likelihood); if ``tol`` or ``half_width`` is not a finite number > 0,
-        ``initial_points`` not an integer ≥ 4, or ``max_points`` not an integer
-        ≥ ``initial_points ** z_dim``.
+        z_dim is not 1 or 2; if ``vae`` overrides ``guide`` (its q(z|x) is not
+        ``encode()``'s: use :func:`pyro_vae.evaluate`, which traces the guide); for
+        bad data (as :func:`pyro_vae.data.check_data`: not a non-empty ``(B, x_dim)``
+        matrix, NaN/inf, non-binary for a Bernoulli likelihood); if ``tol`` or
+        ``half_width`` is not a finite number > 0, ``initial_points`` not an integer
+        ≥ 4, or ``max_points`` not an integer ≥ ``initial_points ** z_dim``.
 
     Warns
     -----
@@ -176,11 +183,13 @@ def quadrature_posterior(vae, x, tol=1e-5, half_width=8.0, initial_points=16, ma
     previous grid's (its box grew as fast as n), since two grids of the same nodes
     agree whatever their error.
 
-    Refinement does not see mass outside the box; ``tail_mass`` estimates it. For the
-    guide it is exact, 1 − Π_k [Φ((u_k − μ_k)/σ_k) − Φ((l_k − μ_k)/σ_k)]. For the
-    posterior, with m₀ and m₁ the posterior masses of the outermost two rings of
-    cells and r = m₀/m₁, the rings beyond would hold m₀ r/(1 − r) (inf if r ≥ 1): exact
-    for a tail decaying like exp(−a t), an overstatement for a Gaussian one. Where it
+    Refinement does not see mass outside the box; ``tail_mass`` estimates it. For a
+    guide with independent coordinates of known CDF (a diagonal Normal) it is exact,
+    1 − Π_k [Φ((u_k − μ_k)/σ_k) − Φ((l_k − μ_k)/σ_k)]; for any other guide it is
+    extrapolated from the outermost cells as for the posterior. For the posterior,
+    with m₀ and m₁ the posterior masses of the outermost two rings of cells and
+    r = m₀/m₁, the rings beyond would hold m₀ r/(1 − r) (inf if r ≥ 1): exact for a
+    tail decaying like exp(−a t), an overstatement for a Gaussian one. Where it
     is ``tol`` or more, the box grows for the next grid: if the box held the posterior
     mean ± ``half_width`` s.d., that point's half-width in s.d. doubles for all later
     grids (heavy tails); if not (the posterior lies partly outside, near the edge, and
@@ -190,8 +199,8 @@ def quadrature_posterior(vae, x, tol=1e-5, half_width=8.0, initial_points=16, ma
     axis-aligned: a strongly correlated posterior, or a guide far from or much narrower
     than the posterior, needs more points.
 
-    The decoder runs in the parameters' dtype on nodes rounded to it; the prior, the
-    guide's density and all sums are float64 at those same nodes. The model runs in
+    The decoder and the guide's ``log_prob`` run in the parameters' dtype on nodes
+    rounded to it; the prior and all sums are float64 at those same nodes. The model runs in
     eval mode, restored afterwards, and Pyro's param store is not touched.
 
     References
@@ -213,8 +222,7 @@ def quadrature_posterior(vae, x, tol=1e-5, half_width=8.0, initial_points=16, ma
     _check_settings(vae.z_dim, tol, half_width, initial_points, max_points)
     x = check_data(x, vae, "x")
     with _eval_mode(vae):
-        q = vae.encode(x)
-        q_loc, q_scale = q.mean.double(), q.stddev.double()
+        q_loc, q_scale = _guide_moments(vae.encode(x), x.device)
         out, n = _refine(vae, x, q_loc, q_scale, tol, half_width, initial_points, max_points)
     if not out["converged"].all():
         bad = (~out["converged"]).nonzero().flatten().tolist()
@@ -278,7 +286,7 @@ def log_joint_grid(vae, x, *axes):
                 f"shape {tuple(a.shape)}"
             )
     grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, vae.z_dim)
-    group = max(1, _CHUNK_ROWS // grid.shape[0])
+    group = max(1, traces.CHUNK_ROWS // grid.shape[0])
     with _eval_mode(vae):
         parts = [
             _log_joint(vae, xg, grid[:, None, :].expand(-1, xg.shape[0], -1))[0]
@@ -357,6 +365,19 @@ def _check_vae(vae):
             f"points**z_dim) but got z_dim={vae.z_dim!r}; estimate log p(x) by importance "
             "sampling with pyro_vae.evaluate instead"
         )
+    if callable(getattr(vae, "require_encoder_guide", None)):
+        vae.require_encoder_guide("grid quadrature")
+
+
+def _guide_moments(q, device):
+    """The guide's mean and s.d. per axis, float64 ``(B, D)``: the distribution's own,
+    else those of draws (seeded, the global RNG left as found)."""
+    try:
+        return q.mean.double(), q.stddev.double()
+    except NotImplementedError:
+        with seeded(0, device):
+            draws = q.sample((_GUIDE_DRAWS,)).double()
+        return draws.mean(0), draws.std(0)
 
 
 def _check_settings(z_dim, tol, half_width, initial_points, max_points):
@@ -422,8 +443,8 @@ def _next_box(stats, q_loc, q_scale, reach, tol):
 
 
 def _grid_statistics(vae, x, q_loc, q_scale, lower, upper, n):
-    """:func:`_group_statistics` over groups of data points, ≤ ``_CHUNK_ROWS`` rows each."""
-    group = max(1, _CHUNK_ROWS // n ** q_loc.shape[-1])
+    """:func:`_group_statistics` over groups of data points, ≤ ``CHUNK_ROWS`` rows each."""
+    group = max(1, traces.CHUNK_ROWS // n ** q_loc.shape[-1])
     parts = [
         _group_statistics(vae, *(t[s : s + group] for t in (x, q_loc, q_scale, lower, upper)), n)
         for s in range(0, x.shape[0], group)
@@ -449,18 +470,22 @@ def _group_statistics(vae, x, q_loc, q_scale, lower, upper, n):
     mean = torch.einsum("pg,pgi->gi", weights, nodes)
     centred = nodes - mean
     cov = torch.einsum("pg,pgi,pgj->gij", weights, centred, centred)
-    log_q = -(0.5 * ((nodes - q_loc) / q_scale).square() + q_scale.log() + _HALF_LOG_2PI).sum(-1)
+    q = vae.encode(x)
+    log_q = q.log_prob(nodes.to(x.dtype)).double()
     guide_weights = log_q.softmax(0)  # q(z_i|x), normalized on the grid
     kl_guide = (guide_weights * (log_q - log_joint)).sum(0) + log_px
     ring = torch.minimum(index, n - 1 - index).amin(-1)  # cells from the box's edge
+    if isinstance(q, Independent) and isinstance(q.base_dist, Normal):
+        guide_tail = _gaussian_mass_outside(q_loc, q_scale, lower, upper)
+    else:
+        guide_tail = _tail_beyond(guide_weights[ring == 0].sum(0), guide_weights[ring == 1].sum(0))
     return {
         "log_px": log_px,
         "mean": mean,
         "cov": cov,
         "kl_guide": kl_guide,
         "tail_mass": torch.maximum(
-            _tail_beyond(weights[ring == 0].sum(0), weights[ring == 1].sum(0)),
-            _gaussian_mass_outside(q_loc, q_scale, lower, upper),
+            _tail_beyond(weights[ring == 0].sum(0), weights[ring == 1].sum(0)), guide_tail
         ),
     }
 
@@ -469,12 +494,12 @@ def _log_joint(vae, x, nodes):
     """log p(z) + log p_θ(x|z) at ``nodes`` ``(P, G, D)`` for x ``(G, x_dim)``.
 
     The decoder sees the nodes rounded to x's dtype, in calls of at most
-    ``_CHUNK_ROWS`` rows; returns the log joint ``(P, G)`` and the rounded nodes, both
+    ``CHUNK_ROWS`` rows; returns the log joint ``(P, G)`` and the rounded nodes, both
     float64, the prior evaluated at the rounded nodes.
     """
     nodes = nodes.to(x.dtype)
     log_lik = torch.empty(nodes.shape[:2], dtype=torch.float64, device=x.device)
-    step = max(1, _CHUNK_ROWS // x.shape[0])
+    step = max(1, traces.CHUNK_ROWS // x.shape[0])
     for s in range(0, nodes.shape[0], step):
         log_lik[s : s + step] = vae.likelihood_dist(nodes[s : s + step]).log_prob(x).double()
     nodes = nodes.double()

@@ -35,8 +35,6 @@ Importing :mod:`pyro_vae` does not import Lightning; this module does, and raise
 """
 
 import contextlib
-import copy
-import hashlib
 import logging
 import math
 import os
@@ -47,35 +45,34 @@ from dataclasses import dataclass
 import pyro
 import torch
 
-from .._checks import check_int, is_int
+from .._checks import check_beta, check_int, is_int
 from .._threads import torch_threads
 from ..data import Dataset
 from ..infer.evaluation import evaluate_unchecked
-from ..infer.objectives import check_objective, make_elbo, objective_label
-from .schedules import Schedule, check_beta
-from .training import (
-    DEFAULT_LR,
-    RUN_DEFINING,
-    SAVED_DEFAULTS,
-    FitResult,
-    check_fit_args,
-    check_schedule,
-    load_checkpoint,
-    save_checkpoint,
-    training_data,
-)
+from ..infer.objectives import make_elbo
+from .checkpoints import check_resumed_run, load_checkpoint
+from .config import DEFAULT_LR, TrainConfig, with_overrides
+from .state import EarlyStopping, FitResult, TrainingState
+from .training import check_run_io, training_data
 
 INSTALL_HINT = 'pip install "pyro-vae[lightning]"'
 """The command that installs the optional extra this module needs."""
 
 try:
     import lightning.pytorch as pl
-    from lightning.pytorch.callbacks import Checkpoint
 except ImportError as e:  # pragma: no cover - exercised with Lightning uninstalled
     raise ImportError(
         f"pyro_vae.train.lightning needs PyTorch Lightning, which is not installed ({e}); "
         f"install the optional extra: {INSTALL_HINT}"
     ) from e
+
+# after the check above, which names the extra when Lightning is missing
+from .lightning_checkpoint import (  # noqa: E402
+    PackageCheckpoint,
+    lightning_checkpoint_path,
+    resume_target,
+)
+from .lightning_data import VAEDataModule, derived_seed  # noqa: E402
 
 __all__ = [
     "INSTALL_HINT",
@@ -102,31 +99,6 @@ _BENIGN_WARNINGS = (
 )
 
 
-def _derived_seed(*parts):
-    """A 32-bit seed from ``parts`` (ints and strings), the same on every platform."""
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return int.from_bytes(digest[:4], "little")
-
-
-def lightning_checkpoint_path(checkpoint):
-    """Where :func:`fit_lightning` writes Lightning's checkpoint for ``checkpoint``.
-
-    Parameters
-    ----------
-    checkpoint : str or os.PathLike
-        The package checkpoint, e.g. ``"runs/vae.pt"``.
-
-    Returns
-    -------
-    str
-        ``"runs/vae_lightning/last.ckpt"``: the folder is the package checkpoint's name
-        without its extension, plus ``_lightning``; it is also the Trainer's
-        ``default_root_dir``.
-    """
-    stem = os.path.splitext(os.fspath(checkpoint))[0]
-    return os.path.join(f"{stem}_lightning", "last.ckpt")
-
-
 class VAEModule(pl.LightningModule):
     """A VAE's model, guide and objective as a LightningModule.
 
@@ -150,40 +122,33 @@ class VAEModule(pl.LightningModule):
         The module to train (in place).
     num_data : int
         N, the size of the whole training set (not of one process's share).
-    loss : {"trace", "meanfield", "renyi"}, default "trace"
-        The objective (:func:`pyro_vae.infer.objectives.make_elbo`). ``"pyro_renyi"`` has no
-        ``differentiable_loss`` and is refused.
-    alpha : float, default 0.0
-        Rényi order (``loss="renyi"``); 0 is the IWAE bound.
-    num_particles : int, default 1
-        Samples per data point (the IWAE k).
-    lr : float, optional
-        Adam's learning rate (default 1e-3).
-    beta : float, str or Schedule, default 1.0
-        KL weight β or its schedule over the epochs (1, 2, …), as :func:`pyro_vae.fit`.
-    seed : int, optional
-        With a seed, the global RNGs of process r are seeded from (seed, r, epoch) at
-        the start of every epoch (the z draws), and validation draws from ``seed``.
-        None leaves the RNGs alone.
+    config : TrainConfig, optional
+        The settings (default ``TrainConfig()``); the module reads ``loss``,
+        ``alpha``, ``num_particles``, ``lr``, ``beta``, ``seed``, ``val_samples``,
+        ``monitor``, ``patience`` and ``restore_best`` (the others are
+        :func:`fit_lightning`'s). ``loss="pyro_renyi"`` has no ``differentiable_loss``
+        and is refused; ``lr`` None is 1e-3.
     validation : torch.Tensor, optional
         Validation data ``(num_val, x_dim)``, already checked.
-    val_samples : int, default 50
-        Draws per validation point (k of the IWAE bound).
-    monitor : {"iwae", "elbo"}, default "iwae"
-        The bound that picks the best epoch and drives ``patience``.
-    patience : int, optional
-        Stop after this many epochs without a better monitored bound.
-    restore_best : bool, default True
-        Keep a copy of the best epoch's parameters (:attr:`best_state`).
+    **overrides
+        Settings replacing those of ``config``, by name (``loss="renyi"``,
+        ``patience=5``, ...). ``seed``: with a seed, the global RNGs of process r are
+        seeded from (seed, r, epoch) at the start of every epoch (the z draws), and
+        validation draws from ``seed``; ``seed=None``, the default without
+        ``config``, leaves the RNGs alone (and validation draws unseeded).
 
     Attributes
     ----------
-    history : list of dict
-        One record per epoch, as :attr:`pyro_vae.FitResult.history` (``epoch``,
-        ``beta``, ``train_loss``, ``val_elbo``, ``val_iwae``, ``wall_time``; nats per
-        data point).
-    best_epoch, best_score, best_state, stale
-        As :class:`pyro_vae.TrainingState`.
+    state : TrainingState
+        The history (one record per epoch, as :attr:`pyro_vae.FitResult.history`:
+        ``epoch``, ``beta``, ``train_loss``, ``val_elbo``, ``val_iwae``,
+        ``wall_time``; nats per data point), the best epoch, score and parameters and
+        the patience counter.
+    history, best_epoch
+        Those of :attr:`state`.
+    stopping : EarlyStopping
+        The rule that picks the best epoch, stops and restores the best, shared with
+        :func:`pyro_vae.fit`.
     config : dict
         The JSON-able settings (``loss``, ``alpha``, ``num_particles``, ``objective``,
         ``lr``, ``seed``, ``val_samples``, ``monitor``, ``patience``,
@@ -192,30 +157,42 @@ class VAEModule(pl.LightningModule):
     Raises
     ------
     ValueError
-        For an unknown or unsupported ``loss``, bad ``num_particles``, ``alpha``,
-        ``beta``, ``lr``, ``num_data``, ``val_samples`` or ``monitor`` (the message
-        names it).
+        For ``loss="pyro_renyi"``, ``num_data`` not an integer > 0, or any setting
+        :meth:`pyro_vae.TrainConfig.validate` refuses (the message names it).
+    TypeError
+        For an override that is not a setting.
     """
+
+    _RECORDED = (
+        "loss",
+        "alpha",
+        "num_particles",
+        "objective",
+        "lr",
+        "seed",
+        "val_samples",
+        "monitor",
+        "patience",
+        "restore_best",
+        "beta",
+        "beta_schedule",
+    )
 
     def __init__(
         self,
-        vae,
-        num_data,
-        loss="trace",
-        alpha=0.0,
-        num_particles=1,
-        lr=None,
-        beta=1.0,
-        seed=None,
-        validation=None,
-        val_samples=50,
-        monitor="iwae",
-        patience=None,
-        restore_best=True,
-    ):
+        vae: torch.nn.Module,
+        num_data: int,
+        config: TrainConfig | None = None,
+        *,
+        validation: torch.Tensor | None = None,
+        **overrides,
+    ) -> None:
         super().__init__()
-        check_objective(loss, alpha, num_particles, beta=beta)
-        if loss == "pyro_renyi":
+        seed = overrides.pop("seed", None if config is None else config.seed)
+        if seed is not None:
+            overrides["seed"] = seed
+        config = with_overrides(config, overrides).validate()
+        if config.loss == "pyro_renyi":
             raise ValueError(
                 "Expected loss in ('trace', 'meanfield', 'renyi') for Lightning but got "
                 "'pyro_renyi': Pyro's RenyiELBO has no differentiable_loss for a training "
@@ -223,36 +200,30 @@ class VAEModule(pl.LightningModule):
                 "log-sum-exp)"
             )
         check_int("num_data", num_data)
-        lr = DEFAULT_LR if lr is None else lr
-        check_fit_args(1, 1, lr, patience, val_samples, monitor, None)
-        schedule = check_schedule(beta, None, None)
-        if seed is not None and not is_int(seed):
-            raise ValueError(f"Expected seed to be an integer or None but got {seed!r}")
+        lr = DEFAULT_LR if config.lr is None else config.lr
         self.vae = vae
         self.num_data = num_data
-        self.elbo = make_elbo(loss, alpha, num_particles)
+        self.elbo = make_elbo(config.loss, config.alpha, config.num_particles)
         self.lr = lr
-        self.schedule = schedule
+        self.schedule = config.schedule
         self.seed = seed
         self.val_data = validation
-        self.config = {
-            "loss": loss,
-            "alpha": alpha,
-            "num_particles": num_particles,
-            "objective": objective_label(loss, alpha, num_particles),
-            "lr": lr,
-            "seed": seed,
-            "val_samples": val_samples,
-            "monitor": monitor,
-            "patience": patience,
-            "restore_best": restore_best,
-            "beta": schedule.spec if isinstance(schedule, Schedule) else None,
-            "beta_schedule": repr(schedule),
-        }
-        self.history = []
-        self.best_score, self.best_epoch, self.best_state, self.stale = -math.inf, 0, None, 0
+        record = {**config.record(lr), "seed": seed}
+        self.config = {name: record[name] for name in self._RECORDED}
+        self.stopping = EarlyStopping(config.monitor, config.patience, config.restore_best)
+        self.state = TrainingState()
         self._start = time.perf_counter()
         self._sums = None
+
+    @property
+    def history(self) -> list:
+        """One record per epoch (:attr:`pyro_vae.FitResult.history`)."""
+        return self.state.history
+
+    @property
+    def best_epoch(self) -> int:
+        """The best epoch so far (:attr:`pyro_vae.TrainingState.best_epoch`)."""
+        return self.state.best_epoch
 
     # --- training --------------------------------------------------------------------
 
@@ -303,7 +274,7 @@ class VAEModule(pl.LightningModule):
         """Seed this process's RNGs from (seed, rank, epoch); set the epoch's β."""
         epoch = self.current_epoch + 1
         if self.seed is not None:
-            pyro.set_rng_seed(_derived_seed(self.seed, "draws", self.global_rank, epoch))
+            pyro.set_rng_seed(derived_seed(self.seed, "draws", self.global_rank, epoch))
         self._beta = self.beta(epoch)
         # summed loss per point and rows seen, over this process's steps
         self._sums = torch.zeros(2, dtype=torch.float64, device=self.device)
@@ -380,29 +351,18 @@ class VAEModule(pl.LightningModule):
         if self.val_data is not None:
             with pyro.validation_enabled(False):
                 self._validate(record)
-            score = record["val_iwae" if self.config["monitor"] == "iwae" else "val_elbo"]
-            if score > self.best_score:
-                self.best_score, self.best_epoch, self.stale = score, epoch, 0
-                if self.config["restore_best"]:
-                    self.best_state = copy.deepcopy(self.vae.state_dict())
-            else:
-                self.stale += 1
             shown = {"val_elbo": record["val_elbo"], "val_iwae": record["val_iwae"]}
             # identical in every process already: sync_dist only keeps Lightning quiet
             self.log_dict(shown, prog_bar=True, sync_dist=True)
-            patience = self.config["patience"]
-            if patience is not None and self.stale >= patience:
-                self.trainer.should_stop = True
-        else:
-            self.best_epoch = epoch
+        self.stopping.update(self.state, record, self.vae)
+        if self.stopping.should_stop(self.state):
+            self.trainer.should_stop = True
         record["wall_time"] = time.perf_counter() - self._start
-        self.history.append(record)
+        self.state.history.append(record)
 
     def final_state(self):
         """The parameters to keep: the best epoch's with ``restore_best`` (dict)."""
-        if self.config["restore_best"] and self.best_state is not None:
-            return self.best_state
-        return self.vae.state_dict()
+        return self.stopping.final_state(self.state, self.vae)
 
     # --- Lightning's checkpoints -----------------------------------------------------
 
@@ -412,11 +372,11 @@ class VAEModule(pl.LightningModule):
             "config": dict(self.config),
             "model_config": self.vae.config,
             "num_data": self.num_data,
-            "history": list(self.history),
-            "best_score": self.best_score,
-            "best_epoch": self.best_epoch,
-            "best_state": self.best_state,
-            "stale": self.stale,
+            "history": list(self.state.history),
+            "best_score": self.state.best_score,
+            "best_epoch": self.state.best_epoch,
+            "best_state": self.state.best_state,
+            "stale": self.state.stale,
         }
 
     def on_load_checkpoint(self, checkpoint):
@@ -432,233 +392,23 @@ class VAEModule(pl.LightningModule):
         saved = checkpoint.get(_CONFIG_KEY)
         if saved is None:
             raise ValueError("Expected a Lightning checkpoint written by pyro_vae's VAEModule")
-        if saved["model_config"] != self.vae.config:
-            raise ValueError(
-                f"Expected the checkpoint's model {saved['model_config']} but got vae with "
-                f"{self.vae.config}"
-            )
         if saved["num_data"] != self.num_data:
             raise ValueError(
                 f"Expected num_data={saved['num_data']} as in the checkpoint being resumed "
                 f"but got {self.num_data}"
             )
-        for name in RUN_DEFINING:
-            if name in self.config and saved["config"].get(name) != self.config[name]:
-                raise ValueError(
-                    f"Expected {name}={saved['config'].get(name)!r} as in the checkpoint "
-                    f"being resumed but got {self.config[name]!r}"
-                )
-        self.history = list(saved["history"])
-        self.best_score, self.best_epoch = saved["best_score"], saved["best_epoch"]
-        self.best_state, self.stale = saved["best_state"], saved["stale"]
+        check_resumed_run(saved["model_config"], saved["config"], self.vae, self.config)
+        self.state = TrainingState(
+            epoch=len(saved["history"]),
+            history=list(saved["history"]),
+            best_score=saved["best_score"],
+            best_epoch=saved["best_epoch"],
+            best_state=saved["best_state"],
+            stale=saved["stale"],
+        )
         for state in checkpoint.get("optimizer_states", []):
             for group in state["param_groups"]:
                 group["lr"] = self.lr  # a new lr replaces the saved one
-
-
-class _EpochRows(torch.utils.data.Dataset):
-    """The training rows of one epoch, fetched a minibatch at a time as ``(x, rows)``.
-
-    With dynamic binarization, :meth:`set_epoch` redraws the whole training set from
-    (seed, epoch): the same draws in every process.
-    """
-
-    def __init__(self, data, seed):
-        self.data, self.seed = data, seed
-        self.x = data if isinstance(data, torch.Tensor) else data.train
-
-    def set_epoch(self, epoch):
-        data = self.data
-        if isinstance(data, Dataset) and data.binarize == "dynamic":
-            generator = torch.Generator().manual_seed(_derived_seed(self.seed, "binarize", epoch))
-            self.x = data.train_epoch(generator)
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, index):
-        return self.x[index], torch.as_tensor(index)
-
-    def __getitems__(self, indices):
-        rows = torch.as_tensor(indices, dtype=torch.long)
-        return self.x[rows], rows
-
-
-def _as_batch(batch):
-    """The DataLoader's collate function: ``_EpochRows`` returns batches already."""
-    return batch
-
-
-class _EpochSampler(torch.utils.data.distributed.DistributedSampler):
-    """A DistributedSampler that also tells the dataset the epoch (for binarization)."""
-
-    def set_epoch(self, epoch):
-        super().set_epoch(epoch)
-        self.dataset.set_epoch(epoch + 1)
-
-
-class VAEDataModule(pl.LightningDataModule):
-    """Training rows dealt out to the processes, ``(x, rows)`` per minibatch.
-
-    A :class:`~torch.utils.data.distributed.DistributedSampler` (shuffled, seeded from
-    ``seed`` and the epoch, ``drop_last=False``) gives process r of n every n-th row of
-    the epoch's permutation, padded by repeating the first rows so that every process
-    has ceil(N / n) rows and the same number of steps; each process takes minibatches
-    of b = ``batch_size`` / n of them. With dynamic binarization each epoch redraws
-    the whole training set from (seed, epoch), identically in every process.
-
-    Parameters
-    ----------
-    data : Dataset or torch.Tensor
-        A :class:`pyro_vae.data.Dataset` (its training split) or a tensor
-        ``(num_data, x_dim)``.
-    batch_size : int, default 128
-        B, the effective minibatch of all processes together; it must be a multiple of
-        the number of processes.
-    seed : int, default 0
-        Seed of the shuffling and of the binarization draws.
-
-    Raises
-    ------
-    ValueError
-        If ``batch_size`` is not an integer > 0, or (when the Trainer asks for the
-        data) not a multiple of the Trainer's number of processes.
-    """
-
-    def __init__(self, data, batch_size=128, seed=0):
-        super().__init__()
-        check_int("batch_size", batch_size)
-        if not is_int(seed):
-            raise ValueError(f"Expected seed to be an integer but got {seed!r}")
-        self.data, self.batch_size, self.seed = data, batch_size, seed
-
-    @property
-    def num_data(self):
-        """N, the number of training rows (int)."""
-        data = self.data
-        return len(data if isinstance(data, torch.Tensor) else data.train)
-
-    def per_process_batch_size(self, world_size):
-        """b = B / ``world_size`` (int); ``ValueError`` unless it divides evenly."""
-        if self.batch_size % world_size:
-            raise ValueError(
-                f"Expected batch_size to be a multiple of the number of processes "
-                f"{world_size} (each takes batch_size / {world_size} rows per step) but got "
-                f"{self.batch_size}"
-            )
-        return self.batch_size // world_size
-
-    def train_dataloader(self):
-        """The DataLoader of this process (of the Trainer's ``global_rank`` among its
-        ``world_size`` processes; 0 of 1 without a Trainer)."""
-        trainer = self.trainer
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
-        return self.dataloader(world, rank)
-
-    def dataloader(self, world_size=1, rank=0):
-        """The training DataLoader of process ``rank`` among ``world_size``.
-
-        Each epoch (after ``loader.sampler.set_epoch(epoch)``, which Lightning calls)
-        it yields ``(x, rows)``: ``rows``, shape ``(b,)``, indices in
-        the whole training set, and ``x`` their rows of the epoch's data.
-        """
-        check_int("world_size", world_size)
-        if not is_int(rank) or not 0 <= rank < world_size:
-            raise ValueError(f"Expected rank in [0, {world_size}) but got {rank!r}")
-        rows = _EpochRows(self.data, self.seed)
-        sampler = _EpochSampler(
-            rows,
-            num_replicas=world_size,
-            rank=rank,
-            shuffle=True,
-            seed=_derived_seed(self.seed, "shuffle"),
-            drop_last=False,
-        )
-        # a generator of its own: the loader's draw of a worker seed at every epoch
-        # would otherwise come from the global RNG, after the epoch's reseeding in some
-        # epochs and before it in others (the first, and a resumed one)
-        generator = torch.Generator().manual_seed(_derived_seed(self.seed, "loader"))
-        # the sampler is a DistributedSampler, so Lightning keeps it (and its set_epoch,
-        # which redraws the binarization) even with use_distributed_sampler=True
-        return torch.utils.data.DataLoader(
-            rows,
-            sampler=sampler,
-            batch_size=self.per_process_batch_size(world_size),
-            drop_last=False,
-            collate_fn=_as_batch,
-            generator=generator,
-        )
-
-
-class PackageCheckpoint(Checkpoint):
-    """Write the package's checkpoint (and Lightning's, for resume) after epochs.
-
-    Every ``every`` epochs, at the last epoch and when the run stops early, all
-    processes call ``trainer.save_checkpoint`` (Lightning's own file, written by global
-    rank 0, for ``Trainer.fit(ckpt_path=...)``), and global rank 0 writes the package's
-    checkpoint with :func:`pyro_vae.save_checkpoint` (atomically), which
-    :func:`pyro_vae.load_checkpoint` reads: the module with the best epoch's
-    parameters (``restore_best``), the run's config, the history and the data spec.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The package checkpoint (``*.pt``).
-    lightning_path : str or os.PathLike, optional
-        Lightning's checkpoint (default :func:`lightning_checkpoint_path` of ``path``).
-    every : int, optional
-        Epochs between checkpoints (default: only at the end).
-    config : dict, optional
-        Added to the :class:`VAEModule`'s config in the package checkpoint.
-    data_spec : dict, optional
-        :attr:`pyro_vae.data.Dataset.spec` of the training data.
-    """
-
-    def __init__(self, path, lightning_path=None, every=None, config=None, data_spec=None):
-        super().__init__()
-        if every is not None:
-            check_int("every", every)
-        self.path = os.fspath(path)
-        self.lightning_path = os.fspath(lightning_path or lightning_checkpoint_path(path))
-        self.every, self.config, self.data_spec = every, dict(config or {}), data_spec
-
-    def on_train_epoch_end(self, trainer, module):
-        """Save when due: every ``every`` epochs, at the last epoch, at an early stop."""
-        epoch = trainer.current_epoch + 1
-        last = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else math.inf
-        due = (self.every and epoch % self.every == 0) or trainer.should_stop
-        if due or epoch >= last:
-            self.save(trainer, module)
-
-    def save(self, trainer, module):
-        """Write both checkpoints now (call it in every process)."""
-        trainer.save_checkpoint(self.lightning_path)
-        if trainer.global_rank == 0:
-            self.save_package(module)
-
-    def save_package(self, module):
-        """Write the package's checkpoint from ``module`` (a :class:`VAEModule`)."""
-        vae = module.vae
-        current = copy.deepcopy(vae.state_dict())
-        try:
-            vae.load_state_dict(module.final_state())
-            save_checkpoint(
-                self.path,
-                vae,
-                {**module.config, **self.config},
-                _History(module.history, module.best_epoch),
-                data_spec=self.data_spec,
-            )
-        finally:
-            vae.load_state_dict(current)
-
-
-@dataclass
-class _History:
-    """What :func:`pyro_vae.save_checkpoint` reads of a TrainingState."""
-
-    history: list
-    best_epoch: int
 
 
 @dataclass
@@ -698,7 +448,7 @@ def _quiet_lightning():
             logger.setLevel(level)
 
 
-def _check_lightning_args(strategy, devices, accelerator, batch_size):
+def _check_lightning_args(strategy, devices, accelerator, config):
     if strategy not in STRATEGIES:
         raise ValueError(f"Expected strategy in {STRATEGIES} but got {strategy!r}")
     check_int("devices", devices)
@@ -709,67 +459,36 @@ def _check_lightning_args(strategy, devices, accelerator, batch_size):
         )
     if accelerator not in ("auto", "cpu", "gpu"):
         raise ValueError(f"Expected accelerator in ('auto', 'cpu', 'gpu') but got {accelerator!r}")
+    batch_size = config.batch_size
     if is_int(batch_size) and batch_size % devices:
         raise ValueError(
             f"Expected batch_size to be a multiple of devices={devices} (each process takes "
             f"batch_size / devices rows per step) but got {batch_size}"
         )
-
-
-def _resume_target(resume, vae, config):
-    """Lightning's checkpoint of the package checkpoint ``resume``, after checking it."""
-    _, saved = load_checkpoint(resume)
-    fit_config = saved["fit_config"]
-    if fit_config.get("trainer") != "lightning":
-        raise ValueError(
-            f"Expected resume to name a checkpoint written by fit_lightning but "
-            f"{os.fspath(resume)!r} was written by pyro_vae.fit: resume it with fit(resume=...)"
-        )
-    if saved["model_config"] != vae.config:
-        raise ValueError(
-            f"Expected the checkpoint's model {saved['model_config']} but got vae with {vae.config}"
-        )
-    for name in RUN_DEFINING:
-        value = fit_config.get(name, SAVED_DEFAULTS.get(name))
-        if value != config[name]:
+    for name, value, instead in (
+        ("gap_every", config.gap_every, "use pyro_vae.fit to track the gap"),
+        ("device", config.device, "choose with accelerator and devices"),
+    ):
+        if value is not None:
             raise ValueError(
-                f"Expected {name}={value!r} as in the checkpoint being resumed but got "
-                f"{config[name]!r}"
+                f"Expected {name}=None with fit_lightning ({instead}) but got {value!r}"
             )
-    folder = os.path.dirname(os.path.abspath(resume))
-    path = os.path.join(folder, fit_config["lightning_checkpoint"])
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"No Lightning checkpoint at {path!r}, which {os.fspath(resume)!r} names for resume"
-        )
-    return path, fit_config
 
 
 def fit_lightning(
-    vae,
-    data,
-    loss="trace",
-    alpha=0.0,
-    num_particles=1,
-    epochs=100,
-    batch_size=128,
-    lr=None,
-    seed=0,
-    progress=True,
-    validation=None,
-    val_samples=50,
-    monitor="iwae",
-    patience=None,
-    restore_best=True,
-    checkpoint=None,
-    checkpoint_every=None,
-    resume=None,
-    num_threads=None,
-    beta=1.0,
-    strategy="auto",
-    devices=1,
-    accelerator="auto",
-):
+    vae: torch.nn.Module,
+    data: Dataset | torch.Tensor,
+    config: TrainConfig | None = None,
+    *,
+    validation: torch.Tensor | bool | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: str | os.PathLike | None = None,
+    strategy: str = "auto",
+    devices: int = 1,
+    accelerator: str = "auto",
+    **overrides,
+) -> "LightningFitResult":
     """Train a VAE as :func:`pyro_vae.fit` does, through a Lightning ``Trainer``.
 
     Builds a :class:`VAEModule` and a :class:`VAEDataModule` and runs
@@ -789,14 +508,13 @@ def fit_lightning(
 
     Parameters
     ----------
-    vae, data, loss, alpha, num_particles, epochs, lr, seed, progress, validation, \
-val_samples, monitor, patience, restore_best, num_threads, beta
-        As :func:`pyro_vae.fit` (``loss="pyro_renyi"`` is refused: it has no
-        differentiable loss). The global RNGs are reseeded every epoch from
-        (seed, process, epoch).
-    batch_size : int, default 128
-        B, the effective minibatch of all processes together; a multiple of
-        ``devices``.
+    vae, data, config, validation, **overrides
+        As :func:`pyro_vae.fit`: the settings are a :class:`pyro_vae.TrainConfig`
+        with overrides by name (``epochs=5``). ``loss="pyro_renyi"`` is refused (it
+        has no differentiable loss); ``gap_every`` and ``device`` must be None (the
+        device is chosen by ``accelerator`` and ``devices``). The global RNGs are
+        reseeded every epoch from (seed, process, epoch). ``batch_size`` is B, the
+        effective minibatch of all processes together, a multiple of ``devices``.
     checkpoint : str or os.PathLike, optional
         Where global rank 0 writes the package checkpoint (atomically, with
         :func:`pyro_vae.save_checkpoint`; :func:`pyro_vae.load_checkpoint` reads it):
@@ -829,37 +547,26 @@ val_samples, monitor, patience, restore_best, num_threads, beta
     ValueError
         As :func:`pyro_vae.fit`; also for an unknown ``strategy`` or ``accelerator``,
         ``devices`` not an integer > 0, ``devices`` > 1 without ``strategy="ddp"``,
-        ``batch_size`` not a multiple of ``devices``, ``loss="pyro_renyi"``, a plain
-        callable ``beta``, or a ``resume`` checkpoint not written by this function or
-        of another model or run.
+        ``batch_size`` not a multiple of ``devices``, ``loss="pyro_renyi"``,
+        ``gap_every`` or ``device`` not None, a plain callable ``beta``, or a
+        ``resume`` checkpoint not written by this function or of another model or run.
     FileNotFoundError
         If ``resume`` or the Lightning checkpoint it names does not exist.
     FloatingPointError
         If an epoch's training loss is NaN or inf.
     """
-    _check_lightning_args(strategy, devices, accelerator, batch_size)
-    check_fit_args(epochs, batch_size, lr, patience, val_samples, monitor, checkpoint_every)
-    check_schedule(beta, checkpoint, resume)
+    config = with_overrides(config, overrides)
+    _check_lightning_args(strategy, devices, accelerator, config)
+    check_run_io(config, checkpoint, checkpoint_every, resume)
     train, validation = training_data(vae, data, validation)
+    lr = config.lr
     if lr is None:
         lr = load_checkpoint(resume)[1]["fit_config"]["lr"] if resume is not None else DEFAULT_LR
-    module = VAEModule(
-        vae,
-        len(train if isinstance(train, torch.Tensor) else train.train),
-        loss=loss,
-        alpha=alpha,
-        num_particles=num_particles,
-        lr=lr,
-        beta=beta,
-        seed=seed,
-        validation=validation,
-        val_samples=val_samples,
-        monitor=monitor,
-        patience=patience,
-        restore_best=restore_best,
-    )
-    datamodule = VAEDataModule(train, batch_size, seed)
-    config = {
+    num_data = len(train if isinstance(train, torch.Tensor) else train.train)
+    module = VAEModule(vae, num_data, config, validation=validation, lr=lr)
+    epochs, batch_size = config.epochs, config.batch_size
+    datamodule = VAEDataModule(train, batch_size, config.seed)
+    record = {
         **module.config,
         "epochs": epochs,
         "batch_size": batch_size,
@@ -872,22 +579,22 @@ val_samples, monitor, patience, restore_best, num_threads, beta
     }
     ckpt_path = None
     if resume is not None:
-        ckpt_path, _ = _resume_target(resume, vae, config)
+        ckpt_path, _ = resume_target(resume, vae, record)
     callbacks, lightning_path, root = [], None, None
     if checkpoint is not None:
         lightning_path = lightning_checkpoint_path(checkpoint)
         root = os.path.dirname(lightning_path)
         folder = os.path.dirname(os.path.abspath(checkpoint))
-        config["lightning_checkpoint"] = os.path.relpath(lightning_path, folder)
+        record["lightning_checkpoint"] = os.path.relpath(lightning_path, folder)
         data_spec = data.spec if isinstance(data, Dataset) else None
         callbacks.append(
-            PackageCheckpoint(checkpoint, lightning_path, checkpoint_every, config, data_spec)
+            PackageCheckpoint(checkpoint, lightning_path, checkpoint_every, record, data_spec)
         )
-    result = LightningFitResult(config=config, lightning_checkpoint=lightning_path)
+    result = LightningFitResult(config=record, lightning_checkpoint=lightning_path)
     start, cpu_start = time.perf_counter(), time.process_time()
     with (
         _quiet_lightning(),
-        torch_threads(num_threads) as threads,
+        torch_threads(config.num_threads) as threads,
         pyro.get_param_store().scope(),
         pyro.validation_enabled(False),
     ):
@@ -900,7 +607,7 @@ val_samples, monitor, patience, restore_best, num_threads, beta
             callbacks=callbacks,
             enable_checkpointing=checkpoint is not None,
             enable_model_summary=False,
-            enable_progress_bar=progress,
+            enable_progress_bar=config.progress,
             default_root_dir=root,
         )
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)

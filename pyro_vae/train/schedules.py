@@ -41,10 +41,9 @@ References
    variational autoencoders", NeurIPS 2016.
 """
 
-import math
 import numbers
 
-from .._checks import check_int
+from .._checks import check_beta, check_int
 
 __all__ = [
     "SCHEDULE_GRAMMAR",
@@ -64,36 +63,6 @@ SCHEDULE_GRAMMAR = (
     "over the first EPOCHS epochs); β >= 0"
 )
 """One-line description of the schedule specs, for the CLI's ``--help``."""
-
-
-def check_beta(name, value):
-    """A KL weight β as a float, checked.
-
-    Parameters
-    ----------
-    name : str
-        The argument's name, for the message.
-    value : float
-        β: a real number (Python or NumPy), finite and ≥ 0.
-
-    Returns
-    -------
-    float
-
-    Raises
-    ------
-    ValueError
-        Naming ``name``, if ``value`` is negative, NaN, infinite, a bool, a tensor or
-        not a number.
-    """
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(f"Expected {name} to be a finite number >= 0 but got {value!r}")
-    return float(value)
 
 
 def _format(value):

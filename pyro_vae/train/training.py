@@ -2,12 +2,15 @@
 
 :func:`fit` is a short loop over named steps around a :class:`TrainingState`: one epoch
 (:meth:`Trainer.train_epoch`), validation (:meth:`Trainer.validate`), checkpoint
-(:meth:`Trainer.save`) and the stopping rule (:meth:`Trainer.should_stop`). Each step
-takes the gradient of the objective's ``differentiable_loss`` (Pyro's ELBO classes,
-built by :func:`pyro_vae.infer.objectives.make_elbo`) on the user's ``vae.model`` and
+(:meth:`Trainer.save`) and the stopping rule (:meth:`Trainer.should_stop`, the
+:class:`~pyro_vae.train.state.EarlyStopping` that Lightning shares). Each step takes the
+gradient of the objective's ``differentiable_loss`` (Pyro's ELBO classes, built by
+:func:`pyro_vae.infer.objectives.make_elbo`) on the user's ``vae.model`` and
 ``vae.guide`` and applies :class:`torch.optim.Adam` to ``vae.parameters()``: the
-fastest Pyro path measured here (1.6× a hand-written torch step against 1.8× through
-``SVI``), whose optimizer state is keyed by the module, not by param-store names.
+fastest Pyro path measured here (``docs/index.md``), whose optimizer state is keyed by
+the module, not by param-store names. The settings are a
+:class:`~pyro_vae.train.config.TrainConfig`; the checkpoint file is
+:mod:`pyro_vae.train.checkpoints`.
 
 Two measurements ride along. A β schedule (:mod:`pyro_vae.train.schedules`) weights the KL
 term of the training objective epoch by epoch (``fit(beta=...)``, the β-VAE and KL
@@ -20,219 +23,75 @@ answer whether log p(x) can rise while the guide falls further from the posterio
 import copy
 import math
 import os
-import random
 import time
-import zipfile
-from dataclasses import dataclass, field
 
-import numpy as np
 import pyro
 import torch
 from tqdm.auto import tqdm
 
 from .._checks import check_int
 from .._device import on_device
-from .._io import atomic_path, versions
 from .._threads import torch_threads
 from ..data import Dataset, check_data
 from ..infer.evaluation import evaluate_unchecked
-from ..infer.objectives import check_objective, make_elbo, objective_label
-from ..models.vae import VAE, LinearGaussianVAE
-from .schedules import Schedule, as_schedule, check_beta, constant, parse_schedule
-
-__all__ = [
-    "FitResult",
-    "Trainer",
-    "TrainingState",
-    "fit",
-    "load_checkpoint",
-    "save_checkpoint",
-]
-
-CHECKPOINT_FORMAT = "pyro_vae.checkpoint/2"
-DEFAULT_LR = 1e-3
-MONITORS = ("iwae", "elbo")
-_SHOWN = ("train_loss", "val_elbo", "val_iwae")  # in the progress bar
-# Arguments that define a run: a resumed run must use the saved values.
-RUN_DEFINING = (
-    "loss",
-    "alpha",
-    "num_particles",
-    "batch_size",
-    "seed",
-    "val_samples",
-    "monitor",
-    "beta",
+from ..infer.objectives import make_elbo
+from .checkpoints import (
+    check_resumed_run,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
 )
-# Their values in checkpoints written before the argument existed.
-SAVED_DEFAULTS = {"beta": constant(1.0).spec}
+from .config import DEFAULT_LR, TrainConfig, with_overrides
+from .schedules import Schedule, check_beta, constant, parse_schedule
+from .state import EarlyStopping, FitResult, TrainingState
+
+__all__ = ["Trainer", "check_run_io", "fit", "training_data"]
+
+_SHOWN = ("train_loss", "val_elbo", "val_iwae")  # in the progress bar
 
 
-@dataclass
-class FitResult:
-    """What :func:`fit` returns.
+def check_run_io(config: TrainConfig, checkpoint, checkpoint_every, resume) -> None:
+    """Raise ``ValueError`` for a run's checkpoint arguments that do not fit ``config``.
 
-    Attributes
-    ----------
-    history : list of dict
-        One dict per epoch: ``epoch``; ``beta``, the epoch's KL weight β (float);
-        ``train_loss``, the training objective's negative value in nats per data point
-        averaged over the epoch's minibatches (β-weighted: the negative bound only
-        where β = 1); ``val_elbo`` and ``val_iwae`` (L_k with k = ``val_samples``) in
-        nats per point on the validation data, always the true bounds (β = 1; absent
-        without validation data); at the epochs of ``gap_every``, ``gap_log_px``,
-        ``gap_elbo`` and ``gap`` = gap_log_px − gap_elbo (nats per point, means over
-        the gap subset) and ``gap_se``, the Monte-Carlo s.e. of the mean gap
-        (:meth:`Trainer.track_gap`); ``wall_time``, seconds since the start of
-        training (of this process, for a resumed run).
-    best_epoch : int
-        Epoch whose parameters the module holds at the end (the best by the monitored
-        validation bound when ``restore_best``; otherwise the last).
-    train_time : float
-        Wall-clock seconds of training in this call, validation included.
-    cpu_time : float
-        CPU seconds of this process (all its threads) over the same span. With one
-        thread it is the cost of the work, and a ``train_time`` well above it means other
-        processes shared the core; with several threads on a busy machine it grows
-        too, as waiting threads spin (``benchmarks/bench_threads.py``).
-    num_threads : int
-        Torch threads during the run.
-    config : dict
-        The arguments of the run, JSON-able: ``loss``, ``alpha``, ``num_particles``,
-        ``objective`` (its label), ``epochs``, ``batch_size``, ``lr``, ``seed``,
-        ``val_samples``, ``monitor``, ``patience``, ``restore_best``, ``beta`` (the
-        schedule's spec, e.g. ``"warmup:100:0:1"``, which
-        :func:`pyro_vae.train.schedules.parse_schedule` reads back; None for a plain
-        callable), ``beta_schedule`` (its repr, e.g.
-        ``"warmup(epochs=100, start=0, end=1)"``), ``gap_every``, ``gap_points`` and
-        ``gap_samples``.
-    stopped_early : bool
-        Whether ``patience`` ended the run before ``epochs``.
+    Raises
+    ------
+    ValueError
+        If ``checkpoint_every`` is neither None nor an integer > 0, or ``beta`` is a
+        plain callable with ``checkpoint`` or ``resume`` (a checkpoint stores the
+        schedule's spec).
     """
-
-    history: list = field(default_factory=list)
-    best_epoch: int = 0
-    train_time: float = 0.0
-    cpu_time: float = 0.0
-    num_threads: int = 0
-    config: dict = field(default_factory=dict)
-    stopped_early: bool = False
-
-
-@dataclass
-class TrainingState:
-    """Everything a run needs to continue bit for bit after the last completed epoch.
-
-    Attributes
-    ----------
-    epoch : int
-        Epochs completed.
-    history : list of dict
-        As :attr:`FitResult.history`.
-    best_score : float
-        Best monitored validation bound so far (nats per point), ``-inf`` before any.
-    best_epoch : int
-        Its epoch (the last epoch when there is no validation data).
-    best_state : dict or None
-        The module's ``state_dict`` at ``best_epoch`` (with ``restore_best``).
-    stale : int
-        Epochs since the monitored bound last improved (for ``patience``).
-    """
-
-    epoch: int = 0
-    history: list = field(default_factory=list)
-    best_score: float = -math.inf
-    best_epoch: int = 0
-    best_state: dict | None = None
-    stale: int = 0
-
-
-def _rng_state(generator):
-    """The RNG states a run draws from: torch's global, the shuffling generator, and
-    Python's and NumPy's (as :func:`pyro.util.get_rng_state`), as plain tensors."""
-    np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "generator": generator.get_state(),
-        "python": random.getstate(),
-        "numpy": {
-            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
-        },
-    }
-
-
-def _set_rng_state(state, generator):
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["generator"])
-    python = state["python"]
-    random.setstate((python[0], tuple(python[1]), python[2]))
-    np_state = state["numpy"]
-    np.random.set_state(
-        (
-            "MT19937",
-            np_state["keys"].numpy().astype(np.uint32),
-            np_state["pos"],
-            np_state["has_gauss"],
-            np_state["cached_gaussian"],
-        )
-    )
-
-
-def check_fit_args(epochs, batch_size, lr, patience, val_samples, monitor, checkpoint_every):
-    """Raise ``ValueError`` naming the first of :func:`fit`'s arguments out of range."""
-    check_int("epochs", epochs)
-    check_int("batch_size", batch_size)
-    if lr is not None and not (isinstance(lr, int | float) and lr > 0):
-        raise ValueError(f"Expected lr > 0 (or None for the default) but got {lr!r}")
-    for name, value in (("patience", patience), ("checkpoint_every", checkpoint_every)):
-        if value is not None and (not isinstance(value, int) or value <= 0):
-            raise ValueError(f"Expected {name} to be None or an integer > 0 but got {value!r}")
-    if not isinstance(val_samples, int) or val_samples < 2:
-        raise ValueError(f"Expected val_samples to be an integer >= 2 but got {val_samples!r}")
-    if monitor not in MONITORS:
-        raise ValueError(f"Expected monitor in {MONITORS} but got {monitor!r}")
-
-
-def _check_gap_args(gap_every, gap_points, gap_samples, validation):
-    if gap_every is not None:
-        check_int("gap_every", gap_every)
-        if validation is None:
-            raise ValueError(
-                f"Expected validation data for gap_every={gap_every!r} (the gap is "
-                "measured on the first gap_points validation points) but there are none"
-            )
-    check_int("gap_points", gap_points)
-    check_int("gap_samples", gap_samples, minimum=2)
-
-
-def check_schedule(beta, checkpoint, resume):
-    """The β schedule of ``beta`` (see :func:`fit`), or a ``ValueError`` naming it."""
-    schedule = as_schedule(beta)
-    if not isinstance(schedule, Schedule) and (checkpoint is not None or resume is not None):
+    if checkpoint_every is not None:
+        check_int("checkpoint_every", checkpoint_every)
+    if not isinstance(config.schedule, Schedule) and (checkpoint is not None or resume is not None):
         raise ValueError(
             f"Expected beta to be a number, a spec string or a pyro_vae.train.schedules schedule "
-            f"with checkpoint or resume (a checkpoint stores its spec) but got {beta!r}"
+            f"with checkpoint or resume (a checkpoint stores its spec) but got {config.beta!r}"
         )
-    return schedule
 
 
 class Trainer:
     """The steps of :func:`fit` around a :class:`TrainingState` (see the module docstring).
 
-    Arguments are those of :func:`fit`, already validated; ``train`` is a
-    :class:`~pyro_vae.data.Dataset` or a checked tensor, ``validation`` a checked
-    tensor or None; ``schedule`` is the β schedule (default: read from
-    ``config["beta"]``, a spec string, else β = 1).
+    ``config`` is the run's record (:meth:`TrainConfig.record
+    <pyro_vae.train.config.TrainConfig.record>`, :attr:`FitResult.config`), already
+    validated; ``train`` is a :class:`~pyro_vae.data.Dataset` or a checked tensor,
+    ``validation`` a checked tensor or None; ``schedule`` is the β schedule (default:
+    read from ``config["beta"]``, a spec string, else β = 1).
     """
 
     check_each_step = None
     """Read each step's loss back and check it before the update (bool); None: on the
     CPU, where that costs nothing, and once per epoch on other devices."""
 
-    def __init__(self, vae, train, validation, config, schedule=None):
+    def __init__(
+        self,
+        vae: torch.nn.Module,
+        train: Dataset | torch.Tensor,
+        validation: torch.Tensor | None,
+        config: dict,
+        schedule=None,
+    ) -> None:
         self.vae, self.train, self.validation, self.config = vae, train, validation, config
         if schedule is None:
             spec = config.get("beta")
@@ -241,6 +100,7 @@ class Trainer:
         self.elbo = make_elbo(config["loss"], config["alpha"], config["num_particles"])
         self.optimizer = torch.optim.Adam(vae.parameters(), lr=config["lr"])
         self.generator = torch.Generator().manual_seed(config["seed"])
+        self.stopping = EarlyStopping(config["monitor"], config["patience"], config["restore_best"])
         self.state = TrainingState()
 
     def train_epoch(self, epoch):
@@ -317,23 +177,14 @@ class Trainer:
 
     def validate(self, record):
         """Add the validation ELBO and IWAE bound to ``record`` and update the best epoch."""
-        state, config = self.state, self.config
-        if self.validation is None:
-            state.best_epoch = record["epoch"]
-            return
-        k = config["val_samples"]
-        summary = evaluate_unchecked(
-            self.vae, self.validation, k, (k,), config["seed"], khat=False
-        ).summary()
-        record["val_elbo"] = summary["elbo"][0]
-        record["val_iwae"] = summary[f"iwae_{k}"][0]
-        score = record["val_iwae" if config["monitor"] == "iwae" else "val_elbo"]
-        if score > state.best_score:
-            state.best_score, state.best_epoch, state.stale = score, record["epoch"], 0
-            if config["restore_best"]:
-                state.best_state = copy.deepcopy(self.vae.state_dict())
-        else:
-            state.stale += 1
+        if self.validation is not None:
+            k, seed = self.config["val_samples"], self.config["seed"]
+            summary = evaluate_unchecked(
+                self.vae, self.validation, k, (k,), seed, khat=False
+            ).summary()
+            record["val_elbo"] = summary["elbo"][0]
+            record["val_iwae"] = summary[f"iwae_{k}"][0]
+        self.stopping.update(self.state, record, self.vae)
 
     def gap_due(self, epoch, stopping):
         """Whether :meth:`track_gap` runs after ``epoch`` (bool): every ``gap_every``
@@ -368,13 +219,11 @@ class Trainer:
 
     def should_stop(self):
         """Whether ``patience`` epochs passed without a better monitored bound (bool)."""
-        patience = self.config["patience"]
-        return patience is not None and self.state.stale >= patience
+        return self.stopping.should_stop(self.state)
 
     def finish(self):
         """Load the best epoch's parameters (with ``restore_best``)."""
-        if self.config["restore_best"] and self.state.best_state is not None:
-            self.vae.load_state_dict(self.state.best_state)
+        self.vae.load_state_dict(self.stopping.final_state(self.state, self.vae))
 
     def resumable(self):
         """What :meth:`restore` needs to continue after the last completed epoch (dict)."""
@@ -382,7 +231,7 @@ class Trainer:
             "state": dict(vars(self.state)),
             "model_state": copy.deepcopy(self.vae.state_dict()),
             "optimizer_state": copy.deepcopy(self.optimizer.state_dict()),
-            "rng_state": _rng_state(self.generator),
+            "rng_state": rng_state(self.generator),
         }
 
     def save(self, path, data_spec=None, resumable=None):
@@ -405,53 +254,28 @@ class Trainer:
         resumable = checkpoint.get("training_state")
         if not resumable:
             raise ValueError("Expected a checkpoint written by fit(checkpoint=...) to resume")
-        if checkpoint["model_config"] != self.vae.config:
-            raise ValueError(
-                f"Expected the checkpoint's model {checkpoint['model_config']} but got "
-                f"vae with {self.vae.config}"
-            )
-        saved = checkpoint["fit_config"]
-        for name in RUN_DEFINING:
-            value = saved.get(name, SAVED_DEFAULTS.get(name))
-            if value != self.config[name]:
-                raise ValueError(
-                    f"Expected {name}={value!r} as in the checkpoint being resumed "
-                    f"but got {self.config[name]!r}"
-                )
+        check_resumed_run(
+            checkpoint["model_config"], checkpoint["fit_config"], self.vae, self.config
+        )
         self.vae.load_state_dict(resumable["model_state"])
         self.optimizer.load_state_dict(resumable["optimizer_state"])
         for group in self.optimizer.param_groups:
             group["lr"] = self.config["lr"]
         self.state = TrainingState(**resumable["state"])
-        _set_rng_state(resumable["rng_state"], self.generator)
+        set_rng_state(resumable["rng_state"], self.generator)
 
 
 def fit(
-    vae,
-    data,
-    loss="trace",
-    alpha=0.0,
-    num_particles=1,
-    epochs=100,
-    batch_size=128,
-    lr=None,
-    seed=0,
-    progress=True,
-    validation=None,
-    val_samples=50,
-    monitor="iwae",
-    patience=None,
-    restore_best=True,
-    checkpoint=None,
-    checkpoint_every=None,
-    resume=None,
-    num_threads=None,
-    beta=1.0,
-    gap_every=None,
-    gap_points=100,
-    gap_samples=500,
-    device=None,
-):
+    vae: torch.nn.Module,
+    data: Dataset | torch.Tensor,
+    config: TrainConfig | None = None,
+    *,
+    validation: torch.Tensor | bool | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: str | os.PathLike | None = None,
+    **overrides,
+) -> FitResult:
     """Train a VAE's model and guide by stochastic gradient ascent on a bound.
 
     Each epoch shuffles the training data (redrawing it for dynamic binarization) and
@@ -477,8 +301,8 @@ def fit(
     registration per step; Pyro's own ``RenyiELBO``, which back-propagates only
     through registered parameters, keeps it). It computes the same loss and
     gradients as ``SVI`` with the same ELBO (tested). ``benchmarks/bench_speed.py``
-    measures it against a hand-written PyTorch loop. The user's Pyro param store is
-    left as found (the run happens in
+    measures it against a hand-written PyTorch loop (``docs/index.md``). The user's
+    Pyro param store is left as found (the run happens in
     :meth:`pyro.params.param_store.ParamStoreDict.scope`). The global RNGs are seeded
     with ``seed`` via :func:`pyro.set_rng_seed` (a fresh run only). The module's
     initial parameters are *not* drawn here: they were drawn when ``vae`` was built, so
@@ -492,6 +316,24 @@ def fit(
     data : Dataset or torch.Tensor
         A :class:`pyro_vae.data.Dataset` (its ``validation`` split is used unless
         ``validation`` is given) or a tensor of shape ``(num_data, x_dim)``.
+    config : TrainConfig, optional
+        The run's settings (default ``TrainConfig()``, whose defaults are listed
+        below); :data:`pyro_vae.MAIN_JOB` holds those of the package's main job.
+    validation : torch.Tensor or False, optional
+        Validation data ``(num_val, x_dim)``; default the Dataset's validation split;
+        ``False`` turns validation off.
+    checkpoint : str or os.PathLike, optional
+        Where to write the checkpoint (atomically): every ``checkpoint_every`` epochs
+        and at the end. It holds the module, Adam's state, the RNG states, the
+        history, the best epoch and state and the early-stopping counter.
+    checkpoint_every : int, optional
+        Epochs between checkpoints (default: only at the end).
+    resume : str or os.PathLike, optional
+        A checkpoint of an interrupted run to continue; with the same arguments the
+        result equals that of an uninterrupted run, bit for bit (same seed, CPU).
+    **overrides
+        Settings that replace those of ``config`` (:meth:`TrainConfig.replace
+        <pyro_vae.train.config.TrainConfig.replace>`), by the names of its fields:
     loss : {"trace", "meanfield", "renyi", "pyro_renyi"}, default "trace"
         The objective; see :func:`pyro_vae.infer.objectives.make_elbo`.
     alpha : float, default 0.0
@@ -510,9 +352,6 @@ def fit(
         Training seed: shuffling, dynamic binarization draws, z draws. Not the split.
     progress : bool, default True
         Show a tqdm progress bar with the running loss.
-    validation : torch.Tensor or False, optional
-        Validation data ``(num_val, x_dim)``; default the Dataset's validation split;
-        ``False`` turns validation off.
     val_samples : int, default 50
         Draws per validation point (the k of the monitored IWAE bound).
     monitor : {"iwae", "elbo"}, default "iwae"
@@ -521,15 +360,6 @@ def fit(
         Stop after this many epochs without a better monitored bound.
     restore_best : bool, default True
         Load the best epoch's parameters at the end (needs validation data).
-    checkpoint : str or os.PathLike, optional
-        Where to write the checkpoint (atomically): every ``checkpoint_every`` epochs
-        and at the end. It holds the module, Adam's state, the RNG states, the
-        history, the best epoch and state and the early-stopping counter.
-    checkpoint_every : int, optional
-        Epochs between checkpoints (default: only at the end).
-    resume : str or os.PathLike, optional
-        A checkpoint of an interrupted run to continue; with the same arguments the
-        result equals that of an uninterrupted run, bit for bit (same seed, CPU).
     num_threads : int, optional
         Torch threads during the run (restored afterwards); default: torch's current
         setting. One thread is the package's default in the CLI and
@@ -570,17 +400,22 @@ def fit(
     ------
     ValueError
         For bad data (NaN/inf, wrong width, empty, non-binary for a Bernoulli
-        likelihood), an unknown loss, ``num_particles`` < 1, ``alpha == 1`` with the
-        Rényi bound, ``epochs``, ``batch_size``, ``lr`` ≤ 0, ``num_threads`` not an
-        integer > 0, a ``resume`` checkpoint of another model or run; a ``beta`` that
-        is negative, non-finite or a malformed spec, β ≠ 1 with
+        likelihood); any setting that :meth:`TrainConfig.validate
+        <pyro_vae.train.config.TrainConfig.validate>` refuses (an unknown loss,
+        ``num_particles`` < 1, ``alpha == 1`` with the Rényi bound, ``epochs``,
+        ``batch_size``, ``patience``, ``num_threads`` not integers > 0, ``lr`` ≤ 0, a
+        ``beta`` that is negative, non-finite or a malformed spec, β ≠ 1 with
         ``loss="pyro_renyi"`` (Pyro's RenyiELBO puts N/B inside the same weights,
-        pyro-ppl issue 3104), a plain callable ``beta`` with ``checkpoint`` or
-        ``resume``, or a schedule value that is not a finite number ≥ 0 (at that
-        epoch); ``gap_every``, ``gap_points`` not integers > 0, ``gap_samples`` not
-        an integer ≥ 2, or ``gap_every`` without validation data; a ``device`` that
-        is not ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a torch.device, or is CUDA where
-        PyTorch sees no GPU; parameters that are not float32 or float64.
+        pyro-ppl issue 3104), ``gap_every``, ``gap_points`` not integers > 0,
+        ``gap_samples`` not an integer ≥ 2, a ``device`` that is not ``"cpu"``,
+        ``"cuda"``, ``"cuda:N"`` or a torch.device, or is CUDA where PyTorch sees no
+        GPU); a ``resume`` checkpoint of another model or run; a plain callable
+        ``beta`` with ``checkpoint`` or ``resume``; a schedule value that is not a
+        finite number ≥ 0 (at that epoch); ``gap_every`` without validation data;
+        parameters that are not float32 or float64.
+    TypeError
+        For an override that is not a setting, or a ``config`` that is not a
+        :class:`TrainConfig`.
     FloatingPointError
         If a loss is NaN or inf; the message names the epoch and step.
 
@@ -588,10 +423,7 @@ def fit(
     -----
     **Cost of** ``gap_every``: each measurement draws ``gap_points × gap_samples``
     particles (50 000 by default, 5.5 times the 180 × 50 of the per-epoch
-    validation). Measured with the default VAE on the digits (one thread, 2-core
-    machine), one measurement took 0.145 s against 0.056 s for an epoch of training
-    and validation: ``gap_every=10`` adds about a quarter to the run, ``gap_every=50``
-    about 5 %.
+    validation): one measurement costs about as much as several epochs' validation.
 
     **Bias of the gap**: log p(x) is estimated by L_K = log (1/K) Σ_k w_k, which is
     biased low by about se²/2 per point, se² = 1/ESS − 1/K (the delta method of
@@ -602,46 +434,30 @@ def fit(
     measurement (seed ``seed``), so changes between epochs are changes of the model
     and guide, not of the draws.
     """
-    check_objective(loss, alpha, num_particles, beta=beta)
-    if num_threads is not None:
-        check_int("num_threads", num_threads)
-    check_fit_args(epochs, batch_size, lr, patience, val_samples, monitor, checkpoint_every)
-    schedule = check_schedule(beta, checkpoint, resume)
-    on_device(vae, device)
+    config = with_overrides(config, overrides).validate()
+    check_run_io(config, checkpoint, checkpoint_every, resume)
+    on_device(vae, config.device)
     train, validation = training_data(vae, data, validation)
-    _check_gap_args(gap_every, gap_points, gap_samples, validation)
+    if config.gap_every is not None and validation is None:
+        raise ValueError(
+            f"Expected validation data for gap_every={config.gap_every!r} (the gap is "
+            "measured on the first gap_points validation points) but there are none"
+        )
     resumed = load_checkpoint(resume)[1] if resume is not None else None
+    lr = config.lr
     if lr is None:
         lr = resumed["fit_config"]["lr"] if resumed else DEFAULT_LR
-    config = {
-        "loss": loss,
-        "alpha": alpha,
-        "num_particles": num_particles,
-        "objective": objective_label(loss, alpha, num_particles),
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "seed": seed,
-        "val_samples": val_samples,
-        "monitor": monitor,
-        "patience": patience,
-        "restore_best": restore_best,
-        "beta": schedule.spec if isinstance(schedule, Schedule) else None,
-        "beta_schedule": repr(schedule),
-        "gap_every": gap_every,
-        "gap_points": gap_points,
-        "gap_samples": gap_samples,
-    }
+    record = config.record(lr)
     data_spec = data.spec if isinstance(data, Dataset) else None
-    trainer = Trainer(vae, train, validation, config, schedule)
+    trainer = Trainer(vae, train, validation, record, config.schedule)
     if resumed is not None:
         trainer.restore(resumed)
     else:
-        pyro.set_rng_seed(seed)
+        pyro.set_rng_seed(config.seed)
 
-    result = FitResult(config=config)
-    with torch_threads(num_threads) as threads:
-        _train(trainer, result, checkpoint, checkpoint_every, data_spec, progress)
+    result = FitResult(config=record)
+    with torch_threads(config.num_threads) as threads:
+        _train(trainer, result, checkpoint, checkpoint_every, data_spec, config.progress)
     result.num_threads = threads
     return result
 
@@ -694,117 +510,3 @@ def training_data(vae, data, validation):
     if validation is False or validation is None:
         return train, None
     return train, check_data(validation, vae, "validation")
-
-
-def save_checkpoint(path, vae, config=None, state=None, resumable=None, data_spec=None):
-    """Write the module, the run's settings and history (atomically).
-
-    The file is written to a temporary name and renamed, so a reader never sees a
-    partial checkpoint.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        Destination (by convention ``*.pt``).
-    vae : VAE or LinearGaussianVAE
-        The module; its current parameters are saved as ``model_state``.
-    config : dict, optional
-        The run's arguments (:attr:`FitResult.config`).
-    state : TrainingState, optional
-        History, best epoch and counters.
-    resumable : dict, optional
-        What :meth:`Trainer.restore` needs (written by :meth:`Trainer.save`).
-    data_spec : dict, optional
-        :attr:`pyro_vae.data.Dataset.spec` of the training data (data set,
-        binarization, split fractions and split seed).
-    """
-    checkpoint = {
-        "format": CHECKPOINT_FORMAT,
-        "model_config": vae.config,
-        "model_state": vae.state_dict(),
-        "fit_config": dict(config or {}),
-        "data_spec": dict(data_spec) if data_spec else None,
-        "history": list(state.history) if state else [],
-        "best_epoch": state.best_epoch if state else None,
-        "training_state": resumable,
-        "versions": versions(),
-    }
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
-
-
-def _describe_file(path):
-    """What a file that is not a zip archive looks like, from its first bytes (str)."""
-    with open(path, "rb") as f:
-        head = f.read(256)
-    if not head:
-        return "an empty file"
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        return "a binary file"
-    first = text.splitlines()[0][:40] if text.strip() else ""
-    kind = "text (a CSV file?)" if "," in first else "text"
-    return f"{kind} starting {first!r}"
-
-
-def load_checkpoint(path):
-    """Rebuild a module from a checkpoint written by :func:`save_checkpoint` or :func:`fit`.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The checkpoint file.
-
-    Returns
-    -------
-    vae : VAE or LinearGaussianVAE
-        The module with its saved parameters (the best epoch's, when the run restored
-        them) in their saved precision (float64 if it was trained so), on the CPU, in
-        eval mode.
-    checkpoint : dict
-        Everything saved: ``fit_config``, ``data_spec``, ``history``, ``best_epoch``,
-        ``training_state`` (for ``fit(resume=...)``), ``versions``.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the file does not exist.
-    ValueError
-        If the file cannot be read, is not a pyro_vae checkpoint, or is malformed.
-    """
-    expected = (
-        f"Expected a pyro_vae checkpoint ({CHECKPOINT_FORMAT}: a PyTorch file written by "
-        f"pyro_vae.fit, save_checkpoint or `pyro-vae train`) at {str(path)!r}"
-    )
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No checkpoint file at {str(path)!r}")
-    if os.path.isdir(path):
-        raise ValueError(f"{expected} but it is a folder")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{expected} but it is {_describe_file(path)}, not a PyTorch zip file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        # torch's weights-only explanation runs to many lines: keep the first
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{expected} but torch.load could not read it: {first}") from e
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        found = checkpoint.get("format") if isinstance(checkpoint, dict) else None
-        what = f"format {found!r}" if found else f"a {type(checkpoint).__name__} without a format"
-        raise ValueError(f"{expected} but it holds {what}")
-    classes = {"VAE": VAE, "LinearGaussianVAE": LinearGaussianVAE}
-    try:
-        config = dict(checkpoint["model_config"])
-        cls = classes[config.pop("class")]
-        if "hidden_dims" in config:
-            config["hidden_dims"] = tuple(config["hidden_dims"])
-        vae = cls(**config)
-        state = checkpoint["model_state"]
-        dtypes = {v.dtype for v in state.values() if torch.is_floating_point(v)}
-        if len(dtypes) == 1:  # keep the saved precision (float64 after vae.double())
-            vae.to(dtypes.pop())
-        vae.load_state_dict(state)
-    except Exception as e:
-        raise ValueError(f"Malformed pyro_vae checkpoint {str(path)!r}: {e!r}") from e
-    return vae.eval(), checkpoint

@@ -8,15 +8,13 @@ taken apart in several ways, one figure each:
   Johnson, 2016);
 - :func:`plot_active_units`: which latent dimensions carry information, by the
   activity A_d = Cov_x(E_q[z_d]) (Burda et al., 2016), and the KL each one costs;
-- :func:`plot_gap_during_training`: log p(x), the ELBO and their gap
-  KL(q(z|x) ‖ p(z|x)) along training;
-- :func:`plot_beta_schedules`: a comparison of β (KL weight) schedules such as
-  warm-up (Bowman et al., 2016; Sønderby et al., 2016), with the rate–distortion view
-  of Alemi et al. (2018).
+- :func:`pyro_vae.viz.beta.plot_beta_schedules`: a comparison of β (KL weight)
+  schedules such as warm-up (Bowman et al., 2016; Sønderby et al., 2016), with the
+  rate–distortion view of Alemi et al. (2018).
 
-As in :mod:`pyro_vae.viz.plots`, every function builds a :class:`matplotlib.figure.Figure`
-directly (never pyplot) and changes no global matplotlib state; write one with
-:func:`pyro_vae.viz.plots.save_figure`. Bounds, KLs and gaps are in nats per data point.
+(:func:`pyro_vae.viz.training.plot_gap_during_training` draws the gap along training.)
+``ax`` as in :mod:`pyro_vae.viz.style`; write a figure with
+:func:`pyro_vae.viz.images.save_figure`. Bounds, KLs and gaps are in nats per data point.
 
 References
 ----------
@@ -35,40 +33,33 @@ References
 
 import math
 import numbers
-import textwrap
 
 import numpy as np
 from matplotlib.colors import to_rgba
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure, FigureBase
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from .._checks import check_int, is_int
-from .plots import MARKERS, UNITS
+from .labels import UNITS
+from .style import figure_legend, panels
+from .training import wrap
 
 __all__ = [
     "plot_active_units",
     "plot_aggregate_posterior",
-    "plot_beta_schedules",
-    "plot_gap_during_training",
 ]
 
 _PRIOR_COLOR = "C3"
+
 _PRIOR_RADII = (1.0, 2.0, 3.0)
+
 _PRIOR_STYLES = ("-", "--", ":")
+
 _MUTED_ALPHA = 0.3  # face opacity of the bars of inactive units
+
 _FLOOR_RATIO = 1e-4  # activity floor on the log axis, as a fraction of the threshold
-_GAP_KEYS = ("gap_log_px", "gap_elbo", "gap", "gap_se")
-_SCHEDULE_KEYS = (
-    "schedule",
-    "test_log_px",
-    "test_elbo",
-    "test_kl",
-    "test_reconstruction",
-    "num_active",
-    "z_dim",
-)
 
 
 def _as_array(value, name, ndim):
@@ -91,11 +82,6 @@ def _by_label(value, name, ndim):
     if not value:
         raise ValueError(f"Expected {name} to be an array or a non-empty dict but got {{}}")
     return {str(k): _as_array(v, f"{name}[{k!r}]", ndim) for k, v in value.items()}
-
-
-def _wrap(text, width):
-    """``text`` broken into lines of at most ``width`` characters, words kept whole."""
-    return "\n".join(textwrap.wrap(text, width, break_long_words=False))
 
 
 def _prior_circles(ax, color):
@@ -239,7 +225,9 @@ def _check_posterior_args(z, labels, max_points, dims):
     return z, labels, dims
 
 
-def plot_aggregate_posterior(z, labels=None, max_points=5000, dims=None):
+def plot_aggregate_posterior(
+    z, labels=None, max_points: int = 5000, dims: tuple | None = None, ax=None
+) -> Figure:
     """The aggregate posterior q(z) = (1/N) Σ_n q(z|x_n) against the prior p(z) = N(0, I).
 
     The KL term of the ELBO, averaged over the data, is
@@ -279,6 +267,11 @@ def plot_aggregate_posterior(z, labels=None, max_points=5000, dims=None):
     dims : tuple of int, optional
         The two latent dimensions of the 2-D panel, for every entry of ``z``. Default:
         (0, 1) for D = 2, the two of largest variance (largest on x) for D ≥ 3.
+    ax : None, Figure or SubFigure, optional
+        Where to draw: None makes a new figure (sized for the panels, the legend in a
+        strip below them); a Figure or SubFigure receives one subfigure per entry of
+        ``z`` and the legend at its bottom. Axes cannot be given: each column is a grid
+        of its own.
 
     Returns
     -------
@@ -323,8 +316,14 @@ def plot_aggregate_posterior(z, labels=None, max_points=5000, dims=None):
         for draws, (cols, rows) in zip(z.values(), layouts.values(), strict=True)
     )
     handles = _posterior_handles(z, labels)
-    fig = Figure(figsize=(width * len(z), height + 0.6), layout="constrained")
-    _legend_below(fig, handles)
+    if ax is None:
+        fig = Figure(figsize=(width * len(z), height + 0.6), layout="constrained")
+        _legend_below(fig, handles)
+    elif isinstance(ax, FigureBase):
+        fig = ax
+        figure_legend(fig, handles=handles, fontsize="small", frameon=False)
+    else:
+        raise ValueError(f"Expected ax to be None, a Figure or a SubFigure but got {ax!r}")
     columns = fig.subfigures(1, len(z), squeeze=False)[0]
     for column, (name, draws) in zip(columns, z.items(), strict=True):
         num_dims = draws.shape[1]
@@ -401,11 +400,12 @@ def _check_units(activity, kl):
 KL_LOG_SPAN = 30
 """:func:`plot_active_units` draws the KL on a log axis when one run's largest KL
 exceeds this many times every other run's."""
+
 KL_FLOOR = 1e-3
 """Lowest KL (nats per point) shown on that log axis."""
 
 
-def plot_active_units(activity, kl, threshold=0.01):
+def plot_active_units(activity, kl, threshold: float = 0.01, ax=None) -> Figure:
     """Activity and KL per latent dimension; a unit is active when A_d > ``threshold``.
 
     The activity of dimension d is A_d = Cov_x(E_q[z_d | x]), the variance over the
@@ -430,6 +430,8 @@ def plot_active_units(activity, kl, threshold=0.01):
         ``(D,)``; a dict with the labels of ``activity`` in the same order.
     threshold : float, default 0.01
         A unit is active when A_d > ``threshold``.
+    ax : None, Figure, Axes or sequence of Axes, optional
+        Where to draw (:mod:`pyro_vae.viz.style`): the activity panel, then the KL one.
 
     Returns
     -------
@@ -464,10 +466,9 @@ def plot_active_units(activity, kl, threshold=0.01):
     num = len(units)
     width = 0.8 / num
     num_dims = max(len(a) for a, _ in units.values())
-    fig = Figure(
-        figsize=(min(16.0, max(7.5, 2.5 + 0.16 * num_dims * (num + 1))), 6.6), layout="constrained"
-    )
-    ax_a, ax_kl = fig.subplots(2, 1, sharex=True)
+    figsize = (min(16.0, max(7.5, 2.5 + 0.16 * num_dims * (num + 1))), 6.6)
+    fig, axes = panels(ax, (2, 1), figsize, sharex=True)
+    ax_a, ax_kl = axes[:, 0]
     counts = []
     for i, (name, (values, kls)) in enumerate(units.items()):
         color = f"C{i % 10}"
@@ -518,7 +519,7 @@ def plot_active_units(activity, kl, threshold=0.01):
     ax_kl.set_xlim(-0.6, num_dims - 0.4)
     for ax in (ax_a, ax_kl):
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(_wrap(f"active units (A_d > {threshold:g}): " + ", ".join(counts), 110))
+    fig.suptitle(wrap(f"active units (A_d > {threshold:g}): " + ", ".join(counts), 110))
     if num == 1 and None in units:
         handles = [Patch(facecolor="C0", edgecolor="C0", label=f"active (A_d > {threshold:g})")]
     else:
@@ -534,331 +535,5 @@ def plot_active_units(activity, kl, threshold=0.01):
         )
     )
     handles.append(Line2D([], [], color="black", ls="--", label=f"threshold {threshold:g}"))
-    fig.legend(
-        handles=handles, loc="outside lower center", fontsize="small", ncols=min(len(handles), 4)
-    )
-    return fig
-
-
-def _gap_series(histories):
-    """Objective -> (epoch, log p(x), ELBO, gap, s.e.) arrays of the records with gaps."""
-    if not isinstance(histories, dict) or not histories:
-        raise ValueError(
-            "Expected histories to be a non-empty dict of objective -> list of epoch "
-            f"records but got {histories!r}"
-        )
-    series = {}
-    for name, history in histories.items():
-        rows = []
-        for record in history:
-            present = [key for key in _GAP_KEYS if key in record]
-            if not present:
-                continue
-            for key in ("epoch", *_GAP_KEYS):
-                if key not in record:
-                    raise ValueError(
-                        f"Expected key {key!r} in the epoch records of objective {name!r} "
-                        f"that have {present} but got {sorted(record)}"
-                    )
-            rows.append([float(record[key]) for key in ("epoch", *_GAP_KEYS)])
-        if rows:
-            table = np.asarray(rows)
-            series[name] = table[np.argsort(table[:, 0], kind="stable")].T
-    if not series:
-        raise ValueError(
-            f"Expected epoch records with keys {list(_GAP_KEYS)} in some history but "
-            f"none of {list(histories)} has any"
-        )
-    return series
-
-
-def plot_gap_during_training(histories):
-    """log p(x), the ELBO and their gap KL(q(z|x) ‖ p(z|x)) on a validation subset, by epoch.
-
-    Three panels sharing the epoch axis, one colour per objective, a marker at each
-    recorded epoch: the importance-sampling estimate of log p(x), the ELBO, and the
-    gap log p(x) − ELBO = KL(q(z|x) ‖ p(z|x)) with a band of ±2 standard errors and a
-    grey line at 0. A gap that grows means the guide falls behind the model; one that
-    shrinks, that the guide catches up or that the model moves towards posteriors
-    the guide can fit.
-
-    Parameters
-    ----------
-    histories : dict of str to list of dict
-        Objective label -> per-epoch records (as :attr:`pyro_vae.FitResult.history`),
-        all with ``"epoch"``; the records with ``"gap_log_px"``, ``"gap_elbo"``,
-        ``"gap"`` and ``"gap_se"`` (nats per data point, measured every few epochs on
-        a fixed validation subset) are drawn, the others skipped, in epoch order. A
-        history without such records is left out of the figure (and named under the
-        legend).
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        Suptitle "log p(x), ELBO and their gap during training (validation subset)".
-        ``fig.axes[0]`` (log p(x)), ``fig.axes[1]`` (ELBO) and ``fig.axes[2]`` (gap)
-        share the x axis, epoch; y in nats per data point. In each, ``lines[i]`` is
-        the i-th drawn objective (label = objective), x the recorded epochs, y
-        ``"gap_log_px"``, ``"gap_elbo"`` or ``"gap"`` respectively;
-        ``fig.axes[2].collections[i]`` is its band, from gap − 2 s.e. to gap + 2 s.e.,
-        and ``fig.axes[2].lines[-1]`` the line at 0. The legend (``fig.legends[0]``)
-        names the objectives.
-
-    Raises
-    ------
-    ValueError
-        If ``histories`` is not a non-empty dict, a record with some of the gap keys
-        lacks another one or ``"epoch"``, or no history has any gap record.
-    """
-    series = _gap_series(histories)
-    fig = Figure(figsize=(8.5, 8.4), layout="constrained")
-    axes = fig.subplots(3, 1, sharex=True)
-    for i, (name, (epoch, log_px, elbo, gap, se)) in enumerate(series.items()):
-        style = {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)], "ms": 4}
-        axes[0].plot(epoch, log_px, label=name, **style)
-        axes[1].plot(epoch, elbo, label=name, **style)
-        axes[2].plot(epoch, gap, label=name, **style)
-        axes[2].fill_between(
-            epoch,
-            gap - 2 * se,
-            gap + 2 * se,
-            color=style["color"],
-            alpha=0.2,
-            lw=0,
-            label=f"{name} ±2 s.e.",
-        )
-    axes[2].axhline(0.0, color="0.5", lw=0.8)
-    titles = (
-        ("log p(x)", "log p(x), importance-sampling estimate"),
-        ("ELBO", "ELBO"),
-        ("gap", "gap log p(x) − ELBO = KL(q(z|x) ‖ p(z|x)), band ±2 s.e."),
-    )
-    for ax, (short, title) in zip(axes, titles, strict=True):
-        ax.set_title(title, fontsize="medium", loc="left")
-        ax.set_ylabel(f"{short}\n{UNITS}")
-        ax.grid(alpha=0.3)
-    axes[2].set_xlabel("epoch")
-    axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.suptitle("log p(x), ELBO and their gap during training (validation subset)")
-    handles = axes[0].get_lines()
-    left_out = [name for name in histories if name not in series]
-    legend = fig.legend(
-        handles=handles, loc="outside lower center", fontsize="small", ncols=min(len(handles), 4)
-    )
-    if left_out:
-        legend.set_title(
-            _wrap("no gap records, not drawn: " + ", ".join(left_out), 100), prop={"size": "small"}
-        )
-    return fig
-
-
-def _schedule_table(rows):
-    """Labels, value arrays by key, ±s.e. arrays by key (0 where absent), validated."""
-    if not rows:
-        raise ValueError(f"Expected rows to be a non-empty list of dicts but got {rows!r}")
-    labels = []
-    values = {key: np.empty(len(rows)) for key in _SCHEDULE_KEYS[1:]}
-    errors = {key: np.zeros(len(rows)) for key in _SCHEDULE_KEYS[1:5]}
-    for i, row in enumerate(rows):
-        label = str(row.get("schedule", f"rows[{i}]"))
-        for key in _SCHEDULE_KEYS:
-            if key not in row:
-                raise ValueError(
-                    f"Expected key {key!r} in the row of schedule {label!r}; it has {sorted(row)}"
-                )
-        labels.append(label)
-        for key in _SCHEDULE_KEYS[1:]:
-            values[key][i] = float(row[key])
-            if not math.isfinite(values[key][i]):
-                raise ValueError(f"Expected a finite {key!r} for schedule {label!r}")
-        for key in errors:
-            errors[key][i] = float(row.get(f"{key}_se", 0.0))
-        num_active, z_dim = row["num_active"], row["z_dim"]
-        if not (is_int(num_active) and is_int(z_dim) and z_dim >= 1 and 0 <= num_active <= z_dim):
-            raise ValueError(
-                f"Expected integers 0 <= num_active <= z_dim, z_dim >= 1, for schedule "
-                f"{label!r} but got num_active={num_active!r}, z_dim={z_dim!r}"
-            )
-    return labels, values, errors
-
-
-RATE_FLOOR = 1e-3
-"""Lowest rate (nats per point) drawn on the log axis of :func:`plot_beta_schedules`."""
-
-
-def _zoom_past_outliers(ax, x, *series):
-    """Limit the y axis to the bulk of the values and name those far outside it.
-
-    The values are sorted; where the largest gap between neighbours exceeds 3 times the
-    range of the larger side, the smaller side is off scale: the axis spans the larger
-    side (padded) and each off-scale value is written at the axis edge, so one run far
-    from the others (β = 0: hundreds of nats) does not flatten the rest.
-    """
-    values = np.concatenate(series)
-    order = np.sort(values)
-    if len(order) < 3:
-        return
-    gaps = np.diff(order)
-    i = int(gaps.argmax())
-    low, high = order[: i + 1], order[i + 1 :]
-    keep = high if len(high) >= len(low) else low
-    if gaps[i] <= 3 * max(float(keep.max() - keep.min()), 1e-9):
-        return
-    pad = 0.15 * max(float(keep.max() - keep.min()), 0.5)
-    bottom, top = float(keep.min()) - pad, float(keep.max()) + pad
-    ax.set_ylim(bottom, top)
-    for i, xi in enumerate(x):
-        off = [float(data[i]) for data in series if not bottom <= data[i] <= top]
-        if off:
-            below = off[0] < bottom
-            text = "\n".join(f"{value:.1f}" for value in off) + "\n(off scale)"
-            ax.annotate(text, (xi, bottom if below else top), ha="center",
-                        va="bottom" if below else "top", fontsize="x-small",
-                        color="C3")  # fmt: skip
-
-
-def plot_beta_schedules(rows):
-    """Test-set summary of a comparison of β (KL weight) schedules.
-
-    Training with β·KL in place of the KL, and β warmed up from 0 to 1 (Bowman et
-    al., 2016; Sønderby et al., 2016), is meant to keep latent units from collapsing
-    early. Three panels:
-
-    (a) test log p(x) and ELBO per schedule, points with ±2 standard errors when the
-        rows give them (the two are set 0.1 apart sideways);
-    (b) rate–distortion (Alemi et al., 2018): the distortion
-        D = −E_q log p(x|z) on x against the rate R = KL(q(z|x) ‖ p(z)) on y, one
-        point (±2 s.e. both ways, when given) per schedule, in its own colour and
-        marker, named in the legend below the panels. Since
-        ELBO = −(D + R), points on a line of slope −1 have equal ELBOs; the dotted one
-        goes through the best;
-    (c) active units per schedule, a coloured bar of ``num_active`` inside a grey one
-        of ``z_dim``, labelled ``"<num_active>/<z_dim>"``, in the colours of (b).
-
-    Parameters
-    ----------
-    rows : list of dict
-        One dict per schedule with ``"schedule"`` (label), ``"test_log_px"``,
-        ``"test_elbo"``, ``"test_kl"`` (KL(q(z|x) ‖ p(z))) and ``"test_reconstruction"``
-        (E_q log p(x|z); ELBO = reconstruction − KL), all means over the test set in
-        nats per data point; ``"num_active"`` and ``"z_dim"`` (int); optionally
-        ``"<key>_se"`` for the four ``test_`` keys (standard errors, nats).
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        Suptitle "β schedules on the test set: ...". ``fig.axes[0]`` (a):
-        ``containers[0]`` and ``containers[1]`` are the
-        :class:`~matplotlib.container.ErrorbarContainer` of log p(x) and of the ELBO,
-        whose ``lines[0]`` has x data the schedule index ∓ 0.1 and y data the means;
-        x tick labels are the schedules (wrapped to fit). ``fig.axes[1]`` (b):
-        ``containers[i]`` is the point of ``rows[i]``, its ``lines[0]`` with
-        x = −reconstruction and y = KL; the dotted line (in ``lines``) has a label
-        starting ``"D + R ="``. ``fig.axes[2]`` (c): ``containers[0]`` holds the bars
-        of ``z_dim``, ``containers[1]`` those of ``num_active``, at the schedule
-        indices. The legend (``fig.legends[0]``) names the schedules.
-
-    Raises
-    ------
-    ValueError
-        If ``rows`` is empty, a row lacks a key (named), a value is not finite, or
-        ``num_active`` and ``z_dim`` are not integers with 0 ≤ num_active ≤ z_dim,
-        z_dim ≥ 1.
-
-    References
-    ----------
-    1. A. A. Alemi, B. Poole, I. Fischer, J. V. Dillon, R. A. Saurous, K. Murphy,
-       "Fixing a Broken ELBO", ICML 2018.
-    2. S. R. Bowman, L. Vilnis, O. Vinyals, A. M. Dai, R. Jozefowicz, S. Bengio,
-       "Generating Sentences from a Continuous Space", CoNLL 2016.
-    3. C. K. Sønderby, T. Raiko, L. Maaløe, S. K. Sønderby, O. Winther, "Ladder
-       Variational Autoencoders", NIPS 2016.
-    """
-    labels, values, errors = _schedule_table(rows)
-    num = len(labels)
-    x = np.arange(num, dtype=float)
-    fig = Figure(figsize=(max(13.0, 3.0 + 2.4 * num), 5.6), layout="constrained")
-    # characters per line of a tick label: the narrowest panel's share, about 0.08 in each
-    chars = max(8, int(0.2 * fig.get_figwidth() / num / 0.08))
-    ticks = [_wrap(label, chars) for label in labels]
-    ax_bounds, ax_rd, ax_units = fig.subplots(1, 3, width_ratios=[1.0, 1.15, 0.85])
-
-    for key, shift, label, style in (
-        ("test_log_px", -0.1, "log p(x) (IS estimate)", {"fmt": "o", "color": "black"}),
-        ("test_elbo", 0.1, "ELBO", {"fmt": "s", "color": "0.45", "mfc": "white"}),
-    ):
-        ax_bounds.errorbar(
-            x + shift, values[key], yerr=2 * errors[key], capsize=4, ms=6, label=label, **style
-        )
-    ax_bounds.set_ylabel(f"test bound {UNITS}")
-    ax_bounds.set_title("(a) log p(x) and ELBO (±2 s.e.)", fontsize="medium")
-    ax_bounds.legend(fontsize="small")
-    _zoom_past_outliers(ax_bounds, x, values["test_log_px"], values["test_elbo"])
-
-    distortion, rate = -values["test_reconstruction"], values["test_kl"]
-    for i, label in enumerate(labels):
-        ax_rd.errorbar(
-            distortion[i : i + 1],
-            rate[i : i + 1],
-            xerr=2 * errors["test_reconstruction"][i : i + 1],
-            yerr=2 * errors["test_kl"][i : i + 1],
-            fmt=MARKERS[i % len(MARKERS)],
-            color=f"C{i % 10}",
-            ms=8,
-            capsize=3,
-            label=label,
-        )
-    ax_rd.margins(0.15)
-    # rates span orders of magnitude (β = 0: hundreds of nats; collapse: ~0.01)
-    ax_rd.set_yscale("log")
-    floor = RATE_FLOOR
-    ax_rd.set_ylim(max(floor, 0.5 * float(rate.min())), 2 * float(rate.max()))
-    xlim, ylim = ax_rd.get_xlim(), ax_rd.get_ylim()
-    total = float((distortion + rate).min())
-    line_x = np.linspace(xlim[0], min(xlim[1], total - floor), 200)
-    ax_rd.plot(
-        line_x,
-        total - line_x,
-        color="0.5",
-        ls=":",
-        label=f"D + R = {total:.2f}: ELBO of the best",
-    )
-    ax_rd.set_xlim(xlim)
-    ax_rd.set_ylim(ylim)
-    ax_rd.set_xlabel(f"distortion D = −E_q log p(x|z)\n{UNITS}")
-    ax_rd.set_ylabel(f"rate R = KL(q(z|x) ‖ p(z))\n{UNITS}")
-    ax_rd.set_title("(b) rate–distortion (Alemi et al. 2018)", fontsize="medium")
-    ax_rd.legend(handles=ax_rd.lines[-1:], fontsize="small", loc="upper right")
-
-    z_dim, num_active = values["z_dim"], values["num_active"]
-    ax_units.bar(x, z_dim, 0.6, color="0.92", edgecolor="0.6", label="z_dim")
-    bars = ax_units.bar(
-        x, num_active, 0.6, color=[f"C{i % 10}" for i in range(num)], label="active units"
-    )
-    ax_units.bar_label(
-        bars,
-        [f"{a:.0f}/{d:.0f}" for a, d in zip(num_active, z_dim, strict=True)],
-        fontsize="small",
-        padding=2,
-    )
-    ax_units.set_ylim(0, z_dim.max() * 1.12)
-    ax_units.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax_units.set_ylabel("latent dimensions")
-    ax_units.set_title("(c) active units out of z_dim", fontsize="medium")
-
-    for ax in (ax_bounds, ax_units):
-        ax.set_xticks(x, ticks, fontsize="small")
-        ax.set_xlim(-0.6, num - 0.4)
-    for ax in (ax_bounds, ax_rd, ax_units):
-        ax.grid(alpha=0.3)
-    fig.suptitle("β schedules on the test set: bounds, rate–distortion and active units")
-    fig.legend(
-        handles=ax_rd.containers,
-        labels=labels,
-        loc="outside lower center",
-        ncols=min(num, 4),
-        fontsize="small",
-        title="schedule",
-        title_fontsize="small",
-    )
+    figure_legend(fig, handles=handles, fontsize="small", ncols=min(len(handles), 4))
     return fig

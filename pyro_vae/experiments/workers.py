@@ -1,0 +1,154 @@
+"""Worker processes of a comparison: its runs side by side, with the numbers of one process.
+
+:func:`run_in_workers` runs :func:`pyro_vae.experiments.runs.run_task` for every task in
+a pool of spawned processes (:class:`concurrent.futures.ProcessPoolExecutor`, only its
+public API). Each worker keeps the data and settings given once to its initializer and
+reports its process id, so that on the first error the parent can stop the busy workers
+at once instead of waiting for their runs.
+"""
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import warnings
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+
+import torch
+from tqdm.auto import tqdm
+from tqdm.std import tqdm as std_tqdm
+
+from .runs import Task, new_model, run_task
+
+__all__ = ["available_cores", "run_in_workers"]
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity where the OS tells), at least 1.
+
+    Returns
+    -------
+    int
+        ``len(os.sched_getaffinity(0))`` where available, else ``os.cpu_count()``.
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+_WORKER = {}
+"""A worker process's data and settings, set once by :func:`_start_worker`."""
+
+
+def _start_worker(data, settings, num_threads, pids):
+    """Initializer of a worker process: keep the data, set the torch threads, report
+    this process's id on ``pids``."""
+    _WORKER.update(data=data, settings=settings)
+    torch.set_num_threads(num_threads)
+    # tqdm's default lock is a multiprocessing semaphore, which a worker stopped by
+    # _stop would leave for the resource tracker to complain about; none is shown here
+    std_tqdm.set_lock(threading.RLock())
+    pids.put(os.getpid())
+
+
+def _worker_run(task):
+    """:func:`run_task` in a worker: its warnings recorded and the module as a state dict."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = run_task(task, _WORKER["data"], _WORKER["settings"], progress=False)
+    out["vae"] = {name: value.cpu() for name, value in out["vae"].state_dict().items()}
+    if "check" in out:
+        out["check"].vae = None  # the parent attaches its own copy of the module
+    modules = {getattr(m, "__file__", None): name for name, m in list(sys.modules.items())}
+    out["warnings"] = [
+        (w.category, str(w.message), w.filename, w.lineno, modules.get(w.filename)) for w in caught
+    ]
+    return out
+
+
+def run_in_workers(
+    tasks: list[Task], data, settings: dict, workers: int, progress: bool
+) -> list[dict]:
+    """:func:`run_task` of every task in ``workers`` spawned processes; outputs in task order.
+
+    The runs with the most particles go first (the longest first keeps the workers
+    busy until the end). Each worker sets the torch threads of this process. On the
+    first error the other runs are cancelled and the workers stopped, and the error is
+    raised with a note naming the run (the worker's traceback is its ``__cause__``).
+
+    Raises
+    ------
+    RuntimeError
+        If a worker process died (e.g. killed for memory) before returning its run.
+    """
+    order = sorted(range(len(tasks)), key=lambda i: -tasks[i].spec[2])
+    outputs = [None] * len(tasks)
+    registry = {}
+    context = multiprocessing.get_context("spawn")
+    pids = context.SimpleQueue()
+    initargs = (data, settings, torch.get_num_threads(), pids)
+    pool = ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=initargs)
+    bar = tqdm(total=len(tasks), desc=f"runs ({workers} workers)", disable=not progress)
+    try:
+        pending = {pool.submit(_worker_run, tasks[i]): i for i in order}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                i = pending.pop(future)
+                outputs[i] = _worker_output(future, tasks[i], registry)
+                bar.update()
+    except BaseException:
+        for future in pending:
+            future.cancel()
+        _stop(pids)
+        raise
+    finally:
+        bar.close()
+        pool.shutdown(wait=True, cancel_futures=True)
+        pids.close()
+    with torch.random.fork_rng():  # building a module draws an initialization
+        for out in outputs:
+            vae = new_model(data, settings).to(settings["dtype"])
+            vae.load_state_dict(out["vae"])
+            out["vae"] = vae
+            if "check" in out:
+                out["check"].vae = vae
+    return outputs
+
+
+def _worker_output(future, task, registry):
+    """A finished run's output, its warnings shown; its error raised with a note."""
+    what = f"the {task.label} run (seed {task.seed})"
+    try:
+        out = future.result()
+    except BrokenProcessPool as e:
+        raise RuntimeError(
+            f"A worker process of compare died before {what} returned (killed by the "
+            "system, e.g. out of memory?); run with workers=1 (pyro-vae compare "
+            "--workers 1) to run everything in this process"
+        ) from e
+    except Exception as e:
+        e.add_note(f"Raised in a worker process of compare, in {what}.")
+        raise
+    for category, message, filename, lineno, module in out.pop("warnings"):
+        # the registry of the module the warning names, as if raised here ("default":
+        # once per place); a per-call one for a module this process has not loaded
+        found = sys.modules.get(module)
+        place = vars(found).setdefault("__warningregistry__", {}) if found else registry
+        warnings.warn_explicit(message, category, filename, lineno, module, place)
+    return out
+
+
+def _stop(pids):
+    """Stop the workers that reported on ``pids`` now, without waiting for their runs.
+
+    The pool sees a worker end abruptly and terminates the others itself (the rest of
+    its pending runs fail with BrokenProcessPool, unread); ``shutdown`` then joins them.
+    """
+    while not pids.empty():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pids.get(), signal.SIGTERM)

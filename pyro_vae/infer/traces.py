@@ -1,0 +1,329 @@
+r"""The trace core of the estimators: the user's guide and model traced on S particles.
+
+Every Monte-Carlo estimator of :mod:`pyro_vae.infer` (:func:`pyro_vae.evaluate`, the
+ELBO's decompositions and surgery, :func:`pyro_vae.active_units`,
+:func:`pyro_vae.sample_guide`) reads q_φ(z|x), p(z) and p_θ(x|z) the same way: the
+guide is traced under ``pyro.plate("particles", S, dim=-2)`` and the model replayed on
+its draws, so that for S particles and a batch of B data points
+
+.. math::
+
+    \log w_s = \underbrace{\textstyle\sum_{\text{observed}} \log p(x \mid z_s)}_{
+    \text{log-likelihood}} + \underbrace{\textstyle\sum_{\text{latent}} \log p(z_s)}_{
+    \text{log-prior}} - \underbrace{\textstyle\sum_{\text{guide sites}}
+    \log q(z_s \mid x)}_{\text{log-guide}},
+
+each term of shape ``(S, B)`` in nats. The log-guide sums *every* sample site of the
+guide, so a guide whose density sits on an auxiliary site (an autoguide's
+``"z_unconstrained"``, with a ``Delta`` at ``"z"``) is counted whole; a guide with an
+observed site (the model passed as the guide) is refused.
+
+This module also holds the rules every estimator shares: one chunk size
+(:data:`CHUNK_ROWS` particle-rows per pass, :func:`chunk_sizes`, :func:`chunks`), the
+seeding context (:func:`seeded`), the param-store context
+(:func:`param_store_as_found`) and the one boundary check of (vae, x, seed)
+(:func:`check_inputs`); inner calls then run unchecked.
+
+References
+----------
+1. Y. Burda, R. Grosse, R. Salakhutdinov, "Importance Weighted Autoencoders", ICLR 2016.
+"""
+
+import contextlib
+import ctypes
+import ctypes.util
+from collections.abc import Iterator
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.poutine.util import site_is_subsample
+
+from .._checks import is_int
+from .._device import check_device, on_device
+from ..data import check_data
+
+__all__ = [
+    "CHUNK_ROWS",
+    "check_inputs",
+    "check_seed",
+    "chunk_sizes",
+    "chunks",
+    "log_density_terms",
+    "log_importance_weights",
+    "param_store_as_found",
+    "release_freed_memory",
+    "sample_sites",
+    "seeded",
+    "site_log_prob",
+    "trace_particles",
+]
+
+CHUNK_ROWS = 2**17
+"""Particle-rows (particles × data points) per pass of the model or the guide.
+
+The one chunk size of the estimators: their memory grows with it (times x_dim plus the
+networks' hidden widths), not with the number of data points."""
+
+
+def chunk_sizes(num_rows: int, num_samples: int) -> tuple[int, int]:
+    """Data rows and particles per pass for S = ``num_samples`` draws of each row.
+
+    Rows first: as many rows as fit with all S particles, at least one; then as many
+    particles as fit with those rows. Either way at most :data:`CHUNK_ROWS`
+    particle-rows per pass, unless one row or one particle alone exceeds it.
+
+    Returns
+    -------
+    rows, samples : int
+    """
+    rows = max(1, min(num_rows, CHUNK_ROWS // num_samples))
+    samples = max(1, min(num_samples, CHUNK_ROWS // rows))
+    return rows, samples
+
+
+def chunks(num_rows: int, num_samples: int) -> Iterator[tuple[slice, list[int]]]:
+    """The passes of :func:`chunk_sizes`, in the order their draws are made.
+
+    Yields
+    ------
+    rows : slice
+        A block of consecutive data rows.
+    particles : list of int
+        The particles of each pass over that block, summing to ``num_samples``.
+    """
+    rows, samples = chunk_sizes(num_rows, num_samples)
+    counts = [min(samples, num_samples - s) for s in range(0, num_samples, samples)]
+    for start in range(0, num_rows, rows):
+        yield slice(start, min(start + rows, num_rows)), counts
+        release_freed_memory()
+
+
+def _load_malloc_trim():
+    """glibc's ``malloc_trim``, or None where the C library has none (macOS, musl)."""
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:
+        return None
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def release_freed_memory():
+    """Hand the C heap's free pages back to the operating system (glibc only).
+
+    Called by :func:`chunks` after each block of rows. A pass allocates tensors of
+    CHUNK_ROWS × x_dim numbers, under glibc's largest mmap threshold (32 MiB) for
+    x_dim = 64, which after the first pass come from the heap; freed, they stay
+    resident wherever a live allocation sits above them, and the peak memory of
+    :func:`pyro_vae.evaluate` grew with the number of blocks (258 → 509 MiB from 26
+    to 359 digits at K = 5000). ``malloc_trim(0)`` returns those pages, so the peak
+    is that of one pass. A no-op where the C library has no ``malloc_trim``.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+@contextlib.contextmanager
+def seeded(seed: int | None, device: torch.device | None = None):
+    """Seed torch's RNGs inside, restore the global RNG state on exit.
+
+    Forks the CPU generator and, for a CUDA ``device``, that device's (not every
+    visible GPU's), then calls ``torch.manual_seed(seed)``. ``seed=None`` uses the
+    global RNG as it is, unforked.
+    """
+    devices = [device] if device is not None and device.type == "cuda" else []
+    with torch.random.fork_rng(devices, enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield
+
+
+@contextlib.contextmanager
+def param_store_as_found():
+    """Context manager: on exit, delete the names added to Pyro's global param store.
+
+    Unlike :meth:`pyro.params.param_store.ParamStoreDict.scope`, the user's own
+    parameters stay visible inside (a model reading ``pyro.param`` gets their values).
+    """
+    store = pyro.get_param_store()
+    before = set(store.keys())
+    try:
+        yield
+    finally:
+        for name in [name for name in store.keys() if name not in before]:
+            del store[name]
+
+
+def check_seed(seed):
+    """Raise ``ValueError`` unless ``seed`` is an integer or None."""
+    if seed is not None and not is_int(seed):
+        raise ValueError(f"Expected seed to be an integer or None but got {seed!r}")
+
+
+def check_inputs(vae, x, seed, device=None, *, place=False):
+    """The boundary check of an estimator's (vae, x, seed): x, checked and placed.
+
+    Parameters
+    ----------
+    vae : object with ``model`` and ``guide``
+        Callables taking ``(x, **kwargs)``. With ``x_dim``, x is checked against it
+        (:func:`pyro_vae.data.check_data`: width, finite values, binary for a
+        Bernoulli likelihood) and cast to the parameters' dtype and device.
+    x : torch.Tensor
+        Data, shape ``(batch, ...)``, batch ≥ 1.
+    seed : int or None
+    device : str or torch.device, optional
+        With ``place``: where to run (None: CUDA when PyTorch sees a GPU, else CPU).
+    place : bool, default False
+        Move a ``vae`` that is an ``nn.Module`` with parameters to ``device`` in place
+        (:func:`pyro_vae._device.on_device`, which also refuses half precision); for any
+        other ``vae``, move x when ``device`` is given.
+
+    Returns
+    -------
+    torch.Tensor
+        x, on the model's dtype and device.
+
+    Raises
+    ------
+    ValueError
+        If ``vae`` lacks a callable ``model`` or ``guide``, for bad data, a bad
+        ``seed`` or ``device``, or parameters that are not float32 or float64.
+    """
+    if not (callable(getattr(vae, "model", None)) and callable(getattr(vae, "guide", None))):
+        raise ValueError(
+            f"Expected vae to have callable model and guide but got {type(vae).__name__}"
+        )
+    if place:
+        if isinstance(vae, torch.nn.Module) and any(True for _ in vae.parameters()):
+            on_device(vae, device)
+        elif device is not None and isinstance(x, torch.Tensor):
+            x = x.to(check_device(device))
+    if hasattr(vae, "x_dim"):
+        x = check_data(x, vae, "x")
+    elif not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] == 0:
+        raise ValueError(
+            f"Expected x to be a torch.Tensor of shape (batch, ...) with batch >= 1 but got "
+            f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}"
+        )
+    check_seed(seed)
+    return x
+
+
+def sample_sites(trace):
+    """``(name, site)`` of the trace's sample sites, plates' subsample sites left out."""
+    return [
+        (name, site)
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and not site_is_subsample(site)
+    ]
+
+
+def site_log_prob(name, site, shape):
+    """``site["fn"].log_prob(site["value"])``, or a ValueError unless of ``shape``.
+
+    ``shape`` is ``(particles, data)``: a site outside the data plate has the wrong one.
+    """
+    log_p = site["fn"].log_prob(site["value"])
+    if log_p.shape != shape:
+        raise ValueError(
+            f"Expected site {name!r} to have a log-density of shape {tuple(shape)} "
+            f"(particles, data) but got {tuple(log_p.shape)}: put every sample site in "
+            "the data plate"
+        )
+    return log_p
+
+
+def trace_particles(model, guide, x, num_samples=None, **kwargs):
+    """The guide's trace and the model's, replayed on it, under S particles if given.
+
+    Parameters
+    ----------
+    model, guide : callable
+        Pyro model and guide taking ``(x, **kwargs)``.
+    x : torch.Tensor
+        Data, shape ``(batch, ...)``.
+    num_samples : int, optional
+        S: with it both run inside ``pyro.plate("particles", S, dim=-2)``, so every
+        site in a data plate at dim -1 draws ``(S, batch)`` values.
+
+    Returns
+    -------
+    guide_trace, model_trace : pyro.poutine.Trace
+
+    Raises
+    ------
+    ValueError
+        If the guide has an observed sample site: a guide proposes latents, and one
+        that observes x (the model passed as the guide) would make every weight 1.
+    """
+    plate = contextlib.nullcontext()
+    if num_samples:
+        plate = pyro.plate("particles", num_samples, dim=-2)
+    with plate:
+        guide_trace = poutine.trace(guide).get_trace(x, **kwargs)
+        observed = [name for name, site in sample_sites(guide_trace) if site["is_observed"]]
+        if observed:
+            raise ValueError(
+                f"Expected a guide with latent sample sites only but its sites {observed} "
+                "are observed: was the model passed as the guide?"
+            )
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, **kwargs)
+    return guide_trace, model_trace
+
+
+def log_density_terms(guide_trace, model_trace, shape):
+    """Log-likelihood, log-prior and log-guide of the traces, each of ``shape``, nats.
+
+    ``"log_likelihood"`` sums the model's observed sites, ``"log_prior"`` its latent
+    sites, ``"log_guide"`` every sample site of the guide (auxiliary sites included).
+    Each site's log-density must have ``shape`` (:func:`site_log_prob`).
+    """
+    terms = {"log_likelihood": 0.0, "log_prior": 0.0, "log_guide": 0.0}
+    for trace, role in ((model_trace, "model"), (guide_trace, "guide")):
+        for name, site in sample_sites(trace):
+            log_p = site_log_prob(name, site, shape)
+            if role == "guide":
+                key = "log_guide"
+            else:
+                key = "log_likelihood" if site["is_observed"] else "log_prior"
+            terms[key] = terms[key] + log_p
+    return terms
+
+
+def log_importance_weights(model, guide, x, num_samples, **kwargs):
+    """Per-point log-density terms of S joint draws z ~ q(z|x), traced with Pyro.
+
+    Parameters
+    ----------
+    model, guide : callable
+        Pyro model and guide taking ``(x, **kwargs)``, with every sample site inside a
+        plate at dim -1 over the rows of x.
+    x : torch.Tensor
+        Data, shape ``(batch, x_dim)``.
+    num_samples : int
+        S, draws per data point.
+
+    Returns
+    -------
+    dict of torch.Tensor
+        ``"log_likelihood"`` (Σ over observed sites of log p(x|z)), ``"log_prior"``
+        (Σ over latent model sites of log p(z)) and ``"log_guide"`` (Σ over every guide
+        sample site of log q, auxiliary sites included), each of shape
+        ``(num_samples, batch)`` in nats, unscaled by any subsampling.
+
+    Raises
+    ------
+    ValueError
+        If a site's log-density does not have shape ``(num_samples, batch)``, or the
+        guide has an observed site.
+
+    See Also
+    --------
+    pyro_vae.evaluate : the estimates made from these terms.
+    """
+    guide_trace, model_trace = trace_particles(model, guide, x, num_samples, **kwargs)
+    return log_density_terms(guide_trace, model_trace, torch.Size((num_samples, x.shape[0])))

@@ -1,0 +1,50 @@
+"""The default amortized guides' networks: ``encoder(x)`` returns q_φ(z|x).
+
+Each module's ``forward(x)`` takes x of shape ``(batch, x_dim)`` and returns q_φ(z|x)
+as a distribution with batch shape ``(batch,)`` and event shape ``(z_dim,)``, the
+contract of ``VAE(..., encoder=...)`` and ``LinearGaussianVAE(..., encoder=...)``: any
+module returning such a distribution (supporting ``rsample`` and ``log_prob``, e.g.
+``MultivariateNormal(loc, scale_tril=...)``) can take their place.
+"""
+
+import pyro.distributions as dist
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["Encoder", "LinearEncoder"]
+
+
+class Encoder(nn.Module):
+    """MLP mapping x of shape ``(batch, x_dim)`` to q_φ(z|x) = N(z_loc, diag z_scale²).
+
+    Returns ``Normal(z_loc, z_scale).to_event(1)``: batch shape ``(batch,)``, event
+    shape ``(z_dim,)``; z_scale = softplus(·) + 10⁻⁴.
+    """
+
+    def __init__(self, x_dim, z_dim, hidden_dims):
+        super().__init__()
+        dims = (x_dim, *hidden_dims)
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims, dims[1:], strict=False))
+        self.fc_loc = nn.Linear(dims[-1], z_dim)
+        self.fc_scale = nn.Linear(dims[-1], z_dim)
+
+    def forward(self, x):
+        h = x
+        for layer in self.hidden:
+            h = F.softplus(layer(h))
+        z_loc, z_scale = self.fc_loc(h), F.softplus(self.fc_scale(h)) + 1e-4
+        return dist.Normal(z_loc, z_scale).to_event(1)
+
+
+class LinearEncoder(nn.Module):
+    """q(z|x) = N(Ax + c, diag s²): ``loc`` (nn.Linear), ``log_scale`` (z_dim,)."""
+
+    def __init__(self, x_dim, z_dim):
+        super().__init__()
+        self.loc = nn.Linear(x_dim, z_dim)
+        self.log_scale = nn.Parameter(torch.zeros(z_dim))
+
+    def forward(self, x):
+        z_loc = self.loc(x)
+        return dist.Normal(z_loc, self.log_scale.exp().expand(z_loc.shape)).to_event(1)
