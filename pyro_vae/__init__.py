@@ -10,9 +10,8 @@ ArviZ ``InferenceData``), :func:`sample_guide`, :func:`compare_posteriors` and
 :func:`quadrature_posterior` (exact log p(x), posterior and gap for 2-D latents).
 """
 
-__version__ = "0.2.0"
-
 from ._threads import DEFAULT_THREADS  # noqa: E402
+from ._version import __version__ as __version__  # noqa: E402
 from .infer.anatomy import active_units, elbo_decompositions, elbo_surgery  # noqa: E402
 from .infer.diagnostics import pareto_khat  # noqa: E402
 from .infer.evaluation import Evaluation, evaluate, paired_difference  # noqa: E402

@@ -13,7 +13,7 @@ def versions():
     """Versions of Python and of the libraries behind a result (dict of str)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from . import __version__
+    from ._version import __version__
 
     found = {"python": platform.python_version(), "pyro_vae": __version__}
     for name in ("torch", "pyro-ppl", "arviz", "numpy"):

@@ -3,11 +3,18 @@ import pathlib
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 
 
+def _python_block(path, marker):
+    """The ``python`` code block of ``path`` that contains ``marker``."""
+    blocks = [b.split("```")[0] for b in path.read_text().split("```python\n")[1:]]
+    found = [b for b in blocks if marker in b]
+    assert len(found) == 1, f"expected one python block with {marker!r} in {path.name}"
+    return found[0]
+
+
 def test_readme_snippet_runs_verbatim():
     # The "use it from your own Pyro script" block, with 2 epochs instead of 100; its
     # draws come from the global RNG, which conftest seeds from PYRO_VAE_TEST_SEED.
-    code = README.read_text().split("```python\n")[1].split("```")[0]
-    assert "range(100)" in code
+    code = _python_block(README, "range(100)")
     namespace = {}
     exec(code.replace("range(100)", "range(2)"), namespace)
     assert namespace["samples"]["z"].shape == (10, 359, 8)
@@ -35,3 +42,22 @@ def test_posterior_docs_snippet_runs(tmp_path, monkeypatch, seed):
     assert len(namespace["table"]) == 3
     assert (tmp_path / "posterior.nc").exists()
     assert namespace["exact"].kl_guide.shape == (3,)
+
+
+def test_readme_report_from_python_snippet_writes_the_report(tmp_path, monkeypatch):
+    # "The same from Python": compare(...).write_report, with 2 epochs, few samples and
+    # 2 posterior points so that it runs in seconds; the report is written without the CLI.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    code = _python_block(README, "write_report")
+    assert "TrainConfig(epochs=40)" in code and "seeds=[0])" in code
+    code = code.replace("TrainConfig(epochs=40)", "TrainConfig(epochs=2)").replace(
+        "seeds=[0])", "seeds=[0], num_samples=100, posterior_points=2)"
+    )
+    monkeypatch.chdir(tmp_path)
+    exec(code, {})
+    out = tmp_path / "results"
+    for name in ("results.csv", "results.json", "report.md", "bounds.png"):
+        assert (out / name).exists(), name
+    assert len((out / "results.csv").read_text().strip().splitlines()) == 3  # header + 2

@@ -327,7 +327,7 @@ def test_guide_vs_posterior_section():
 def test_a_pipe_inside_a_cell_does_not_split_the_markdown_table():
     """Headers such as E_q log p(x|z) keep their column: the | is escaped."""
     from pyro_vae.experiments.report import format_decompositions
-    from pyro_vae.experiments.results import DECOMPOSITIONS
+    from pyro_vae.results import DECOMPOSITIONS
 
     row = {"objective": "A", "decomp_log_px_method": "exact"}
     for key in DECOMPOSITIONS:

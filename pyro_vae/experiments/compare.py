@@ -38,12 +38,7 @@ from .._io import versions
 from .._threads import torch_threads
 from ..infer.evaluation import paired_difference
 from ..infer.objectives import objective_label, parse_objective
-from ..train.config import DEFAULT_LR, MAIN_JOB, TrainConfig, check_objective
-from ..train.schedules import parse_schedule
-from . import figures as _figures
-from . import report
-from .guide_check import summarize_agreement
-from .results import (
+from ..results import (
     BETA_ESTIMATES,
     DECOMPOSITIONS,
     ESTIMATES,
@@ -56,6 +51,11 @@ from .results import (
     Pair,
     spread,
 )
+from ..train.config import DEFAULT_LR, MAIN_JOB, TrainConfig, check_objective
+from ..train.schedules import parse_schedule
+from . import figures as _figures
+from . import report
+from .guide_check import summarize_agreement
 from .runs import Task, new_model, run_task
 from .workers import run_in_workers
 
@@ -84,13 +84,13 @@ class Comparison:
     Attributes
     ----------
     rows : list of ObjectiveRow
-        One per objective (:class:`pyro_vae.experiments.results.ObjectiveRow`): the
+        One per objective (:class:`pyro_vae.results.ObjectiveRow`): the
         test-set estimates (mean over seeds, Monte-Carlo s.e., s.d. across seeds), the
         ELBO's anatomy, active units, training times, best epochs and convergence.
     beta_rows : list of BetaRow
         One per β schedule (``beta_schedules``), first seed, the objective
         ``beta_objective``, the last epoch's model
-        (:class:`pyro_vae.experiments.results.BetaRow`).
+        (:class:`pyro_vae.results.BetaRow`).
     beta_models : dict of str to VAE
         The trained module of each β schedule, keyed by its label.
     aggregate : dict of str to torch.Tensor
@@ -99,7 +99,7 @@ class Comparison:
         ``(AGGREGATE_DRAWS * num_test, z_dim)``: draws from the aggregate posterior q(z).
     pairs : list of Pair
         One per pair of objectives (a, b): paired differences a − b of log p(x), ELBO
-        and gap on the same test points (:class:`pyro_vae.experiments.results.Pair`).
+        and gap on the same test points (:class:`pyro_vae.results.Pair`).
     agreement : list of Agreement
         One per objective (first seed): medians over the checked test points of the
         guide-vs-posterior table

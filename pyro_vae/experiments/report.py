@@ -3,7 +3,7 @@ r"""Tables and result files of a comparison of training objectives.
 The input is what :func:`pyro_vae.experiments.compare.compare` collects
 (:class:`~pyro_vae.experiments.compare.Comparison`, whose ``write_report`` calls
 :func:`write_results`), one entry per training objective. Rows are typed
-(:mod:`pyro_vae.experiments.results`); every function also takes their flat form, the
+(:mod:`pyro_vae.results`); every function also takes their flat form, the
 columns of ``results.csv`` and ``results.json``:
 
 - ``rows``: list of ObjectiveRow or dict with ``"objective"`` (label, e.g. ``"Trace_ELBO"``),
@@ -43,7 +43,7 @@ from urllib.parse import quote
 
 from .._io import atomic_path
 from ..infer.evaluation import format_se
-from .results import ESTIMATES, Agreement, BetaRow, ObjectiveRow, as_rows
+from ..results import ESTIMATES, Agreement, BetaRow, ObjectiveRow, as_rows
 from .tables import (
     as_pairs,
     format_agreement,

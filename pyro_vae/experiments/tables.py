@@ -1,6 +1,6 @@
 """The tables of a comparison report, as plain text and Markdown (GitHub pipe tables).
 
-Each ``format_*`` function takes typed rows (:mod:`pyro_vae.experiments.results`) or their
+Each ``format_*`` function takes typed rows (:mod:`pyro_vae.results`) or their
 flat form (the columns of ``results.csv``); estimates are in nats per test data point,
 each with its Monte-Carlo standard error or its spread across training seeds.
 """
@@ -8,8 +8,8 @@ each with its Monte-Carlo standard error or its spread across training seeds.
 import math
 
 from ..infer.evaluation import format_se
+from ..results import ESTIMATES, Agreement, BetaRow, ObjectiveRow, Pair, as_rows
 from ..viz.labels import estimate_label
-from .results import ESTIMATES, Agreement, BetaRow, ObjectiveRow, Pair, as_rows
 
 __all__ = [
     "as_pairs",
@@ -117,7 +117,7 @@ def format_pairs(pairs):
 
 
 def as_pairs(pairs) -> list:
-    """``pairs`` as a list of :class:`~pyro_vae.experiments.results.Pair` (flat dicts read)."""
+    """``pairs`` as a list of :class:`~pyro_vae.results.Pair` (flat dicts read)."""
     return [p if isinstance(p, Pair) else Pair.from_dict(p) for p in pairs or ()]
 
 

@@ -117,10 +117,10 @@ def release_freed_memory():
     Called by :func:`chunks` after each block of rows. A pass allocates tensors of
     CHUNK_ROWS × x_dim numbers, under glibc's largest mmap threshold (32 MiB) for
     x_dim = 64, which after the first pass come from the heap; freed, they stay
-    resident wherever a live allocation sits above them, and the peak memory of
-    :func:`pyro_vae.evaluate` grew with the number of blocks (258 → 509 MiB from 26
-    to 359 digits at K = 5000). ``malloc_trim(0)`` returns those pages, so the peak
-    is that of one pass. A no-op where the C library has no ``malloc_trim``.
+    resident wherever a live allocation sits above them, so without a trim the peak
+    memory grows with the number of blocks. ``malloc_trim(0)`` returns those pages, so
+    the peak is that of one pass (``benchmarks/bench_speed.py`` measures it). A no-op
+    where the C library has no ``malloc_trim``.
     """
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)

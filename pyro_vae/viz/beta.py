@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .._checks import is_int
-from ..experiments.results import BetaRow, as_rows
+from ..results import BetaRow, as_rows
 from .labels import UNITS
 from .style import MARKERS, figure_legend, panels
 from .training import wrap
@@ -107,7 +107,7 @@ def plot_beta_schedules(rows: list, ax=None) -> Figure:
     Parameters
     ----------
     rows : list of BetaRow or dict
-        One per schedule (:class:`pyro_vae.experiments.results.BetaRow`, or its flat
+        One per schedule (:class:`pyro_vae.results.BetaRow`, or its flat
         form) with ``"schedule"`` (label), ``"test_log_px"``,
         ``"test_elbo"``, ``"test_kl"`` (KL(q(z|x) ‖ p(z))) and ``"test_reconstruction"``
         (E_q log p(x|z); ELBO = reconstruction − KL), all means over the test set in

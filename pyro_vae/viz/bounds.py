@@ -16,7 +16,7 @@ from matplotlib.ticker import NullLocator
 from matplotlib.transforms import ScaledTranslation
 
 from .._checks import check_int
-from ..experiments.results import ObjectiveRow, as_rows
+from ..results import ObjectiveRow, as_rows
 from .labels import UNITS, estimate_label
 from .style import MARKERS, figure_legend, panels
 
@@ -77,7 +77,7 @@ def plot_bounds(
     Parameters
     ----------
     rows : list of ObjectiveRow or dict
-        One per objective (:class:`pyro_vae.experiments.results.ObjectiveRow`, or its
+        One per objective (:class:`pyro_vae.results.ObjectiveRow`, or its
         flat form with ``"objective"``, ``"test_<name>"`` and ``"test_<name>_se"``),
         with the mean (nats per data point) and its standard error for each of
         ``names``.

@@ -5,7 +5,9 @@
 attributes. ``to_dict`` gives the flat columns of the result files (``test_log_px``,
 ``test_log_px_se``, ...), and ``from_dict`` reads such a mapping back (e.g. a row of
 :func:`pyro_vae.experiments.report.read_results`), checking the keys it needs once.
-All estimates are in nats per test data point.
+All estimates are in nats per test data point. The module sits below both
+:mod:`pyro_vae.viz` and :mod:`pyro_vae.experiments` (standard library only), so the
+figures read the rows without importing the experiments.
 """
 
 import math

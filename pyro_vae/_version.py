@@ -1,0 +1,3 @@
+"""The package version (one place: setup.cfg reads it, results record it)."""
+
+__version__ = "0.3.0"
