@@ -33,13 +33,20 @@ MIN_SAMPLES = 100
 """Smallest K: two groups of 50 draws, for the standard error of the IWAE-50 bound."""
 
 
-class _FORMATTER(argparse.ArgumentDefaultsHelpFormatter):
-    """Every default in ``--help``; an option without one (None) explains itself."""
+class _Parser(argparse.ArgumentParser):
+    """Every default in ``--help``, once.
 
-    def _get_help_string(self, action):
-        if action.default is None or isinstance(action.default, bool):
-            return action.help
-        return super()._get_help_string(action)
+    An option whose help already says its default, or whose default is None, a bool
+    or suppressed, is left as written; any other gets "(default: ...)". Subcommand parsers
+    are of this class too (``add_subparsers`` builds them with the parent's class).
+    """
+
+    def add_argument(self, *args, **kwargs):
+        default, help = kwargs.get("default"), kwargs.get("help")
+        quiet = default is None or default is argparse.SUPPRESS or isinstance(default, bool)
+        if help and not quiet and "(default" not in help and "default:" not in help:
+            kwargs["help"] = f"{help} (default: %(default)s)"
+        return super().add_argument(*args, **kwargs)
 
 
 def _positive_int(text):
@@ -194,16 +201,14 @@ def _add_training(parser):
 
 def build_parser():
     """The ``pyro-vae`` argument parser (argparse.ArgumentParser)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pyro-vae",
         description="Variational autoencoders in Pyro: compare ELBO, IWAE and Rényi "
         "bounds against held-out log p(x).",
-        formatter_class=_FORMATTER,
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("compare", help="train one VAE per objective and compare them",
-                       formatter_class=_FORMATTER)  # fmt: skip
+    p = sub.add_parser("compare", help="train one VAE per objective and compare them")  # fmt: skip
     _add_common(p)
     _add_training(p)
     _add_device(p)
@@ -258,8 +263,7 @@ def build_parser():
         "not write are removed, nothing else",
     )
 
-    p = sub.add_parser("train", help="train one VAE and save a checkpoint",
-                       formatter_class=_FORMATTER)  # fmt: skip
+    p = sub.add_parser("train", help="train one VAE and save a checkpoint")  # fmt: skip
     _add_common(p)
     _add_training(p)
     _add_device(p, "train (without --strategy: Lightning runs use --accelerator)")
@@ -324,7 +328,6 @@ def build_parser():
     p = sub.add_parser(
         "evaluate",
         help="evaluate a checkpoint on the test split it was trained with",
-        formatter_class=_FORMATTER,
     )
     p.add_argument("checkpoint", help="a checkpoint written by `pyro-vae train`")
     p.add_argument(
@@ -349,7 +352,6 @@ def build_parser():
     p = sub.add_parser(
         "posterior",
         help="check a checkpoint's guide against HMC draws of the exact posterior",
-        formatter_class=_FORMATTER,
     )
     p.add_argument("checkpoint", help="a checkpoint written by `pyro-vae train`")
     p.add_argument("--points", type=_positive_int, default=16, help="first test points")
