@@ -7,13 +7,14 @@ and :func:`evaluate` (held-out ELBO, IWAE bounds and log p(x) by importance samp
 with Pareto k̂), :func:`paired_difference` (comparing two models on the same points);
 :func:`sample_posterior` (batched HMC draws of p_θ(z|x) for many points at once, as
 ArviZ ``InferenceData``), :func:`sample_guide`, :func:`compare_posteriors` and
-:func:`quadrature_posterior` (exact log p(x), posterior and gap for 2-D latents).
+:func:`quadrature_posterior` (exact log p(x), posterior and gap for 2-D latents);
+:func:`from_pyro` (a Pyro ``MCMC`` run of ``vae.model`` in the package's ArviZ layout).
 """
 
 from ._threads import DEFAULT_THREADS  # noqa: E402
 from ._version import __version__ as __version__  # noqa: E402
 from .infer.anatomy import active_units, elbo_decompositions, elbo_surgery  # noqa: E402
-from .infer.diagnostics import pareto_khat  # noqa: E402
+from .infer.diagnostics import from_pyro, pareto_khat  # noqa: E402
 from .infer.evaluation import Evaluation, evaluate, paired_difference  # noqa: E402
 from .infer.objectives import ScaledRenyiELBO, make_elbo, parse_objective  # noqa: E402
 from .infer.posterior import sample_posterior  # noqa: E402
@@ -48,6 +49,7 @@ __all__ = [
     "elbo_surgery",
     "evaluate",
     "fit",
+    "from_pyro",
     "load_checkpoint",
     "log_importance_weights",
     "log_joint_grid",

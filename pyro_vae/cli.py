@@ -14,6 +14,7 @@ import torch
 
 from ._device import DTYPES, check_device, default_device
 from ._io import atomic_path
+from ._version import __version__
 from .data import dataset_from_spec, load_dataset
 from .experiments.compare import DEFAULT_OBJECTIVES, GAP_EVERY, compare
 from .experiments.figures import posterior_figures, save_figure
@@ -206,6 +207,7 @@ def build_parser():
         description="Variational autoencoders in Pyro: compare ELBO, IWAE and Rényi "
         "bounds against held-out log p(x).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("compare", help="train one VAE per objective and compare them")  # fmt: skip
@@ -415,6 +417,11 @@ def _run_posterior(args):
     if not saved.get("data_spec"):
         raise ValueError(f"Expected checkpoint {args.checkpoint!r} to record its data split")
     data = dataset_from_spec(saved["data_spec"])
+    if args.points > len(data.test):
+        raise ValueError(
+            f"Expected --points <= {len(data.test)}, the size of the checkpoint's test "
+            f"split, but got {args.points}"
+        )
     x = data.test[: args.points]
     vae.to(DTYPES[args.dtype])
     check = check_guide(

@@ -347,8 +347,9 @@ def _subparsers():
 
 
 @pytest.mark.parametrize("command", ["compare", "train", "evaluate", "posterior"])
-def test_help_shows_every_default(command):
-    """Every option with a default shows it in --help; those without explain themselves."""
+def test_help_shows_every_default_once(command):
+    """Every option with a default shows it in --help, once: "(default: X)" added, or
+    its own words ("default: CUDA when PyTorch sees a GPU, else cpu") and nothing added."""
     sub = _subparsers()[command]
     text = " ".join(sub.format_help().split())
     for action in sub._actions:
@@ -356,7 +357,38 @@ def test_help_shows_every_default(command):
             continue
         if action.default == "==SUPPRESS==":
             continue
-        assert f"(default: {action.default})" in text, action.dest
+        own = action.help.replace("(default: %(default)s)", "")
+        says_it = "(default" in own or "default:" in own
+        if "%(default)s" in action.help:
+            assert not says_it, action.dest  # two defaults (--device did, printing cpu)
+            assert f"(default: {action.default})" in text, action.dest
+        else:
+            assert says_it, action.dest
+    assert "else cpu) (default: cpu)" not in text
+
+
+def test_version(capsys):
+    from pyro_vae import __version__
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"pyro-vae {__version__}"
+
+
+def test_posterior_refuses_more_points_than_the_test_split(tmp_path, capsys, seed):
+    ckpt = tmp_path / "vae.pt"
+    args = ["--epochs", "1", "--z-dim", "2", "--hidden-dims", "8", "--no-progress"]
+    assert main(["train", *args, "--seed", str(seed(0)), "--checkpoint", str(ckpt)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "posterior"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["posterior", str(ckpt), "--points", "1000", "--out", str(out)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("Expected --points <= 359, the size of the checkpoint's test split, "
+                        "but got 1000") and len(err.splitlines()) == 1  # fmt: skip
+    assert not out.exists()
 
 
 def test_help_explains_the_objectives_and_k():

@@ -599,6 +599,39 @@ def test_chunking_gives_the_same_answer(
         assert abs(a - b) <= 3 * math.hypot(se_a, se_b), name
 
 
+def test_a_per_point_autoguide_reads_the_rows_of_each_pass(monkeypatch, seed):
+    # AutoNormal(create_plates=vae.create_plates) holds one q_i per data point; evaluated
+    # in passes of 3 rows, each pass must use its own rows' q_i. Its estimated
+    # KL(q_i ‖ p(z)) then matches the closed form of point i's (loc_i, scale_i), with
+    # locs set far apart so that a pass reading other rows' q would be many s.e. off.
+    from pyro.infer.autoguide import AutoNormal
+
+    monkeypatch.setattr(pyro_vae.infer.traces, "CHUNK_ROWS", 3 * 2000)
+    pyro.clear_param_store()
+    torch.manual_seed(seed(0))
+    vae = VAE(64, z_dim=2, hidden_dims=(8,))
+    x = torch.bernoulli(torch.full((12, 64), 0.3), generator=torch.Generator().manual_seed(seed(1)))
+    guide = AutoNormal(vae.model, create_plates=vae.create_plates, init_scale=0.5)
+    guide(x)
+    with torch.no_grad():
+        guide.locs.z.copy_(0.4 * torch.arange(12.0).unsqueeze(-1).expand(12, 2))
+    pair = SimpleNamespace(model=vae.model, guide=guide)
+    result = evaluate(pair, x, num_samples=2000, seed=seed(2))
+    q = dist.Normal(guide.locs.z.detach(), guide.scales.z.detach())
+    exact = torch.distributions.kl_divergence(q, dist.Normal(0.0, 1.0)).sum(-1)
+    z = (result.values["kl"] - exact) / result.std_errors["kl"]
+    assert z.abs().max() < 4.5, z  # 12 points: P(any |z| > 4.5) ≈ 8e-5
+    pyro.clear_param_store()
+
+
+def test_default_ks_are_those_of_1_5_50_that_fit(seed):
+    lg = LinearGaussianVAE(10, 2)
+    x = torch.randn(3, 10)
+    assert {"iwae_1", "iwae_5"} <= set(evaluate(lg, x, num_samples=10, seed=seed(0)).values)
+    assert "iwae_50" not in evaluate(lg, x, num_samples=10, seed=seed(0)).values
+    assert "iwae_50" in evaluate(lg, x, num_samples=100, seed=seed(0)).values
+
+
 # ------------------------------------------------------------------ other models
 
 

@@ -296,6 +296,23 @@ def test_exact_log_likelihood_matches_dense_gaussian():
     assert torch.allclose(actual.double(), expected, rtol=1e-5, atol=1e-4)
 
 
+def test_float32_closed_forms_are_the_float64_values_rounded(seed):
+    # The ground truth is computed in float64 whatever the model's dtype: in float32 it
+    # is the float64 value rounded once (before: float32 linear algebra, ~2e-5 nats off).
+    import copy
+
+    lg = random_linear_gaussian()
+    x = torch.randn(50, 10, generator=torch.Generator().manual_seed(seed(0))) * 2
+    lg64 = copy.deepcopy(lg).double()
+    log_px = lg.exact_log_likelihood(x)
+    assert log_px.dtype == torch.float32
+    assert torch.equal(log_px, lg64.exact_log_likelihood(x.double()).float())
+    posterior, posterior64 = lg.exact_posterior(x), lg64.exact_posterior(x.double())
+    assert posterior.loc.dtype == torch.float32
+    assert torch.equal(posterior.loc, posterior64.loc.float())
+    assert torch.equal(posterior.scale_tril, posterior64.scale_tril.float())
+
+
 def test_exact_posterior_matches_gaussian_conditioning():
     lg = random_linear_gaussian()
     x = torch.randn(7, 10) * 2
@@ -460,6 +477,126 @@ def test_a_copy_owns_its_parameters(seed):
     _train_side_by_side([twin], x, 2, seed=seed)  # the copy trains, the original does not move
     assert not torch.equal(twin.decoder.fc_out.bias, before)
     assert torch.equal(vae.decoder.fc_out.bias.detach(), before)
+
+
+# ----------------------------------------------------- saving and loading with Pyro
+
+
+def _state(vae):
+    return {k: v.detach().clone() for k, v in vae.state_dict().items()}
+
+
+def test_a_named_vae_round_trips_through_pyros_param_store(tmp_path, seed):
+    # Pyro's own save/load: the model built again under its name reads the saved values
+    # (log p(x) is the trained model's), and SVI then trains the module itself.
+    import subprocess
+    import sys
+
+    from pyro_vae import evaluate
+
+    x = binary_batch(batch=16)
+    torch.manual_seed(seed(0))
+    vae = VAE(64, z_dim=2, hidden_dims=(8,), name="vae")
+    _train_side_by_side([vae], x, 20, seed=seed)
+    path = tmp_path / "params.pt"
+    pyro.get_param_store().save(path)
+    trained = evaluate(vae, x, num_samples=100, seed=seed(1)).values["log_px"]
+    torch.save({"x": x, "log_px": trained}, tmp_path / "expected.pt")
+    # in a new process, as a user restarts a script
+    script = f"""
+import pyro, torch
+from pyro.infer import SVI, Trace_ELBO
+from pyro_vae import VAE, evaluate
+expected = torch.load({str(tmp_path / "expected.pt")!r})
+vae = VAE(64, z_dim=2, hidden_dims=(8,), name="vae")
+pyro.get_param_store().load({str(path)!r})
+log_px = evaluate(vae, expected["x"], num_samples=100, seed={seed(1)}).values["log_px"]
+assert torch.equal(log_px, expected["log_px"]), (log_px, expected["log_px"])
+before = vae.decoder.fc_out.weight.detach().clone()
+svi = SVI(vae.model, vae.guide, pyro.optim.Adam({{"lr": 1e-2}}), Trace_ELBO())
+for _ in range(5):
+    svi.step(expected["x"])
+assert not torch.equal(vae.decoder.fc_out.weight, before), "the decoder did not train"
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_a_named_vae_takes_the_loaded_store_in_this_process(tmp_path, seed):
+    from pyro_vae import fit
+
+    x = binary_batch(batch=16)
+    torch.manual_seed(seed(0))
+    saved = VAE(64, z_dim=2, hidden_dims=(8,), name="vae")
+    _train_side_by_side([saved], x, 10, seed=seed)
+    pyro.get_param_store().save(tmp_path / "params.pt")
+    pyro.clear_param_store()
+    pyro.get_param_store().load(tmp_path / "params.pt")
+    # fit, whose loop skips pyro.module, starts from the loaded values too ...
+    vae = VAE(64, z_dim=2, hidden_dims=(8,), name="vae")
+    assert vae.load_param_store() is vae
+    for key, value in _state(saved).items():
+        assert torch.equal(vae.state_dict()[key], value), key
+    fit(vae, x, epochs=1, batch_size=8, lr=1e-2, progress=False, seed=seed(1))
+    after_fit = _state(vae)
+    # ... and a later model call keeps what fit trained (the store holds those tensors)
+    pyro.set_rng_seed(seed(2))
+    poutine.trace(vae.guide).get_trace(x)
+    for key, value in after_fit.items():
+        assert torch.equal(vae.state_dict()[key], value), key
+    pyro.clear_param_store()
+
+
+def test_an_unnamed_vae_warns_that_it_ignores_a_loaded_store(tmp_path, seed):
+    pyro.clear_param_store()
+    saved = VAE(64, z_dim=2, hidden_dims=(8,), name="saved_elsewhere")
+    _train_side_by_side([saved], binary_batch(), 1, seed=seed)
+    store = pyro.get_param_store()
+    store.save(tmp_path / "params.pt")
+    pyro.clear_param_store()
+    # names no model of this process was built with: rename on load, as from another process
+    state = torch.load(tmp_path / "params.pt", weights_only=False)
+    state["params"] = {
+        k.replace("saved_elsewhere", "vae_from_disk"): v for k, v in state["params"].items()
+    }
+    state["constraints"] = {
+        k.replace("saved_elsewhere", "vae_from_disk"): v for k, v in state["constraints"].items()
+    }
+    store.set_state(state)
+    vae = VAE(64, z_dim=2, hidden_dims=(8,))
+    with pytest.warns(
+        UserWarning, match=r"named 'vae_from_disk'.*VAE\(\.\.\., name='vae_from_disk'\)"
+    ):
+        poutine.trace(vae.guide).get_trace(binary_batch())
+    pyro.clear_param_store()
+
+
+def test_replaced_parameters_train_under_svi(seed):
+    # load_state_dict(assign=True) (or .to("cuda")) swaps the module's Parameters after
+    # they were registered: SVI must then step the module's new ones, not the old ones.
+    x = binary_batch(batch=8)
+    torch.manual_seed(seed(0))
+    vae = VAE(64, z_dim=2, hidden_dims=(8,))
+    _train_side_by_side([vae], x, 1, seed=seed)
+    vae.load_state_dict(_state(vae), assign=True)
+    before = _state(vae)
+    _train_side_by_side([vae], x, 3, seed=seed)
+    assert not torch.equal(vae.decoder.fc_out.weight.detach(), before["decoder.fc_out.weight"])
+
+
+def test_name_is_kept_by_the_checkpoint_and_not_by_a_copy(tmp_path):
+    import copy
+
+    from pyro_vae import load_checkpoint, save_checkpoint
+
+    vae = VAE(64, z_dim=2, hidden_dims=(8,), name="vae")
+    assert vae.pyro_name == "vae" and vae.config["name"] == "vae"
+    assert "name" not in VAE(64).config
+    save_checkpoint(tmp_path / "vae.pt", vae)
+    assert load_checkpoint(tmp_path / "vae.pt")[0].pyro_name == "vae"
+    twin = copy.deepcopy(vae)
+    assert twin.name is None and twin.pyro_name != "vae"
 
 
 # ------------------------------------------------------------- predictive sampling

@@ -61,3 +61,21 @@ def test_readme_report_from_python_snippet_writes_the_report(tmp_path, monkeypat
     for name in ("results.csv", "results.json", "report.md", "bounds.png"):
         assert (out / name).exists(), name
     assert len((out / "results.csv").read_text().strip().splitlines()) == 3  # header + 2
+
+
+def test_readme_saving_and_loading_snippet_restores_the_model(tmp_path, monkeypatch):
+    # "Saving and loading" through Pyro's param store, with 5 SVI steps instead of 300:
+    # the model built again under its name holds the saved parameters.
+    import torch
+
+    code = _python_block(README, 'name="vae"')
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(code.replace("range(300)", "range(5)"), namespace)
+    saved, restored = namespace["vae"].state_dict(), namespace["restored"].state_dict()
+    assert saved.keys() == restored.keys()
+    for key, value in saved.items():
+        assert torch.equal(restored[key], value), key
+    import pyro
+
+    pyro.clear_param_store()

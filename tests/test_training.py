@@ -305,7 +305,7 @@ def test_monitor_selects_the_best_epoch_by_its_bound(linear_data, monitor, seed,
     torch.manual_seed(seed(0))
     vae = LinearGaussianVAE(6, 2)
     run = fit(vae, x[:500], validation=x[500:], epochs=10, batch_size=64, lr=0.1,
-              monitor=monitor, restore_best=False, progress=False, seed=seed(0))  # fmt: skip
+              monitor=monitor, progress=False, seed=seed(0))  # fmt: skip
     assert len(calls) == 10  # one validation per epoch
     best = {
         key: 1 + max(range(10), key=[h[f"val_{key}"] for h in run.history].__getitem__)
@@ -313,6 +313,60 @@ def test_monitor_selects_the_best_epoch_by_its_bound(linear_data, monitor, seed,
     }
     assert best == {"elbo": 4, "iwae": 7}
     assert run.best_epoch == best[monitor]
+
+
+def _boost_epoch(monkeypatch, boost_epoch):
+    """Validation bounds as they are, plus 100 nats on both at ``boost_epoch``."""
+    real = training.evaluate_unchecked
+    calls = []
+
+    def boosted(*args, **kwargs):
+        summary = real(*args, **kwargs).summary()
+        calls.append(None)
+        if len(calls) == boost_epoch:
+            summary = {k: (v[0] + 100.0, v[1]) for k, v in summary.items()}
+        return types.SimpleNamespace(summary=lambda: summary)
+
+    monkeypatch.setattr(training, "evaluate_unchecked", boosted)
+
+
+@pytest.mark.parametrize("restore_best", [True, False])
+def test_beta_zero_returns_the_last_epoch_and_says_so(linear_data, restore_best, seed, monkeypatch):
+    # At β = 0 no epoch trains the bound it is judged by: the run returns its last epoch
+    # (before, the β = 1 bound picked an early one, here the boosted epoch 2, and
+    # restore_best=False still reported it while the module held the last).
+    _boost_epoch(monkeypatch, 2)
+    x = linear_data.x
+    runs = {}
+    for restore in (restore_best, False):
+        torch.manual_seed(seed(0))
+        vae = LinearGaussianVAE(6, 2)
+        run = fit(vae, x[:500], validation=x[500:], epochs=5, batch_size=64, lr=0.05,
+                  beta=0.0, restore_best=restore, progress=False, seed=seed(0))  # fmt: skip
+        runs[restore] = (run, copy.deepcopy(vae.state_dict()))
+        monkeypatch.undo()
+        _boost_epoch(monkeypatch, 2)
+    run, state = runs[restore_best]
+    assert run.best_epoch == 5
+    for key, value in runs[False][1].items():  # the last epoch's parameters
+        assert torch.equal(state[key], value), key
+
+
+def test_warmup_picks_the_best_epoch_once_beta_reaches_one(linear_data, seed, monkeypatch):
+    # warmup:3 trains at β = 0, 1/3, 2/3 in epochs 1-3 and β = 1 from epoch 4. Epoch 1's
+    # bound is boosted: it must neither be chosen nor start the patience count.
+    _boost_epoch(monkeypatch, 1)
+    x = linear_data.x
+    torch.manual_seed(seed(0))
+    vae = LinearGaussianVAE(6, 2)
+    run = fit(vae, x[:500], validation=x[500:], epochs=8, batch_size=64, lr=0.05,
+              beta="warmup:3", patience=1, progress=False, seed=seed(0))  # fmt: skip
+    assert [h["beta"] for h in run.history[:4]] == pytest.approx([0, 1 / 3, 2 / 3, 1])
+    assert len(run.history) >= 5  # epoch 4 is the first candidate, patience counts after it
+    assert run.best_epoch >= 4
+    best = run.history[run.best_epoch - 1]
+    assert best["beta"] == 1
+    assert best["val_iwae"] == max(h["val_iwae"] for h in run.history if h["beta"] == 1)
 
 
 def test_dynamic_binarization_redraws_each_epoch(monkeypatch, seed):

@@ -315,9 +315,11 @@ def compare(
     """
     config = _check_config(config, overrides)
     specs, labels, seeds = _check_compare_args(objectives, num_samples, seeds)
-    if not isinstance(posterior_points, int) or posterior_points < 0:
+    check_int("posterior_points", posterior_points, minimum=0)
+    if posterior_points > len(data.test):
         raise ValueError(
-            f"Expected posterior_points to be an integer >= 0 but got {posterior_points!r}"
+            f"Expected posterior_points <= {len(data.test)}, the size of the test split, "
+            f"but got {posterior_points}"
         )
     check_int("workers", workers)
     dtype = check_dtype(dtype)

@@ -19,10 +19,13 @@ References
 3. A. Vehtari, A. Gelman, D. Simpson, B. Carpenter, P.-C. Bürkner, "Rank-Normalization,
    Folding, and Localization: An Improved R̂ for Assessing Convergence of MCMC",
    Bayesian Analysis 16(2):667–718, 2021.
+4. M. Betancourt, "Diagnosing Suboptimal Cotangent Disintegrations in Hamiltonian
+   Monte Carlo", arXiv:1604.00695, 2016.
 
 It also packs posterior draws of many data points into an ArviZ ``InferenceData``
-(:func:`posterior_inference_data`) and checks their convergence per data point
-(:func:`convergence_table`), for :mod:`pyro_vae.infer.posterior`.
+(:func:`posterior_inference_data`, and :func:`from_pyro` for a Pyro ``MCMC`` run) and
+checks their convergence per data point (:func:`convergence_table`), for
+:mod:`pyro_vae.infer.posterior`.
 """
 
 import math
@@ -38,6 +41,7 @@ __all__ = [
     "RHAT_MAX",
     "as_numpy",
     "convergence_table",
+    "from_pyro",
     "pareto_khat",
     "posterior_inference_data",
     "warn_unconverged",
@@ -61,6 +65,21 @@ RHAT_MAX = 1.01
 ESS_BULK_MIN = 400
 """Bulk effective sample size below which R̂ and the Monte-Carlo standard errors are not
 reliable (Vehtari et al. 2021 recommend 400, i.e. 100 per chain for 4 chains)."""
+
+
+def _arviz():
+    """ArviZ, imported on first use without its import-time FutureWarning.
+
+    ArviZ 0.23 warns on import that 1.0 will change its API: a notice to ArviZ's own
+    users, not about a call of this package, and an error under
+    ``-W error::FutureWarning`` in the user's tests. Other warnings are kept.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"\s*ArviZ is undergoing a major refactor", category=FutureWarning
+        )
+        import arviz
+    return arviz
 
 
 def pareto_khat(log_weights):
@@ -146,7 +165,7 @@ def pareto_khat(log_weights):
         )
     if torch.isnan(log_weights).any() or (log_weights == math.inf).any():
         raise ValueError("Expected log_weights without NaN or +inf but found some")
-    import arviz
+    arviz = _arviz()
 
     columns = log_weights.detach().to("cpu", torch.float64).T.numpy()
     constant = (columns == columns[:, :1]).all(axis=1) | _rounding_noise(log_weights)
@@ -213,7 +232,7 @@ def posterior_inference_data(z, sample_stats, x, x_pred=None, datum=None, attrs=
     ValueError
         If the shapes disagree.
     """
-    import arviz
+    arviz = _arviz()
 
     z = np.asarray(z)
     if z.ndim != 4 or x.ndim != 2 or x.shape[0] != z.shape[2]:
@@ -260,13 +279,18 @@ def convergence_table(idata):
         Each of shape ``(B,)``: ``"rhat_max"``, the largest rank-normalized split-R̂
         over latent dimensions (:func:`arviz.rhat`); ``"ess_bulk_min"``, the smallest
         bulk ESS (draws; :func:`arviz.ess`); ``"divergences"``, the number of divergent
-        transitions after warm-up (0 without ``diverging``).
+        transitions after warm-up (0 without ``diverging``); with
+        ``sample_stats.energy``, ``"bfmi_min"``, the smallest over chains of the
+        energy Bayesian fraction of missing information (:func:`arviz.bfmi` of the
+        datum's ``(chain, draw)`` energies; below 0.3 the momentum resampling explores
+        the energy distribution poorly, Betancourt 2016). :func:`arviz.bfmi` on the
+        whole ``InferenceData`` fails, as it reads one ``(chain, draw)`` array.
 
     See Also
     --------
     RHAT_MAX, ESS_BULK_MIN : the thresholds, 1.01 and 400 (Vehtari et al. 2021).
     """
-    import arviz
+    arviz = _arviz()
 
     z = idata.posterior["z"]
     rhat = arviz.rhat(idata, var_names=["z"])["z"].max("latent")
@@ -276,11 +300,77 @@ def convergence_table(idata):
         divergences = stats["diverging"].sum(("chain", "draw")).values.astype(np.int64)
     else:
         divergences = np.zeros(z.sizes["datum"], dtype=np.int64)
-    return {
+    table = {
         "rhat_max": rhat.transpose("datum").values,
         "ess_bulk_min": ess.transpose("datum").values,
         "divergences": divergences,
     }
+    if stats is not None and "energy" in stats:
+        energy = stats["energy"].transpose("chain", "draw", "datum").values
+        table["bfmi_min"] = np.array(
+            [arviz.bfmi(energy[:, :, i]).min() for i in range(energy.shape[2])], dtype=float
+        )
+    return table
+
+
+def from_pyro(mcmc, datum=None):
+    """A Pyro ``MCMC`` run of ``vae.model`` as ``InferenceData`` with the package's dims.
+
+    :func:`arviz.from_pyro` names the dims of ``z`` ``(chain, draw, z_dim_0, z_dim_1)``;
+    this gives the layout of :func:`pyro_vae.sample_posterior` and
+    :func:`pyro_vae.sample_guide`, so that NUTS draws, the package's HMC draws and the
+    guide's draws compare directly (:func:`pyro_vae.compare_posteriors`,
+    :func:`arviz.summary` per datum).
+
+    Parameters
+    ----------
+    mcmc : pyro.infer.MCMC
+        A finished run on ``vae.model`` conditioned on x of shape ``(B, x_dim)`` (e.g.
+        ``MCMC(NUTS(vae.model), ...).run(x)`` inside ``vae.frozen()``), with one latent
+        site ``"z"`` of shape ``(B, z_dim)`` and the observed site ``"x"``.
+    datum : array-like, optional
+        Labels of the B data points; default ``0, …, B − 1``.
+
+    Returns
+    -------
+    arviz.InferenceData
+        ``posterior.z`` with dims ``(chain, draw, datum, latent)``,
+        ``sample_stats.diverging`` with dims ``(chain, draw, datum)`` (one chain moves
+        all B points jointly, so a divergent transition counts for every datum) and
+        ``observed_data.x`` with dims ``(datum, pixel)``; ``posterior.attrs["method"]``
+        is ``"pyro.infer.MCMC"``.
+
+    Raises
+    ------
+    ValueError
+        If the run has no ``"z"`` of shape ``(chain, draw, B, D)`` or no observed
+        ``"x"`` of B rows.
+    """
+    arviz = _arviz()
+
+    samples = mcmc.get_samples(group_by_chain=True)
+    z = samples.get("z")
+    if z is None or z.dim() != 4:
+        found = {name: tuple(value.shape) for name, value in samples.items()}
+        raise ValueError(
+            "Expected an MCMC run of vae.model with a latent site 'z' of shape "
+            f"(chain, draw, B, z_dim) but got sites {found}"
+        )
+    idata = arviz.from_pyro(mcmc, log_likelihood=False)
+    observed = getattr(idata, "observed_data", None)
+    if observed is None or "x" not in observed or observed["x"].shape[0] != z.shape[2]:
+        raise ValueError(
+            f"Expected the MCMC run to observe x with {z.shape[2]} rows at the site 'x'"
+        )
+    diverging = idata.sample_stats["diverging"].transpose("chain", "draw").values
+    stats = {"diverging": np.broadcast_to(diverging[:, :, None], tuple(z.shape[:3])).copy()}
+    return posterior_inference_data(
+        as_numpy(z),
+        stats,
+        observed["x"].values,
+        datum=datum,
+        attrs={"method": "pyro.infer.MCMC"},
+    )
 
 
 def as_numpy(value):
@@ -288,6 +378,10 @@ def as_numpy(value):
     if isinstance(value, torch.Tensor):
         return value.detach().cpu().numpy()
     return np.asarray(value)
+
+
+MAX_NAMED = 10
+"""Most data points a warning names; the rest are counted."""
 
 
 def warn_unconverged(checks, labels, what):
@@ -309,7 +403,10 @@ def warn_unconverged(checks, labels, what):
         | (checks["divergences"] > 0)
     )
     if bad.any():
-        named = ", ".join(str(v) for v in np.asarray(labels)[bad])
+        failing = [str(v) for v in np.asarray(labels)[bad]]
+        named = ", ".join(failing[:MAX_NAMED])
+        if len(failing) > MAX_NAMED:
+            named += f" and {len(failing) - MAX_NAMED} more"
         warnings.warn(
             f"{what} of {int(bad.sum())} data point(s) fail R̂ <= {RHAT_MAX}, "
             f"bulk ESS >= {ESS_BULK_MIN} or no divergences, and are not to be "

@@ -135,7 +135,7 @@ def _one_pass(vae, x, num_samples, methods, keep_values):
         values[name] = site["value"]
         if auxiliary:  # the site's own q is not its density: see below
             continue
-        log_q = site_log_prob(name, guide_trace.nodes[name], shape)
+        log_q = site_log_prob(name, guide_trace.nodes[name], shape, "guide")
         kl, how = _closed_form_or(lambda q=q, p=p: kl_divergence(q, p), log_q - log_p, shape)
         methods["kl"].add(how)
         entropy, how = _closed_form_or(q.entropy, -log_q, shape)
@@ -144,7 +144,7 @@ def _one_pass(vae, x, num_samples, methods, keep_values):
         out["entropy"] = out["entropy"] + entropy
     log_guide = zero
     for name, site in sample_sites(guide_trace):
-        log_guide = log_guide + site_log_prob(name, site, shape)
+        log_guide = log_guide + site_log_prob(name, site, shape, "guide")
     if auxiliary:  # log q(z|x) is the sum over every guide site: Monte Carlo
         out["kl"], out["entropy"] = log_guide - out["log_prior"], -log_guide
         methods["kl"].add("monte_carlo")

@@ -46,10 +46,12 @@ from .traces import (
     chunks,
     log_importance_weights,
     param_store_as_found,
+    row_kwargs,
     seeded,
 )
 
 __all__ = [
+    "DEFAULT_KS",
     "Evaluation",
     "Summary",
     "evaluate",
@@ -302,7 +304,7 @@ def point_estimates(terms, ks, khat=True):
 
 
 @torch.no_grad()
-def evaluate(vae, x, num_samples=5000, ks=(1, 5, 50), seed=0, device=None, **kwargs):
+def evaluate(vae, x, num_samples=5000, ks=None, seed=0, device=None, **kwargs):
     """Held-out ELBO, IWAE bounds, log p(x) and Pareto k̂ per data point, in nats.
 
     Draws ``num_samples`` z ~ q_φ(z|x) per point in memory-bounded chunks (at most
@@ -319,8 +321,9 @@ def evaluate(vae, x, num_samples=5000, ks=(1, 5, 50), seed=0, device=None, **kwa
         Held-out data, shape ``(batch, x_dim)``.
     num_samples : int, default 5000
         S, importance samples per point (K = 5000 is the standard of Burda et al.).
-    ks : sequence of int, default (1, 5, 50)
+    ks : sequence of int, optional
         The k of the IWAE bounds L_k to report; each an integer in [1, num_samples].
+        Default: those of 1, 5 and 50 that are at most ``num_samples``.
     seed : int or None, default 0
         Seed of the draws (the global RNG state is restored afterwards); None uses
         the global RNG.
@@ -372,8 +375,13 @@ def evaluate(vae, x, num_samples=5000, ks=(1, 5, 50), seed=0, device=None, **kwa
     """
     x = check_inputs(vae, x, seed, device, place=True)
     check_int("num_samples", num_samples, minimum=2)
+    ks = tuple(k for k in DEFAULT_KS if k <= num_samples) if ks is None else ks
     ks = _check_ks(ks, num_samples)
     return evaluate_unchecked(vae, x, num_samples, ks, seed, **kwargs)
+
+
+DEFAULT_KS = (1, 5, 50)
+"""The k of the IWAE bounds L_k that :func:`evaluate` reports by default."""
 
 
 def _check_ks(ks, num_samples):
@@ -397,10 +405,11 @@ def evaluate_unchecked(vae, x, num_samples, ks, seed, *, khat=True, **kwargs):
     :func:`point_estimates`).
     """
     values, ses = {}, {}
+    block_kwargs = row_kwargs(vae.model, vae.guide, x, kwargs)
     with param_store_as_found(), seeded(seed, x.device):
         for rows, particles in chunks(x.shape[0], num_samples):
             parts = [
-                log_importance_weights(vae.model, vae.guide, x[rows], count, **kwargs)
+                log_importance_weights(vae.model, vae.guide, x[rows], count, **block_kwargs(rows))
                 for count in particles
             ]
             terms = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}

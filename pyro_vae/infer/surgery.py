@@ -385,7 +385,7 @@ def _log_mixture(vae, x, values):
                 f"{unseen} are not: use elbo_decompositions or evaluate, which trace it"
             )
         shape = torch.Size((count, num_rows))
-        log_q = sum(site_log_prob(name, site, shape) for name, site in sample_sites(trace))
+        log_q = sum(site_log_prob(name, site, shape, "guide") for name, site in sample_sites(trace))
         out.append(log_q.logsumexp(-1) - math.log(num_rows))
     return torch.cat(out).reshape(num_samples, num_rows)
 

@@ -32,6 +32,7 @@ References
 import contextlib
 import ctypes
 import ctypes.util
+import inspect
 from collections.abc import Iterator
 
 import pyro
@@ -53,6 +54,7 @@ __all__ = [
     "log_importance_weights",
     "param_store_as_found",
     "release_freed_memory",
+    "row_kwargs",
     "sample_sites",
     "seeded",
     "site_log_prob",
@@ -97,6 +99,39 @@ def chunks(num_rows: int, num_samples: int) -> Iterator[tuple[slice, list[int]]]
     for start in range(0, num_rows, rows):
         yield slice(start, min(start + rows, num_rows)), counts
         release_freed_memory()
+
+
+def _takes_rows(fn):
+    """Whether ``fn`` accepts ``num_data`` and ``subsample`` keywords (bool)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    names = {p.name for p in params}
+    return any(p.kind is p.VAR_KEYWORD for p in params) or {"num_data", "subsample"} <= names
+
+
+def row_kwargs(model, guide, x, kwargs):
+    """A function of a block of rows giving the keyword arguments of its pass.
+
+    When ``model`` takes ``num_data`` and ``subsample`` and ``guide`` takes them too (the
+    package's models; an autoguide, whose ``forward`` takes any keyword), each pass over
+    ``x[rows]`` is told the rows it holds: ``num_data`` = the data's size and
+    ``subsample`` = the rows' indices (sliced from the caller's ``subsample`` if given),
+    so that a guide with one set of parameters per data point
+    (``AutoNormal(vae.model, create_plates=vae.create_plates)``) reads the rows of the
+    block. The traced log-densities are unscaled, so this changes no estimate of a
+    model and guide that ignore the indices.
+    """
+    told = "num_data" in kwargs and "subsample" not in kwargs  # the caller's own plate size
+    if told or not (_takes_rows(model) and _takes_rows(guide)):
+        return lambda rows: kwargs
+    num_rows = x.shape[0]
+    subsample = kwargs.get("subsample")
+    if subsample is None:
+        subsample = torch.arange(num_rows, device=x.device)
+    num_data = kwargs.get("num_data", num_rows)
+    return lambda rows: {**kwargs, "num_data": num_data, "subsample": subsample[rows]}
 
 
 def _load_malloc_trim():
@@ -222,19 +257,39 @@ def sample_sites(trace):
     ]
 
 
-def site_log_prob(name, site, shape):
+def site_log_prob(name, site, shape, role="model"):
     """``site["fn"].log_prob(site["value"])``, or a ValueError unless of ``shape``.
 
-    ``shape`` is ``(particles, data)``: a site outside the data plate has the wrong one.
+    ``shape`` is ``(particles, data)``. ``role`` (``"model"`` or ``"guide"``) picks the
+    message: a model site outside the data plate; a guide site with one value for the
+    whole batch (a global-latent autoguide); a guide site with another number of rows (a
+    per-data-point guide not told which rows it sees).
     """
     log_p = site["fn"].log_prob(site["value"])
-    if log_p.shape != shape:
+    if log_p.shape == shape:
+        return log_p
+    got = tuple(log_p.shape)
+    expected = (
+        f"Expected the {role}'s site {name!r} to have a log-density of shape "
+        f"{tuple(shape)} (particles, data) but got {got}"
+    )
+    if role == "guide" and (log_p.dim() < 2 or got[-1] == 1):
         raise ValueError(
-            f"Expected site {name!r} to have a log-density of shape {tuple(shape)} "
-            f"(particles, data) but got {tuple(log_p.shape)}: put every sample site in "
-            "the data plate"
+            f"{expected}: the guide draws one latent for the whole batch (a global-latent "
+            "autoguide such as AutoDiagonalNormal, AutoMultivariateNormal or AutoIAFNormal), "
+            "whose density does not split into one term per data point, so per-point "
+            "importance weights, log p(x) and the gap are undefined; use a per-data-point "
+            "guide: the VAE's own, or AutoNormal(vae.model, create_plates=vae.create_plates)"
         )
-    return log_p
+    if role == "guide":
+        raise ValueError(
+            f"{expected}: the guide draws {got[-1]} rows (one per data point it was built "
+            f"on) where this pass holds {shape[-1]} rows of x, and it was not told which "
+            "rows they are; build it as AutoNormal(vae.model, "
+            "create_plates=vae.create_plates), which reads their indices (subsample), and "
+            "evaluate it on the data it was fit to"
+        )
+    raise ValueError(f"{expected}: put every sample site of the model in the data plate")
 
 
 def trace_particles(model, guide, x, num_samples=None, **kwargs):
@@ -283,9 +338,17 @@ def log_density_terms(guide_trace, model_trace, shape):
     Each site's log-density must have ``shape`` (:func:`site_log_prob`).
     """
     terms = {"log_likelihood": 0.0, "log_prior": 0.0, "log_guide": 0.0}
-    for trace, role in ((model_trace, "model"), (guide_trace, "guide")):
+    model_sites = sample_sites(model_trace)
+    if not any(site["is_observed"] for _, site in model_sites):
+        raise ValueError(
+            "Expected the model to observe x at a sample site (obs=x) but none of its sites "
+            f"{[name for name, _ in model_sites]} is observed: was the guide passed as the "
+            "model?"
+        )
+    # The guide first: a model replayed on a guide's wrongly shaped draws inherits them.
+    for trace, role in ((guide_trace, "guide"), (model_trace, "model")):
         for name, site in sample_sites(trace):
-            log_p = site_log_prob(name, site, shape)
+            log_p = site_log_prob(name, site, shape, role)
             if role == "guide":
                 key = "log_guide"
             else:

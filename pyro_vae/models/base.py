@@ -26,6 +26,12 @@ unique to the instance (``"VAE_3.decoder$$$fc_out.weight"``), so two models in o
 process train independently with plain ``SVI``, without
 ``pyro.clear_param_store()``: the cheapest of Pyro's options (``docs/index.md``
 compares it with ``PyroModule`` and module-local parameters), needing no global setting.
+A model built with ``name="vae"`` registers as ``"vae.decoder$$$..."`` in every
+process, so Pyro's own round trip works: ``pyro.get_param_store().save(path)``, then in
+a new process ``VAE(..., name="vae")`` and ``pyro.get_param_store().load(path)``; the
+model takes the stored values at its next ``model``/``guide`` call (``pyro.module(...,
+update_module_params=True)``) or :func:`pyro_vae.fit`. Two live models with one name
+share their parameters, as two ``pyro.param`` calls with one name do.
 
 The module layout: :mod:`.base` (:class:`BaseVAE`, the shared ``model`` and
 ``guide``), :mod:`.guides` (the default amortized guides' networks), :mod:`.vae`
@@ -44,6 +50,9 @@ References
 
 import contextlib
 import itertools
+import re
+import warnings
+import weakref
 
 import pyro
 import pyro.distributions as dist
@@ -58,6 +67,24 @@ __all__ = ["BaseVAE"]
 
 _INSTANCE_IDS = itertools.count()
 
+_NAMES_BUILT = set()
+"""Every param-store prefix a model of this process was built with (names of dead
+models too): a stored prefix outside it was loaded from elsewhere."""
+
+_MODEL_KEY = re.compile(r"^(.+)\.(encoder|decoder)\$\$\$")
+
+
+def _check_name(name):
+    """``name`` as a param-store prefix, or a ValueError naming it."""
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name or "$$$" in name:
+        raise ValueError(
+            "Expected name to be None or a non-empty string without '$$$' (Pyro's "
+            f"module/parameter divider) but got {name!r}"
+        )
+    return name
+
 
 class BaseVAE(nn.Module):
     """The shared Pyro ``model`` and ``guide`` of a VAE with a N(0, I) prior.
@@ -71,25 +98,139 @@ class BaseVAE(nn.Module):
     q(z|x) as one distribution refuse it (:meth:`require_encoder_guide`).
     """
 
-    def __init__(self, x_dim, z_dim):
+    def __init__(self, x_dim, z_dim, name=None):
         super().__init__()
         check_int("x_dim", x_dim)
         check_int("z_dim", z_dim)
         self.x_dim, self.z_dim = x_dim, z_dim
-        self._pyro_name = f"{type(self).__name__}_{next(_INSTANCE_IDS)}"
-        self._register = True
+        self._name = _check_name(name)
+        self._set_pyro_name(self._name)
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state.pop("_owned", None)  # weak references: rebuilt by __setstate__
+        return state
 
     def __setstate__(self, state):
-        # A copy (copy.deepcopy, pickle) owns new tensors: give it a name of its own.
+        # A copy (copy.deepcopy, pickle) owns new tensors: give it a name of its own,
+        # or two models would share one set of parameters in Pyro's store.
         super().__setstate__(state)
-        self.__dict__.pop("_reference_cache", None)
-        self._pyro_name = f"{type(self).__name__}_{next(_INSTANCE_IDS)}"
+        self._name = None
+        self._set_pyro_name(None)
+
+    def _set_pyro_name(self, name):
+        self._pyro_name = name or f"{type(self).__name__}_{next(_INSTANCE_IDS)}"
+        _NAMES_BUILT.add(self._pyro_name)
         self._register = True
+        self._store_checked = False
+        self._owned = weakref.WeakValueDictionary()  # id -> tensor this model registered
+
+    @property
+    def name(self):
+        """The name given to the constructor (str or None: a per-instance name)."""
+        return self._name
 
     @property
     def pyro_name(self):
-        """Prefix of this instance's names in Pyro's param store (str)."""
+        """Prefix of this instance's names in Pyro's param store (str).
+
+        The constructor's ``name`` if given, else ``"<class>_<n>"``, unique in the process.
+        """
         return self._pyro_name
+
+    def _pyro_module(self, part):
+        """Register the encoder's or decoder's parameters with ``pyro.param``, as
+        ``pyro.module`` does, keeping module and param store one set of tensors.
+
+        Per parameter: a name the store lacks gets the module's tensor; a stored tensor
+        this model registered before, since replaced in the module (``.to("cuda")``,
+        ``load_state_dict(..., assign=True)``), gives way to the module's; a stored
+        tensor the model never had (``pyro.get_param_store().load``, another live model
+        of the same name) replaces the module's, as ``pyro.module(...,
+        update_module_params=True)`` would.
+        """
+        if not self._store_checked:
+            self._warn_foreign_names()
+        module = self._modules[part]
+        prefix = f"{self._pyro_name}.{part}$$$"
+        for name, param in module.named_parameters():
+            if not param.requires_grad:
+                continue
+            key = prefix + name
+            stored = pyro.param(key, param)  # the store's tensor, registered if new
+            if stored is not param:
+                if self._owned.get(id(stored)) is stored:  # ours, since replaced
+                    pyro.get_param_store()[key] = param
+                    pyro.param(key, param)  # the trace's param site: the module's tensor
+                else:
+                    param = self._take_stored(module, name, key, param, stored)
+                    if param is not stored:  # converted to the module's dtype and device
+                        pyro.param(key, param)
+            if self._owned.get(id(param)) is not param:
+                self._owned[id(param)] = param
+
+    def _take_stored(self, module, name, key, param, stored):
+        """Make the store's value under ``key`` the module's parameter ``name``."""
+        if stored.shape != param.shape:
+            raise ValueError(
+                f"Expected Pyro's param store to hold {key!r} of shape "
+                f"{tuple(param.shape)}, as this {type(self).__name__} has, but it holds "
+                f"{tuple(stored.shape)}: the store was saved from another architecture; "
+                "build the model as it was saved, or pyro.clear_param_store()"
+            )
+        new = stored
+        if not isinstance(stored, nn.Parameter) or (stored.dtype, stored.device) != (
+            param.dtype,
+            param.device,
+        ):
+            new = nn.Parameter(stored.detach().to(param))
+            pyro.get_param_store()[key] = new
+        owner, _, leaf = name.rpartition(".")
+        module.get_submodule(owner).register_parameter(leaf, new)
+        return new
+
+    def _warn_foreign_names(self):
+        """Once per model: warn when Pyro's param store holds a VAE's parameters under a
+        name no model of this process was built with (loaded: this model ignores them)."""
+        prefixes = {m.group(1) for m in map(_MODEL_KEY.match, pyro.get_param_store().keys()) if m}
+        foreign = sorted(prefixes - _NAMES_BUILT)
+        if foreign:
+            more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+            warnings.warn(
+                f"Pyro's param store holds the parameters of a model named {foreign[0]!r}"
+                f"{more}, which no model of this process was built with, and this "
+                f"{type(self).__name__} registers as {self._pyro_name!r}, so it does not read "
+                f"them: to restore them, build it as {type(self).__name__}(..., "
+                f"name={foreign[0]!r}); or save and load with torch.save(vae.state_dict()) "
+                "or pyro_vae.save_checkpoint",
+                UserWarning,
+                stacklevel=4,
+            )
+        self._store_checked = True
+
+    def load_param_store(self):
+        """Take the values Pyro's param store holds under this model's names, if any.
+
+        What :meth:`model` and :meth:`guide` do at every call; for a loop that skips
+        registration (:meth:`skip_param_store`, :func:`pyro_vae.fit`), which calls
+        it once before training. A no-op when the store holds none of its names.
+
+        Returns
+        -------
+        BaseVAE
+            ``self``.
+
+        Raises
+        ------
+        ValueError
+            If the store holds one of this model's names with another shape.
+        """
+        store = pyro.get_param_store()
+        prefix = f"{self._pyro_name}."
+        if any(key.startswith(prefix) for key in store.keys()):
+            for part in ("encoder", "decoder"):
+                self._pyro_module(part)
+        return self
 
     def likelihood_dist(self, z):
         """p_θ(x|z) with batch shape ``z.shape[:-1]`` and event shape ``(x_dim,)``."""
@@ -98,20 +239,10 @@ class BaseVAE(nn.Module):
     def _reference(self):
         """A parameter of the decoder, whose dtype and device the model's tensors take.
 
-        Cached (finding it walks the module tree, twice per ELBO evaluation); the
-        cache is dropped when the decoder is replaced, and by ``_apply`` (``.to``,
-        ``.double``), which may swap the parameter objects.
+        Looked up on every call (a few microseconds): a cached one would go stale when
+        ``load_state_dict(..., assign=True)`` or ``.to`` replaces the parameter objects.
         """
-        decoder = self._modules["decoder"]
-        cached = self.__dict__.get("_reference_cache")
-        if cached is None or cached[0] is not decoder:
-            cached = (decoder, next(decoder.parameters()))
-            self.__dict__["_reference_cache"] = cached
-        return cached[1]
-
-    def _apply(self, fn, recurse=True):
-        self.__dict__.pop("_reference_cache", None)
-        return super()._apply(fn, recurse)
+        return next(self.decoder.parameters())
 
     def _check_x(self, x, ref=None):
         """x as a ``(batch, x_dim)`` tensor of the parameters' dtype and device."""
@@ -127,8 +258,17 @@ class BaseVAE(nn.Module):
             )
         ref = self._reference() if ref is None else ref
         x = x.to(dtype=ref.dtype, device=ref.device)
-        if is_validation_enabled() and self._needs_binary_data():
-            if ((x != 0) & (x != 1)).any():
+        if is_validation_enabled():
+            binary = self._needs_binary_data()
+            bad = ((x != 0) & (x != 1)) if binary else ~torch.isfinite(x)
+            if bad.any():
+                finite = torch.isfinite(x)
+                if not finite.all():
+                    raise ValueError(
+                        f"Expected x to hold finite values but it holds "
+                        f"{int((~finite).sum())} NaN or inf value(s), the first in row "
+                        f"{int((~finite).any(1).nonzero()[0])}"
+                    )
                 raise ValueError(
                     "Expected binary x (0 or 1) for the Bernoulli likelihood: values "
                     "strictly between 0 and 1 give a cross-entropy, not a log-likelihood "
@@ -267,7 +407,7 @@ class BaseVAE(nn.Module):
             x = self._check_x(x, ref)
         weight = self._site_weight(beta)
         if self._register:
-            pyro.module(f"{self._pyro_name}.decoder", self.decoder)
+            self._pyro_module("decoder")
         with self._plate(x, num_data, subsample, batch_size, ref) as rows:
             z_loc = ref.new_zeros(len(rows), self.z_dim)
             z_scale = ref.new_ones(len(rows), self.z_dim)
@@ -295,7 +435,7 @@ class BaseVAE(nn.Module):
         x = self._check_x(x, ref)
         weight = self._site_weight(beta)
         if self._register:
-            pyro.module(f"{self._pyro_name}.encoder", self.encoder)
+            self._pyro_module("encoder")
         with self._plate(x, num_data, subsample, None, ref):
             q = self.encoder(x)
             if is_validation_enabled():

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .._checks import check_int
+from .._checks import is_int
 from .base import BaseVAE
 from .guides import Encoder
 from .linear_gaussian import LinearGaussianVAE
@@ -48,6 +48,19 @@ class Decoder(nn.Module):
         return self.fc_out(h)
 
 
+def _check_hidden_dims(hidden_dims):
+    """``hidden_dims`` (an int or a sequence of ints > 0) as a non-empty tuple."""
+    if is_int(hidden_dims):
+        hidden_dims = (hidden_dims,)
+    expected = "Expected hidden_dims to be a positive integer or a non-empty sequence of them"
+    if isinstance(hidden_dims, (str, bytes)) or not hasattr(hidden_dims, "__iter__"):
+        raise ValueError(f"{expected} but got {hidden_dims!r}")
+    widths = tuple(hidden_dims)
+    if not widths or not all(is_int(w) and w > 0 for w in widths):
+        raise ValueError(f"{expected} but got {hidden_dims!r}")
+    return tuple(int(w) for w in widths)
+
+
 class VAE(BaseVAE):
     r"""Variational autoencoder with a diagonal-Gaussian amortized guide.
 
@@ -67,8 +80,9 @@ class VAE(BaseVAE):
         Data dimension D (64 for the 8×8 digits, 784 for MNIST).
     z_dim : int, default 8
         Latent dimension.
-    hidden_dims : tuple of int, default (256,)
-        Hidden layer widths of the encoder; the decoder mirrors them. Softplus units.
+    hidden_dims : int or tuple of int, default (256,)
+        Hidden layer widths of the encoder (an int: one layer); the decoder mirrors
+        them. Softplus units.
     likelihood : {"bernoulli", "continuous_bernoulli", "gaussian"}, default "bernoulli"
         ``"bernoulli"`` takes binary x: grey levels in (0, 1) would make its
         log-density a cross-entropy, not a log-likelihood, and are refused (with
@@ -82,11 +96,19 @@ class VAE(BaseVAE):
         ``MultivariateNormal(loc, scale_tril=...)``). Default: an MLP with the widths
         ``hidden_dims`` returning ``Normal(z_loc, z_scale).to_event(1)``. Every
         estimator of the package reads the guide through this distribution.
+    name : str, optional
+        Prefix of the model's names in Pyro's param store (``"vae"`` →
+        ``"vae.decoder$$$fc_out.weight"``), the same in every process, so that
+        ``pyro.get_param_store().save``/``load`` restore the model (README, "Saving
+        and loading"). Default: a name unique to the instance (``"VAE_3"``), so two
+        models never share parameters; two live models given one name do share them.
 
     Raises
     ------
     ValueError
-        If a dimension is not a positive integer or the likelihood is unknown.
+        If a dimension is not a positive integer, ``hidden_dims`` is neither a
+        positive integer nor a non-empty sequence of them, the likelihood is unknown,
+        ``encoder`` is not a module or ``name`` is not a non-empty string.
 
     Examples
     --------
@@ -96,18 +118,22 @@ class VAE(BaseVAE):
     >>> loss = svi.step(torch.zeros(10, 64))  # nats, summed over the 10 points
     """
 
-    def __init__(self, x_dim, z_dim=8, hidden_dims=(256,), likelihood="bernoulli", encoder=None):
-        super().__init__(x_dim, z_dim)
+    def __init__(
+        self,
+        x_dim,
+        z_dim=8,
+        hidden_dims=(256,),
+        likelihood="bernoulli",
+        encoder=None,
+        name=None,
+    ):
+        super().__init__(x_dim, z_dim, name)
         if encoder is not None and not isinstance(encoder, nn.Module):
             raise ValueError(
                 "Expected encoder to be None or a torch.nn.Module whose forward(x) returns "
                 f"q(z|x) as a distribution but got {type(encoder).__name__}"
             )
-        hidden_dims = tuple(hidden_dims)
-        if not hidden_dims:
-            raise ValueError("Expected hidden_dims to name at least one layer width")
-        for width in hidden_dims:
-            check_int("hidden_dims[i]", width)
+        hidden_dims = _check_hidden_dims(hidden_dims)
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"Expected likelihood in {LIKELIHOODS} but got {likelihood!r}")
         self.hidden_dims = hidden_dims
@@ -117,14 +143,17 @@ class VAE(BaseVAE):
 
     @property
     def config(self):
-        """Constructor arguments, enough to rebuild the module (dict)."""
-        return {
+        """Constructor arguments, enough to rebuild the module (dict; ``name`` only if given)."""
+        config = {
             "class": type(self).__name__,
             "x_dim": self.x_dim,
             "z_dim": self.z_dim,
             "hidden_dims": list(self.hidden_dims),
             "likelihood": self.likelihood,
         }
+        if self.name is not None:
+            config["name"] = self.name
+        return config
 
     @property
     def x_log_scale(self):

@@ -96,7 +96,11 @@ def check_resumed_run(saved_model: dict, saved: dict, vae, config: dict) -> None
         The settings of the resumed run; those of :data:`RUN_DEFINING` it holds must
         equal the saved ones (a checkpoint without ``beta`` was trained with β = 1).
     """
-    if saved_model != vae.config:
+
+    def architecture(model_config):  # the param-store name does not define the model
+        return {key: value for key, value in model_config.items() if key != "name"}
+
+    if architecture(saved_model) != architecture(vae.config):
         raise ValueError(
             f"Expected the checkpoint's model {saved_model} but got vae with {vae.config}"
         )

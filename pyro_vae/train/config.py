@@ -112,9 +112,11 @@ class TrainConfig:
     monitor : {"iwae", "elbo"}, default "iwae"
         The validation bound that selects the best epoch and drives ``patience``.
     patience : int, optional
-        Stop after this many epochs without a better monitored bound; None: never.
+        Stop after this many epochs at β = 1 without a better monitored bound; None:
+        never.
     restore_best : bool, default True
-        Load the best epoch's parameters at the end.
+        Load the best epoch's parameters at the end: the best by ``monitor`` among the
+        epochs trained at β = 1 (with none, e.g. a constant β ≠ 1, the last epoch's).
     beta : float, str or callable, default 1.0
         The KL weight β per epoch: a number, a schedule spec string, a
         :mod:`pyro_vae.train.schedules` schedule or a callable of the epoch.

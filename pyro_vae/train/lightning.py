@@ -558,6 +558,7 @@ def fit_lightning(
     config = with_overrides(config, overrides)
     _check_lightning_args(strategy, devices, accelerator, config)
     check_run_io(config, checkpoint, checkpoint_every, resume)
+    vae.load_param_store()  # a named model restored with pyro.get_param_store().load
     train, validation = training_data(vae, data, validation)
     lr = config.lr
     if lr is None:

@@ -29,8 +29,10 @@ class FitResult:
         (:meth:`pyro_vae.Trainer.track_gap`); ``wall_time``, seconds since the start
         of training (of this process, for a resumed run).
     best_epoch : int
-        Epoch whose parameters the module holds at the end (the best by the monitored
-        validation bound when ``restore_best``; otherwise the last).
+        Epoch whose parameters the module holds at the end: with ``restore_best``, the
+        best by the monitored validation bound among the epochs trained at β = 1 (the
+        last epoch if none was, e.g. for a constant β ≠ 1); otherwise the last
+        (:meth:`EarlyStopping.update`).
     train_time : float
         Wall-clock seconds of training in this call, validation included.
     cpu_time : float
@@ -73,13 +75,15 @@ class TrainingState:
     history : list of dict
         As :attr:`FitResult.history`.
     best_score : float
-        Best monitored validation bound so far (nats per point), ``-inf`` before any.
+        Best monitored validation bound so far among the epochs trained at β = 1 (nats
+        per point), ``-inf`` before any.
     best_epoch : int
-        Its epoch (the last epoch when there is no validation data).
+        The epoch whose parameters the run returns if it ends now
+        (:meth:`EarlyStopping.update`): the best one with ``restore_best``, else the last.
     best_state : dict or None
         The module's ``state_dict`` at ``best_epoch`` (with ``restore_best``).
     stale : int
-        Epochs since the monitored bound last improved (for ``patience``).
+        Epochs at β = 1 since the monitored bound last improved (for ``patience``).
     """
 
     epoch: int = 0
@@ -99,7 +103,7 @@ class EarlyStopping:
     monitor : {"iwae", "elbo"}, default "iwae"
         The bound of an epoch's record (``val_iwae`` or ``val_elbo``) to maximize.
     patience : int, optional
-        Stop after this many epochs without a better bound; None: never.
+        Stop after this many epochs at β = 1 without a better bound; None: never.
     restore_best : bool, default True
         Keep a copy of the best epoch's parameters, to load at the end.
     """
@@ -111,19 +115,30 @@ class EarlyStopping:
     def update(self, state: TrainingState, record: dict, vae: torch.nn.Module) -> None:
         """Update ``state``'s best epoch and patience counter after the epoch of ``record``.
 
-        A record without the monitored bound (no validation data) makes its epoch the
-        best; otherwise a bound above ``state.best_score`` does (copying ``vae``'s
-        ``state_dict`` with ``restore_best``) and any other adds one stale epoch.
+        The best epoch is chosen by the monitored bound among the epochs trained at
+        β = 1 (``record["beta"]``, 1 when absent): an epoch trained at β ≠ 1 optimized
+        another objective than the bound it is judged by (at β = 0 the β = 1 bound
+        would pick epoch 1 of a reconstruction-only run), so it is not a candidate and
+        does not count towards ``patience`` (a KL warm-up is not stopped while β
+        rises). A candidate above ``state.best_score`` becomes the best (its
+        ``state_dict`` copied with ``restore_best``); any other adds one stale epoch.
+
+        ``state.best_epoch`` always names the epoch whose parameters the run returns if
+        it ends now: the best candidate with ``restore_best``; the last epoch without
+        ``restore_best``, without validation data, or before any candidate (a constant
+        β ≠ 1, a warm-up that has not reached 1).
         """
         score = record.get(f"val_{self.monitor}")
-        if score is None:
+        if score is not None and record.get("beta", 1.0) == 1:
+            if score > state.best_score:
+                state.best_score, state.stale = score, 0
+                if self.restore_best:
+                    state.best_epoch = record["epoch"]
+                    state.best_state = copy.deepcopy(vae.state_dict())
+            else:
+                state.stale += 1
+        if not self.restore_best or state.best_state is None:
             state.best_epoch = record["epoch"]
-        elif score > state.best_score:
-            state.best_score, state.best_epoch, state.stale = score, record["epoch"], 0
-            if self.restore_best:
-                state.best_state = copy.deepcopy(vae.state_dict())
-        else:
-            state.stale += 1
 
     def should_stop(self, state: TrainingState) -> bool:
         """Whether ``patience`` epochs passed without a better monitored bound (bool)."""

@@ -289,9 +289,12 @@ def fit(
     ``beta=schedule(t)``, which weights the KL(q ‖ p(z)) term by β (the β-VAE of
     Higgins et al. 2017, KL warm-up of Bowman et al. 2016 and Sønderby et al. 2016;
     :meth:`pyro_vae.BaseVAE.model` says what each objective then computes). The
-    validation bounds, and with them the best epoch and ``patience``, stay the true
-    bounds at β = 1: a run is judged on log p(x)'s bound, not on the weighted
-    objective it trained.
+    validation bounds stay the true bounds at β = 1: a run is judged on log p(x)'s
+    bound, not on the weighted objective it trained. Hence only the epochs trained at
+    β = 1 are candidates for the best epoch and count towards ``patience``
+    (:meth:`pyro_vae.train.state.EarlyStopping.update`): during a warm-up the best
+    epoch is chosen once β has reached 1, and a run at a constant β ≠ 1 (β = 0:
+    reconstruction only) returns its last epoch, as ``FitResult.best_epoch`` says.
 
     The loop is the fast path through Pyro's ELBO classes: the objective's
     ``differentiable_loss`` and :class:`torch.optim.Adam` on ``vae.parameters()``
@@ -357,9 +360,10 @@ def fit(
     monitor : {"iwae", "elbo"}, default "iwae"
         Validation bound that selects the best epoch and drives ``patience``.
     patience : int, optional
-        Stop after this many epochs without a better monitored bound.
+        Stop after this many epochs at β = 1 without a better monitored bound.
     restore_best : bool, default True
-        Load the best epoch's parameters at the end (needs validation data).
+        Load the best epoch's parameters at the end (needs validation data): the best
+        among the epochs trained at β = 1, else the last epoch's.
     num_threads : int, optional
         Torch threads during the run (restored afterwards); default: torch's current
         setting. One thread is the package's default in the CLI and
@@ -437,6 +441,7 @@ def fit(
     config = with_overrides(config, overrides).validate()
     check_run_io(config, checkpoint, checkpoint_every, resume)
     on_device(vae, config.device)
+    vae.load_param_store()  # a named model restored with pyro.get_param_store().load
     train, validation = training_data(vae, data, validation)
     if config.gap_every is not None and validation is None:
         raise ValueError(

@@ -1,0 +1,163 @@
+"""Bad inputs a Pyro user makes, and the one line each gets: one table, one test.
+
+Each row of :data:`CASES` is what the user wrote (``call``), what it should say
+(``expect``, a part of the message's first line) and the exception's type. The docs'
+bad-input page is generated from this table (run each ``run`` and print its message),
+so every row there is backed by this test. Pyro appends the trace's shapes on the lines
+after an error raised inside a traced model or guide; the package's message is the
+first line.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyro
+import pytest
+import torch
+from pyro.infer import SVI, Trace_ELBO
+from pyro.infer.autoguide import AutoDiagonalNormal, AutoIAFNormal, AutoNormal
+
+from pyro_vae import VAE, TrainConfig, evaluate, fit, load_checkpoint
+from pyro_vae.data import load_dataset, load_digits
+from pyro_vae.experiments.compare import compare
+from pyro_vae.infer.objectives import parse_objective
+
+
+def _vae(**kwargs):
+    torch.manual_seed(0)
+    return VAE(64, z_dim=2, hidden_dims=(8,), **kwargs)
+
+
+def _x(rows=6):
+    return (torch.rand(rows, 64, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+
+
+def _with_nan():
+    x = _x()
+    x[2, 5] = float("nan")
+    return x
+
+
+def _pair(model, guide):
+    """An object with ``model`` and ``guide``, as a user wraps an autoguide."""
+    return type("Pair", (), {"model": staticmethod(model), "guide": staticmethod(guide)})()
+
+
+def _svi_step(x):
+    vae = _vae()
+    svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
+    return svi.step(x)
+
+
+def _autoguide(cls, rows=6, **kwargs):
+    vae = _vae()
+    pyro.clear_param_store()
+    guide = cls(vae.model, **kwargs)
+    guide(_x(rows))
+    return _pair(vae.model, guide)
+
+
+def _store_of_another_architecture(tmp_path):
+    pyro.clear_param_store()
+    small = VAE(64, z_dim=2, hidden_dims=(8,), name="saved")
+    pyro.module("saved.encoder", small.encoder)
+    pyro.module("saved.decoder", small.decoder)
+    path = tmp_path / "store.pt"
+    pyro.get_param_store().save(path)
+    pyro.clear_param_store()
+    pyro.get_param_store().load(path)
+    return evaluate(VAE(64, z_dim=2, hidden_dims=(16,), name="saved"), _x(), num_samples=10)
+
+
+@dataclass
+class Case:
+    call: str  # what the user wrote
+    run: Callable  # of tmp_path
+    error: type
+    expect: str  # a part of the first line of the message
+
+
+CASES = [
+    Case("VAE(64, hidden_dims='256')", lambda p: VAE(64, hidden_dims="256"), ValueError,
+         "Expected hidden_dims to be a positive integer or a non-empty sequence"),
+    Case("VAE(64, hidden_dims=(256, 0))", lambda p: VAE(64, hidden_dims=(256, 0)), ValueError,
+         "Expected hidden_dims"),
+    Case("VAE(64, likelihood='poisson')", lambda p: VAE(64, likelihood="poisson"), ValueError,
+         "Expected likelihood in"),
+    Case("VAE(64, name='')", lambda p: VAE(64, name=""), ValueError,
+         "Expected name to be None or a non-empty string"),
+    Case("svi.step(x) with a NaN in x", lambda p: _svi_step(_with_nan()), ValueError,
+         "Expected x to hold finite values but it holds 1 NaN or inf value(s), the first "
+         "in row 2"),
+    Case("svi.step(x) with grey levels and a Bernoulli likelihood",
+         lambda p: _svi_step(_x() * 0.5), ValueError, "Expected binary x (0 or 1)"),
+    Case("evaluate(vae, x) with a NaN in x", lambda p: evaluate(_vae(), _with_nan()),
+         ValueError, "Expected x to hold finite values"),
+    Case("evaluate(vae, x[:, :10])", lambda p: evaluate(_vae(), _x()[:, :10]), ValueError,
+         "Expected x of width x_dim=64 but got width 10"),
+    Case("evaluate(vae, x[0])", lambda p: evaluate(_vae(), _x()[0]), ValueError,
+         "Expected x of shape (num_data, 64)"),
+    Case("evaluate(vae, x, num_samples=1)", lambda p: evaluate(_vae(), _x(), num_samples=1),
+         ValueError, "Expected num_samples to be an integer >= 2"),
+    Case("evaluate(vae, x, ks=(0, 5))", lambda p: evaluate(_vae(), _x(), 10, ks=(0, 5)),
+         ValueError, "Expected ks to be a sequence of integers in [1, num_samples=10]"),
+    Case("evaluate(vae, x, seed=0.5)", lambda p: evaluate(_vae(), _x(), 10, seed=0.5),
+         ValueError, "Expected seed to be an integer or None"),
+    Case("evaluate(vae, x, device='tpu')", lambda p: evaluate(_vae(), _x(), 10, device="tpu"),
+         ValueError, "device"),
+    Case("evaluate(pair) with the guide passed as the model",
+         lambda p: evaluate(_pair(_vae().guide, _vae().guide), _x(), 10), ValueError,
+         "was the guide passed as the model?"),
+    Case("evaluate(pair) with the model passed as the guide",
+         lambda p: evaluate(_pair(_vae().model, _vae().model), _x(), 10), ValueError,
+         "was the model passed as the guide?"),
+    Case("evaluate with AutoDiagonalNormal(vae.model) as the guide",
+         lambda p: evaluate(_autoguide(AutoDiagonalNormal), _x(), 10), ValueError,
+         "the guide draws one latent for the whole batch"),
+    Case("evaluate with AutoIAFNormal(vae.model) as the guide",
+         lambda p: evaluate(_autoguide(AutoIAFNormal, hidden_dim=[32]), _x(), 10),
+         ValueError, "AutoNormal(vae.model, create_plates=vae.create_plates)"),
+    Case("evaluate 60 points with AutoNormal(vae.model) (no create_plates)",
+         lambda p: evaluate(_autoguide(AutoNormal, rows=60), _x(60), 5000), ValueError,
+         "the guide draws 60 rows (one per data point it was built on) where this pass "
+         "holds 26 rows of x"),
+    Case("fit(vae, x, 'trace')", lambda p: fit(_vae(), _x(), "trace"), TypeError,
+         "Expected config to be a TrainConfig or None"),
+    Case("TrainConfig(patience=True)", lambda p: TrainConfig(patience=True).validate(),
+         ValueError, "Expected patience to be"),
+    Case("fit(vae, x, beta=-1)", lambda p: fit(_vae(), _x(), beta=-1.0, progress=False),
+         ValueError, "beta"),
+    Case("parse_objective('elbo:5')", lambda p: parse_objective("elbo:5"), ValueError,
+         "objective"),
+    Case("a param store saved from another architecture, loaded under the model's name",
+         _store_of_another_architecture, ValueError, "of shape (16, 64), as this VAE has, "
+         "but it holds (8, 64): the store was saved from another architecture"),
+    Case("load_checkpoint('notes.txt')",
+         lambda p: (p / "notes.txt").write_text("hi") and load_checkpoint(p / "notes.txt"),
+         ValueError, "not a PyTorch zip file"),
+    Case("load_dataset('mnist:/no/such/folder')",
+         lambda p: load_dataset("mnist:/no/such/folder"), FileNotFoundError,
+         "t10k-images-idx3-ubyte"),
+    Case("compare(digits, posterior_points=1000)",
+         lambda p: compare(load_digits(), ["trace"], posterior_points=1000), ValueError,
+         "Expected posterior_points <= 359, the size of the test split, but got 1000"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.call)
+def test_bad_input_gets_one_line_that_names_it(case, tmp_path):
+    with pytest.raises(case.error) as info:
+        case.run(tmp_path)
+    first = str(info.value).strip().splitlines()[0]
+    assert case.expect in first, first
+
+
+def test_hidden_dims_accepts_one_int():
+    assert VAE(64, hidden_dims=256).hidden_dims == (256,)
+    assert (
+        VAE(64, hidden_dims=256).encoder.state_dict().keys() == VAE(64).encoder.state_dict().keys()
+    )
+
+
+def test_the_table_is_long_enough_for_the_docs():
+    assert len(CASES) >= 25
