@@ -141,7 +141,9 @@ def _add_common(parser):
     parser.add_argument(
         "--dataset",
         default="digits",
-        help="'digits' (bundled UCI digits, 8x8), 'mnist:PATH' (local IDX files) or a "
+        help="'digits' (bundled UCI digits, 8x8), 'fashion-mnist' (28x28, Debian's "
+        "dataset-fashion-mnist package; 'fashion-mnist:PATH' for another folder), "
+        "'mnist:PATH' (local IDX files) or a "
         ".npy/.npz/.csv file (rows = data points; a CSV header row is skipped)",
     )
     parser.add_argument(
@@ -335,7 +337,7 @@ def build_parser():
     p.add_argument(
         "--dataset",
         help="evaluate on this data set's test split instead of the checkpoint's "
-        "('digits', 'mnist:PATH' or a .npy/.npz/.csv file)",
+        "('digits', 'fashion-mnist[:PATH]', 'mnist:PATH' or a .npy/.npz/.csv file)",
     )
     p.add_argument(
         "--binarize",

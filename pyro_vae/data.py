@@ -3,6 +3,9 @@
 - :func:`load_digits`: scikit-learn's bundled UCI handwritten digits (1797 images of
   8×8 pixels), the embedded default.
 - :func:`load_mnist`: MNIST from the standard IDX files in a local folder.
+- :func:`load_fashion_mnist`: Fashion-MNIST (Xiao et al. 2017) from the same IDX files, by
+  default where Debian's ``dataset-fashion-mnist`` package puts them
+  (:data:`FASHION_MNIST_DIR`).
 - :func:`load_array`: a user's own ``.npy``/``.npz``/``.csv`` matrix.
 - :func:`make_linear_gaussian`: seeded draws from a linear-Gaussian (probabilistic
   PCA) model, for tests and examples.
@@ -35,12 +38,22 @@ __all__ = [
     "load_array",
     "load_dataset",
     "load_digits",
+    "load_fashion_mnist",
     "load_mnist",
     "make_linear_gaussian",
 ]
 
 BINARIZATIONS = ("static", "dynamic", None)
 MNIST_IMAGES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
+MNIST_LABELS = {"train": "train-labels-idx1-ubyte", "test": "t10k-labels-idx1-ubyte"}
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+"""Where Debian's ``dataset-fashion-mnist`` package installs the Fashion-MNIST IDX files
+(``apt-get install dataset-fashion-mnist``)."""
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+"""Fashion-MNIST's class names, by label (Xiao et al. 2017)."""
 
 
 @dataclass(frozen=True)
@@ -220,7 +233,7 @@ def _split(
             "dataset": spec,
             "binarize": binarize,
             "val_fraction": val_fraction,
-            "test_fraction": None if name == "mnist" else test_fraction,
+            "test_fraction": None if name in ("mnist", "fashion-mnist") else test_fraction,
             "split_seed": seed,
         },
     )
@@ -308,12 +321,62 @@ def _find_idx(path, stem):
     )
 
 
+def _find_labels(path, stem):
+    """The labels file ``stem[.gz]`` in ``path``, or None if absent."""
+    for name in (stem, stem + ".gz"):
+        candidate = os.path.join(path, name)
+        if os.path.exists(candidate):
+            return candidate
+    return None
+
+
+def _load_idx_images(path, name, spec, binarize, val_fraction, split_seed, missing):
+    """The MNIST-layout IDX files of ``path`` as a :class:`Dataset` (see :func:`load_mnist`)."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(missing)
+    train = _read_idx(_find_idx(path, MNIST_IMAGES["train"]))
+    test = _read_idx(_find_idx(path, MNIST_IMAGES["test"]))
+    x = np.concatenate([train, test]).reshape(len(train) + len(test), -1) / 255.0
+    label_files = [_find_labels(path, MNIST_LABELS[split]) for split in ("train", "test")]
+    labels = None
+    if all(label_files):
+        labels = np.concatenate([_read_idx(f) for f in label_files])
+        if labels.shape != (len(x),):
+            raise ValueError(
+                f"Expected one label per image in {path!r} ({len(x)}) but the label files "
+                f"hold {labels.shape}"
+            )
+    # The official test set stays the test split: only the training rows are shuffled.
+    order = np.concatenate(
+        [
+            np.random.default_rng(split_seed).permutation(len(train)),
+            np.arange(len(train), len(x)),
+        ]
+    )
+    test_fraction = len(test) / len(x)
+    return _split(
+        x,
+        name,
+        binarize,
+        val_fraction,
+        test_fraction,
+        split_seed,
+        spec,
+        (28, 28),
+        order,
+        labels,
+    )
+
+
 def load_mnist(path, binarize="static", val_fraction=10000 / 70000, split_seed=0):
     """MNIST from the standard IDX files in a local folder; nothing is downloaded.
 
     Reads ``train-images-idx3-ubyte[.gz]`` and ``t10k-images-idx3-ubyte[.gz]`` from
-    ``path``. The official 10 000-image test set is the test split; ``val_fraction``
-    of the 60 000 training images (default 10 000) is held out for validation.
+    ``path`` (and the labels, ``train-labels-idx1-ubyte[.gz]`` and
+    ``t10k-labels-idx1-ubyte[.gz]``, when both are there). The official 10 000-image
+    test set is the test split; ``val_fraction`` of the 60 000 training images (default
+    10 000) is held out for validation.
 
     Parameters
     ----------
@@ -330,7 +393,8 @@ def load_mnist(path, binarize="static", val_fraction=10000 / 70000, split_seed=0
     Returns
     -------
     Dataset
-        ``x_dim = 784``, ``image_shape = (28, 28)``.
+        ``x_dim = 784``, ``image_shape = (28, 28)``; ``labels`` when the label files
+        are present.
 
     Raises
     ------
@@ -339,33 +403,60 @@ def load_mnist(path, binarize="static", val_fraction=10000 / 70000, split_seed=0
     ValueError
         If a file is truncated or not an IDX file.
     """
-    path = os.fspath(path)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(
-            f"MNIST folder {path!r} not found; expected a folder holding "
-            "train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz]"
-        )
-    train = _read_idx(_find_idx(path, MNIST_IMAGES["train"]))
-    test = _read_idx(_find_idx(path, MNIST_IMAGES["test"]))
-    x = np.concatenate([train, test]).reshape(len(train) + len(test), -1) / 255.0
-    # The official test set stays the test split: only the training rows are shuffled.
-    order = np.concatenate(
-        [
-            np.random.default_rng(split_seed).permutation(len(train)),
-            np.arange(len(train), len(x)),
-        ]
+    missing = (
+        f"MNIST folder {os.fspath(path)!r} not found; expected a folder holding "
+        "train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz]"
     )
-    test_fraction = len(test) / len(x)
-    return _split(
-        x,
-        "mnist",
-        binarize,
-        val_fraction,
-        test_fraction,
-        split_seed,
-        f"mnist:{path}",
-        (28, 28),
-        order,
+    return _load_idx_images(
+        path, "mnist", f"mnist:{os.fspath(path)}", binarize, val_fraction, split_seed, missing
+    )
+
+
+def load_fashion_mnist(path=None, binarize="static", val_fraction=10000 / 70000, split_seed=0):
+    """Fashion-MNIST (Xiao et al. 2017) from local IDX files; nothing is downloaded.
+
+    70 000 grey-level 28×28 images of 10 clothing classes in MNIST's file layout, split
+    as :func:`load_mnist` (50 000 / 10 000 / 10 000: the official test set is the test
+    split), with the labels (:data:`FASHION_MNIST_CLASSES`). The grey levels are in
+    [0, 1]; a Bernoulli likelihood needs them binarized (Burda et al. 2016: dynamic
+    for training, static for validation and test, see the module docstring).
+
+    Parameters
+    ----------
+    path : str or os.PathLike, optional
+        Folder holding the IDX files; default :data:`FASHION_MNIST_DIR`, where
+        ``apt-get install dataset-fashion-mnist`` (Debian) puts them.
+    binarize, val_fraction, split_seed
+        As :func:`load_mnist`.
+
+    Returns
+    -------
+    Dataset
+        ``name = "fashion-mnist"``, ``x_dim = 784``, ``image_shape = (28, 28)``; its spec
+        is ``"fashion-mnist"`` (default folder) or ``"fashion-mnist:PATH"``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder or a file is missing; the message names the Debian package.
+    ValueError
+        If a file is truncated or not an IDX file.
+
+    References
+    ----------
+    1. H. Xiao, K. Rasul, R. Vollgraf, "Fashion-MNIST: a Novel Image Dataset for
+       Benchmarking Machine Learning Algorithms", arXiv:1708.07747, 2017.
+    """
+    spec = "fashion-mnist" if path is None else f"fashion-mnist:{os.fspath(path)}"
+    path = FASHION_MNIST_DIR if path is None else os.fspath(path)
+    missing = (
+        f"Fashion-MNIST folder {path!r} not found; on Debian or Ubuntu install it with "
+        "'apt-get install dataset-fashion-mnist' (it puts the IDX files in "
+        f"{FASHION_MNIST_DIR}), or give a folder holding train-images-idx3-ubyte[.gz] and "
+        "t10k-images-idx3-ubyte[.gz] as 'fashion-mnist:PATH'"
+    )
+    return _load_idx_images(
+        path, "fashion-mnist", spec, binarize, val_fraction, split_seed, missing
     )
 
 
@@ -485,7 +576,8 @@ def make_linear_gaussian(num_data, x_dim=10, z_dim=2, noise_scale=0.5, seed=0):
 
 
 def load_dataset(spec, binarize="dynamic", split_seed=0, val_fraction=None, test_fraction=None):
-    """Load a data set by spec: ``"digits"``, ``"mnist:PATH"`` or a data file path.
+    """Load a data set by spec: ``"digits"``, ``"mnist:PATH"``, ``"fashion-mnist[:PATH]"``
+    or a data file path.
 
     :func:`dataset_from_spec` rebuilds a split from :attr:`Dataset.spec`, as saved in
     a checkpoint.
@@ -493,14 +585,15 @@ def load_dataset(spec, binarize="dynamic", split_seed=0, val_fraction=None, test
     Parameters
     ----------
     spec : str
-        ``"digits"`` (bundled), ``"mnist:PATH"`` (local IDX files) or a
-        ``.npy``/``.npz``/``.csv`` path.
+        ``"digits"`` (bundled), ``"mnist:PATH"`` (local IDX files),
+        ``"fashion-mnist"`` (Debian's package, :data:`FASHION_MNIST_DIR`) or
+        ``"fashion-mnist:PATH"``, or a ``.npy``/``.npz``/``.csv`` path.
     binarize : {"static", "dynamic", None}, default "dynamic"
         See the module docstring.
     split_seed : int, default 0
         Seed of the split and the static binarization.
     val_fraction, test_fraction : float, optional
-        Held-out fractions; default each loader's (the MNIST test split is always
+        Held-out fractions; default each loader's (the (Fashion-)MNIST test split is always
         the official one, so ``test_fraction`` is not used for it).
 
     Returns
@@ -521,6 +614,9 @@ def load_dataset(spec, binarize="dynamic", split_seed=0, val_fraction=None, test
         raise ValueError(f"Expected dataset spec to be a str but got {spec!r}")
     if spec.startswith("mnist:"):
         return load_mnist(spec[len("mnist:") :], binarize, split_seed=split_seed, **fractions)
+    if spec == "fashion-mnist" or spec.startswith("fashion-mnist:"):
+        path = spec[len("fashion-mnist:") :] if ":" in spec else None
+        return load_fashion_mnist(path, binarize, split_seed=split_seed, **fractions)
     if test_fraction is not None:
         fractions["test_fraction"] = test_fraction
     if spec == "digits":
@@ -528,7 +624,8 @@ def load_dataset(spec, binarize="dynamic", split_seed=0, val_fraction=None, test
     if os.path.splitext(spec)[1].lower() in (".npy", ".npz", ".csv"):
         return load_array(spec, binarize, split_seed=split_seed, **fractions)
     raise ValueError(
-        f"Expected dataset 'digits', 'mnist:PATH' or a .npy/.npz/.csv path but got {spec!r}"
+        "Expected dataset 'digits', 'mnist:PATH', 'fashion-mnist[:PATH]' or a "
+        f".npy/.npz/.csv path but got {spec!r}"
     )
 
 

@@ -1,12 +1,22 @@
 import gzip
 import math
+import os
 import struct
 
 import numpy as np
 import pytest
 import torch
 
-from pyro_vae.data import load_array, load_digits, load_mnist, make_linear_gaussian
+from pyro_vae.data import (
+    FASHION_MNIST_DIR,
+    dataset_from_spec,
+    load_array,
+    load_dataset,
+    load_digits,
+    load_fashion_mnist,
+    load_mnist,
+    make_linear_gaussian,
+)
 
 
 def sorted_rows(x):
@@ -370,3 +380,55 @@ def test_digit_labels_follow_the_split(seed):
     for row, label in zip(ds.test[:20], ds.labels["test"][:20], strict=True):
         match = (torch.from_numpy(raw.data / 16.0).float() == row).all(1).nonzero()
         assert label.item() in raw.target[match.squeeze(1).numpy()]
+
+
+# ------------------------------------------------------------ Fashion-MNIST
+
+
+def test_fashion_mnist_spec_reads_idx_files_and_labels(tmp_path, fake_images, seed):
+    # "fashion-mnist:PATH": MNIST's layout, the official test split last, labels kept and
+    # permuted with their images; the spec rebuilds the same split.
+    train, test = fake_images
+    rng = np.random.default_rng(seed(1))
+    train_labels, test_labels = rng.integers(0, 10, 20), rng.integers(0, 10, 5)
+    for stem, array in (("train-images-idx3-ubyte", train), ("t10k-images-idx3-ubyte", test),
+                        ("train-labels-idx1-ubyte", train_labels),
+                        ("t10k-labels-idx1-ubyte", test_labels)):  # fmt: skip
+        write_idx(tmp_path / stem, array, compress=True)
+    ds = load_dataset(f"fashion-mnist:{tmp_path}", None, val_fraction=5 / 25)
+    assert ds.name == "fashion-mnist" and ds.image_shape == (28, 28) and ds.x_dim == 784
+    assert (len(ds.train), len(ds.validation), len(ds.test)) == (15, 5, 5)
+    np.testing.assert_array_equal(ds.labels["test"].numpy(), test_labels)
+    originals = train.reshape(20, -1).astype(np.float32) / 255.0
+    for split in ("train", "validation"):  # each label travels with its image
+        for image, label in zip(getattr(ds, split).numpy(), ds.labels[split].numpy(), strict=True):
+            (row,) = np.flatnonzero(np.abs(originals - image).max(1) < 1e-6)
+            assert train_labels[row] == label
+    assert ds.spec["dataset"] == f"fashion-mnist:{tmp_path}" and ds.spec["test_fraction"] is None
+    again = dataset_from_spec(ds.spec)
+    assert torch.equal(again.train, ds.train)
+    assert torch.equal(again.labels["train"], ds.labels["train"])
+
+
+def test_fashion_mnist_missing_names_the_debian_package(tmp_path):
+    with pytest.raises(FileNotFoundError) as info:
+        load_dataset(f"fashion-mnist:{tmp_path / 'nowhere'}")
+    message = str(info.value)
+    assert "apt-get install dataset-fashion-mnist" in message and "nowhere" in message
+    assert len(message.splitlines()) == 1
+
+
+@pytest.mark.skipif(
+    not os.path.isdir(FASHION_MNIST_DIR),
+    reason=f"no {FASHION_MNIST_DIR}: apt-get install dataset-fashion-mnist",
+)
+def test_fashion_mnist_from_debians_package():
+    ds = load_fashion_mnist(binarize="dynamic")
+    assert (len(ds.train), len(ds.validation), len(ds.test)) == (50000, 10000, 10000)
+    assert ds.x_dim == 784 and ds.spec["dataset"] == "fashion-mnist"
+    assert ds.test.unique().tolist() == [0.0, 1.0]  # test: static binarization
+    assert ds.train_intensities.min() >= 0 and ds.train_intensities.max() <= 1
+    assert 0.2 < ds.train_intensities.mean() < 0.4  # grey levels, not binary
+    # the official test set in its file order: 1000 of each of the 10 classes
+    assert torch.bincount(ds.labels["test"]).tolist() == [1000] * 10
+    assert torch.bincount(ds.labels["train"], minlength=10).sum() == 50000

@@ -140,6 +140,13 @@ def _describe(meta, num_objectives):
         if "num_samples" in meta:
             parts.append(f", log p(x) with K = {meta['num_samples']} importance samples")
         parts.append(".")
+    binarize = meta.get("binarize")
+    if binarize in ("static", "dynamic"):
+        train = "redrawn every epoch" if binarize == "dynamic" else "drawn once"
+        parts.append(
+            f" Binarization: training images {train} ({binarize}), validation and test "
+            "images drawn once (static): every log p(x) here is on those binary test images."
+        )
     if "wall_time_s" in meta:
         parts.append(f" Total wall time: {float(meta['wall_time_s']):.1f} s")
         if meta.get("cpu_time_s") is not None:
