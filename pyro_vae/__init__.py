@@ -8,7 +8,9 @@ with Pareto k̂), :func:`paired_difference` (comparing two models on the same po
 :func:`sample_posterior` (batched HMC draws of p_θ(z|x) for many points at once, as
 ArviZ ``InferenceData``), :func:`sample_guide`, :func:`compare_posteriors` and
 :func:`quadrature_posterior` (exact log p(x), posterior and gap for 2-D latents);
-:func:`from_pyro` (a Pyro ``MCMC`` run of ``vae.model`` in the package's ArviZ layout).
+:func:`from_pyro` (a Pyro ``MCMC`` run of ``vae.model`` in the package's ArviZ layout);
+:func:`inference_gaps` and :func:`fit_local_guides` (the approximation and amortization
+gaps, with per-data-point optimal guides).
 """
 
 from ._threads import DEFAULT_THREADS  # noqa: E402
@@ -16,6 +18,8 @@ from ._version import __version__ as __version__  # noqa: E402
 from .infer.anatomy import active_units, elbo_decompositions, elbo_surgery  # noqa: E402
 from .infer.diagnostics import from_pyro, pareto_khat  # noqa: E402
 from .infer.evaluation import Evaluation, evaluate, paired_difference  # noqa: E402
+from .infer.gaps import InferenceGaps, inference_gaps  # noqa: E402
+from .infer.local import fit_local_guides  # noqa: E402
 from .infer.objectives import ScaledRenyiELBO, make_elbo, parse_objective  # noqa: E402
 from .infer.posterior import sample_posterior  # noqa: E402
 from .infer.posterior_checks import compare_posteriors, sample_guide  # noqa: E402
@@ -33,6 +37,7 @@ __all__ = [
     "BaseVAE",
     "Evaluation",
     "FitResult",
+    "InferenceGaps",
     "LinearGaussianVAE",
     "MAIN_JOB",
     "QuadraturePosterior",
@@ -49,7 +54,9 @@ __all__ = [
     "elbo_surgery",
     "evaluate",
     "fit",
+    "fit_local_guides",
     "from_pyro",
+    "inference_gaps",
     "load_checkpoint",
     "log_importance_weights",
     "log_joint_grid",
