@@ -16,7 +16,7 @@ from ._device import DTYPES, check_device, default_device
 from ._io import atomic_path
 from ._version import __version__
 from .data import dataset_from_spec, load_dataset
-from .experiments.compare import DEFAULT_OBJECTIVES, GAP_EVERY, compare
+from .experiments.compare import DEFAULT_OBJECTIVES, GAP_EVERY, GAP_MAX_STEPS, compare
 from .experiments.figures import posterior_figures, save_figure
 from .experiments.guide_check import check_guide, summarize_agreement
 from .experiments.jobs import LIGHTNING_STRATEGIES, binarize_choice, run_evaluate, run_train
@@ -237,6 +237,19 @@ def build_parser():
         "posterior (0 skips the check)",
     )
     p.add_argument(
+        "--gap-families",
+        default="diagonal,flow",
+        help="comma-separated per-point guide families fitted on the --posterior-points "
+        "to split each gap into approximation and amortization gaps (diagonal, flow; "
+        "'none' skips the split)",
+    )
+    p.add_argument(
+        "--gap-max-steps",
+        type=_positive_int,
+        default=GAP_MAX_STEPS,
+        help="most Adam steps of each per-point guide fit of the gap split",
+    )
+    p.add_argument(
         "--gap-every",
         type=_non_negative_int,
         default=GAP_EVERY,
@@ -370,6 +383,12 @@ def build_parser():
     return parser
 
 
+def _families(text):
+    """--gap-families as a tuple ('none': empty)."""
+    names = tuple(f.strip() for f in text.split(",") if f.strip())
+    return () if names == ("none",) else names
+
+
 def _run_compare(args):
     specs = [s for s in args.objectives.split(",") if s.strip()]
     for spec in specs:
@@ -388,6 +407,8 @@ def _run_compare(args):
         num_samples=args.num_samples,
         seeds=range(args.seed, args.seed + args.seeds),
         posterior_points=args.posterior_points,
+        gap_families=_families(args.gap_families),
+        gap_max_steps=args.gap_max_steps,
         beta_schedules=schedules,
         beta_objective=args.beta_objective,
         workers=args.workers or available_cores(),

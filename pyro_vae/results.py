@@ -23,6 +23,8 @@ __all__ = [
     "Agreement",
     "BetaRow",
     "Estimate",
+    "GAP_SPLIT",
+    "GapRow",
     "ObjectiveRow",
     "Pair",
     "as_rows",
@@ -394,6 +396,59 @@ class Agreement:
     def from_dict(cls, row: Mapping) -> "Agreement":
         """Read ``{"objective": ..., **summarize_agreement(table)}``."""
         return cls(**_known(row, cls, ()))
+
+
+GAP_SPLIT = ("log_px", "elbo", "approximation_gap", "amortization_gap", "inference_gap")
+"""Estimates of a :class:`GapRow` besides the per-family local ELBOs."""
+
+
+@dataclass
+class GapRow:
+    """Where one objective's gap comes from, on the checked test points.
+
+    From :func:`pyro_vae.inference_gaps`: ``estimates`` maps ``log_px``, ``elbo``,
+    ``elbo_local_<family>`` and, for the amortized guide's family,
+    ``approximation_gap``, ``amortization_gap`` and ``inference_gap`` to an
+    :class:`Estimate` (mean and Monte-Carlo s.e., nats per point).
+    """
+
+    objective: str
+    family: str | None = None
+    num_points: int = 0
+    log_px_source: str = ""
+    estimates: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """A flat dict: the fields, then ``<name>`` and ``<name>_se`` per estimate."""
+        out = {"objective": self.objective, "family": self.family,
+               "num_points": self.num_points, "log_px_source": self.log_px_source}  # fmt: skip
+        out.update(_flat("", self.estimates))
+        return out
+
+    @classmethod
+    def from_dict(cls, row: Mapping, index: int = 0) -> "GapRow":
+        """Read :meth:`to_dict`'s layout."""
+        fixed = {"objective", "family", "num_points", "log_px_source"}
+        names = [k for k in row if k not in fixed and not k.endswith(("_se", "_sd"))]
+        return cls(
+            row["objective"],
+            row.get("family"),
+            int(row.get("num_points") or 0),
+            row.get("log_px_source") or "",
+            _estimates(row, "", names, f"gap row {index}"),
+        )
+
+    @classmethod
+    def from_gaps(cls, objective: str, gaps) -> "GapRow":
+        """From an :class:`~pyro_vae.infer.gaps.InferenceGaps`."""
+        summary = gaps.summary()
+        return cls(
+            objective,
+            gaps.family,
+            int(gaps.values["log_px"].numel()),
+            gaps.log_px_source,
+            {name: Estimate(*summary[name]) for name in summary},
+        )
 
 
 def as_rows(rows, cls=ObjectiveRow) -> list:

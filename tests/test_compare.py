@@ -5,6 +5,7 @@ import json
 import math
 import multiprocessing
 import os
+import re
 import time
 import warnings
 
@@ -15,6 +16,7 @@ import torch
 from pyro_vae.data import load_digits
 from pyro_vae.experiments.compare import compare
 from pyro_vae.experiments.workers import available_cores
+from pyro_vae.results import GapRow
 
 TINY = {
     "objectives": ("trace", "renyi:-0.5:2"),  # the second warns in every run
@@ -23,6 +25,7 @@ TINY = {
     "hidden_dims": (8,),
     "num_samples": 100,
     "posterior_points": 1,
+    "gap_max_steps": 200,  # the per-point guide fits of the gap split: a token budget
     "progress": False,
     "gap_every": 1,
     "beta_schedules": ("0",),
@@ -133,8 +136,22 @@ def test_the_decompositions_take_log_px_from_the_test_evaluation(digits, seed, t
     saved = json.loads((tmp_path / "results.json").read_text())
     assert [r["objective"] for r in saved["results"]] == [row.objective for row in result.rows]
     assert saved["meta"]["figures"] == [n for n in paths if n.endswith(".png")]
-    assert "## Guide vs exact posterior" in (tmp_path / "report.md").read_text()
+    report = (tmp_path / "report.md").read_text()
+    assert "## Guide vs exact posterior" in report
     assert "Trace_ELBO" in result.summary()
+    # where the gap comes from: one row per objective, the split adds up, it is saved,
+    # tabled, drawn and read back
+    assert "## Where the gap comes from" in report and "gap_split.png" in names
+    assert [g.objective for g in result.gap_rows] == [row.objective for row in result.rows]
+    for gaps in result.gap_rows:
+        e = gaps.estimates
+        assert gaps.family == "diagonal" and gaps.num_points == 1
+        assert {"elbo_local_diagonal", "elbo_local_flow"} <= set(e)
+        assert e["inference_gap"].mean == pytest.approx(
+            e["approximation_gap"].mean + e["amortization_gap"].mean, abs=1e-4
+        )
+        assert e["elbo"].mean == pytest.approx(e["log_px"].mean - e["inference_gap"].mean, abs=1e-4)
+    assert [GapRow.from_dict(g) for g in saved["gaps"]] == result.gap_rows
     for row in result.rows:
         assert row.decomp_log_px_method == "importance_sampling"
         for decomp, test in (("log_px", "log_px"), ("gap", "gap"),
@@ -178,3 +195,15 @@ def test_float64_runs_stay_float64_and_are_recorded(digits, seed):
         assert next(vae.parameters()).dtype == torch.float64
     with pytest.raises(ValueError, match="dtype to be torch.float32 or torch.float64"):
         compare(digits, **settings, dtype=torch.float16)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"gap_families": ("gaussian",)}, "Expected family in ('diagonal', 'flow')"),
+        ({"gap_max_steps": 0}, "Expected gap_max_steps to be an integer > 0"),
+    ],
+)
+def test_bad_gap_settings_are_refused_before_any_work(digits, kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        compare(digits, **{**QUIET, **kwargs})

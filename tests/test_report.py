@@ -158,7 +158,7 @@ def test_write_results_round_trips(tmp_path):
         loaded = json.load(f)
     assert loaded == {
         "meta": {**META, "figures": []}, "results": rows, "pairs": [], "agreement": [],
-        "beta": [], "histories": histories
+        "beta": [], "gaps": [], "histories": histories
     }  # fmt: skip
     assert isinstance(loaded["results"][0]["test_elbo"], float)
     assert read_results(out_dir) == loaded

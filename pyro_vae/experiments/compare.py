@@ -37,6 +37,7 @@ from .._device import check_device, check_dtype
 from .._io import versions
 from .._threads import torch_threads
 from ..infer.evaluation import paired_difference
+from ..infer.local import check_family
 from ..infer.objectives import objective_label, parse_objective
 from ..results import (
     BETA_ESTIMATES,
@@ -47,6 +48,7 @@ from ..results import (
     Agreement,
     BetaRow,
     Estimate,
+    GapRow,
     ObjectiveRow,
     Pair,
     spread,
@@ -62,6 +64,7 @@ from .workers import run_in_workers
 __all__ = [
     "DEFAULT_OBJECTIVES",
     "GAP_EVERY",
+    "GAP_MAX_STEPS",
     "RISING",
     "Comparison",
     "compare",
@@ -71,6 +74,8 @@ __all__ = [
 DEFAULT_OBJECTIVES = ("trace", "meanfield", "renyi:0:5", "renyi:0.5:5")
 GAP_EVERY = 25
 """Epochs between the gap estimates of each run (``gap_every``) unless told otherwise."""
+GAP_MAX_STEPS = 3000
+"""Adam steps at most per per-point guide fit in the main job (see :func:`compare`)."""
 RISING = 0.05
 """Rise of the validation bound over the last tenth of training (nats per point) above
 which a run counts as not converged (:func:`convergence`)."""
@@ -100,6 +105,10 @@ class Comparison:
     pairs : list of Pair
         One per pair of objectives (a, b): paired differences a − b of log p(x), ELBO
         and gap on the same test points (:class:`pyro_vae.results.Pair`).
+    gap_rows : list of GapRow
+        One per objective (first seed): where its gap comes from on the checked test
+        points (:func:`pyro_vae.inference_gaps`, :class:`pyro_vae.results.GapRow`);
+        empty when ``posterior_points`` is 0 or ``gap_families`` is empty.
     agreement : list of Agreement
         One per objective (first seed): medians over the checked test points of the
         guide-vs-posterior table
@@ -133,6 +142,7 @@ class Comparison:
     beta_models: dict = field(default_factory=dict)
     aggregate: dict = field(default_factory=dict)
     pairs: list = field(default_factory=list)
+    gap_rows: list = field(default_factory=list)
     agreement: list = field(default_factory=list)
     checks: dict = field(default_factory=dict)
     histories: dict = field(default_factory=dict)
@@ -181,6 +191,7 @@ class Comparison:
                 self.agreement,
                 figures=[(name, caption) for name, caption, _ in figures],
                 beta_rows=self.beta_rows,
+                gap_rows=self.gap_rows,
             )
         )
         return paths
@@ -217,6 +228,8 @@ def compare(
     num_samples: int = 5000,
     seeds: Iterable[int] = (0,),
     posterior_points: int = 16,
+    gap_families: Sequence[str] = ("diagonal", "flow"),
+    gap_max_steps: int = GAP_MAX_STEPS,
     beta_schedules: Sequence[str] = (),
     beta_objective: str | None = None,
     workers: int = 1,
@@ -250,7 +263,15 @@ def compare(
     posterior_points : int, default 16
         Test points (the first ones) on which each objective's first-seed guide is
         checked against its exact posterior
-        (:func:`pyro_vae.experiments.guide_check.check_guide`); 0 skips the check.
+        (:func:`pyro_vae.experiments.guide_check.check_guide`), and on which its gap is
+        split (``gap_families``); 0 skips both.
+    gap_families : sequence of str, default ("diagonal", "flow")
+        Per-point guide families fitted on the checked points to split each
+        objective's gap into approximation and amortization gaps
+        (:func:`pyro_vae.inference_gaps`); empty skips the split.
+    gap_max_steps : int, default GAP_MAX_STEPS
+        Most Adam steps of each per-point fit (the main job's budget; Cremer et al.'s
+        stopping rule usually ends it earlier).
     beta_schedules : sequence of str, default ()
         β schedules (:func:`pyro_vae.train.schedules.parse_schedule` specs, e.g. ``"0"``,
         ``"4"``, ``"warmup:100"``) under which ``beta_objective`` is also trained, first
@@ -315,6 +336,10 @@ def compare(
     """
     config = _check_config(config, overrides)
     specs, labels, seeds = _check_compare_args(objectives, num_samples, seeds)
+    gap_families = tuple(gap_families)
+    for family in gap_families:
+        check_family(family)
+    check_int("gap_max_steps", gap_max_steps)
     check_int("posterior_points", posterior_points, minimum=0)
     if posterior_points > len(data.test):
         raise ValueError(
@@ -333,6 +358,7 @@ def compare(
         settings = {"config": config, "z_dim": z_dim, "hidden_dims": hidden_dims,
                     "likelihood": likelihood, "num_samples": num_samples,
                     "posterior_points": posterior_points, "device": config.device,
+                    "gap_families": gap_families, "gap_max_steps": gap_max_steps,
                     "dtype": dtype}  # fmt: skip
         start, cpu_start, started = time.perf_counter(), _cpu_time(), time.time()
         load_before = _load_average()
@@ -455,6 +481,8 @@ def _assemble(data, tasks, outputs, specs, labels, seeds, settings):
     for a, b in itertools.combinations(labels, 2):
         result.pairs.append(_pair(a, b, result.evaluations[a], result.evaluations[b]))
     for task, out in zip(tasks, outputs, strict=True):
+        if "gaps" in out:
+            result.gap_rows.append(GapRow.from_gaps(task.label, out["gaps"]))
         if "check" in out:
             result.checks[task.label] = out["check"]
             summary = summarize_agreement(out["check"].table)

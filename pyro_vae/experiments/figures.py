@@ -110,6 +110,14 @@ def _anatomy_figures(result):
             ),
         ),
     ]
+    if any("approximation_gap" in row.estimates for row in result.gap_rows):
+        figures.append(
+            (
+                "gap_split.png",
+                "Where the gap comes from: approximation and amortization gaps",
+                anatomy.plot_gap_split(result.gap_rows),
+            )
+        )
     if any("gap" in record for history in result.histories.values() for record in history):
         figures.append(
             (

@@ -16,6 +16,7 @@ import torch
 
 from ..infer.anatomy import active_units, elbo_decompositions, elbo_surgery
 from ..infer.evaluation import evaluate
+from ..infer.gaps import inference_gaps
 from ..models import VAE
 from ..train.training import fit
 from .guide_check import check_guide
@@ -70,6 +71,12 @@ def run_task(task: Task, data, settings: dict, progress: bool) -> dict:
                 x_check = x[: settings["posterior_points"]]
                 out["check"] = check_guide(vae, x_check, seed=task.seed, device=device)
             clock.lap("check_s")
+            if settings.get("posterior_points") and settings.get("gap_families"):
+                out["gaps"] = inference_gaps(
+                    vae, x[: settings["posterior_points"]], settings["gap_families"],
+                    num_samples, seed=task.seed, max_steps=settings["gap_max_steps"],
+                )  # fmt: skip
+                clock.lap("gaps_s")
     else:
         # every epoch, the last one evaluated: the β = 1 validation bound would pick an
         # early epoch of a run trained far from β = 1 (epoch 1 for β = 0)

@@ -8,7 +8,7 @@ each with its Monte-Carlo standard error or its spread across training seeds.
 import math
 
 from ..infer.evaluation import format_se
-from ..results import ESTIMATES, Agreement, BetaRow, ObjectiveRow, Pair, as_rows
+from ..results import ESTIMATES, Agreement, BetaRow, GapRow, ObjectiveRow, Pair, as_rows
 from ..viz.labels import estimate_label
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "format_agreement",
     "format_beta_table",
     "format_decompositions",
+    "format_gap_split",
     "format_markdown_table",
     "format_pairs",
     "format_surgery",
@@ -383,3 +384,41 @@ def listed(value) -> str:
     if isinstance(value, list | tuple):
         return ", ".join(str(v) for v in value)
     return str(value)
+
+
+_GAP_COLUMNS = (
+    ("log_px", "log p(x)"),
+    ("elbo_local_flow", "L[q*] flow"),
+    ("elbo_local_diagonal", "L[q*] diagonal"),
+    ("elbo", "L[q] amortized"),
+    ("approximation_gap", "approximation gap"),
+    ("amortization_gap", "amortization gap"),
+    ("inference_gap", "inference gap"),
+)
+
+
+def format_gap_split(gap_rows: list) -> str:
+    """Markdown table of where each objective's gap comes from (mean ± s.e., nats/point).
+
+    Parameters
+    ----------
+    gap_rows : list of GapRow or dict
+        As :attr:`pyro_vae.experiments.compare.Comparison.gap_rows`.
+
+    Returns
+    -------
+    str
+        One row per objective: log p(x) (its source in the last column), the ELBO of
+        each per-point family and of the amortized guide, and the three gaps; columns
+        no row has are left out.
+    """
+    rows = [r if isinstance(r, GapRow) else GapRow.from_dict(r, i) for i, r in enumerate(gap_rows)]
+    columns = [c for c in _GAP_COLUMNS if any(c[0] in row.estimates for row in rows)]
+    body = []
+    for row in rows:
+        cells = [row.objective]
+        for key, _ in columns:
+            e = row.estimates.get(key)
+            cells.append("" if e is None else f"{e.mean:.2f} ± {format_se(e.se)}")
+        body.append([*cells, row.log_px_source])
+    return _markdown(["objective", *(label for _, label in columns), "log p(x) by"], body)
