@@ -397,3 +397,26 @@ def test_plots_draw_into_given_axes_or_a_given_figure():
     assert plot_aggregate_posterior(z, ax=sub) is sub and sub.subfigs
     with pytest.raises(ValueError, match="Figure or a SubFigure"):
         plot_aggregate_posterior(z, ax=top)
+
+
+def test_gap_split_bars_stack_to_the_inference_gap():
+    from matplotlib.figure import Figure
+
+    from pyro_vae.results import Estimate, GapRow
+    from pyro_vae.viz.anatomy import plot_gap_split
+
+    rows = [
+        GapRow("A", "diagonal", 4, "exact", {"log_px": Estimate(-20.0, 0.0),
+               "elbo_local_flow": Estimate(-20.1, 0.01), "approximation_gap": Estimate(0.3, 0.01),
+               "amortization_gap": Estimate(0.5, 0.02), "inference_gap": Estimate(0.8, 0.02)}),
+        GapRow("B", None, 4, "exact", {"log_px": Estimate(-21.0, 0.0)}),  # no split: skipped
+    ]  # fmt: skip
+    ax = Figure().subplots()
+    fig = plot_gap_split(rows, ax=ax)
+    assert fig is ax.figure
+    bars = [p for p in ax.patches]
+    assert len(bars) == 2  # one objective, two stacked parts
+    assert bars[1].get_y() == 0.3 and bars[1].get_y() + bars[1].get_height() == 0.8
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["A"]
+    (flow,) = [line for line in ax.lines if line.get_marker() == "D"]
+    assert flow.get_ydata()[0] == pytest.approx(0.1)
