@@ -1,6 +1,7 @@
 """Where the gap comes from on Fashion-MNIST, in the setting of Cremer et al. (2018), Table 2.
 
-    python benchmarks/bench_gaps_fashion.py --epochs 100 --points 100 --out benchmarks/gaps_fashion.json
+    python benchmarks/bench_gaps_fashion.py --epochs 100 --points 100 \
+        --out benchmarks/gaps_fashion.json
 
 Trains a VAE as Cremer, Li & Duvenaud (2018) did for Fashion-MNIST (z = 50, encoder and
 decoder with two hidden layers of 200 units, a factorized Gaussian (FFG) amortized guide,
