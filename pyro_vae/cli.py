@@ -24,6 +24,7 @@ from .experiments.report import format_agreement
 from .experiments.workers import available_cores
 from .infer.objectives import OBJECTIVE_GRAMMAR, parse_objective
 from .models import LIKELIHOODS
+from .models.flows import GUIDE_GRAMMAR, parse_guide
 from .train.config import DEFAULT_LR, MAIN_JOB
 from .train.schedules import SCHEDULE_GRAMMAR, parse_schedule
 from .train.training import load_checkpoint
@@ -221,6 +222,12 @@ def build_parser():
         default=",".join(DEFAULT_OBJECTIVES),
         help=f"comma-separated objective specs: {OBJECTIVE_GRAMMAR}",
     )
+    p.add_argument(
+        "--guides",
+        type=_guides,
+        default="diagonal",
+        help=f"comma-separated amortized guides, each objective trained with each: {GUIDE_GRAMMAR}",
+    )
     p.add_argument("--num-samples", type=_num_samples, default=5000, help=_NUM_SAMPLES_HELP)
     p.add_argument(
         "--seeds",
@@ -286,6 +293,8 @@ def build_parser():
     _add_device(p, "train (without --strategy: Lightning runs use --accelerator)")
     p.add_argument("--objective", default="trace",
                    help=f"one objective spec: {OBJECTIVE_GRAMMAR}")  # fmt: skip
+    p.add_argument("--guide", type=_guide, default="diagonal",
+                   help=f"the amortized guide: {GUIDE_GRAMMAR}")  # fmt: skip
     p.add_argument("--checkpoint", default="vae.pt", help="where to write the checkpoint")
     p.add_argument(
         "--beta",
@@ -383,6 +392,19 @@ def build_parser():
     return parser
 
 
+def _guide(text):
+    """--guide as a canonical spec (argparse turns the ValueError into a usage error)."""
+    try:
+        return parse_guide(text)[0]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _guides(text):
+    """--guides as a tuple of canonical specs."""
+    return tuple(_guide(spec.strip()) for spec in text.split(",") if spec.strip())
+
+
 def _families(text):
     """--gap-families as a tuple ('none': empty)."""
     names = tuple(f.strip() for f in text.split(",") if f.strip())
@@ -404,6 +426,7 @@ def _run_compare(args):
         z_dim=args.z_dim,
         hidden_dims=args.hidden_dims,
         likelihood=args.likelihood,
+        guides=args.guides,
         num_samples=args.num_samples,
         seeds=range(args.seed, args.seed + args.seeds),
         posterior_points=args.posterior_points,

@@ -150,6 +150,8 @@ class ObjectiveRow:
         Means over seeds of the wall and CPU seconds of training (validation included).
     loss, alpha, num_particles
         The objective spec (:func:`pyro_vae.parse_objective`).
+    guide : str
+        The guide spec (``"diagonal"``, ``"iaf:2"``, …; ``VAE(..., encoder=...)``).
     seeds, epochs_run, best_epoch, stopped_early, still_rising : list
         Per seed: training seeds, epochs run, best epoch, whether patience stopped the
         run, the validation bound's rise over the last tenth of the epochs (nats).
@@ -176,6 +178,7 @@ class ObjectiveRow:
     loss: str | None = None
     alpha: float | None = None
     num_particles: int | None = None
+    guide: str | None = None
     seeds: list | None = None
     epochs_run: list | int | None = None
     best_epoch: list | int | None = None
@@ -193,7 +196,7 @@ class ObjectiveRow:
     kl_per_dim: list | None = None
     extra: dict = field(default_factory=dict)
 
-    _HEAD = ("objective", "loss", "alpha", "num_particles", "seeds", "epochs_run",
+    _HEAD = ("objective", "loss", "alpha", "num_particles", "guide", "seeds", "epochs_run",
              "best_epoch", "stopped_early", "still_rising", "train_time_s", "train_cpu_s",
              "converged")  # fmt: skip
     _TAIL = ("active_units", "activity", "kl_per_dim")

@@ -17,7 +17,7 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoDiagonalNormal, AutoIAFNormal, AutoNormal
 
-from pyro_vae import VAE, TrainConfig, evaluate, fit, load_checkpoint
+from pyro_vae import VAE, TrainConfig, evaluate, fit, inference_gaps, load_checkpoint
 from pyro_vae.data import load_dataset, load_digits
 from pyro_vae.experiments.compare import compare
 from pyro_vae.infer.objectives import parse_objective
@@ -141,6 +141,28 @@ CASES = [
     Case("load_dataset('fashion-mnist:/no/such/folder')",
          lambda p: load_dataset("fashion-mnist:/no/such/folder"), FileNotFoundError,
          "install it with 'apt-get install dataset-fashion-mnist'"),
+    Case("VAE(64, encoder='planar:2')", lambda p: VAE(64, encoder="planar:2"), ValueError,
+         "Expected a guide spec, diagonal (a diagonal Gaussian, the default) or FLOW[:K] with "
+         "FLOW in iaf, coupling, spline"),
+    Case("VAE(64, encoder='iaf:0')", lambda p: VAE(64, encoder="iaf:0"), ValueError,
+         "but got 'iaf:0'"),
+    Case("VAE(64, z_dim=1, encoder='coupling:2')",
+         lambda p: VAE(64, z_dim=1, encoder="coupling:2"), ValueError,
+         "Expected z_dim >= 2 for the guide 'coupling:2'"),
+    Case("VAE(64, encoder=3)", lambda p: VAE(64, encoder=3), ValueError,
+         "Expected encoder to be a guide spec (str) or a torch.nn.Module"),
+    Case("evaluate(VAE(64, encoder='iaf:2'), x[:, :10])",
+         lambda p: evaluate(_vae(encoder="iaf:2"), _x()[:, :10]), ValueError,
+         "Expected x of width x_dim=64 but got width 10"),
+    Case("inference_gaps(vae, x, families=('iaf',))",
+         lambda p: inference_gaps(_vae(), _x(), families=("iaf",)), ValueError,
+         "Expected family in ('diagonal', 'flow') but got 'iaf'"),
+    Case("compare(digits, guides=('iaf', 'iaf:2'))",
+         lambda p: compare(load_digits(), ["trace"], guides=("iaf", "iaf:2")), ValueError,
+         "Expected distinct guides but got ['iaf', 'iaf:2']"),
+    Case("compare(digits, guides='iaf:2')",
+         lambda p: compare(load_digits(), ["trace"], guides="iaf:2"), ValueError,
+         "Expected guides to be a sequence of guide specs but got 'iaf:2'"),
     Case("compare(digits, posterior_points=1000)",
          lambda p: compare(load_digits(), ["trace"], posterior_points=1000), ValueError,
          "Expected posterior_points <= 359, the size of the test split, but got 1000"),

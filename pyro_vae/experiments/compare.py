@@ -39,6 +39,7 @@ from .._threads import torch_threads
 from ..infer.evaluation import paired_difference
 from ..infer.local import check_family
 from ..infer.objectives import objective_label, parse_objective
+from ..models.flows import parse_guide
 from ..results import (
     BETA_ESTIMATES,
     DECOMPOSITIONS,
@@ -225,6 +226,7 @@ def compare(
     z_dim: int = 8,
     hidden_dims: Sequence[int] = (256,),
     likelihood: str = "bernoulli",
+    guides: Sequence[str] = ("diagonal",),
     num_samples: int = 5000,
     seeds: Iterable[int] = (0,),
     posterior_points: int = 16,
@@ -255,6 +257,11 @@ def compare(
         run from ``objectives`` and ``seeds``.
     z_dim, hidden_dims, likelihood
         As in :class:`pyro_vae.VAE`.
+    guides : sequence of str, default ("diagonal",)
+        Guide specs (``VAE(..., encoder=spec)``: ``"diagonal"``, ``"iaf:K"``,
+        ``"coupling:K"``, ``"spline:K"``); each objective is trained with each guide, from
+        one initialization per guide and seed. Rows of a guide other than
+        ``"diagonal"`` are labelled ``"Trace_ELBO (iaf:2)"``.
     num_samples : int, default 5000
         Importance samples per test point for log p(x) (Burda et al. 2016).
     seeds : sequence of int, default (0,)
@@ -317,7 +324,7 @@ def compare(
     Raises
     ------
     ValueError
-        For a bad objective spec, seeds, ``workers`` (an integer ≥ 1), ``dtype``, any
+        For a bad objective or guide spec, seeds, ``workers`` (an integer ≥ 1), ``dtype``, any
         invalid training setting (:meth:`pyro_vae.TrainConfig.validate`), or an
         override of ``loss``, ``alpha``, ``num_particles`` or ``seed`` (set per run),
         before any training.
@@ -336,6 +343,7 @@ def compare(
     """
     config = _check_config(config, overrides)
     specs, labels, seeds = _check_compare_args(objectives, num_samples, seeds)
+    entries = _entries(specs, labels, guides, z_dim)
     gap_families = tuple(gap_families)
     for family in gap_families:
         check_family(family)
@@ -362,7 +370,7 @@ def compare(
                     "dtype": dtype}  # fmt: skip
         start, cpu_start, started = time.perf_counter(), _cpu_time(), time.time()
         load_before = _load_average()
-        tasks = _tasks(data, specs, labels, seeds, beta_spec, schedules, settings)
+        tasks = _tasks(data, entries, seeds, beta_spec, schedules, settings)
         workers = min(workers, len(tasks))
         if workers == 1:
             outputs = [run_task(task, data, settings, config.progress) for task in tasks]
@@ -372,7 +380,7 @@ def compare(
             out["vae"].cpu()  # in place: the guide checks hold the same module
         # leave the global RNGs as the last run left them in this process with one worker
         pyro.util.set_rng_state(outputs[-1]["rng_state"])
-        result = _assemble(data, tasks, outputs, specs, labels, seeds, settings)
+        result = _assemble(data, tasks, outputs, entries, seeds, settings)
         if schedules:
             result.meta["beta_objective"] = objective_label(*beta_spec)
             result.meta["beta_schedules"] = [schedule.spec for schedule in schedules]
@@ -422,25 +430,46 @@ def _check_compare_args(objectives, num_samples, seeds):
     return specs, labels, seeds
 
 
+def _entries(specs, labels, guides, z_dim):
+    """(objective spec, guide spec, row label) of each run per seed, guide by guide."""
+    if isinstance(guides, str):
+        raise ValueError(f"Expected guides to be a sequence of guide specs but got {guides!r}")
+    canonical = [parse_guide(spec, z_dim)[0] for spec in guides]
+    if not canonical:
+        raise ValueError("Expected at least one guide but got none")
+    if len(set(canonical)) != len(canonical):
+        raise ValueError(f"Expected distinct guides but got {list(guides)}")
+    return [
+        (spec, guide, label if guide == "diagonal" else f"{label} ({guide})")
+        for guide in canonical
+        for spec, label in zip(specs, labels, strict=True)
+    ]
+
+
 def _relative(times, started):
     """A run's times with ``started`` and ``finished`` in seconds since ``started``."""
     return {**times, "started": times["started"] - started,
             "finished": times["finished"] - started}  # fmt: skip
 
 
-def _tasks(data, specs, labels, seeds, beta_spec, schedules, settings):
-    """The runs in the order one worker runs them, each with its initialization."""
+def _tasks(data, entries, seeds, beta_spec, schedules, settings):
+    """The runs in the order one worker runs them, each with its initialization (one
+    per seed and guide)."""
     tasks = []
     for seed in seeds:
-        torch.manual_seed(seed)
-        initial = new_model(data, settings).state_dict()
-        for spec, label in zip(specs, labels, strict=True):
-            tasks.append(Task(label, spec, seed, initial, check=seed == seeds[0]))
+        initial = {}
+        for spec, guide, label in entries:
+            if guide not in initial:
+                torch.manual_seed(seed)
+                initial[guide] = new_model(data, settings, guide).state_dict()
+            tasks.append(Task(label, spec, seed, initial[guide], seeds[0] == seed, guide=guide))
     if schedules:
+        guide = entries[0][1]
         torch.manual_seed(seeds[0])
-        initial = new_model(data, settings).state_dict()
+        initial = new_model(data, settings, guide).state_dict()
         for schedule in schedules:
-            tasks.append(Task(schedule.label, beta_spec, seeds[0], initial, schedule=schedule))
+            tasks.append(Task(schedule.label, beta_spec, seeds[0], initial, schedule=schedule,
+                              guide=guide))  # fmt: skip
     return tasks
 
 
@@ -461,8 +490,9 @@ def _load_average():
 # ------------------------------------------------------------------ assembling results
 
 
-def _assemble(data, tasks, outputs, specs, labels, seeds, settings):
+def _assemble(data, tasks, outputs, entries, seeds, settings):
     """The :class:`Comparison` from the runs' outputs (in task order)."""
+    labels = [label for _, _, label in entries]
     runs = {label: [] for label in labels}
     result = Comparison(data=data)
     for task, out in zip(tasks, outputs, strict=True):
@@ -475,8 +505,8 @@ def _assemble(data, tasks, outputs, specs, labels, seeds, settings):
             result.models[task.label] = out["vae"]
             result.histories[task.label] = out["run"].history
             result.aggregate[task.label] = out["aggregate"]
-    for (loss, alpha, k), label in zip(specs, labels, strict=True):
-        result.rows.append(_row(label, loss, alpha, k, seeds, runs[label]))
+    for (loss, alpha, k), guide, label in entries:
+        result.rows.append(_row(label, loss, alpha, k, guide, seeds, runs[label]))
         result.evaluations[label] = [test for _, test, _ in runs[label]]
     for a, b in itertools.combinations(labels, 2):
         result.pairs.append(_pair(a, b, result.evaluations[a], result.evaluations[b]))
@@ -502,6 +532,7 @@ def _assemble(data, tasks, outputs, specs, labels, seeds, settings):
         "z_dim": settings["z_dim"],
         "hidden_dims": list(settings["hidden_dims"]),
         "likelihood": settings["likelihood"],
+        "guides": list(dict.fromkeys(guide for _, guide, _ in entries)),
         "batch_size": config.batch_size,
         "lr": DEFAULT_LR if config.lr is None else config.lr,
         "patience": config.patience,
@@ -530,7 +561,7 @@ def _beta_row(task, out, settings):
         train_cpu_s=run.cpu_time,
         num_active=int(units.num_active),
         activity=units.activity.tolist(),
-        kl_per_dim=units.kl.tolist(),
+        kl_per_dim=None if units.kl is None else units.kl.tolist(),
         test={name: Estimate(*summary[name]) for name in BETA_ESTIMATES},
     )
 
@@ -570,7 +601,7 @@ def _converged(run, rise):
     return not late and not rise > RISING
 
 
-def _row(label, loss, alpha, k, seeds, runs):
+def _row(label, loss, alpha, k, guide, seeds, runs):
     """One objective's row, aggregated over its runs (one per seed)."""
     fits = [run for run, _, _ in runs]
     anatomy = [a for _, _, a in runs]
@@ -583,6 +614,7 @@ def _row(label, loss, alpha, k, seeds, runs):
         loss=loss,
         alpha=alpha,
         num_particles=k,
+        guide=guide,
         seeds=list(seeds),
         epochs_run=[len(run.history) for run in fits],
         best_epoch=[run.best_epoch for run in fits],
@@ -598,7 +630,7 @@ def _row(label, loss, alpha, k, seeds, runs):
         surgery={name: Estimate.over_seeds(surgeries, name) for name in SURGERY},
         active_units=[int(a["units"].num_active) for a in anatomy],
         activity=anatomy[0]["units"].activity.tolist(),
-        kl_per_dim=anatomy[0]["units"].kl.tolist(),
+        kl_per_dim=None if anatomy[0]["units"].kl is None else anatomy[0]["units"].kl.tolist(),
     )
 
 

@@ -15,6 +15,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ..infer.quadrature import log_joint_grid
+from ..infer.traces import guide_moments
 from ..viz import anatomy, beta, bounds, images, posterior, training
 from ..viz.images import save_figure
 
@@ -236,7 +237,7 @@ def posterior_figures(check, data, slug: str, num_points: int = 4) -> dict[str, 
 
 def _latent_map(vae, data, side=15):
     """The latent map of a 2-D VAE: guide means of the test split, a decoded grid."""
-    means = vae.encode(data.test).mean
+    means = guide_moments(vae.encode(data.test))[0]
     low, high = means.min(0).values - 0.5, means.max(0).values + 0.5
     z0, z1 = (torch.linspace(lo, hi, side) for lo, hi in zip(low, high, strict=True))
     # rows from the top: z[1] decreasing; columns: z[0] increasing

@@ -113,7 +113,8 @@ def _run_train_lightning(args, lightning):
                 f"{args.resume!r} holds no data spec"
             )
         data = dataset_from_spec(saved["data_spec"])
-        vae = VAE(data.x_dim, model["z_dim"], tuple(model["hidden_dims"]), model["likelihood"])
+        vae = VAE(data.x_dim, model["z_dim"], tuple(model["hidden_dims"]), model["likelihood"],
+                  encoder=model.get("encoder", "diagonal"))  # fmt: skip
         loss, alpha, k = config["loss"], config["alpha"], config["num_particles"]
         settings = {key: config[key] for key in ("batch_size", "seed", "patience")}
         settings["beta"] = config.get("beta") or "1"
@@ -139,7 +140,7 @@ def _run_train_lightning(args, lightning):
     if not args.resume:
         data = load_dataset(args.dataset, binarize_choice(args, args.likelihood), args.split_seed)
         torch.manual_seed(args.seed)
-        vae = VAE(data.x_dim, args.z_dim, args.hidden_dims, args.likelihood)
+        vae = VAE(data.x_dim, args.z_dim, args.hidden_dims, args.likelihood, encoder=args.guide)
     run = fit_lightning(vae, data, **_run_settings(args, loss, alpha, k), **settings, **lightning)
     if run.global_rank != 0:
         return  # the other processes of a DDP run stay quiet
@@ -191,7 +192,8 @@ def run_train(args: argparse.Namespace) -> None:
             )
         config, model = saved["fit_config"], saved["model_config"]
         data = dataset_from_spec(saved["data_spec"])
-        vae = VAE(data.x_dim, model["z_dim"], tuple(model["hidden_dims"]), model["likelihood"])
+        vae = VAE(data.x_dim, model["z_dim"], tuple(model["hidden_dims"]), model["likelihood"],
+                  encoder=model.get("encoder", "diagonal"))  # fmt: skip
         loss, alpha, k = config["loss"], config["alpha"], config["num_particles"]
         settings = {
             "batch_size": config["batch_size"],
@@ -211,7 +213,7 @@ def run_train(args: argparse.Namespace) -> None:
             "gap_every": args.gap_every or None,
         }
         torch.manual_seed(args.seed)
-        vae = VAE(data.x_dim, args.z_dim, args.hidden_dims, args.likelihood)
+        vae = VAE(data.x_dim, args.z_dim, args.hidden_dims, args.likelihood, encoder=args.guide)
     vae.to(DTYPES[args.dtype])
     config = TrainConfig(loss=loss, alpha=alpha, num_particles=k, epochs=args.epochs, lr=args.lr,
                          progress=not args.no_progress, device=args.device, **settings)  # fmt: skip

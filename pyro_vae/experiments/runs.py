@@ -31,7 +31,8 @@ AGGREGATE_DRAWS = 10
 class Task:
     """One independent run of :func:`compare`: a training seed and objective, or a β
     schedule. ``initial`` is the seeded initialization (a state dict); ``check``:
-    whether the guide check and the aggregate draws are due (first seed)."""
+    whether the guide check and the aggregate draws are due (first seed); ``guide``: the
+    guide spec of its model (:func:`pyro_vae.models.flows.parse_guide`)."""
 
     label: str
     spec: tuple
@@ -39,11 +40,14 @@ class Task:
     initial: dict
     check: bool = False
     schedule: object = None
+    guide: str = "diagonal"
 
 
-def new_model(data, settings):
-    """An untrained VAE of the comparison's architecture (draws an initialization)."""
-    return VAE(data.x_dim, settings["z_dim"], settings["hidden_dims"], settings["likelihood"])
+def new_model(data, settings, guide="diagonal"):
+    """An untrained VAE of the comparison's architecture with the guide ``guide``
+    (draws an initialization)."""
+    return VAE(data.x_dim, settings["z_dim"], settings["hidden_dims"], settings["likelihood"],
+               encoder=guide)  # fmt: skip
 
 
 def run_task(task: Task, data, settings: dict, progress: bool) -> dict:
@@ -53,7 +57,7 @@ def run_task(task: Task, data, settings: dict, progress: bool) -> dict:
     which only training moves (every estimate draws from a seeded forked RNG).
     """
     clock = _Clock(task)
-    vae = new_model(data, settings)
+    vae = new_model(data, settings, task.guide)
     vae.to(settings["dtype"]).load_state_dict(task.initial)
     device = settings["device"]
     out = {"vae": vae}

@@ -267,7 +267,10 @@ def _pm(estimate, digits=2):
 
 
 def _kl_per_dimension(values):
-    """The per-dimension KLs of a row, largest first, as ``"1.03 0.97 ..."`` (str)."""
+    """The per-dimension KLs of a row, largest first, as ``"1.03 0.97 ..."`` (str); for
+    a guide without per-dimension marginals (a flow), a dash."""
+    if values is None:
+        return "—"
     return " ".join(f"{v:.2f}" for v in sorted((float(v) for v in values or []), reverse=True))
 
 
@@ -336,7 +339,8 @@ def format_surgery(rows: list, num_points: int | None = None) -> str:
     body = []
     for row in _rows(rows):
         units = listed(row.active_units) if row.active_units is not None else ""
-        dims = f"/{len(row.kl_per_dim)}" if row.kl_per_dim else ""
+        width = row.kl_per_dim or row.activity  # a flow guide has no KL per dimension
+        dims = f"/{len(width)}" if width else ""
         body.append(
             [
                 row.objective,

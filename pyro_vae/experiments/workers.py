@@ -93,6 +93,7 @@ def run_in_workers(
     initargs = (data, settings, torch.get_num_threads(), pids)
     pool = ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=initargs)
     bar = tqdm(total=len(tasks), desc=f"runs ({workers} workers)", disable=not progress)
+    pending = {}  # an error while submitting (e.g. spawn refused) reaches the except clause
     try:
         pending = {pool.submit(_worker_run, tasks[i]): i for i in order}
         while pending:
@@ -111,8 +112,8 @@ def run_in_workers(
         pool.shutdown(wait=True, cancel_futures=True)
         pids.close()
     with torch.random.fork_rng():  # building a module draws an initialization
-        for out in outputs:
-            vae = new_model(data, settings).to(settings["dtype"])
+        for task, out in zip(tasks, outputs, strict=True):
+            vae = new_model(data, settings, task.guide).to(settings["dtype"])
             vae.load_state_dict(out["vae"])
             out["vae"] = vae
             if "check" in out:

@@ -46,7 +46,7 @@ from torch import nn
 
 from .._checks import check_int
 from .evaluation import point_estimates
-from .traces import CHUNK_ROWS, check_inputs, seeded
+from .traces import CHUNK_ROWS, check_inputs, guide_moments, seeded
 
 __all__ = [
     "FAMILIES",
@@ -148,12 +148,8 @@ def _initial_moments(vae, x, init, num_draws=256):
         zeros = x.new_zeros(x.shape[0], vae.z_dim)
         return zeros, torch.ones_like(zeros)
     with torch.no_grad():
-        q = vae.encode(x)
-        try:
-            return q.mean.detach(), q.stddev.detach()
-        except NotImplementedError:  # a flow: moments of its draws
-            z = q.sample((num_draws,))
-            return z.mean(0), z.std(0)
+        mean, std = guide_moments(vae.encode(x), x.device, num_draws)
+        return mean.detach(), std.detach()
 
 
 def check_family(family):

@@ -50,6 +50,7 @@ from . import diagnostics
 from .evaluation import param_store_as_found
 from .hmc import BatchedHMC, HMCState, check_target_accept
 from .nuts import nuts_reference
+from .traces import guide_moments
 
 __all__ = ["sample_posterior"]
 
@@ -266,7 +267,8 @@ def _hmc_chunk(vae, x, num_chains, num_steps, num_samples, warmup_steps, target_
         return -_log_joint(vae.model, x, z)
 
     hmc = BatchedHMC(
-        potential, inverse_mass=q.variance.expand_as(z).clone(), num_steps=num_steps,
+        potential, inverse_mass=(guide_moments(q, x.device)[1] ** 2).expand_as(z).clone(),
+        num_steps=num_steps,
         target_accept=target_accept,
     )  # fmt: skip
     state = hmc.warmup(HMCState.at(potential, z), warmup_steps, progress=progress)

@@ -35,7 +35,7 @@ from torch.distributions import Independent, Normal
 from .._checks import is_int
 from ..data import check_data
 from . import traces
-from .traces import seeded
+from .traces import guide_moments
 
 __all__ = ["QuadraturePosterior", "log_joint_grid", "quadrature_posterior"]
 
@@ -372,12 +372,8 @@ def _check_vae(vae):
 def _guide_moments(q, device):
     """The guide's mean and s.d. per axis, float64 ``(B, D)``: the distribution's own,
     else those of draws (seeded, the global RNG left as found)."""
-    try:
-        return q.mean.double(), q.stddev.double()
-    except NotImplementedError:
-        with seeded(0, device):
-            draws = q.sample((_GUIDE_DRAWS,)).double()
-        return draws.mean(0), draws.std(0)
+    mean, std = guide_moments(q, device, _GUIDE_DRAWS)
+    return mean.double(), std.double()
 
 
 def _check_settings(z_dim, tol, half_width, initial_points, max_points):

@@ -50,6 +50,7 @@ __all__ = [
     "check_seed",
     "chunk_sizes",
     "chunks",
+    "guide_moments",
     "log_density_terms",
     "log_importance_weights",
     "param_store_as_found",
@@ -174,6 +175,22 @@ def seeded(seed: int | None, device: torch.device | None = None):
         if seed is not None:
             torch.manual_seed(seed)
         yield
+
+
+def guide_moments(q, device=None, num_draws=4096, seed=0):
+    """Mean and standard deviation of a guide q(z|x) per axis, each ``(batch, z_dim)``.
+
+    The distribution's own (``q.mean``, ``q.stddev``) where it has them, else those of
+    ``num_draws`` draws (a flow guide's :class:`~pyro.distributions.TransformedDistribution`
+    has none), seeded by ``seed`` with the global RNG state left as found; ``device``:
+    q's device (for seeding its CUDA generator).
+    """
+    try:
+        return q.mean, q.stddev
+    except NotImplementedError:
+        with torch.no_grad(), seeded(seed, device):
+            draws = q.sample((num_draws,))
+        return draws.mean(0), draws.std(0)
 
 
 @contextlib.contextmanager

@@ -29,12 +29,20 @@ class Encoder(nn.Module):
         self.fc_loc = nn.Linear(dims[-1], z_dim)
         self.fc_scale = nn.Linear(dims[-1], z_dim)
 
-    def forward(self, x):
+    def features(self, x):
+        """The last hidden layer's output h(x), shape ``(batch, hidden_dims[-1])``."""
         h = x
         for layer in self.hidden:
             h = F.softplus(layer(h))
+        return h
+
+    def gaussian(self, h):
+        """N(z_loc(h), diag z_scale(h)²) from the features h."""
         z_loc, z_scale = self.fc_loc(h), F.softplus(self.fc_scale(h)) + 1e-4
         return dist.Normal(z_loc, z_scale).to_event(1)
+
+    def forward(self, x):
+        return self.gaussian(self.features(x))
 
 
 class LinearEncoder(nn.Module):

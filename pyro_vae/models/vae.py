@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from .._checks import is_int
 from .base import BaseVAE
+from .flows import FlowEncoder, parse_guide
 from .guides import Encoder
 from .linear_gaussian import LinearGaussianVAE
 
@@ -62,7 +63,7 @@ def _check_hidden_dims(hidden_dims):
 
 
 class VAE(BaseVAE):
-    r"""Variational autoencoder with a diagonal-Gaussian amortized guide.
+    r"""Variational autoencoder with an amortized guide: a diagonal Gaussian or a flow.
 
     Generative model and guide, per data point:
 
@@ -72,7 +73,8 @@ class VAE(BaseVAE):
         p_\theta(x \mid z) = \prod_d \mathrm{Bernoulli}(x_d; \sigma(f_\theta(z)_d))
         \ \text{or}\ \mathcal{CB}(x_d; \sigma(f_\theta(z)_d))
         \ \text{or}\ \mathcal N(x_d; f_\theta(z)_d, s_d^2), \quad
-        q_\phi(z \mid x) = \mathcal N(\mu_\phi(x), \mathrm{diag}\, \sigma_\phi(x)^2).
+        q_\phi(z \mid x) = \mathcal N(\mu_\phi(x), \mathrm{diag}\, \sigma_\phi(x)^2)
+        \ \text{(or that Gaussian through a flow,}\ ``encoder``\text{)}.
 
     Parameters
     ----------
@@ -89,12 +91,16 @@ class VAE(BaseVAE):
         Pyro's validation on, as by default); ``"continuous_bernoulli"`` (Loaiza-Ganem
         & Cunningham 2019) is the normalized density for x in [0, 1];
         ``"gaussian"`` has a learned per-pixel scale and takes any real x.
-    encoder : torch.nn.Module, optional
-        The guide's network: ``encoder(x)`` for x of shape ``(batch, x_dim)`` returns
-        q_φ(z|x) as a distribution with batch shape ``(batch,)`` and event shape
-        ``(z_dim,)`` supporting ``rsample`` and ``log_prob`` (e.g.
-        ``MultivariateNormal(loc, scale_tril=...)``). Default: an MLP with the widths
-        ``hidden_dims`` returning ``Normal(z_loc, z_scale).to_event(1)``. Every
+    encoder : str or torch.nn.Module, default "diagonal"
+        The guide's network. A spec (:func:`~pyro_vae.models.flows.parse_guide`):
+        ``"diagonal"``, an MLP with the widths ``hidden_dims`` returning
+        ``Normal(z_loc, z_scale).to_event(1)``; ``"iaf:K"``, ``"coupling:K"`` or
+        ``"spline:K"``, that Gaussian through K conditional transforms with the MLP's
+        last hidden layer as context (:class:`~pyro_vae.models.flows.FlowEncoder`,
+        Kingma et al. 2016). Or a module: ``encoder(x)`` for x of shape
+        ``(batch, x_dim)`` returns q_φ(z|x) as a distribution with batch shape
+        ``(batch,)`` and event shape ``(z_dim,)`` supporting ``rsample`` and
+        ``log_prob`` (e.g. ``MultivariateNormal(loc, scale_tril=...)``). Every
         estimator of the package reads the guide through this distribution.
     name : str, optional
         Prefix of the model's names in Pyro's param store (``"vae"`` →
@@ -124,26 +130,39 @@ class VAE(BaseVAE):
         z_dim=8,
         hidden_dims=(256,),
         likelihood="bernoulli",
-        encoder=None,
+        encoder="diagonal",
         name=None,
     ):
         super().__init__(x_dim, z_dim, name)
-        if encoder is not None and not isinstance(encoder, nn.Module):
+        if encoder is None:
+            encoder = "diagonal"
+        if isinstance(encoder, str):
+            self.guide_spec, flow, num_transforms = parse_guide(encoder, z_dim)
+        elif isinstance(encoder, nn.Module):
+            self.guide_spec = None
+        else:
             raise ValueError(
-                "Expected encoder to be None or a torch.nn.Module whose forward(x) returns "
-                f"q(z|x) as a distribution but got {type(encoder).__name__}"
+                "Expected encoder to be a guide spec (str) or a torch.nn.Module whose "
+                f"forward(x) returns q(z|x) as a distribution but got {type(encoder).__name__}"
             )
         hidden_dims = _check_hidden_dims(hidden_dims)
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"Expected likelihood in {LIKELIHOODS} but got {likelihood!r}")
         self.hidden_dims = hidden_dims
         self.likelihood = likelihood
-        self.encoder = Encoder(x_dim, z_dim, hidden_dims) if encoder is None else encoder
+        if self.guide_spec is None:
+            self.encoder = encoder
+        elif flow is None:
+            self.encoder = Encoder(x_dim, z_dim, hidden_dims)
+        else:
+            self.encoder = FlowEncoder(x_dim, z_dim, hidden_dims, flow, num_transforms)
         self.decoder = Decoder(x_dim, z_dim, hidden_dims, learn_scale=likelihood == "gaussian")
 
     @property
     def config(self):
-        """Constructor arguments, enough to rebuild the module (dict; ``name`` only if given)."""
+        """Constructor arguments, enough to rebuild the module (dict; ``name`` only if
+        given, ``encoder`` only for a flow guide; a module passed as ``encoder`` is not
+        recorded)."""
         config = {
             "class": type(self).__name__,
             "x_dim": self.x_dim,
@@ -151,6 +170,8 @@ class VAE(BaseVAE):
             "hidden_dims": list(self.hidden_dims),
             "likelihood": self.likelihood,
         }
+        if self.guide_spec not in (None, "diagonal"):
+            config["encoder"] = self.guide_spec
         if self.name is not None:
             config["name"] = self.name
         return config

@@ -374,11 +374,15 @@ def _check_threshold(threshold):
 
 
 def _check_units(activity, kl):
-    """Validate the arrays of :func:`plot_active_units`; return label -> (A, KL)."""
+    """Validate the arrays of :func:`plot_active_units`; return label -> (A, KL or None)."""
     if isinstance(activity, dict) != isinstance(kl, dict):
         raise ValueError("Expected activity and kl both to be arrays or both dicts")
     activity = _by_label(activity, "activity", 1)
-    kl = _by_label(kl, "kl", 1)
+    if isinstance(kl, dict):  # None: a guide without per-dimension KL (a flow)
+        known = _by_label({k: v for k, v in kl.items() if v is not None} or {"": [0.0]}, "kl", 1)
+        kl = {str(k): None if v is None else known[str(k)] for k, v in kl.items()}
+    else:
+        kl = _by_label(kl, "kl", 1)
     if list(activity) != list(kl):
         raise ValueError(
             f"Expected the same labels, in the same order, in activity and kl but got "
@@ -389,7 +393,7 @@ def _check_units(activity, kl):
         where = "" if name is None else f"[{name!r}]"
         if (values < 0).any():
             raise ValueError(f"Expected activity{where} ≥ 0 (a variance) but got {values.min()}")
-        if kl[name].shape != values.shape:
+        if kl[name] is not None and kl[name].shape != values.shape:
             raise ValueError(
                 f"Expected kl{where} of the shape of activity{where}, {values.shape}, "
                 f"but got {kl[name].shape}"
@@ -428,7 +432,9 @@ def plot_active_units(activity, kl, threshold: float = 0.01, ax=None) -> Figure:
         A_d, shape ``(D,)``, non-negative; or label -> such an array (D may differ).
     kl : array_like or dict of str to array_like
         KL(q(z_d|x) ‖ p(z_d)) averaged over the data, nats per data point, shape
-        ``(D,)``; a dict with the labels of ``activity`` in the same order.
+        ``(D,)``; a dict with the labels of ``activity`` in the same order, whose value
+        is None for a guide without per-dimension marginals (a flow guide): its
+        activity is drawn, its KL bars are left out and the KL panel's title says so.
     threshold : float, default 0.01
         A unit is active when A_d > ``threshold``.
     ax : None, Figure, Axes or sequence of Axes, optional
@@ -487,7 +493,8 @@ def plot_active_units(activity, kl, threshold: float = 0.01, ax=None) -> Figure:
             lw=0.8,
             label=name,
         )
-        ax_kl.bar(x, kls, width, color=faces, edgecolor=color, lw=0.8, label=name)
+        if kls is not None:
+            ax_kl.bar(x, kls, width, color=faces, edgecolor=color, lw=0.8, label=name)
         counts.append(
             f"{active.sum()}/{len(values)}"
             if name is None
@@ -503,13 +510,16 @@ def plot_active_units(activity, kl, threshold: float = 0.01, ax=None) -> Figure:
     ax_a.set_title(title, fontsize="medium", loc="left")
     ax_a.set_ylabel("A_d = Cov_x(E_q[z_d])\n(log scale)")
     kl_title = "KL(q(z_d|x) ‖ p(z_d)) per latent dimension"
-    tops = sorted((float(k.max()) for _, k in units.values()), reverse=True)
+    tops = sorted((float(k.max()) for _, k in units.values() if k is not None), reverse=True)
     if len(tops) > 1 and tops[0] > KL_LOG_SPAN * max(tops[1], KL_FLOOR):
         # one run far above the others (β = 0: tens of nats per dimension) would hide
         # the rest on a linear axis
         ax_kl.set_yscale("log")
         ax_kl.set_ylim(KL_FLOOR, tops[0] * 2)
         kl_title += f" (log scale; KL < {KL_FLOOR:g} at the bottom)"
+    missing = [str(name) for name, (_, k) in units.items() if k is None]
+    if missing:
+        kl_title += f"; not drawn for {', '.join(missing)} (no per-dimension marginals)"
     ax_kl.set_title(kl_title, fontsize="medium", loc="left")
     ax_kl.set_ylabel(f"KL {UNITS}")
     ax_kl.set_xlabel("latent dimension d")
