@@ -412,7 +412,9 @@ class GapRow:
     From :func:`pyro_vae.inference_gaps`: ``estimates`` maps ``log_px``, ``elbo``,
     ``elbo_local_<family>`` and, for the amortized guide's family,
     ``approximation_gap``, ``amortization_gap`` and ``inference_gap`` to an
-    :class:`Estimate` (mean and Monte-Carlo s.e., nats per point).
+    :class:`Estimate` (mean and Monte-Carlo s.e., nats per point). ``steps`` and
+    ``converged`` map each per-point family to the most Adam steps its fit took and to
+    whether the stopping rule (not the step cap) ended every chunk's fit.
     """
 
     objective: str
@@ -420,11 +422,16 @@ class GapRow:
     num_points: int = 0
     log_px_source: str = ""
     estimates: dict = field(default_factory=dict)
+    steps: dict = field(default_factory=dict)
+    converged: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        """A flat dict: the fields, then ``<name>`` and ``<name>_se`` per estimate."""
+        """A flat dict: the fields, ``steps_<family>`` and ``converged_<family>``, then
+        ``<name>`` and ``<name>_se`` per estimate."""
         out = {"objective": self.objective, "family": self.family,
                "num_points": self.num_points, "log_px_source": self.log_px_source}  # fmt: skip
+        out.update({f"steps_{family}": n for family, n in self.steps.items()})
+        out.update({f"converged_{family}": c for family, c in self.converged.items()})
         out.update(_flat("", self.estimates))
         return out
 
@@ -432,13 +439,21 @@ class GapRow:
     def from_dict(cls, row: Mapping, index: int = 0) -> "GapRow":
         """Read :meth:`to_dict`'s layout."""
         fixed = {"objective", "family", "num_points", "log_px_source"}
-        names = [k for k in row if k not in fixed and not k.endswith(("_se", "_sd"))]
+        fits = ("steps_", "converged_")
+        names = [k for k in row if k not in fixed and not k.endswith(("_se", "_sd"))
+                 and not k.startswith(fits)]  # fmt: skip
         return cls(
             row["objective"],
             row.get("family"),
             int(row.get("num_points") or 0),
             row.get("log_px_source") or "",
             _estimates(row, "", names, f"gap row {index}"),
+            {k.removeprefix("steps_"): int(v) for k, v in row.items() if k.startswith("steps_")},
+            {
+                k.removeprefix("converged_"): bool(v)
+                for k, v in row.items()
+                if k.startswith("converged_")
+            },  # fmt: skip
         )
 
     @classmethod
@@ -451,6 +466,8 @@ class GapRow:
             int(gaps.values["log_px"].numel()),
             gaps.log_px_source,
             {name: Estimate(*summary[name]) for name in summary},
+            {family: max(fit.steps) for family, fit in gaps.local.items()},
+            {family: all(fit.converged) for family, fit in gaps.local.items()},
         )
 
 

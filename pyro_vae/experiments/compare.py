@@ -75,8 +75,10 @@ __all__ = [
 DEFAULT_OBJECTIVES = ("trace", "meanfield", "renyi:0:5", "renyi:0.5:5")
 GAP_EVERY = 25
 """Epochs between the gap estimates of each run (``gap_every``) unless told otherwise."""
-GAP_MAX_STEPS = 3000
-"""Adam steps at most per per-point guide fit in the main job (see :func:`compare`)."""
+GAP_MAX_STEPS = 1000
+"""Adam steps at most per per-point guide fit in the main job (see :func:`compare`): the
+diagonal fits usually end by Cremer et al.'s rule near it, the flow fits at it (their
+L[q*] then a little low; the report says which fits reached it)."""
 RISING = 0.05
 """Rise of the validation bound over the last tenth of training (nats per point) above
 which a run counts as not converged (:func:`convergence`)."""
