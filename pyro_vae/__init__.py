@@ -10,11 +10,13 @@ ArviZ ``InferenceData``), :func:`sample_guide`, :func:`compare_posteriors` and
 :func:`quadrature_posterior` (exact log p(x), posterior and gap for 2-D latents);
 :func:`from_pyro` (a Pyro ``MCMC`` run of ``vae.model`` in the package's ArviZ layout);
 :func:`inference_gaps` and :func:`fit_local_guides` (the approximation and amortization
-gaps, with per-data-point optimal guides).
+gaps, with per-data-point optimal guides); :func:`ais` and :func:`bdmc` (log p(x) by annealed
+importance sampling, and the BDMC sandwich on simulated data).
 """
 
 from ._threads import DEFAULT_THREADS  # noqa: E402
 from ._version import __version__ as __version__  # noqa: E402
+from .infer.ais import AISResult, BDMCResult, ais, bdmc  # noqa: E402
 from .infer.anatomy import active_units, elbo_decompositions, elbo_surgery  # noqa: E402
 from .infer.diagnostics import from_pyro, pareto_khat  # noqa: E402
 from .infer.evaluation import Evaluation, evaluate, paired_difference  # noqa: E402
@@ -34,6 +36,8 @@ from .train.training import Trainer, fit  # noqa: E402
 
 __all__ = [
     "DEFAULT_THREADS",
+    "AISResult",
+    "BDMCResult",
     "BaseVAE",
     "Evaluation",
     "FitResult",
@@ -47,7 +51,9 @@ __all__ = [
     "TrainingState",
     "VAE",
     "active_units",
+    "ais",
     "anneal_down",
+    "bdmc",
     "compare_posteriors",
     "constant",
     "elbo_decompositions",
