@@ -52,6 +52,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._checks import check_int
+from . import traces
 from .hmc import HMCState, check_target_accept, transition
 from .traces import CHUNK_ROWS, check_inputs, check_seed, guide_moments, seeded
 
@@ -473,12 +474,6 @@ def _held_fixed(vae, device, seed):
         yield
 
 
-def _log_joint(vae, x, z):
-    """log p(z) + log p_θ(x|z) for z of shape ``(C, B, z_dim)``; shape ``(C, B)``."""
-    prior = dist.Normal(torch.zeros_like(z), torch.ones_like(z)).to_event(1)
-    return prior.log_prob(z) + vae.likelihood_dist(z).log_prob(x)
-
-
 def _start_dist(vae, x, start):
     """q₀ with batch shape ``(B,)`` and event shape ``(z_dim,)``."""
     if start == "guide":
@@ -549,7 +544,7 @@ def _ais_block(vae, x, start, config, bar, z_exact=None):
         inverse_mass = guide_moments(q0, x.device)[1].square()
     else:
         inverse_mass = torch.ones_like(z0[0])
-    log_joint = functools.partial(_log_joint, vae, x)
+    log_joint = functools.partial(traces.log_joint, vae, x)
     log_q0 = q0.log_prob
     step_size = torch.full_like(z0[0, :, 0], _INITIAL_STEP_SIZE)
     adapt_betas = annealing_schedule(ADAPT_BRIDGES, config.schedule)

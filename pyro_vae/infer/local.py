@@ -46,7 +46,7 @@ from torch import nn
 
 from .._checks import check_int
 from .evaluation import point_estimates
-from .traces import CHUNK_ROWS, check_inputs, guide_moments, seeded
+from .traces import CHUNK_ROWS, check_inputs, guide_moments, log_joint, seeded
 
 __all__ = [
     "FAMILIES",
@@ -134,12 +134,6 @@ class LocalGuides:
     steps: list = field(default_factory=list)
     losses: list = field(default_factory=list)
     converged: list = field(default_factory=list)
-
-
-def _log_joint(vae, x, z):
-    """log p(z) + log p_θ(x|z) for z of shape ``(S, B, z_dim)``; shape ``(S, B)``."""
-    prior = dist.Normal(torch.zeros_like(z), torch.ones_like(z)).to_event(1)
-    return prior.log_prob(z) + vae.likelihood_dist(z).log_prob(x)
 
 
 def _initial_moments(vae, x, init, num_draws=256):
@@ -249,7 +243,7 @@ def _fit_chunk(vae, x, rows, family, init, particles, lr, every, patience, max_s
     for step in range(1, max_steps + 1):
         q = module()
         z = q.rsample((particles,))
-        loss = -(_log_joint(vae, x, z) - q.log_prob(z)).mean(0).sum()
+        loss = -(log_joint(vae, x, z) - q.log_prob(z)).mean(0).sum()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -305,11 +299,11 @@ def local_estimates(vae, x, guides, num_samples=5000, seed=0):
             parts = []
             for s in range(0, num_samples, per_pass):
                 z = q.sample((min(per_pass, num_samples - s),))
-                parts.append((_log_joint(vae, xb, z), q.log_prob(z)))
-            log_joint = torch.cat([p[0] for p in parts])
+                parts.append((log_joint(vae, xb, z), q.log_prob(z)))
+            joint = torch.cat([p[0] for p in parts])
             terms = {
-                "log_likelihood": log_joint,
-                "log_prior": torch.zeros_like(log_joint),
+                "log_likelihood": joint,
+                "log_prior": torch.zeros_like(joint),
                 "log_guide": torch.cat([p[1] for p in parts]),
             }
             block, block_se = point_estimates(terms, (), khat=False)

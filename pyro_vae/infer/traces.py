@@ -36,6 +36,7 @@ import inspect
 from collections.abc import Iterator
 
 import pyro
+import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
@@ -51,6 +52,7 @@ __all__ = [
     "chunk_sizes",
     "chunks",
     "guide_moments",
+    "log_joint",
     "log_density_terms",
     "log_importance_weights",
     "param_store_as_found",
@@ -175,6 +177,17 @@ def seeded(seed: int | None, device: torch.device | None = None):
         if seed is not None:
             torch.manual_seed(seed)
         yield
+
+
+def log_joint(vae, x, z):
+    """log p(z) + log p_θ(x|z) of a :class:`~pyro_vae.BaseVAE` (prior N(0, I)), in nats.
+
+    ``z`` of shape ``(..., B, z_dim)`` for x ``(B, x_dim)``; returns ``(..., B)``. The
+    model's density written out from ``likelihood_dist``, without tracing (the hot loop
+    of per-point fits and AIS).
+    """
+    prior = dist.Normal(torch.zeros_like(z), torch.ones_like(z)).to_event(1)
+    return prior.log_prob(z) + vae.likelihood_dist(z).log_prob(x)
 
 
 def guide_moments(q, device=None, num_draws=4096, seed=0):
