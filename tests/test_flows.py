@@ -132,10 +132,11 @@ def test_local_flow_approximation_gap_is_no_larger(flow_2d, seed):
     s = gaps.summary()
     (flow, flow_se), (diagonal, diagonal_se) = s["elbo_local_flow"], s["elbo_local_diagonal"]
     assert flow > diagonal - 3 * (flow_se**2 + diagonal_se**2) ** 0.5, (flow, diagonal)
-    # the amortized flow is checked as its own family: its split sums to its gap
-    inference, inference_se = s["inference_gap"]
-    assert abs(inference - s["approximation_gap"][0] - s["amortization_gap"][0]) < 1e-9
-    assert inference > -3 * inference_se
+    # the amortized flow is split at its own family: with log p(x) exact by quadrature,
+    # the approximation gap is a KL (≥ 0) and so is the inference gap
+    for name in ("approximation_gap", "inference_gap"):
+        mean, se = s[name]
+        assert mean > -3 * se, (name, mean, se)
 
 
 def test_hmc_starts_from_a_flow_guide(flow_2d, seed):
