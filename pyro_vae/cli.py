@@ -16,12 +16,26 @@ from ._device import DTYPES, check_device, default_device
 from ._io import atomic_path
 from ._version import __version__
 from .data import dataset_from_spec, load_dataset
-from .experiments.compare import DEFAULT_OBJECTIVES, GAP_EVERY, GAP_MAX_STEPS, compare
+from .experiments.compare import (
+    AIS_STEPS,
+    BDMC_POINTS,
+    DEFAULT_OBJECTIVES,
+    GAP_EVERY,
+    GAP_MAX_STEPS,
+    compare,
+)
 from .experiments.figures import posterior_figures, save_figure
 from .experiments.guide_check import check_guide, summarize_agreement
-from .experiments.jobs import LIGHTNING_STRATEGIES, binarize_choice, run_evaluate, run_train
+from .experiments.jobs import (
+    LIGHTNING_STRATEGIES,
+    binarize_choice,
+    run_ais,
+    run_evaluate,
+    run_train,
+)
 from .experiments.report import format_agreement
 from .experiments.workers import available_cores
+from .infer.ais import SCHEDULES, STARTS
 from .infer.objectives import OBJECTIVE_GRAMMAR, parse_objective
 from .models import LIKELIHOODS
 from .models.flows import GUIDE_GRAMMAR, parse_guide
@@ -257,6 +271,19 @@ def build_parser():
         help="most Adam steps of each per-point guide fit of the gap split",
     )
     p.add_argument(
+        "--ais-steps",
+        type=_non_negative_int,
+        default=AIS_STEPS,
+        help="bridges of AIS from each guide on the --posterior-points (the log p(x) (AIS) "
+        "column) and of the BDMC sandwich (0 skips both)",
+    )
+    p.add_argument(
+        "--bdmc-points",
+        type=_non_negative_int,
+        default=BDMC_POINTS,
+        help="points simulated from the first objective's model for the BDMC sandwich (0 skips it)",
+    )
+    p.add_argument(
         "--gap-every",
         type=_non_negative_int,
         default=GAP_EVERY,
@@ -389,6 +416,40 @@ def build_parser():
     p.add_argument("--out", default="posterior", help="output folder")
     _add_threads(p)
     _add_device(p, "run the chains")
+
+    p = sub.add_parser(
+        "ais",
+        help="a checkpoint's log p(x) by annealed importance sampling, beside importance "
+        "sampling, and the BDMC sandwich on data simulated from it",
+    )
+    p.add_argument("checkpoint", help="a checkpoint written by `pyro-vae train`")
+    p.add_argument("--points", type=_positive_int, default=100, help="first test points")
+    p.add_argument("--num-steps", type=_positive_int, default=500,
+                   help="AIS bridges (intermediate distributions) per chain")  # fmt: skip
+    p.add_argument("--chains", type=_positive_int, default=16, help="AIS chains per point")
+    p.add_argument("--start", choices=STARTS, default="guide",
+                   help="where the chains start: the guide q(z|x) or the prior")  # fmt: skip
+    p.add_argument("--schedule", choices=SCHEDULES, default="sigmoid",
+                   help="spacing of the bridges' inverse temperatures")  # fmt: skip
+    p.add_argument(
+        "--num-samples",
+        type=_non_negative_int,
+        default=5000,
+        help="importance samples per point for the IS estimate beside AIS (0 skips it)",
+    )
+    p.add_argument(
+        "--bdmc",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="also run the BDMC sandwich (forward and reverse AIS) on N points simulated "
+        "from the model (0: no)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of every draw")
+    p.add_argument("--json", help="also write the estimates to this JSON file")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_threads(p)
+    _add_device(p, "run the chains")
     return parser
 
 
@@ -432,6 +493,8 @@ def _run_compare(args):
         posterior_points=args.posterior_points,
         gap_families=_families(args.gap_families),
         gap_max_steps=args.gap_max_steps,
+        ais_steps=args.ais_steps,
+        bdmc_points=args.bdmc_points,
         beta_schedules=schedules,
         beta_objective=args.beta_objective,
         workers=args.workers or available_cores(),
@@ -498,6 +561,7 @@ def main(argv=None):
         "train": run_train,
         "evaluate": run_evaluate,
         "posterior": _run_posterior,
+        "ais": run_ais,
     }
     torch.set_num_threads(args.threads)
     try:

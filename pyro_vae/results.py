@@ -27,6 +27,8 @@ __all__ = [
     "GapRow",
     "ObjectiveRow",
     "Pair",
+    "SANDWICH",
+    "SandwichRow",
     "as_rows",
 ]
 
@@ -469,6 +471,56 @@ class GapRow:
             {family: max(fit.steps) for family, fit in gaps.local.items()},
             {family: all(fit.converged) for family, fit in gaps.local.items()},
         )
+
+
+SANDWICH = ("forward", "reverse", "width", "log_px_is", "forward_minus_is")
+"""Estimates of a :class:`SandwichRow`."""
+
+
+@dataclass
+class SandwichRow:
+    """The BDMC sandwich on data simulated from one objective's model.
+
+    From :func:`pyro_vae.bdmc` and :func:`pyro_vae.evaluate` on the same simulated
+    points: ``estimates`` maps ``forward`` (forward AIS from the prior, a stochastic
+    lower bound on log p(x)), ``reverse`` (reverse AIS from the generating z, a
+    stochastic upper bound), ``width`` (reverse − forward), ``log_px_is`` (importance
+    sampling with the guide, K = ``num_samples``) and ``forward_minus_is`` (the paired
+    difference per point, s.e. over points) to an :class:`Estimate` (nats per point).
+    ``seconds`` and ``is_seconds``: wall seconds of BDMC and of the importance sampling.
+    """
+
+    objective: str
+    num_points: int = 0
+    num_steps: int = 0
+    num_chains: int = 0
+    num_samples: int = 0
+    estimates: dict = field(default_factory=dict)
+    seconds: float | None = None
+    is_seconds: float | None = None
+
+    _FIXED = ("objective", "num_points", "num_steps", "num_chains", "num_samples", "seconds",
+              "is_seconds")  # fmt: skip
+
+    def to_dict(self) -> dict:
+        """A flat dict: the fields, then ``<name>`` and ``<name>_se`` per estimate."""
+        out = {name: getattr(self, name) for name in self._FIXED}
+        out.update(_flat("", self.estimates))
+        return out
+
+    @classmethod
+    def from_dict(cls, row: Mapping, index: int = 0) -> "SandwichRow":
+        """Read :meth:`to_dict`'s layout.
+
+        Raises
+        ------
+        ValueError
+            If an estimate of :data:`SANDWICH` is missing (named).
+        """
+        counts = {k: int(row.get(k) or 0) for k in cls._FIXED[1:5]}
+        times = {k: _number(row.get(k)) for k in cls._FIXED[5:]}
+        estimates = _estimates(row, "", SANDWICH, f"BDMC row {index}")
+        return cls(row.get("objective", ""), **counts, estimates=estimates, **times)
 
 
 def as_rows(rows, cls=ObjectiveRow) -> list:

@@ -346,7 +346,7 @@ def _subparsers():
     return action.choices
 
 
-@pytest.mark.parametrize("command", ["compare", "train", "evaluate", "posterior"])
+@pytest.mark.parametrize("command", ["compare", "train", "evaluate", "posterior", "ais"])
 def test_help_shows_every_default_once(command):
     """Every option with a default shows it in --help, once: "(default: X)" added, or
     its own words ("default: CUDA when PyTorch sees a GPU, else cpu") and nothing added."""
@@ -433,7 +433,48 @@ def test_compare_defaults_end_to_end(tmp_path, capsys, seed):
         # ELBO surgery: 0 < I_q <= log N; with z = 8 every unit is active (issue 7)
         assert 0 < r["surgery_mutual_information"] <= math.log(359)
         assert r["active_units"] == [8]
+    # AIS beside importance sampling on the 16 checked points, and the BDMC sandwich on
+    # 100 points simulated from the Trace_ELBO model (measured: AIS within 0.02 nats of
+    # IS-5000, width 0.05 ± 0.03, forward AIS within 0.01 of IS; the bounds here are
+    # many s.e. wide: they catch a broken estimator, not noise)
+    for gaps in results["gaps"]:
+        assert abs(gaps["log_px_ais"] - gaps["log_px"]) < 0.1
+    sandwich = results["bdmc"]
+    assert sandwich["objective"] == "Trace_ELBO" and sandwich["num_points"] == 100
+    assert -0.2 < sandwich["width"] < 0.3
+    assert abs(sandwich["forward_minus_is"]) < 0.2
     assert "RenyiELBO(alpha=0.5, K=5)" in capsys.readouterr().out
+
+
+def test_ais_command_prints_and_writes_both_estimates_and_the_sandwich(tmp_path, capsys, seed):
+    ckpt = tmp_path / "vae.pt"
+    args = ["--epochs", "2", "--z-dim", "2", "--hidden-dims", "8", "--no-progress"]
+    assert main(["train", *args, "--seed", str(seed(0)), "--checkpoint", str(ckpt)]) == 0
+    capsys.readouterr()
+    path = tmp_path / "ais.json"
+    argv = ["ais", str(ckpt), "--points", "3", "--num-steps", "5", "--chains", "4",
+            "--num-samples", "100", "--bdmc", "2", "--seed", str(seed(1)), "--no-progress",
+            "--json", str(path)]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "log p(x) by AIS from the guide (5 bridges, 4 chains)" in printed
+    assert "BDMC on 2 points simulated from the model" in printed
+    saved = json.loads(path.read_text())
+    assert saved["points"] == 3 and saved["num_steps"] == 5 and saved["start"] == "guide"
+    mean, se = saved["ais"]["log_px"]
+    assert -64 * np.log(2) < mean < 0 and se > 0
+    below, _ = saved["is"]["ais_minus_is"]
+    assert below == pytest.approx(mean - saved["is"]["log_px"][0], abs=1e-4)
+    width = saved["bdmc"]["width"][0]
+    assert width == pytest.approx(saved["bdmc"]["reverse"][0] - saved["bdmc"]["forward"][0],
+                                  abs=1e-4)  # fmt: skip
+    with pytest.raises(SystemExit):
+        main(["ais", str(ckpt), "--points", "1000"])
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith("Expected --points <= 359, the size of the checkpoint's test split, but got 1000")
+    )
 
 
 def test_posterior_command_writes_idata_table_and_figures(tmp_path, capsys, seed):

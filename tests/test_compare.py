@@ -16,7 +16,7 @@ import torch
 from pyro_vae.data import load_digits
 from pyro_vae.experiments.compare import compare
 from pyro_vae.experiments.workers import available_cores
-from pyro_vae.results import GapRow
+from pyro_vae.results import GapRow, SandwichRow
 
 TINY = {
     "objectives": ("trace", "renyi:-0.5:2"),  # the second warns in every run
@@ -26,6 +26,8 @@ TINY = {
     "num_samples": 100,
     "posterior_points": 1,
     "gap_max_steps": 200,  # the per-point guide fits of the gap split: a token budget
+    "ais_steps": 10,  # AIS on the checked point and the BDMC sandwich: token budgets
+    "bdmc_points": 5,
     "progress": False,
     "gap_every": 1,
     "beta_schedules": ("0",),
@@ -76,6 +78,10 @@ def _numbers(result):
         "beta_rows": beta_rows,
         "pairs": [pair.to_dict() for pair in result.pairs],
         "agreement": [row.to_dict() for row in result.agreement],
+        "gaps": [row.to_dict() for row in result.gap_rows],
+        "sandwich": {
+            k: v for k, v in result.sandwich.to_dict().items() if k not in ("seconds", "is_seconds")
+        },
         "histories": histories,
         "aggregate": result.aggregate,
         "evaluations": {
@@ -152,6 +158,20 @@ def test_the_decompositions_take_log_px_from_the_test_evaluation(digits, seed, t
         )
         assert e["elbo"].mean == pytest.approx(e["log_px"].mean - e["inference_gap"].mean, abs=1e-4)
     assert [GapRow.from_dict(g) for g in saved["gaps"]] == result.gap_rows
+    # AIS beside importance sampling on the checked point, and the BDMC sandwich on data
+    # simulated from the first objective's model: computed, saved, reported
+    assert all("log_px_ais" in g.estimates for g in result.gap_rows)
+    assert "| log p(x) (AIS) |" in report and "## A certified log p(x)" in report
+    sandwich = result.sandwich
+    assert (sandwich.objective, sandwich.num_points, sandwich.num_steps) == ("Trace_ELBO", 5, 10)
+    e = sandwich.estimates
+    assert e["width"].mean == pytest.approx(e["reverse"].mean - e["forward"].mean, abs=1e-4)
+    assert e["forward_minus_is"].mean == pytest.approx(
+        e["forward"].mean - e["log_px_is"].mean, abs=1e-4
+    )
+    assert SandwichRow.from_dict(saved["bdmc"]) == sandwich
+    assert "BDMC on data simulated from the Trace_ELBO model (5 points, 10 bridges" in report
+    assert "AIS and the BDMC sandwich:" in result.summary()
     for row in result.rows:
         assert row.decomp_log_px_method == "importance_sampling"
         for decomp, test in (("log_px", "log_px"), ("gap", "gap"),
@@ -202,8 +222,26 @@ def test_float64_runs_stay_float64_and_are_recorded(digits, seed):
     [
         ({"gap_families": ("gaussian",)}, "Expected family in ('diagonal', 'flow')"),
         ({"gap_max_steps": 0}, "Expected gap_max_steps to be an integer > 0"),
+        ({"ais_steps": -1}, "Expected ais_steps to be an integer >= 0"),
+        ({"bdmc_points": 1.5}, "Expected bdmc_points to be an integer >= 0"),
     ],
 )
 def test_bad_gap_settings_are_refused_before_any_work(digits, kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         compare(digits, **{**QUIET, **kwargs})
+
+
+def test_without_gap_families_the_ais_column_sits_beside_the_test_evaluation(digits, seed):
+    """With no per-point families the gap table still holds log p(x) by importance
+    sampling (the test evaluation's, on the checked points) beside AIS; ``ais_steps=0``
+    skips AIS and the sandwich."""
+    settings = {**QUIET, "seeds": (seed(0),), "beta_schedules": (), "gap_families": (),
+                "posterior_points": 2}  # fmt: skip
+    result = compare(digits, **settings)
+    for row, gaps in zip(result.rows, result.gap_rows, strict=True):
+        assert gaps.objective == row.objective and gaps.num_points == 2
+        assert set(gaps.estimates) == {"log_px", "log_px_ais"}
+        test = result.evaluations[row.objective][0].values["log_px"][:2]
+        assert gaps.estimates["log_px"].mean == pytest.approx(test.mean().item())
+    skipped = compare(digits, **{**settings, "ais_steps": 0})
+    assert skipped.gap_rows == [] and skipped.sandwich is None

@@ -158,7 +158,7 @@ def test_write_results_round_trips(tmp_path):
         loaded = json.load(f)
     assert loaded == {
         "meta": {**META, "figures": []}, "results": rows, "pairs": [], "agreement": [],
-        "beta": [], "gaps": [], "histories": histories
+        "beta": [], "gaps": [], "bdmc": None, "histories": histories
     }  # fmt: skip
     assert isinstance(loaded["results"][0]["test_elbo"], float)
     assert read_results(out_dir) == loaded
@@ -352,3 +352,30 @@ def test_the_report_says_how_the_runs_shared_the_cores(tmp_path):
         report = " ".join((tmp_path / "report.md").read_text(encoding="utf-8").split())
         assert expected in report
         assert f"0.4 at the start, 2.1 at the end (a load above {busy} means" in report
+
+
+def test_the_sandwich_section_reads_the_numbers(tmp_path):
+    """The AIS column and the BDMC line are computed from the rows (flat dicts here, as
+    read back from results.json), and the sandwich is saved under "bdmc"."""
+    gaps = [{"objective": "Trace_ELBO", "num_points": 16, "log_px_source": "is:amortized",
+             "log_px": -23.61, "log_px_se": 0.004, "log_px_ais": -23.59,
+             "log_px_ais_se": 0.003}]  # fmt: skip
+    sandwich = {"objective": "Trace_ELBO", "num_points": 100, "num_steps": 100,
+                "num_chains": 16, "num_samples": 5000, "seconds": 10.0, "is_seconds": 1.6,
+                "forward": -23.02, "forward_se": 0.02, "reverse": -22.97, "reverse_se": 0.02,
+                "width": 0.05, "width_se": 0.03, "log_px_is": -23.03, "log_px_is_se": 0.002,
+                "forward_minus_is": 0.01, "forward_minus_is_se": 0.005}  # fmt: skip
+    write_results(tmp_path, _rows(), _histories(), {**META, "ais_steps": 100},
+                  gap_rows=gaps, sandwich=sandwich)  # fmt: skip
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "| -23.61 ± 0.0040 | -23.59 ± 0.0030 |" in report
+    assert "the gap split's log p(x) (is:amortized) minus AIS: -0.02 ± 0.0050 nats." in report
+    assert ("BDMC on data simulated from the Trace_ELBO model (100 points, 100 bridges, 16 "
+            "chains): forward -23.02, reverse -22.97, width 0.05 ± 0.030 nats; IS-5000 with "
+            "the guide is -0.01 ± 0.0050 nats below forward AIS (BDMC 10 s, 6.2× the "
+            "importance sampling).") in report  # fmt: skip
+    assert "Budget here: 100 bridges" in report
+    assert read_results(tmp_path)["bdmc"] == sandwich
+    with pytest.raises(ValueError, match="Expected key 'width' in the row of BDMC row 0"):
+        write_results(tmp_path, _rows(), _histories(), META,
+                      sandwich={k: v for k, v in sandwich.items() if k != "width"})  # fmt: skip

@@ -52,6 +52,7 @@ from ..results import (
     GapRow,
     ObjectiveRow,
     Pair,
+    SandwichRow,
     spread,
 )
 from ..train.config import DEFAULT_LR, MAIN_JOB, TrainConfig, check_objective
@@ -65,6 +66,8 @@ from .workers import run_in_workers
 __all__ = [
     "DEFAULT_OBJECTIVES",
     "GAP_EVERY",
+    "AIS_STEPS",
+    "BDMC_POINTS",
     "GAP_MAX_STEPS",
     "RISING",
     "Comparison",
@@ -79,6 +82,13 @@ GAP_MAX_STEPS = 1000
 """Adam steps at most per per-point guide fit in the main job (see :func:`compare`): the
 diagonal fits usually end by Cremer et al.'s rule near it, the flow fits at it (their
 L[q*] then a little low; the report says which fits reached it)."""
+AIS_STEPS = 100
+"""Bridges of the main job's AIS on the checked points and of its BDMC sandwich (16
+chains, step sizes adapted on 4 chains per point): sized for the main job's 3 minutes on
+2 cores, where it resolves the 8-D digits models' log p(x) to a few hundredths of a nat
+(``benchmarks/bench_ais.py`` measures larger budgets)."""
+BDMC_POINTS = 100
+"""Points simulated from the first objective's model for the main job's BDMC sandwich."""
 RISING = 0.05
 """Rise of the validation bound over the last tenth of training (nats per point) above
 which a run counts as not converged (:func:`convergence`)."""
@@ -110,8 +120,16 @@ class Comparison:
         and gap on the same test points (:class:`pyro_vae.results.Pair`).
     gap_rows : list of GapRow
         One per objective (first seed): where its gap comes from on the checked test
-        points (:func:`pyro_vae.inference_gaps`, :class:`pyro_vae.results.GapRow`);
-        empty when ``posterior_points`` is 0 or ``gap_families`` is empty.
+        points (:func:`pyro_vae.inference_gaps`, :class:`pyro_vae.results.GapRow`), with
+        ``log_px_ais``, log p(x) by AIS from the guide (:func:`pyro_vae.ais`) on the same
+        points; empty when ``posterior_points`` is 0, or ``gap_families`` is empty and
+        ``ais_steps`` 0 (without gap families a row holds the importance-sampling
+        ``log_px`` of the test evaluation and ``log_px_ais``).
+    sandwich : SandwichRow or None
+        The BDMC sandwich (:func:`pyro_vae.bdmc`) on ``bdmc_points`` points simulated
+        from the first objective's first-seed model, with importance sampling by its
+        guide on the same points (:class:`pyro_vae.results.SandwichRow`); None when
+        ``bdmc_points`` or ``ais_steps`` is 0.
     agreement : list of Agreement
         One per objective (first seed): medians over the checked test points of the
         guide-vs-posterior table
@@ -136,8 +154,10 @@ class Comparison:
         (its process id), ``started`` and ``finished`` (seconds since the start of
         :func:`compare`), ``fit_s``, ``evaluate_s``, ``anatomy_s`` (decompositions,
         surgery and active units; active units alone for a β run) and, for a
-        first-seed objective, ``check_s`` (aggregate draws and guide check): wall
-        seconds; ``cpu_s``, the run's CPU seconds.
+        first-seed objective, ``check_s`` (aggregate draws and guide check), ``gaps_s``
+        (the gap split), ``ais_s`` (AIS on the checked points) and, for the first
+        objective, ``bdmc_s`` (the BDMC sandwich and IS on its points): wall seconds;
+        ``cpu_s``, the run's CPU seconds.
     """
 
     rows: list = field(default_factory=list)
@@ -146,6 +166,7 @@ class Comparison:
     aggregate: dict = field(default_factory=dict)
     pairs: list = field(default_factory=list)
     gap_rows: list = field(default_factory=list)
+    sandwich: object = None
     agreement: list = field(default_factory=list)
     checks: dict = field(default_factory=dict)
     histories: dict = field(default_factory=dict)
@@ -195,6 +216,7 @@ class Comparison:
                 figures=[(name, caption) for name, caption, _ in figures],
                 beta_rows=self.beta_rows,
                 gap_rows=self.gap_rows,
+                sandwich=self.sandwich,
             )
         )
         return paths
@@ -213,6 +235,9 @@ class Comparison:
                       report.format_beta_table(self.beta_rows)]  # fmt: skip
         parts += ["paired differences on the same test points (± s.e. over points):",
                   report.format_pairs(self.pairs)]  # fmt: skip
+        certified = report.sandwich_lines(self.gap_rows, self.sandwich)
+        if certified:
+            parts += ["AIS and the BDMC sandwich:", *certified]
         if self.agreement:
             parts += ["guide vs exact posterior (medians over the checked test points):",
                       report.format_agreement(self.agreement)]  # fmt: skip
@@ -234,6 +259,8 @@ def compare(
     posterior_points: int = 16,
     gap_families: Sequence[str] = ("diagonal", "flow"),
     gap_max_steps: int = GAP_MAX_STEPS,
+    ais_steps: int = AIS_STEPS,
+    bdmc_points: int = BDMC_POINTS,
     beta_schedules: Sequence[str] = (),
     beta_objective: str | None = None,
     workers: int = 1,
@@ -281,6 +308,12 @@ def compare(
     gap_max_steps : int, default GAP_MAX_STEPS
         Most Adam steps of each per-point fit (the main job's budget; Cremer et al.'s
         stopping rule usually ends it earlier).
+    ais_steps : int, default AIS_STEPS
+        Bridges of AIS from each objective's first-seed guide on the checked points
+        (the gap table's ``log p(x) (AIS)``) and of the BDMC sandwich; 0 skips both.
+    bdmc_points : int, default BDMC_POINTS
+        Points simulated from the first objective's first-seed model for the BDMC
+        sandwich (:attr:`Comparison.sandwich`); 0 skips it.
     beta_schedules : sequence of str, default ()
         β schedules (:func:`pyro_vae.train.schedules.parse_schedule` specs, e.g. ``"0"``,
         ``"4"``, ``"warmup:100"``) under which ``beta_objective`` is also trained, first
@@ -350,6 +383,8 @@ def compare(
     for family in gap_families:
         check_family(family)
     check_int("gap_max_steps", gap_max_steps)
+    check_int("ais_steps", ais_steps, minimum=0)
+    check_int("bdmc_points", bdmc_points, minimum=0)
     check_int("posterior_points", posterior_points, minimum=0)
     if posterior_points > len(data.test):
         raise ValueError(
@@ -369,6 +404,7 @@ def compare(
                     "likelihood": likelihood, "num_samples": num_samples,
                     "posterior_points": posterior_points, "device": config.device,
                     "gap_families": gap_families, "gap_max_steps": gap_max_steps,
+                    "ais_steps": ais_steps, "bdmc_points": bdmc_points,
                     "dtype": dtype}  # fmt: skip
         start, cpu_start, started = time.perf_counter(), _cpu_time(), time.time()
         load_before = _load_average()
@@ -464,7 +500,9 @@ def _tasks(data, entries, seeds, beta_spec, schedules, settings):
             if guide not in initial:
                 torch.manual_seed(seed)
                 initial[guide] = new_model(data, settings, guide).state_dict()
-            tasks.append(Task(label, spec, seed, initial[guide], seeds[0] == seed, guide=guide))
+            first = seeds[0] == seed
+            tasks.append(Task(label, spec, seed, initial[guide], first, guide=guide,
+                              bdmc=first and not tasks))  # fmt: skip
     if schedules:
         guide = entries[0][1]
         torch.manual_seed(seeds[0])
@@ -515,6 +553,13 @@ def _assemble(data, tasks, outputs, entries, seeds, settings):
     for task, out in zip(tasks, outputs, strict=True):
         if "gaps" in out:
             result.gap_rows.append(GapRow.from_gaps(task.label, out["gaps"]))
+        if "ais" in out:
+            if "gaps" not in out:
+                result.gap_rows.append(_is_row(task.label, out["test"], out["ais"].log_px.numel()))
+            summary = out["ais"].summary()
+            result.gap_rows[-1].estimates["log_px_ais"] = Estimate(*summary["log_px"])
+        if "bdmc" in out:
+            result.sandwich = _sandwich_row(task.label, out["bdmc"], settings["num_samples"])
         if "check" in out:
             result.checks[task.label] = out["check"]
             summary = summarize_agreement(out["check"].table)
@@ -539,12 +584,35 @@ def _assemble(data, tasks, outputs, entries, seeds, settings):
         "lr": DEFAULT_LR if config.lr is None else config.lr,
         "patience": config.patience,
         "posterior_points": settings["posterior_points"],
+        "ais_steps": settings["ais_steps"],
+        "bdmc_points": settings["bdmc_points"],
         "gap_every": config.gap_every,
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "versions": versions(),
     }
     return result
+
+
+def _is_row(label, test, num_points):
+    """A GapRow of the test evaluation's log p(x) on the first ``num_points`` points."""
+    values = test.values["log_px"][:num_points]
+    se = test.std_errors["log_px"][:num_points]
+    estimate = Estimate(values.mean().item(), se.square().sum().sqrt().item() / num_points)
+    return GapRow(label, None, num_points, "is:amortized", {"log_px": estimate})
+
+
+def _sandwich_row(label, out, num_samples):
+    """The SandwichRow of one run's BDMC output (:func:`runs._sandwich`)."""
+    sandwich, test = out["bdmc"], out["test"]
+    estimates = {name: Estimate(*value) for name, value in sandwich.summary().items()}
+    estimates["log_px_is"] = Estimate(*test.summary()["log_px"])
+    diff = (sandwich.forward.log_px - test.values["log_px"]).double()
+    estimates["forward_minus_is"] = Estimate(
+        diff.mean().item(), (diff.std() / math.sqrt(diff.numel())).item()
+    )
+    return SandwichRow(label, sandwich.x.shape[0], out["num_steps"], out["num_chains"],
+                       num_samples, estimates, out["seconds"], out["is_seconds"])  # fmt: skip
 
 
 def _beta_row(task, out, settings):

@@ -1,10 +1,12 @@
-"""The jobs of ``pyro-vae train`` and ``pyro-vae evaluate``, from the parsed command line.
+"""The jobs of ``pyro-vae train``, ``evaluate`` and ``ais``, from the parsed command line.
 
 :func:`run_train` trains one model, resumable, by the package's own loop
 (:func:`pyro_vae.fit`) or through PyTorch Lightning
 (:func:`pyro_vae.train.lightning.fit_lightning`): a new run takes its data, model and
 settings from the flags (:func:`pyro_vae.cli.build_parser`), a resumed one from its
-checkpoint. :func:`run_evaluate` evaluates a checkpoint on a test split.
+checkpoint. :func:`run_evaluate` evaluates a checkpoint on a test split;
+:func:`run_ais` estimates its log p(x) by AIS beside importance sampling, and runs the
+BDMC sandwich on data simulated from it.
 """
 
 import argparse
@@ -18,6 +20,7 @@ import torch
 from .._device import DTYPES
 from .._io import atomic_path
 from ..data import dataset_from_spec, load_dataset
+from ..infer.ais import ais, bdmc
 from ..infer.evaluation import evaluate
 from ..infer.objectives import parse_objective
 from ..models import VAE
@@ -25,7 +28,7 @@ from ..train.config import TrainConfig
 from ..train.schedules import parse_schedule
 from ..train.training import fit, load_checkpoint
 
-__all__ = ["LIGHTNING_STRATEGIES", "binarize_choice", "run_evaluate", "run_train"]
+__all__ = ["LIGHTNING_STRATEGIES", "binarize_choice", "run_ais", "run_evaluate", "run_train"]
 
 
 def binarize_choice(args: argparse.Namespace, likelihood: str | None) -> str | None:
@@ -283,3 +286,92 @@ def run_evaluate(args: argparse.Namespace) -> None:
             finite["data_spec"] = spec
             finite["khat_unreliable"] = unreliable
             json.dump(finite, f, indent=2)
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def _paired(a, b):
+    """Mean and s.e. over points of a − b, two per-point tensors (nats)."""
+    d = (a - b).double()
+    se = d.std().item() / math.sqrt(d.numel()) if d.numel() > 1 else math.nan
+    return d.mean().item(), se
+
+
+def _pm(estimate):
+    mean, se = estimate
+    return f"{mean:.3f} ± {se:.3f}" if math.isfinite(se) else f"{mean:.3f}"
+
+
+def run_ais(args: argparse.Namespace) -> None:
+    """`pyro-vae ais`: log p(x) of a checkpoint's test points by AIS and by importance
+    sampling, and with ``--bdmc N`` the BDMC sandwich on N points simulated from it.
+
+    Prints one line per estimate (nats per point, ± Monte-Carlo s.e., wall seconds) and,
+    with ``--json``, writes them (atomically).
+
+    Raises
+    ------
+    ValueError
+        For a checkpoint without its data split, or ``--points`` above the size of its
+        test split.
+    """
+    vae, saved = load_checkpoint(args.checkpoint)
+    if not saved.get("data_spec"):
+        raise ValueError(f"Expected checkpoint {args.checkpoint!r} to record its data split")
+    data = dataset_from_spec(saved["data_spec"])
+    if args.points > len(data.test):
+        raise ValueError(
+            f"Expected --points <= {len(data.test)}, the size of the checkpoint's test "
+            f"split, but got {args.points}"
+        )
+    vae.to(device=args.device, dtype=DTYPES[args.dtype])
+    x = data.test[: args.points].to(device=args.device, dtype=DTYPES[args.dtype])
+    budget = {"num_steps": args.num_steps, "num_chains": args.chains,
+              "schedule": args.schedule, "seed": args.seed,
+              "progress": not args.no_progress}  # fmt: skip
+    settings = {k: v for k, v in budget.items() if k != "progress"}
+    report = {"checkpoint": args.checkpoint, "data_spec": data.spec, "points": args.points,
+              "start": args.start, **settings}  # fmt: skip
+    result, seconds = _timed(lambda: ais(vae, x, start=args.start, **budget))
+    summary = result.summary()
+    report["ais"] = {**summary, "seconds": seconds}
+    print(
+        f"log p(x) by AIS from the {args.start} ({args.num_steps} bridges, {args.chains} "
+        f"chains): {_pm(summary['log_px'])} nats per point on the first {args.points} test "
+        f"points; ESS {summary['ess']:.1f} of {args.chains}, acceptance "
+        f"{summary['acceptance']:.2f}; {seconds:.1f} s"
+    )
+    if args.num_samples:
+        test, is_seconds = _timed(lambda: evaluate(vae, x, args.num_samples, seed=args.seed))
+        below = _paired(result.log_px, test.values["log_px"])
+        report["is"] = {"log_px": test.summary()["log_px"], "ais_minus_is": below,
+                        "seconds": is_seconds}  # fmt: skip
+        print(
+            f"log p(x) by importance sampling with the guide (K={args.num_samples}): "
+            f"{_pm(test.summary()['log_px'])}, {_pm(below)} nats below AIS (paired over "
+            f"points); {is_seconds:.1f} s"
+        )
+    if args.bdmc:
+        sandwich, bdmc_seconds = _timed(lambda: bdmc(vae, args.bdmc, **budget))
+        report["bdmc"] = {**sandwich.summary(), "points": args.bdmc, "seconds": bdmc_seconds}
+        s = report["bdmc"]
+        print(
+            f"BDMC on {args.bdmc} points simulated from the model: forward "
+            f"{_pm(s['forward'])}, reverse {_pm(s['reverse'])}, width {_pm(s['width'])} "
+            f"nats per point; {bdmc_seconds:.1f} s"
+        )
+        if args.num_samples:
+            simulated = evaluate(vae, sandwich.x, args.num_samples, seed=args.seed)
+            below = _paired(sandwich.forward.log_px, simulated.values["log_px"])
+            s["forward_minus_is"] = below
+            print(
+                f"importance sampling (K={args.num_samples}) on the simulated points is "
+                f"{_pm(below)} nats below forward AIS"
+            )
+    if args.json:
+        with atomic_path(args.json) as tmp, open(tmp, "w") as f:
+            json.dump(report, f, indent=2)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pyro
 import torch
 
+from ..infer.ais import ais, bdmc
 from ..infer.anatomy import active_units, elbo_decompositions, elbo_surgery
 from ..infer.evaluation import evaluate
 from ..infer.gaps import inference_gaps
@@ -21,10 +22,12 @@ from ..models import VAE
 from ..train.training import fit
 from .guide_check import check_guide
 
-__all__ = ["AGGREGATE_DRAWS", "Task", "run_task"]
+__all__ = ["AGGREGATE_DRAWS", "AIS_CHAINS", "Task", "run_task"]
 
 AGGREGATE_DRAWS = 10
 """Draws z ~ q(z|x_n) per test point behind :attr:`Comparison.aggregate`."""
+AIS_CHAINS = 16
+"""AIS chains per point of the main job (:func:`pyro_vae.ais`, :func:`pyro_vae.bdmc`)."""
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,9 @@ class Task:
     """One independent run of :func:`compare`: a training seed and objective, or a β
     schedule. ``initial`` is the seeded initialization (a state dict); ``check``:
     whether the guide check and the aggregate draws are due (first seed); ``guide``: the
-    guide spec of its model (:func:`pyro_vae.models.flows.parse_guide`)."""
+    guide spec of its model (:func:`pyro_vae.models.flows.parse_guide`); ``bdmc``:
+    whether the BDMC sandwich on data simulated from its model is due (the first
+    objective's first-seed run)."""
 
     label: str
     spec: tuple
@@ -41,6 +46,7 @@ class Task:
     check: bool = False
     schedule: object = None
     guide: str = "diagonal"
+    bdmc: bool = False
 
 
 def new_model(data, settings, guide="diagonal"):
@@ -81,6 +87,13 @@ def run_task(task: Task, data, settings: dict, progress: bool) -> dict:
                     num_samples, seed=task.seed, max_steps=settings["gap_max_steps"],
                 )  # fmt: skip
                 clock.lap("gaps_s")
+            if settings.get("posterior_points") and settings.get("ais_steps"):
+                out["ais"] = ais(vae, x[: settings["posterior_points"]], **_ais_budget(settings),
+                                 seed=task.seed, progress=progress)  # fmt: skip
+                clock.lap("ais_s")
+            if task.bdmc and settings.get("ais_steps") and settings.get("bdmc_points"):
+                out["bdmc"] = _sandwich(vae, settings, task.seed, progress)
+                clock.lap("bdmc_s")
     else:
         # every epoch, the last one evaluated: the β = 1 validation bound would pick an
         # early epoch of a run trained far from β = 1 (epoch 1 for β = 0)
@@ -102,6 +115,25 @@ def _config(task, settings, progress, **overrides):
     loss, alpha, k = task.spec
     return settings["config"].replace(loss=loss, alpha=alpha, num_particles=k, seed=task.seed,
                                       progress=progress, **overrides)  # fmt: skip
+
+
+def _ais_budget(settings):
+    """The main job's AIS settings (bridges, chains)."""
+    return {"num_steps": settings["ais_steps"], "num_chains": AIS_CHAINS}
+
+
+def _sandwich(vae, settings, seed, progress):
+    """BDMC on ``bdmc_points`` points simulated from the model, importance sampling with
+    the guide on the same points, and the wall seconds of each."""
+    start = time.perf_counter()
+    sandwich = bdmc(vae, settings["bdmc_points"], **_ais_budget(settings), seed=seed,
+                    progress=progress)  # fmt: skip
+    middle = time.perf_counter()
+    test = evaluate(vae, sandwich.x, settings["num_samples"], seed=seed,
+                    device=settings["device"])  # fmt: skip
+    return {"bdmc": sandwich, "test": test, "seconds": middle - start,
+            "is_seconds": time.perf_counter() - middle, "num_steps": settings["ais_steps"],
+            "num_chains": AIS_CHAINS}  # fmt: skip
 
 
 def _anatomy(vae, x, num_samples, seed, test):

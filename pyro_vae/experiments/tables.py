@@ -392,6 +392,7 @@ def listed(value) -> str:
 
 _GAP_COLUMNS = (
     ("log_px", "log p(x)"),
+    ("log_px_ais", "log p(x) (AIS)"),
     ("elbo_local_flow", "L[q*] flow"),
     ("elbo_local_diagonal", "L[q*] diagonal"),
     ("elbo", "L[q] amortized"),
@@ -412,9 +413,9 @@ def format_gap_split(gap_rows: list) -> str:
     Returns
     -------
     str
-        One row per objective: log p(x) (its source in the last column), the ELBO of
-        each per-point family and of the amortized guide, and the three gaps; columns
-        no row has are left out.
+        One row per objective: log p(x) (its source in the last column), log p(x) by
+        AIS from the guide, the ELBO of each per-point family and of the amortized
+        guide, and the three gaps; columns no row has are left out.
     """
     rows = [r if isinstance(r, GapRow) else GapRow.from_dict(r, i) for i, r in enumerate(gap_rows)]
     columns = [c for c in _GAP_COLUMNS if any(c[0] in row.estimates for row in rows)]

@@ -56,7 +56,17 @@ from . import traces
 from .hmc import HMCState, check_target_accept, transition
 from .traces import CHUNK_ROWS, check_inputs, check_seed, guide_moments, seeded
 
-__all__ = ["SCHEDULES", "STARTS", "AISResult", "BDMCResult", "ais", "annealing_schedule", "bdmc"]
+__all__ = [
+    "ADAPT_BRIDGES",
+    "ADAPT_CHAINS",
+    "SCHEDULES",
+    "STARTS",
+    "AISResult",
+    "BDMCResult",
+    "ais",
+    "annealing_schedule",
+    "bdmc",
+]
 
 SCHEDULES = ("sigmoid", "linear")
 """The schedules of β of :func:`annealing_schedule`."""
@@ -66,6 +76,10 @@ STARTS = ("guide", "prior")
 
 ADAPT_BRIDGES = 100
 """Bridges of the step-size adaptation pass (a short AIS run on the same kind of schedule)."""
+ADAPT_CHAINS = 4
+"""Chains per point of the adaptation pass unless told (at most ``num_chains``): 50
+transitions × 4 chains of acceptance per point set its step size; more chains cost as
+much as a longer run and moved the step sizes by about 1% on the digits."""
 
 _ADAPT_GAIN = 0.5  # log ε moves by gain × (acceptance − target) per transition
 _INITIAL_STEP_SIZE = 0.5  # whitened units: q₀ has unit scale in them
@@ -306,7 +320,8 @@ def ais(
     target_accept : float, default 0.65
         The mean acceptance probability the step-size adaptation aims at, in (0, 1).
     adapt_chains : int, optional
-        Chains per point of the adaptation pass; default ``num_chains``.
+        Chains per point of the adaptation pass; default the smaller of
+        :data:`ADAPT_CHAINS` and ``num_chains``.
     progress : bool, default False
         Show a progress bar over the bridges.
 
@@ -340,8 +355,8 @@ def ais(
         raise ValueError(f"Expected start in {STARTS} but got {start!r}")
     _check_schedule(schedule)
     x = check_inputs(vae, x, seed)
-    config = _Config(num_steps, num_chains, adapt_chains or num_chains, schedule, leapfrog_steps,
-                     target_accept)  # fmt: skip
+    config = _Config(num_steps, num_chains, adapt_chains or min(ADAPT_CHAINS, num_chains),
+                     schedule, leapfrog_steps, target_accept)  # fmt: skip
     with _held_fixed(vae, x.device, seed), _bar(config, x.shape[0], 1, progress) as bar:
         parts = [
             _ais_block(vae, x[rows], start, config, bar)[0] for rows in _blocks(x.shape[0], config)
@@ -426,8 +441,8 @@ def bdmc(
     _check_schedule(schedule)
     check_seed(seed)
     ref = next(vae.parameters())
-    config = _Config(num_steps, num_chains, adapt_chains or num_chains, schedule, leapfrog_steps,
-                     target_accept)  # fmt: skip
+    config = _Config(num_steps, num_chains, adapt_chains or min(ADAPT_CHAINS, num_chains),
+                     schedule, leapfrog_steps, target_accept)  # fmt: skip
     with _held_fixed(vae, ref.device, seed), _bar(config, num_points, 2, progress) as bar:
         z = torch.randn(num_points, vae.z_dim, dtype=ref.dtype, device=ref.device)
         x = vae.likelihood_dist(z).sample()
