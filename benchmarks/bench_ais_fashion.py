@@ -54,6 +54,13 @@ def _paired(a, b):
     return d.mean().item(), (d.std() / math.sqrt(d.numel())).item()
 
 
+def _spread(a, b):
+    """How a − b spreads over the points: median, largest, and how many exceed 0.5 and 1."""
+    d = (a - b).double()
+    return {"median": d.median().item(), "max": d.max().item(),
+            "over_0.5": int((d > 0.5).sum()), "over_1": int((d > 1).sum())}  # fmt: skip
+
+
 def _timed(fn):
     start = time.perf_counter()
     out = fn()
@@ -82,6 +89,7 @@ def main(args):
             "num_steps": steps,
             **result.summary(),
             "ais_minus_is": _paired(result.log_px, test.values["log_px"]),
+            "ais_minus_is_spread": _spread(result.log_px, test.values["log_px"]),
             "seconds": seconds,
             "cost_vs_is": seconds / is_s,
         })  # fmt: skip
@@ -99,6 +107,8 @@ def main(args):
             **sandwich.summary(),
             "is_5000": simulated.summary()["log_px"],
             "forward_minus_is": _paired(sandwich.forward.log_px, simulated.values["log_px"]),
+            "forward_minus_is_spread": _spread(sandwich.forward.log_px, simulated.values["log_px"]),
+            "is_khat_over_0.7": int((simulated.values["khat"] > 0.7).sum()),
             "seconds": seconds,
             "cost_vs_is": seconds / sim_is_s,
         })  # fmt: skip

@@ -87,8 +87,9 @@ AIS_STEPS = 100
 chains, step sizes adapted on 4 chains per point): sized for the main job's 3 minutes on
 2 cores, where it resolves the 8-D digits models' log p(x) to a few hundredths of a nat
 (``benchmarks/bench_ais.py`` measures larger budgets)."""
-BDMC_POINTS = 100
-"""Points simulated from the first objective's model for the main job's BDMC sandwich."""
+BDMC_POINTS = 50
+"""Points simulated from the first objective's model for the main job's BDMC sandwich
+(the width's s.e. about 0.04 nats on the digits; ``benchmarks/bench_ais.py`` runs 100)."""
 RISING = 0.05
 """Rise of the validation bound over the last tenth of training (nats per point) above
 which a run counts as not converged (:func:`convergence`)."""
