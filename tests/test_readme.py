@@ -44,6 +44,25 @@ def test_posterior_docs_snippet_runs(tmp_path, monkeypatch, seed):
     assert namespace["exact"].kl_guide.shape == (3,)
 
 
+def test_ais_docs_snippet_runs(seed):
+    # docs/ais.md's first block on a briefly trained 2-D VAE and 3 test digits, with token
+    # budgets (the snippet's bridges and points scaled down)
+    import pyro_vae
+    from pyro_vae.data import load_digits
+
+    docs = README.parent / "docs" / "ais.md"
+    code = docs.read_text().split("```python\n")[1].split("```")[0]
+    small = code.replace("num_steps=500", "num_steps=5").replace("num_points=100", "num_points=4")
+    assert small.count("num_steps=5") == 2 and "num_points=4" in small
+    data = load_digits()
+    vae = pyro_vae.VAE(64, z_dim=2, hidden_dims=(16,))
+    pyro_vae.fit(vae, data, epochs=3, progress=False, seed=seed(0))
+    namespace = {"vae": vae, "x": data.test[:3]}
+    exec(small, namespace)
+    assert namespace["result"].log_px.shape == (3,)
+    assert set(namespace["sandwich"].summary()) == {"forward", "reverse", "width"}
+
+
 def test_readme_report_from_python_snippet_writes_the_report(tmp_path, monkeypatch):
     # "The same from Python": compare(...).write_report, with 2 epochs, few samples and
     # 2 posterior points so that it runs in seconds; the report is written without the CLI.
