@@ -108,7 +108,7 @@ def summarize_agreement(table: "pandas.DataFrame") -> dict:
     Returns
     -------
     dict
-        ``mean_error`` (median over points and dims of |mean error|, posterior s.d.),
+        ``mean_error`` (median over points and dims of the absolute mean error, posterior s.d.),
         ``sd_ratio`` (median of guide s.d. / posterior s.d.), ``w2``, ``khat`` and,
         when present, ``kl_exact`` (medians, nats for KL); ``rhat_max``,
         ``ess_bulk_min``, ``divergences`` (total) of the reference; ``num_points``.

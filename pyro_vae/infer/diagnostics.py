@@ -103,7 +103,7 @@ def pareto_khat(log_weights):
         k̂ per data point, shape ``(batch,)``, float64 on the input's device. ``inf``
         where no tail can be fitted: S ≤ 20 (a tail of at most 4 draws), or ties in the
         tail; ``-inf`` where a column is constant up to rounding (log w_s all within
-        1024 ulps of the input's dtype of each other, relative to max |log w_s|): the
+        1024 ulps of the input's dtype of each other, relative to max abs(log w_s)): the
         estimate is exact there, and the lightest tail there is.
 
     Raises

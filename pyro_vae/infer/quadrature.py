@@ -61,7 +61,7 @@ class QuadraturePosterior:
     kl_guide : torch.Tensor
         KL(q_φ(z|x) ‖ p_θ(z|x)) = log p(x) − ELBO, nats per data point, shape ``(B,)``.
     error : torch.Tensor
-        max(|Δ log_px|, |Δ kl_guide|) between the last two grid refinements, nats,
+        max(abs(Δ log_px), abs(Δ kl_guide)) between the last two grid refinements, nats,
         shape ``(B,)``: the error estimate (see :func:`quadrature_posterior`, Notes);
         inf where the last grid did not refine the one before.
     converged : torch.Tensor
@@ -120,7 +120,7 @@ def quadrature_posterior(vae, x, tol=1e-5, half_width=8.0, initial_points=16, ma
         Data, shape ``(B, x_dim)``.
     tol : float, default 1e-5
         Target error in nats for log p(x) and the KL, per data point. With a float32
-        decoder keep it above the rounding of log p(x|z), about 1e-7 |log p(x|z)|.
+        decoder keep it above the rounding of log p(x|z), about 1e-7 abs(log p(x|z)).
     half_width : float, default 8.0
         Half-width of the box in standard deviations (of the guide and of the
         posterior) per axis; mass beyond ±8 s.d. of a Gaussian is about 1e-15.

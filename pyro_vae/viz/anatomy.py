@@ -249,7 +249,7 @@ def plot_aggregate_posterior(
     - D = 1: the one histogram panel.
 
     Both axes of the 2-D panel, and the x axes of the histograms, span ±r, with r the
-    largest 99.8 % quantile of |z_d| over the dimensions, at least 3.5 (the 3 s.d.
+    largest 99.8 % quantile of abs(z_d) over the dimensions, at least 3.5 (the 3 s.d.
     circle), plus 5 %; the rare draws beyond are left out of the histograms, which are
     normalized over the draws inside.
 

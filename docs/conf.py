@@ -1,0 +1,47 @@
+"""Sphinx configuration of the pyro_vae documentation site.
+
+Build: ``pip install -c constraints.txt -e ".[docs]"`` then
+``sphinx-build -W -b html docs docs/_build/html``.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.abspath(".."))
+
+import pyro_vae  # noqa: E402
+
+project = "pyro_vae"
+author = "the pyro_vae developers"
+copyright = "2026, the pyro_vae developers"
+release = pyro_vae.__version__
+version = release
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.mathjax",
+    "numpydoc",
+    "myst_parser",
+    "sphinx_copybutton",
+]
+
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+root_doc = "index"
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+
+# API reference: numpydoc renders the docstrings; autosummary writes one page per name.
+autosummary_generate = True
+autodoc_default_options = {"members": True, "inherited-members": False}
+autodoc_typehints = "none"
+numpydoc_show_class_members = False
+numpydoc_class_members_toctree = False
+numpydoc_xref_param_type = False
+
+myst_enable_extensions = ["dollarmath", "colon_fence"]
+myst_heading_anchors = 3
+
+html_theme = "pydata_sphinx_theme"
+html_title = f"pyro_vae {release}"
+html_theme_options = {"navigation_with_keys": False, "show_toc_level": 2}
+html_static_path = []
