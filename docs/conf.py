@@ -8,6 +8,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.abspath(".."))
+sys.path.insert(0, os.path.abspath("."))  # gallery_argv
 
 import pyro_vae  # noqa: E402
 
@@ -24,11 +25,27 @@ extensions = [
     "numpydoc",
     "myst_parser",
     "sphinx_copybutton",
+    "sphinx_gallery.gen_gallery",
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "auto_examples/*.ipynb",
+                    "auto_examples/*.py", "auto_examples/*.zip"]  # fmt: skip
+
+# The gallery: every examples/plot_*.py runs during the build with the budget of
+# gallery_argv.BUDGETS and its figures are shown (as NumPyro's, sphinx-gallery).
+sphinx_gallery_conf = {
+    "examples_dirs": "../examples",
+    "gallery_dirs": "auto_examples",
+    "filename_pattern": r"/plot_",
+    "reset_argv": "gallery_argv.reset_argv",
+    "within_subsection_order": "FileNameSortKey",
+    "download_all_examples": False,
+    "remove_config_comments": True,
+    "show_memory": False,
+    "matplotlib_animations": False,
+}
 
 # API reference: numpydoc renders the docstrings; autosummary writes one page per name.
 autosummary_generate = True

@@ -1,20 +1,27 @@
-"""Train pyro_vae's VAE with your own Pyro SVI loop, then measure its bounds.
+"""
+Train with plain Pyro SVI, then measure the bounds
+==================================================
 
 The model and guide are plain Pyro functions: this script uses nothing but
 ``pyro.infer.SVI`` to train, ``pyro.infer.Predictive`` to sample, and
-``pyro_vae.evaluate`` for the held-out ELBO, IWAE bounds and log p(x).
+:func:`pyro_vae.evaluate` for the held-out ELBO, IWAE bounds and log p(x), then draws
+test digits and their reconstructions.
 
-    python examples/pyro_svi.py --epochs 100
+.. code-block:: bash
+
+    python examples/plot_pyro_svi.py --epochs 100
 """
 
 import argparse
 
+import matplotlib.pyplot as plt
 import pyro
 import torch
 from pyro.infer import SVI, Predictive, Trace_ELBO
 
 import pyro_vae
 from pyro_vae.data import load_digits
+from pyro_vae.viz.images import plot_reconstructions
 
 
 def main(args):
@@ -38,13 +45,19 @@ def main(args):
     for name in ("elbo", "iwae_5", "iwae_50", "log_px", "gap"):
         mean, se = summary[name]
         print(f"test {name:>7}: {mean:8.2f} ± {se:.2f} nats per point")
+    x = data.test[:10]
+    with torch.no_grad():
+        recon = vae.likelihood_dist(vae.encode(x).mean).mean
+    fig, ax = plt.subplots(figsize=(6, 1.6))
+    plot_reconstructions(x, {"SVI, Trace_ELBO": recon}, data.image_shape, ax=ax)
     return summary
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").strip().partition("\n")[0])
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--z-dim", type=int, default=8)
     parser.add_argument("--num-samples", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=0)
     main(parser.parse_args())
+    plt.show()
