@@ -30,7 +30,7 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "auto_examples/*.ipynb",
+exclude_patterns = ["_build", "_scripts", "Thumbs.db", ".DS_Store", "auto_examples/*.ipynb",
                     "auto_examples/*.py", "auto_examples/*.zip"]  # fmt: skip
 
 # The gallery: every examples/plot_*.py runs during the build with the budget of
@@ -62,3 +62,15 @@ html_theme = "pydata_sphinx_theme"
 html_title = f"pyro_vae {release}"
 html_theme_options = {"navigation_with_keys": False, "show_toc_level": 2}
 html_static_path = []
+
+
+def _computed_pages(app):
+    """Pages whose content the build computes (not pasted): the bad-inputs table."""
+    sys.path.insert(0, os.path.join(app.srcdir, "_scripts"))
+    import bad_inputs
+
+    bad_inputs.write(os.path.join(app.srcdir, "computed", "bad_inputs.md"))
+
+
+def setup(app):
+    app.connect("builder-inited", _computed_pages)

@@ -17,7 +17,7 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoDiagonalNormal, AutoIAFNormal, AutoNormal
 
-from pyro_vae import VAE, TrainConfig, evaluate, fit, inference_gaps, load_checkpoint
+from pyro_vae import VAE, TrainConfig, ais, bdmc, evaluate, fit, inference_gaps, load_checkpoint
 from pyro_vae.data import load_dataset, load_digits
 from pyro_vae.experiments.compare import compare
 from pyro_vae.infer.objectives import parse_objective
@@ -163,6 +163,15 @@ CASES = [
     Case("compare(digits, guides='iaf:2')",
          lambda p: compare(load_digits(), ["trace"], guides="iaf:2"), ValueError,
          "Expected guides to be a sequence of guide specs but got 'iaf:2'"),
+    Case("ais(vae, x, start='posterior')", lambda p: ais(_vae(), _x(), start="posterior"),
+         ValueError, "Expected start in ('guide', 'prior') but got 'posterior'"),
+    Case("ais(vae, x, target_accept=65)", lambda p: ais(_vae(), _x(), target_accept=65),
+         ValueError, "target_accept"),
+    Case("bdmc(vae, num_points=0)", lambda p: bdmc(_vae(), num_points=0), ValueError,
+         "Expected num_points to be an integer > 0 but got 0"),
+    Case("compare(digits, ais_steps=-1)",
+         lambda p: compare(load_digits(), ["trace"], ais_steps=-1), ValueError,
+         "Expected ais_steps to be an integer >= 0 but got -1"),
     Case("compare(digits, posterior_points=1000)",
          lambda p: compare(load_digits(), ["trace"], posterior_points=1000), ValueError,
          "Expected posterior_points <= 359, the size of the test split, but got 1000"),
