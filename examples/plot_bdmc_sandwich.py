@@ -40,7 +40,7 @@ def main(args):
     print(f"IS-{args.num_samples} with the guide on the same points: {is_mean:.3f} ± {is_se:.3f}")
 
     steps = [r[0] for r in rows]
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = plt.subplots(figsize=(5, 3.2), layout="constrained")
     for i, label in ((1, "forward AIS (lower bound)"), (2, "reverse AIS (upper bound)")):
         ax.errorbar(steps, [r[i][0] for r in rows], yerr=[2 * r[i][1] for r in rows],
                     marker="o", capsize=3, label=label)  # fmt: skip

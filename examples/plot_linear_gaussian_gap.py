@@ -50,7 +50,7 @@ def main(args):
             rows.append((epoch, exact_gap, gap, se))
             print(f"{epoch:5d}   {exact_gap:18.3f}   {gap:12.3f} ± {se:.3f}")
     epochs, exact, estimated, se = (list(column) for column in zip(*rows, strict=True))
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = plt.subplots(figsize=(5, 3.2), layout="constrained")
     ax.plot(epochs, exact, "k-", label="exact KL(q ‖ p(z|x))")
     ax.errorbar(epochs, estimated, yerr=[2 * s for s in se], fmt="o", label="log p(x) − ELBO")
     ax.set(xlabel="epoch (guide only)", ylabel="nats per point")
