@@ -10,7 +10,13 @@ import sys
 sys.path.insert(0, os.path.abspath(".."))
 sys.path.insert(0, os.path.abspath("."))  # gallery_argv
 
+import torch  # noqa: E402
+
 import pyro_vae  # noqa: E402
+
+# The gallery and the theory page run in this process: one torch thread, as the CLI, runs
+# these small networks about 3 times faster than two on 2 cores (benchmarks/bench_threads.py).
+torch.set_num_threads(pyro_vae.DEFAULT_THREADS)
 
 project = "pyro_vae"
 author = "the pyro_vae developers"
@@ -65,11 +71,18 @@ html_static_path = []
 
 
 def _computed_pages(app):
-    """Pages whose content the build computes (not pasted): the bad-inputs table."""
+    """Pages whose content the build computes (not pasted): the bad-inputs table and the
+    theory page (its models are trained here; ``PYRO_VAE_DOCS_THEORY=0`` skips it and
+    keeps the last computed page)."""
     sys.path.insert(0, os.path.join(app.srcdir, "_scripts"))
     import bad_inputs
+    import theory
 
-    bad_inputs.write(os.path.join(app.srcdir, "computed", "bad_inputs.md"))
+    computed = os.path.join(app.srcdir, "computed")
+    bad_inputs.write(os.path.join(computed, "bad_inputs.md"))
+    page = os.path.join(computed, "theory.md")
+    if os.environ.get("PYRO_VAE_DOCS_THEORY") != "0" or not os.path.exists(page):
+        theory.write(computed)
 
 
 def setup(app):
