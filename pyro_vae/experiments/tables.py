@@ -197,7 +197,8 @@ def format_markdown_table(rows: list, num_samples: int | None = None) -> str:
     header, body = _cells(rows)
     table = _markdown(header, body)
     if num_samples is not None:
-        table += "\n\n" + _note(num_samples, rows) + "."
+        note = _note(num_samples, rows)
+        table += "\n\n" + note + ("" if note.endswith(".") else ".")
     return table
 
 
