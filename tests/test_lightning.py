@@ -84,7 +84,15 @@ def test_ci_installs_as_the_readme_says_with_the_extra():
     readme = (root / "README.md").read_text().split("## Install")[1]
     line = readme.split("```bash\n")[1].splitlines()[0]
     assert line == 'python -m pip install -c constraints.txt -e ".[test,lightning]"'
-    assert line in (root / ".ci" / "run").read_text().splitlines()
+    ci = (root / ".ci" / "run").read_text().splitlines()
+    assert line in ci
+    # and the docs extra as the README's "Documentation site" says, before CI builds it
+    docs = (root / "README.md").read_text().split("**Documentation site.**")[1]
+    docs_install, build = docs.split("```bash\n")[1].splitlines()[:2]
+    assert docs_install == 'python -m pip install -c constraints.txt -e ".[test,lightning,docs]"'
+    assert build.startswith("sphinx-build -W")
+    assert docs_install in ci and ci.index(docs_install) < len(ci) - 1
+    assert any(step.startswith("sphinx-build -W") for step in ci[ci.index(docs_install) :])
 
 
 def test_constraints_pin_everything_the_extra_pulls():
