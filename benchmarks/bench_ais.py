@@ -22,16 +22,16 @@ passes (forward and reverse) after one adaptation pass.
 
 import argparse
 import json
-import math
 import os
 import statistics
-import tempfile
 import time
 
 import torch
 
 from pyro_vae import MAIN_JOB, VAE, ais, bdmc, evaluate, fit, load_checkpoint, save_checkpoint
+from pyro_vae._io import atomic_path
 from pyro_vae.data import load_digits
+from pyro_vae.infer.evaluation import mean_difference
 
 
 def _model(args, data):
@@ -54,11 +54,6 @@ def _median_time(fn, repeats):
     return out, statistics.median(times)
 
 
-def _paired(a, b):
-    d = (a - b).double()
-    return d.mean().item(), (d.std() / math.sqrt(d.numel())).item()
-
-
 def main(args):
     torch.set_num_threads(1)
     data = load_digits(binarize="dynamic")
@@ -77,7 +72,7 @@ def main(args):
             lambda: evaluate(vae, simulated, 5000, seed=args.seed), args.repeats
         )
         row = {"num_steps": steps, **sandwich.summary(), "is_5000": test.summary()["log_px"],
-               "forward_minus_is": _paired(sandwich.forward.log_px, test.values["log_px"]),
+               "forward_minus_is": mean_difference(sandwich.forward.log_px, test.values["log_px"]),
                "seconds": seconds, "is_seconds": is_s, "cost_vs_is": seconds / is_s}  # fmt: skip
         out["bdmc"].append(row)
         print(json.dumps(row), flush=True)
@@ -86,17 +81,15 @@ def main(args):
         )
         test, is_s = _median_time(lambda: evaluate(vae, x_test, 5000, seed=args.seed), args.repeats)
         row = {"num_steps": steps, **result.summary(), "is_5000": test.summary()["log_px"],
-               "ais_minus_is": _paired(result.log_px, test.values["log_px"]),
+               "ais_minus_is": mean_difference(result.log_px, test.values["log_px"]),
                "seconds": seconds, "is_seconds": is_s, "cost_vs_is": seconds / is_s}  # fmt: skip
         out["ais"].append(row)
         print(json.dumps(row), flush=True)
     text = json.dumps(out, indent=2)
     print(text)
     if args.out:
-        folder = os.path.dirname(os.path.abspath(args.out))
-        with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp") as f:
+        with atomic_path(args.out) as tmp, open(tmp, "w") as f:
             f.write(text + "\n")
-        os.replace(f.name, args.out)
 
 
 if __name__ == "__main__":

@@ -23,15 +23,15 @@ MNIST VAEs with 50 latent dimensions. Writes JSON atomically. Needs Debian's
 
 import argparse
 import json
-import math
 import os
-import tempfile
 import time
 
 import torch
 
 from pyro_vae import VAE, ais, bdmc, evaluate, fit, load_checkpoint, save_checkpoint
+from pyro_vae._io import atomic_path
 from pyro_vae.data import load_dataset
+from pyro_vae.infer.evaluation import mean_difference
 
 
 def _model(args, data):
@@ -46,12 +46,6 @@ def _model(args, data):
     if args.checkpoint:
         save_checkpoint(args.checkpoint, vae)
     return vae, train_s
-
-
-def _paired(a, b):
-    """Mean and s.e. over points of a − b (per-point tensors)."""
-    d = (a - b).double()
-    return d.mean().item(), (d.std() / math.sqrt(d.numel())).item()
 
 
 def _spread(a, b):
@@ -88,7 +82,7 @@ def main(args):
         out["ais"].append({
             "num_steps": steps,
             **result.summary(),
-            "ais_minus_is": _paired(result.log_px, test.values["log_px"]),
+            "ais_minus_is": mean_difference(result.log_px, test.values["log_px"]),
             "ais_minus_is_spread": _spread(result.log_px, test.values["log_px"]),
             "seconds": seconds,
             "cost_vs_is": seconds / is_s,
@@ -102,12 +96,13 @@ def main(args):
         simulated, sim_is_s = _timed(
             lambda x_sim=sandwich.x: evaluate(vae, x_sim, 5000, seed=args.seed)
         )
+        forward, is_5000 = sandwich.forward.log_px, simulated.values["log_px"]
         out["bdmc"].append({
             "num_steps": steps,
             **sandwich.summary(),
             "is_5000": simulated.summary()["log_px"],
-            "forward_minus_is": _paired(sandwich.forward.log_px, simulated.values["log_px"]),
-            "forward_minus_is_spread": _spread(sandwich.forward.log_px, simulated.values["log_px"]),
+            "forward_minus_is": mean_difference(forward, is_5000),
+            "forward_minus_is_spread": _spread(forward, is_5000),
             "is_khat_over_0.7": int((simulated.values["khat"] > 0.7).sum()),
             "seconds": seconds,
             "cost_vs_is": seconds / sim_is_s,
@@ -116,10 +111,8 @@ def main(args):
     text = json.dumps(out, indent=2)
     print(text)
     if args.out:
-        folder = os.path.dirname(os.path.abspath(args.out))
-        with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp") as f:
+        with atomic_path(args.out) as tmp, open(tmp, "w") as f:
             f.write(text + "\n")
-        os.replace(f.name, args.out)
 
 
 if __name__ == "__main__":

@@ -20,13 +20,12 @@ the epochs and the wall times as JSON (atomically). One torch thread. Needs Debi
 
 import argparse
 import json
-import os
-import tempfile
 import time
 
 import torch
 
 from pyro_vae import VAE, fit, inference_gaps
+from pyro_vae._io import atomic_path
 from pyro_vae.data import load_dataset
 
 
@@ -60,10 +59,8 @@ def main(args):
     text = json.dumps(out, indent=2)
     print(text)
     if args.out:
-        folder = os.path.dirname(os.path.abspath(args.out))
-        with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp") as f:
+        with atomic_path(args.out) as tmp, open(tmp, "w") as f:
             f.write(text + "\n")
-        os.replace(f.name, args.out)
 
 
 if __name__ == "__main__":

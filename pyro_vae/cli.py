@@ -15,7 +15,7 @@ import torch
 from ._device import DTYPES, check_device, default_device
 from ._io import atomic_path
 from ._version import __version__
-from .data import dataset_from_spec, load_dataset
+from .data import load_dataset
 from .experiments.compare import (
     AIS_STEPS,
     BDMC_POINTS,
@@ -29,6 +29,7 @@ from .experiments.guide_check import check_guide, summarize_agreement
 from .experiments.jobs import (
     LIGHTNING_STRATEGIES,
     binarize_choice,
+    checkpoint_with_split,
     run_ais,
     run_evaluate,
     run_train,
@@ -41,7 +42,6 @@ from .models import LIKELIHOODS
 from .models.flows import GUIDE_GRAMMAR, parse_guide
 from .train.config import DEFAULT_LR, MAIN_JOB
 from .train.schedules import SCHEDULE_GRAMMAR, parse_schedule
-from .train.training import load_checkpoint
 
 __all__ = ["main"]
 
@@ -522,15 +522,7 @@ def _config(args, **changes):
 
 
 def _run_posterior(args):
-    vae, saved = load_checkpoint(args.checkpoint)
-    if not saved.get("data_spec"):
-        raise ValueError(f"Expected checkpoint {args.checkpoint!r} to record its data split")
-    data = dataset_from_spec(saved["data_spec"])
-    if args.points > len(data.test):
-        raise ValueError(
-            f"Expected --points <= {len(data.test)}, the size of the checkpoint's test "
-            f"split, but got {args.points}"
-        )
+    vae, saved, data = checkpoint_with_split(args.checkpoint, args.points)
     x = data.test[: args.points]
     vae.to(DTYPES[args.dtype])
     check = check_guide(

@@ -158,3 +158,30 @@ def test_bad_bdmc_inputs_get_one_line(correlated_ppca, kwargs, message):
     with pytest.raises(ValueError) as error:
         bdmc(**kwargs)
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_users_param_store_and_a_second_model_survive_ais(correlated_ppca, seed):
+    """AIS and BDMC leave Pyro's param store as found and the model trainable: a user's
+    own parameter keeps its value, and a second model then takes SVI steps."""
+    import pyro
+    from pyro.infer import SVI, Trace_ELBO
+
+    import pyro_vae
+
+    vae, x = correlated_ppca
+    pyro.clear_param_store()
+    user = pyro.param("user_scale", torch.tensor(2.5))
+    ais(vae, x[:4], num_steps=3, seed=seed(0))
+    bdmc(vae, num_points=3, num_steps=3, seed=seed(1))
+    assert list(pyro.get_param_store().keys()) == ["user_scale"]
+    assert pyro.param("user_scale") is user and user.item() == 2.5
+    assert all(p.requires_grad for p in vae.parameters())  # θ unfrozen again
+    torch.manual_seed(seed(2))
+    other = pyro_vae.VAE(x.shape[1], z_dim=2, hidden_dims=(8,), likelihood="gaussian")
+    before = [p.detach().clone() for p in other.parameters()]
+    svi = SVI(other.model, other.guide, pyro.optim.Adam({"lr": 1e-2}), Trace_ELBO())
+    for _ in range(3):
+        svi.step(x.float())
+    assert any(not torch.equal(b, p) for b, p in zip(before, other.parameters(), strict=True))
+    assert pyro.param("user_scale").item() == 2.5
+    pyro.clear_param_store()

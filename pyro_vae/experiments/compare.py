@@ -36,7 +36,7 @@ from .._checks import check_int
 from .._device import check_device, check_dtype
 from .._io import versions
 from .._threads import torch_threads
-from ..infer.evaluation import paired_difference
+from ..infer.evaluation import mean_difference, paired_difference
 from ..infer.local import check_family
 from ..infer.objectives import objective_label, parse_objective
 from ..models.flows import parse_guide
@@ -608,9 +608,8 @@ def _sandwich_row(label, out, num_samples):
     sandwich, test = out["bdmc"], out["test"]
     estimates = {name: Estimate(*value) for name, value in sandwich.summary().items()}
     estimates["log_px_is"] = Estimate(*test.summary()["log_px"])
-    diff = (sandwich.forward.log_px - test.values["log_px"]).double()
     estimates["forward_minus_is"] = Estimate(
-        diff.mean().item(), (diff.std() / math.sqrt(diff.numel())).item()
+        *mean_difference(sandwich.forward.log_px, test.values["log_px"])
     )
     return SandwichRow(label, sandwich.x.shape[0], out["num_steps"], out["num_chains"],
                        num_samples, estimates, out["seconds"], out["is_seconds"])  # fmt: skip

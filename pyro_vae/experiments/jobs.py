@@ -21,14 +21,21 @@ from .._device import DTYPES
 from .._io import atomic_path
 from ..data import dataset_from_spec, load_dataset
 from ..infer.ais import ais, bdmc
-from ..infer.evaluation import evaluate
+from ..infer.evaluation import evaluate, mean_difference
 from ..infer.objectives import parse_objective
 from ..models import VAE
 from ..train.config import TrainConfig
 from ..train.schedules import parse_schedule
 from ..train.training import fit, load_checkpoint
 
-__all__ = ["LIGHTNING_STRATEGIES", "binarize_choice", "run_ais", "run_evaluate", "run_train"]
+__all__ = [
+    "LIGHTNING_STRATEGIES",
+    "binarize_choice",
+    "checkpoint_with_split",
+    "run_ais",
+    "run_evaluate",
+    "run_train",
+]
 
 
 def binarize_choice(args: argparse.Namespace, likelihood: str | None) -> str | None:
@@ -288,6 +295,27 @@ def run_evaluate(args: argparse.Namespace) -> None:
             json.dump(finite, f, indent=2)
 
 
+def checkpoint_with_split(path, points):
+    """The model of a checkpoint, its saved dict and the data split it records, with
+    ``points`` (the --points of a command) checked against the size of its test split.
+
+    Raises
+    ------
+    ValueError
+        For a checkpoint without its data split, or ``points`` above the test split.
+    """
+    vae, saved = load_checkpoint(path)
+    if not saved.get("data_spec"):
+        raise ValueError(f"Expected checkpoint {path!r} to record its data split")
+    data = dataset_from_spec(saved["data_spec"])
+    if points > len(data.test):
+        raise ValueError(
+            f"Expected --points <= {len(data.test)}, the size of the checkpoint's test "
+            f"split, but got {points}"
+        )
+    return vae, saved, data
+
+
 def _timed(fn):
     start = time.perf_counter()
     out = fn()
@@ -295,10 +323,10 @@ def _timed(fn):
 
 
 def _paired(a, b):
-    """Mean and s.e. over points of a − b, two per-point tensors (nats)."""
-    d = (a - b).double()
-    se = d.std().item() / math.sqrt(d.numel()) if d.numel() > 1 else math.nan
-    return d.mean().item(), se
+    """Mean and s.e. over points of a − b (:func:`mean_difference`; s.e. NaN for one point)."""
+    if a.numel() < 2:
+        return (a - b).mean().item(), math.nan
+    return mean_difference(a, b)
 
 
 def _pm(estimate):
@@ -319,15 +347,7 @@ def run_ais(args: argparse.Namespace) -> None:
         For a checkpoint without its data split, or ``--points`` above the size of its
         test split.
     """
-    vae, saved = load_checkpoint(args.checkpoint)
-    if not saved.get("data_spec"):
-        raise ValueError(f"Expected checkpoint {args.checkpoint!r} to record its data split")
-    data = dataset_from_spec(saved["data_spec"])
-    if args.points > len(data.test):
-        raise ValueError(
-            f"Expected --points <= {len(data.test)}, the size of the checkpoint's test "
-            f"split, but got {args.points}"
-        )
+    vae, saved, data = checkpoint_with_split(args.checkpoint, args.points)
     vae.to(device=args.device, dtype=DTYPES[args.dtype])
     x = data.test[: args.points].to(device=args.device, dtype=DTYPES[args.dtype])
     budget = {"num_steps": args.num_steps, "num_chains": args.chains,

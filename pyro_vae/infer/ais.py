@@ -250,13 +250,18 @@ def _check_model(vae, purpose):
             )
 
 
-def _check_counts(num_steps, num_chains, leapfrog_steps, adapt_chains, target_accept):
+def _checked_config(num_steps, num_chains, leapfrog_steps, adapt_chains, target_accept,
+                    schedule):  # fmt: skip
+    """The run's settings, each checked (ValueError naming the argument)."""
     for name, value in (("num_steps", num_steps), ("num_chains", num_chains),
                         ("leapfrog_steps", leapfrog_steps)):  # fmt: skip
         check_int(name, value)
     if adapt_chains is not None:
         check_int("adapt_chains", adapt_chains)
-    return check_target_accept(target_accept)
+    target_accept = check_target_accept(target_accept)
+    _check_schedule(schedule)
+    return _Config(num_steps, num_chains, adapt_chains or min(ADAPT_CHAINS, num_chains),
+                   schedule, leapfrog_steps, target_accept)  # fmt: skip
 
 
 def ais(
@@ -349,14 +354,11 @@ def ais(
     >>> result.summary()["log_px"]  # (mean, s.e.), nats per point
     """
     _check_model(vae, "AIS")
-    target_accept = _check_counts(num_steps, num_chains, leapfrog_steps, adapt_chains,
-                                  target_accept)  # fmt: skip
+    config = _checked_config(num_steps, num_chains, leapfrog_steps, adapt_chains, target_accept,
+                             schedule)  # fmt: skip
     if start not in STARTS:
         raise ValueError(f"Expected start in {STARTS} but got {start!r}")
-    _check_schedule(schedule)
     x = check_inputs(vae, x, seed)
-    config = _Config(num_steps, num_chains, adapt_chains or min(ADAPT_CHAINS, num_chains),
-                     schedule, leapfrog_steps, target_accept)  # fmt: skip
     with _held_fixed(vae, x.device, seed), _bar(config, x.shape[0], 1, progress) as bar:
         parts = [
             _ais_block(vae, x[rows], start, config, bar)[0] for rows in _blocks(x.shape[0], config)
@@ -436,13 +438,10 @@ def bdmc(
     """
     _check_model(vae, "BDMC")
     check_int("num_points", num_points)
-    target_accept = _check_counts(num_steps, num_chains, leapfrog_steps, adapt_chains,
-                                  target_accept)  # fmt: skip
-    _check_schedule(schedule)
+    config = _checked_config(num_steps, num_chains, leapfrog_steps, adapt_chains, target_accept,
+                             schedule)  # fmt: skip
     check_seed(seed)
     ref = next(vae.parameters())
-    config = _Config(num_steps, num_chains, adapt_chains or min(ADAPT_CHAINS, num_chains),
-                     schedule, leapfrog_steps, target_accept)  # fmt: skip
     with _held_fixed(vae, ref.device, seed), _bar(config, num_points, 2, progress) as bar:
         z = torch.randn(num_points, vae.z_dim, dtype=ref.dtype, device=ref.device)
         x = vae.likelihood_dist(z).sample()

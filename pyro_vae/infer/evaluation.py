@@ -57,6 +57,7 @@ __all__ = [
     "evaluate",
     "evaluate_unchecked",
     "format_se",
+    "mean_difference",
     "paired_difference",
     "point_estimates",
 ]
@@ -493,7 +494,30 @@ def paired_difference(a, b, name="log_px"):
             f"Expected a and b on the same data points but got {a.values[name].numel()} "
             f"and {b.values[name].numel()} points"
         )
-    diff = a.values[name] - b.values[name]
+    return mean_difference(a.values[name], b.values[name])
+
+
+def mean_difference(a, b):
+    """Mean of per-point differences a − b and its standard error std(d)/√n (nats).
+
+    The tensor core of :func:`paired_difference`, for per-point estimates that are not
+    an :class:`Evaluation` (e.g. :attr:`pyro_vae.AISResult.log_px`).
+
+    Parameters
+    ----------
+    a, b : torch.Tensor
+        Per-point estimates on the same n points, shape ``(n,)``.
+
+    Returns
+    -------
+    mean, se : float
+
+    Raises
+    ------
+    ValueError
+        With fewer than 2 points.
+    """
+    diff = a - b
     n = diff.numel()
     if n < 2:
         raise ValueError(f"Expected at least 2 data points for a standard error but got {n}")
