@@ -5,6 +5,7 @@ Build: ``pip install -c constraints.txt -e ".[docs]"`` then
 """
 
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.abspath(".."))
@@ -28,6 +29,8 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",
+    # MathJax 3 served from the built site, not a CDN: the math renders offline too.
+    "sphinx-mathjax-offline",
     "numpydoc",
     "myst_parser",
     "sphinx_copybutton",
@@ -63,10 +66,18 @@ numpydoc_xref_param_type = False
 
 myst_enable_extensions = ["dollarmath", "colon_fence"]
 myst_heading_anchors = 3
+# The guide pages include sections of the README, whose "###" subsections follow the page's
+# own "#" title; MyST's check of consecutive heading levels does not apply to them.
+suppress_warnings = ["myst.header"]
 
 html_theme = "pydata_sphinx_theme"
 html_title = f"pyro_vae {release}"
-html_theme_options = {"navigation_with_keys": False, "show_toc_level": 2}
+html_theme_options = {
+    "navigation_with_keys": False,
+    "show_toc_level": 2,
+    "header_links_before_dropdown": 5,
+    "icon_links": [],
+}
 html_static_path = []
 
 
@@ -85,5 +96,15 @@ def _computed_pages(app):
         theory.write(computed)
 
 
+_INITIAL_ITEM = re.compile(r"^(\s*\d+\.\s+)([A-Z])\.(\s)")
+
+
+def _escape_initials(app, what, name, obj, options, lines):
+    """A numbered reference that opens with an initial ("1. R. M. Neal, ...") is read by
+    docutils as a second, alphabetic list starting at R; escape the initial's period."""
+    lines[:] = [_INITIAL_ITEM.sub(r"\1\2\\.\3", line) for line in lines]
+
+
 def setup(app):
     app.connect("builder-inited", _computed_pages)
+    app.connect("autodoc-process-docstring", _escape_initials)

@@ -46,7 +46,7 @@ def write(out_path):
         rows.append(f"| `{_cell(case.call)}` | {case.error.__name__} | {_cell(first)} |")
     page = io.StringIO()
     page.write(
-        "# Bad inputs and the one line each gets\n\n"
+        "# Bad inputs\n\n"
         "What a user of Pyro and of this package often writes by mistake, and the first line "
         "of the error it gets: the argument named, the value given, what was expected. The "
         "table was computed while these docs were built, by running each call; every row is "

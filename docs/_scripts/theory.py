@@ -157,7 +157,7 @@ def write(out_dir):
     evaluate_s = times["Trace_ELBO"].get("evaluate_s", math.nan)
     gaps = {g.objective: g for g in result.gap_rows}
     g = gaps["Trace_ELBO"].estimates
-    page = f"""# Theory, measured: the questions users bring
+    page = f"""# Theory, measured
 
 Every number and figure on this page was computed while these docs were built, by
 `docs/_scripts/theory.py`, from models trained for the occasion on a small budget:

@@ -24,7 +24,7 @@ unchanged with :class:`pyro.infer.SVI`, :class:`pyro.infer.Predictive`,
 Parameters live in the module and are registered in Pyro's param store under a name
 unique to the instance (``"VAE_3.decoder$$$fc_out.weight"``), so two models in one
 process train independently with plain ``SVI``, without
-``pyro.clear_param_store()``: the cheapest of Pyro's options (``docs/index.md``
+``pyro.clear_param_store()``: the cheapest of Pyro's options (``docs/guide/pyro.md``
 compares it with ``PyroModule`` and module-local parameters), needing no global setting.
 A model built with ``name="vae"`` registers as ``"vae.decoder$$$..."`` in every
 process, so Pyro's own round trip works: ``pyro.get_param_store().save(path)``, then in
