@@ -1,3 +1,4 @@
+import ast
 import pathlib
 
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
@@ -20,6 +21,15 @@ def test_readme_snippet_runs_verbatim():
     assert namespace["samples"]["z"].shape == (10, 359, 8)
     assert namespace["samples"]["x"].shape == (10, 359, 64)
     log_px, se = namespace["result"].summary()["log_px"]
+    assert -64 < log_px < 0 and 0 < se < 0.05
+
+
+def test_home_page_snippet_runs(capsys):
+    # The docs home page's "A first run" block, with 2 epochs instead of 100: it prints
+    # log p(x) as (mean, s.e.) in nats per test point
+    code = _python_block(README.parent / "docs" / "index.md", "epochs=100")
+    exec(code.replace("epochs=100", "epochs=2, progress=False"), {})
+    log_px, se = ast.literal_eval(capsys.readouterr().out.strip().splitlines()[-1])
     assert -64 < log_px < 0 and 0 < se < 0.05
 
 
