@@ -58,6 +58,20 @@ def seed():
     return offset
 
 
+@pytest.fixture(scope="session")
+def digits_vae_2d(seed):
+    """A 64-64-2 Bernoulli VAE trained for 30 epochs on the static binarized digits (stream
+    0), shared by the tests that check it against quadrature, and the test digits."""
+    from pyro_vae import VAE, fit
+    from pyro_vae.data import load_digits
+
+    pyro.set_rng_seed(seed(0))
+    data = load_digits(binarize="static")
+    vae = VAE(64, z_dim=2, hidden_dims=(64,))
+    fit(vae, data, epochs=30, progress=False, seed=seed(0))
+    return vae, data.test
+
+
 @pytest.fixture(autouse=True)
 def _reset_pyro():
     """Fresh parameter store and the base seed before each test (as Pyro's conftest)."""

@@ -7,8 +7,8 @@ import pyro
 import pytest
 import torch
 
-from pyro_vae import VAE, LinearGaussianVAE, fit, inference_gaps, quadrature_posterior
-from pyro_vae.data import load_digits, make_linear_gaussian
+from pyro_vae import LinearGaussianVAE, inference_gaps, quadrature_posterior
+from pyro_vae.data import make_linear_gaussian
 from pyro_vae.infer.local import fit_local_guides, local_estimates
 
 
@@ -85,13 +85,10 @@ def test_a_local_flow_closes_a_gap_the_diagonal_family_cannot(correlated_ppca, s
     assert flow > diagonal - 3 * (flow_se**2 + diagonal_se**2) ** 0.5
 
 
-@pytest.fixture(scope="module")
-def digits_2d(seed):
-    pyro.set_rng_seed(seed(0))
-    data = load_digits(binarize="static")
-    vae = VAE(64, z_dim=2, hidden_dims=(64,))
-    fit(vae, data, epochs=30, progress=False, seed=seed(0))
-    return vae, data.test[:8]
+@pytest.fixture
+def digits_2d(digits_vae_2d):
+    vae, test = digits_vae_2d
+    return vae, test[:8]
 
 
 def test_2d_vae_gaps_against_quadrature(digits_2d, seed):

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import pyro_vae.infer.traces
-from pyro_vae import VAE, LinearGaussianVAE, evaluate, fit
-from pyro_vae.data import load_digits, make_linear_gaussian
+from pyro_vae import LinearGaussianVAE, evaluate
+from pyro_vae.data import make_linear_gaussian
 from pyro_vae.infer.diagnostics import KHAT_UNRELIABLE
 from pyro_vae.infer.quadrature import log_joint_grid, quadrature_posterior
 
@@ -100,14 +100,10 @@ def test_float32_model_within_1e4_of_float64_closed_form(seed):
     assert (post.kl_guide - ref.exact_posterior_kl(x64)).abs().max() < 1e-4
 
 
-@pytest.fixture(scope="module")
-def digits_vae(seed):
-    """A 64-64-2 Bernoulli VAE trained for 30 epochs on the static binarized digits."""
-    pyro.set_rng_seed(seed(0))
-    data = load_digits(binarize="static")
-    vae = VAE(64, z_dim=2, hidden_dims=(64,))
-    fit(vae, data, epochs=30, progress=False, seed=seed(0))
-    return vae, data.test[:20]
+@pytest.fixture
+def digits_vae(digits_vae_2d):
+    vae, test = digits_vae_2d
+    return vae, test[:20]
 
 
 def test_trained_vae_agrees_with_importance_sampling(digits_vae, seed):
