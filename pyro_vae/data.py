@@ -670,7 +670,8 @@ def check_data(x, vae, name="data"):
     Raises
     ------
     ValueError
-        If x is not a non-empty 2-D matrix of width ``vae.x_dim``, holds NaN or inf,
+        If x is not a non-empty real-valued 2-D matrix of width ``vae.x_dim``, holds NaN
+        or inf,
         or, for a Bernoulli likelihood, values other than 0 and 1 (grey levels give a
         cross-entropy, not a log-likelihood: binarize them, or use the
         ``"continuous_bernoulli"`` or ``"gaussian"`` likelihood).
@@ -680,6 +681,10 @@ def check_data(x, vae, name="data"):
     if x.dim() != 2:
         raise ValueError(
             f"Expected {name} of shape (num_data, {vae.x_dim}) but got {tuple(x.shape)}"
+        )
+    if x.is_complex():
+        raise ValueError(
+            f"Expected {name} to be real-valued (a float, integer or bool dtype) but got {x.dtype}"
         )
     if x.shape[0] == 0:
         raise ValueError(f"Expected {name} to hold at least one data point but it is empty")

@@ -38,6 +38,11 @@ def _with_nan():
     return x
 
 
+def _missing_cuda_device():
+    """'cuda' where PyTorch sees no GPU, else the index one past the last GPU."""
+    return f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda"
+
+
 def _pair(model, guide):
     """An object with ``model`` and ``guide``, as a user wraps an autoguide."""
     return type("Pair", (), {"model": staticmethod(model), "guide": staticmethod(guide)})()
@@ -105,6 +110,17 @@ CASES = [
          ValueError, "Expected seed to be an integer or None"),
     Case("evaluate(vae, x, device='tpu')", lambda p: evaluate(_vae(), _x(), 10, device="tpu"),
          ValueError, "device"),
+    Case("evaluate(vae, x, device='cuda') on a machine without a GPU",
+         lambda p: evaluate(_vae(), _x(), 10, device=_missing_cuda_device()), ValueError,
+         "CUDA device(s)"),
+    Case("evaluate(vae.half(), x)", lambda p: evaluate(_vae().half(), _x(), 10), ValueError,
+         "Expected the parameters of vae in float32 or float64"),
+    Case("evaluate(vae, x) with x of dtype torch.complex64",
+         lambda p: evaluate(_vae(), _x().to(torch.complex64), 10), ValueError,
+         "Expected x to be real-valued (a float, integer or bool dtype) but got "
+         "torch.complex64"),
+    Case("evaluate(vae, x.numpy())", lambda p: evaluate(_vae(), _x().numpy(), 10), ValueError,
+         "Expected x to be a torch.Tensor but got ndarray"),
     Case("evaluate(pair) with the guide passed as the model",
          lambda p: evaluate(_pair(_vae().guide, _vae().guide), _x(), 10), ValueError,
          "was the guide passed as the model?"),
