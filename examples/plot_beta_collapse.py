@@ -34,10 +34,10 @@ def main(args):
                      posterior_points=0, gap_families=(), ais_steps=0,
                      beta_schedules=schedules)  # fmt: skip
     print(format_beta_table(result.beta_rows))
-    plot_beta_schedules(result.beta_rows, ax=plt.figure(figsize=(9, 3.5)))
-    plot_active_units({row.schedule: row.activity for row in result.beta_rows},
-                      {row.schedule: row.kl_per_dim for row in result.beta_rows},
-                      ax=plt.figure(figsize=(9, 3.5)))  # fmt: skip
+    plot_beta_schedules(result.beta_rows, ax=plt.figure(figsize=(9, 3.5), layout="constrained"))
+    fig = plt.figure(figsize=(9, 3.5), layout="constrained")
+    activity = {row.schedule: row.activity for row in result.beta_rows}
+    plot_active_units(activity, {row.schedule: row.kl_per_dim for row in result.beta_rows}, ax=fig)
     return result
 
 

@@ -31,7 +31,8 @@ def main(args):
                      num_samples=args.num_samples, seeds=[args.seed], posterior_points=0,
                      gap_families=(), ais_steps=0)  # fmt: skip
     print(format_table(result.rows, num_samples=args.num_samples))
-    plot_bounds(result.rows, num_samples=args.num_samples, ax=plt.figure(figsize=(9, 3.8)))
+    fig = plt.figure(figsize=(9, 3.8), layout="constrained")
+    plot_bounds(result.rows, num_samples=args.num_samples, ax=fig)
     return result
 
 

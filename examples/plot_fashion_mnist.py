@@ -48,7 +48,8 @@ def main(args):
         samples = vae.likelihood_dist(torch.randn(20, 50)).mean
     fig, ax = plt.subplots(figsize=(7, 2.2))
     plot_reconstructions(x[:10], {"Trace_ELBO": recon}, data.image_shape, ax=ax)
-    plot_image_grid(samples, data.image_shape, nrows=2, ax=plt.figure(figsize=(7, 1.6)))
+    fig = plt.figure(figsize=(7, 1.6), layout="constrained")
+    plot_image_grid(samples, data.image_shape, nrows=2, ax=fig)
     return summary
 
 

@@ -33,7 +33,8 @@ def main(args):
                                    seed=args.seed, max_steps=args.max_steps)  # fmt: skip
     for name, (mean, se) in gaps.summary().items():
         print(f"{name:>22}: {mean:8.3f} ± {se:.3f} nats per point")
-    plot_gap_split([GapRow.from_gaps("Trace_ELBO", gaps)], ax=plt.figure(figsize=(6, 3.5)))
+    fig = plt.figure(figsize=(6, 3.5), layout="constrained")
+    plot_gap_split([GapRow.from_gaps("Trace_ELBO", gaps)], ax=fig)
     return gaps
 
 

@@ -42,8 +42,8 @@ def main(args):
         idata.posterior["z"].stack(s=("chain", "draw")).transpose("s", "datum", "latent").values
         for idata in (check.posterior, check.guide)
     ]
-    plot_posterior_draws(*draws, images=x, image_shape=data.image_shape,
-                         ax=plt.figure(figsize=(2.2 * args.points, 4.4)))  # fmt: skip
+    fig = plt.figure(figsize=(2.2 * args.points, 4.4), layout="constrained")
+    plot_posterior_draws(*draws, images=x, image_shape=data.image_shape, ax=fig)
     az.plot_pair(check.posterior.isel(datum=0), var_names=["z"])
     az.plot_rank(check.posterior.isel(datum=0), var_names=["z"])
     return table

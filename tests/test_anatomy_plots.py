@@ -420,3 +420,8 @@ def test_gap_split_bars_stack_to_the_inference_gap():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["A"]
     (flow,) = [line for line in ax.lines if line.get_marker() == "D"]
     assert flow.get_ydata()[0] == pytest.approx(0.1)
+    assert ax.get_legend() is not None and not fig.legends  # a user's axes: legend inside
+    # a figure passed as ax (as the gallery does): the legend goes below the bars, never
+    # over them
+    own = plot_gap_split(rows, ax=Figure(layout="constrained"))
+    assert len(own.legends) == 1 and own.axes[0].get_legend() is None

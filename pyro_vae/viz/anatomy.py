@@ -35,6 +35,7 @@ import math
 import numbers
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure, FigureBase
 from matplotlib.lines import Line2D
@@ -592,8 +593,8 @@ def plot_gap_split(gap_rows, ax=None) -> Figure:
     axis.set_xticks(positions, [row.objective for row in rows], rotation=20, ha="right")
     axis.set_ylabel(f"gap {UNITS}")
     axis.axhline(0, color="0.5", lw=0.8)
-    if ax is None:
-        figure_legend(fig, fontsize="small")
-    else:
+    if isinstance(ax, Axes):  # a user's axes: the legend inside them
         axis.legend(fontsize="small")
+    else:  # a figure of our own or of the user's: below the panels
+        figure_legend(fig, fontsize="small")
     return fig
