@@ -28,6 +28,7 @@ version = release
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
+    "sphinx.ext.intersphinx",
     "sphinx.ext.mathjax",
     # MathJax 3 served from the built site, not a CDN: the math renders offline too.
     "sphinx-mathjax-offline",
@@ -56,13 +57,54 @@ sphinx_gallery_conf = {
     "matplotlib_animations": False,
 }
 
+# Links to Pyro, PyTorch, ArviZ, NumPy and Python. The build has no network, so their
+# inventories are small ones written from docs/_scripts/inventories.py (each entry's page
+# and anchor checked against the upstream docs' sources) when the build starts.
+sys.path.insert(0, os.path.abspath("_scripts"))
+import inventories  # noqa: E402
+
+intersphinx_mapping = {
+    project: (base, os.path.join("_inventories", f"{project}.inv"))
+    for project, (_title, _version, base) in inventories.PROJECTS.items()
+}
+intersphinx_timeout = 5
+
 # API reference: numpydoc renders the docstrings; autosummary writes one page per name.
 autosummary_generate = True
 autodoc_default_options = {"members": True, "inherited-members": False}
 autodoc_typehints = "none"
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
-numpydoc_xref_param_type = False
+# Parameter and return types link to their documentation (here or through intersphinx).
+numpydoc_xref_param_type = True
+numpydoc_xref_aliases = {
+    "Tensor": "torch.Tensor",
+    "torch.Tensor": "torch.Tensor",
+    "InferenceData": "arviz.InferenceData",
+    "ndarray": "numpy.ndarray",
+    "Path": "pathlib.Path",
+    "bool": "bool",  # numpydoc's default is a label the vendored Python inventory lacks
+    # the package's own classes, named short in the types of its docstrings
+    "pyro_vae.BaseVAE": "pyro_vae.models.base.BaseVAE",
+    "VAE": "pyro_vae.models.vae.VAE",
+    "LinearGaussianVAE": "pyro_vae.models.linear_gaussian.LinearGaussianVAE",
+    "Dataset": "pyro_vae.data.Dataset",
+    "TrainConfig": "pyro_vae.train.config.TrainConfig",
+    "TrainingState": "pyro_vae.train.state.TrainingState",
+    "EarlyStopping": "pyro_vae.train.state.EarlyStopping",
+    "Evaluation": "pyro_vae.infer.evaluation.Evaluation",
+    "LocalGuides": "pyro_vae.infer.local.LocalGuides",
+    "QuadraturePosterior": "pyro_vae.infer.quadrature.QuadraturePosterior",
+    "GuideCheck": "pyro_vae.experiments.guide_check.GuideCheck",
+    "DEFAULT_OBJECTIVES": "pyro_vae.experiments.compare.DEFAULT_OBJECTIVES",
+    **{
+        name: f"pyro_vae.results.{name}"
+        for name in ("GapRow", "Pair", "SandwichRow", "ObjectiveRow", "BetaRow", "Agreement")
+    },
+}
+# prose in the types ("object with model and guide", "one of ...") stays text
+numpydoc_xref_ignore = {"optional", "default", "or", "of", "shape", "and", "one", "a", "the",
+                        "to", "with"}  # fmt: skip
 
 myst_enable_extensions = ["dollarmath", "colon_fence"]
 myst_heading_anchors = 3
@@ -85,7 +127,6 @@ def _computed_pages(app):
     """Pages whose content the build computes (not pasted): the bad-inputs table and the
     theory page (its models are trained here; ``PYRO_VAE_DOCS_THEORY=0`` skips it and
     keeps the last computed page)."""
-    sys.path.insert(0, os.path.join(app.srcdir, "_scripts"))
     import bad_inputs
     import theory
 
@@ -105,6 +146,12 @@ def _escape_initials(app, what, name, obj, options, lines):
     lines[:] = [_INITIAL_ITEM.sub(r"\1\2\\.\3", line) for line in lines]
 
 
+def _write_inventories(app, config):
+    """The vendored inventories, written before intersphinx reads them (builder-inited)."""
+    inventories.write(os.path.join(app.srcdir, "_inventories"))
+
+
 def setup(app):
+    app.connect("config-inited", _write_inventories)
     app.connect("builder-inited", _computed_pages)
     app.connect("autodoc-process-docstring", _escape_initials)

@@ -657,7 +657,7 @@ def check_data(x, vae, name="data"):
     ----------
     x : torch.Tensor
         Shape ``(num_data, vae.x_dim)``; any real or bool dtype.
-    vae : pyro_vae.models.vae.BaseVAE
+    vae : pyro_vae.models.base.BaseVAE
         The model; x is returned on its parameters' dtype and device.
     name : str
         The argument's name, for messages.

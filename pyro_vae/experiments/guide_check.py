@@ -38,7 +38,7 @@ class GuideCheck:
         Draws of q_φ(z|x) with their log weights (:func:`pyro_vae.sample_guide`).
     exact : QuadraturePosterior or None
         The quadrature posterior for z_dim ≤ 2, else None.
-    vae : pyro_vae.models.vae.BaseVAE
+    vae : pyro_vae.models.base.BaseVAE
         The model checked.
     """
 
@@ -68,7 +68,7 @@ def check_guide(
 
     Parameters
     ----------
-    vae : pyro_vae.models.vae.BaseVAE
+    vae : pyro_vae.models.base.BaseVAE
         The trained model; θ is held fixed.
     x : torch.Tensor
         Data points, shape ``(B, x_dim)``.

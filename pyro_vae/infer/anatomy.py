@@ -139,7 +139,7 @@ def elbo_decompositions(
     - ``"exact"``: in closed form for :class:`pyro_vae.LinearGaussianVAE`
       (``exact_log_likelihood``, ``exact_posterior_kl``), no error;
     - ``"quadrature"``: by :func:`pyro_vae.quadrature_posterior` for a
-      :class:`pyro_vae.models.vae.BaseVAE` with z_dim ≤ 2; the error given is the grid's
+      :class:`pyro_vae.models.base.BaseVAE` with z_dim ≤ 2; the error given is the grid's
       error estimate ``error`` for log p(x) and the gap and 2·``error`` for (3): a
       deterministic error bound, not a standard error;
     - ``"importance_sampling"``: log p̂(x) = log (1/K) Σ_k w_k over K =

@@ -83,7 +83,7 @@ def nuts_reference(
     ----------
     model : callable
         ``model(x)`` with one latent site ``"z"`` of event shape ``(z_dim,)`` and observed
-        sites in the data plate, as :meth:`pyro_vae.models.vae.BaseVAE.model`; its
+        sites in the data plate, as :meth:`pyro_vae.models.base.BaseVAE.model`; its
         parameters are held fixed by the caller.
     x : torch.Tensor
         Data points, shape ``(B, x_dim)``.

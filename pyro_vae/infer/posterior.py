@@ -84,11 +84,11 @@ def sample_posterior(
 
     Parameters
     ----------
-    vae : pyro_vae.models.vae.BaseVAE
+    vae : pyro_vae.models.base.BaseVAE
         The model (``VAE``, ``LinearGaussianVAE``): ``model`` with latent site ``"z"``
         of event shape ``(z_dim,)``, and ``encode`` (q_φ(z|x) as a distribution, for the
         starting points and the initial mass matrix). Its parameters are held fixed
-        (:meth:`~pyro_vae.models.vae.BaseVAE.frozen`) and restored on exit.
+        (:meth:`~pyro_vae.models.base.BaseVAE.frozen`) and restored on exit.
     x : torch.Tensor
         Data points, shape ``(B, x_dim)``, validated as by the model.
     num_samples : int, default 1000

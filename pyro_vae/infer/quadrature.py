@@ -248,7 +248,7 @@ def log_joint_grid(vae, x, *axes):
 
     Parameters
     ----------
-    vae : pyro_vae.models.vae.BaseVAE
+    vae : pyro_vae.models.base.BaseVAE
         A model with ``z_dim`` 1 or 2 and a N(0, I) prior, as :func:`quadrature_posterior`.
     x : torch.Tensor
         Data, shape ``(B, x_dim)``.

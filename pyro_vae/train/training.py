@@ -300,7 +300,7 @@ def fit(
     ``differentiable_loss`` and :class:`torch.optim.Adam` on ``vae.parameters()``
     (as Pyro's ``examples/svi_lightning.py``), with Pyro's validation off (the data
     are checked once, here) and model and guide inside
-    :meth:`~pyro_vae.models.vae.BaseVAE.skip_param_store` (no ``pyro.module``
+    :meth:`~pyro_vae.models.base.BaseVAE.skip_param_store` (no ``pyro.module``
     registration per step; Pyro's own ``RenyiELBO``, which back-propagates only
     through registered parameters, keeps it). It computes the same loss and
     gradients as ``SVI`` with the same ELBO (tested). ``benchmarks/bench_speed.py``
