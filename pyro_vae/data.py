@@ -671,9 +671,8 @@ def check_data(x, vae, name="data"):
     ------
     ValueError
         If x is not a non-empty real-valued 2-D matrix of width ``vae.x_dim``, holds NaN
-        or inf,
-        or, for a Bernoulli likelihood, values other than 0 and 1 (grey levels give a
-        cross-entropy, not a log-likelihood: binarize them, or use the
+        or inf, or, for a Bernoulli likelihood, values other than 0 and 1 (grey levels
+        give a cross-entropy, not a log-likelihood: binarize them, or use the
         ``"continuous_bernoulli"`` or ``"gaussian"`` likelihood).
     """
     if not isinstance(x, torch.Tensor):

@@ -7,8 +7,8 @@
 gradient of the objective's ``differentiable_loss`` (Pyro's ELBO classes, built by
 :func:`pyro_vae.infer.objectives.make_elbo`) on the user's ``vae.model`` and
 ``vae.guide`` and applies :class:`torch.optim.Adam` to ``vae.parameters()``: the
-fastest Pyro path measured here (``docs/guide/performance.md``), whose optimizer state is keyed by
-the module, not by param-store names. The settings are a
+fastest Pyro path measured here (``docs/guide/performance.md``), whose optimizer state
+is keyed by the module, not by param-store names. The settings are a
 :class:`~pyro_vae.train.config.TrainConfig`; the checkpoint file is
 :mod:`pyro_vae.train.checkpoints`.
 
@@ -304,8 +304,8 @@ def fit(
     registration per step; Pyro's own ``RenyiELBO``, which back-propagates only
     through registered parameters, keeps it). It computes the same loss and
     gradients as ``SVI`` with the same ELBO (tested). ``benchmarks/bench_speed.py``
-    measures it against a hand-written PyTorch loop (``docs/guide/performance.md``). The user's
-    Pyro param store is left as found (the run happens in
+    measures it against a hand-written PyTorch loop (``docs/guide/performance.md``). The
+    user's Pyro param store is left as found (the run happens in
     :meth:`pyro.params.param_store.ParamStoreDict.scope`). The global RNGs are seeded
     with ``seed`` via :func:`pyro.set_rng_seed` (a fresh run only). The module's
     initial parameters are *not* drawn here: they were drawn when ``vae`` was built, so
