@@ -7,7 +7,8 @@ reference (``:class:``/``:func:``/``:meth:``/``:mod:`` roles, numpydoc Parameter
 types, Raises sections) and the calls made in ``examples/plot_*.py`` that sphinx-gallery
 links to the documentation. Each entry is ``(name, "domain:role", uri)``, the ``uri``
 relative to the project's base URL in :data:`PROJECTS` (paste that URL into
-``intersphinx_mapping``). Public aliases (``pyro.infer.SVI``) sit beside the names the
+``intersphinx_mapping``); as in an inventory, ``$`` in the uri stands for the name
+(``"generated/torch.save.html#$"``). Public aliases (``pyro.infer.SVI``) sit beside the names the
 upstream site documents (``pyro.infer.svi.SVI``) and point to the same anchor.
 
 Run ``python docs/_scripts/inventories.py [FOLDER]`` (default ``docs/_inventories``) after
@@ -16,8 +17,8 @@ zlib-compressed, deterministic) and reads every file back with Sphinx's own load
 (:meth:`sphinx.util.inventory.InventoryFile.loads`). ``python -m sphinx.ext.intersphinx
 docs/_inventories/pyro.inv`` prints one. Sphinx 9's own writer
 (``InventoryFile.dump``) needs a built environment and builder, so :func:`inventory_bytes`
-writes the same format by hand, as that writer does (``$`` for an anchor equal to the
-name, ``-`` for a display name equal to the name).
+writes the same format by hand, as that writer does (``-`` for a display name equal to
+the name).
 
 Where each URL pattern was checked
 ----------------------------------
@@ -157,11 +158,7 @@ ENTRIES = {
         *_alias(
             ["pyro.infer.mcmc.NUTS", "pyro.infer.NUTS"], _CLS, "mcmc.html#pyro.infer.mcmc.NUTS"
         ),
-        (
-            "pyro.infer.autoguide.AutoNormal",
-            _CLS,
-            "infer.autoguide.html#pyro.infer.autoguide.AutoNormal",
-        ),
+        ("pyro.infer.autoguide.AutoNormal", _CLS, "infer.autoguide.html#$"),
         *_alias(
             ["pyro.primitives.sample", "pyro.sample"], _FN, "primitives.html#pyro.primitives.sample"
         ),
@@ -184,7 +181,7 @@ ENTRIES = {
             _FN,
             "primitives.html#pyro.primitives.clear_param_store",
         ),
-        ("pyro.settings.set", _FN, "settings.html#pyro.settings.set"),
+        ("pyro.settings.set", _FN, "settings.html#$"),
         # Not in Pyro's own inventory (no module target on that page): the page itself.
         ("pyro.poutine", _MOD, "poutine.html"),
         *_alias(
@@ -213,98 +210,50 @@ ENTRIES = {
             _FN,
             "optimization.html#pyro.optim.pytorch_optimizers.Adam",
         ),
-        (
-            "pyro.params.param_store.ParamStoreDict",
-            _CLS,
-            "parameters.html#pyro.params.param_store.ParamStoreDict",
-        ),
-        (
-            "pyro.params.param_store.ParamStoreDict.scope",
-            _METH,
-            "parameters.html#pyro.params.param_store.ParamStoreDict.scope",
-        ),
-        (
-            "pyro.params.param_store.ParamStoreDict.save",
-            _METH,
-            "parameters.html#pyro.params.param_store.ParamStoreDict.save",
-        ),
-        (
-            "pyro.params.param_store.ParamStoreDict.load",
-            _METH,
-            "parameters.html#pyro.params.param_store.ParamStoreDict.load",
-        ),
-        (
-            "pyro.ops.integrator.velocity_verlet",
-            _FN,
-            "ops.html#pyro.ops.integrator.velocity_verlet",
-        ),
-        (
-            "pyro.ops.dual_averaging.DualAveraging",
-            _CLS,
-            "ops.html#pyro.ops.dual_averaging.DualAveraging",
-        ),
-        ("pyro.ops.welford.WelfordCovariance", _CLS, "ops.html#pyro.ops.welford.WelfordCovariance"),
-        ("pyro.distributions.Normal", _CLS, "distributions.html#pyro.distributions.Normal"),
-        ("pyro.distributions.Bernoulli", _CLS, "distributions.html#pyro.distributions.Bernoulli"),
-        (
-            "pyro.distributions.MultivariateNormal",
-            _CLS,
-            "distributions.html#pyro.distributions.MultivariateNormal",
-        ),
-        (
-            "pyro.distributions.TransformedDistribution",
-            _CLS,
-            "distributions.html#pyro.distributions.TransformedDistribution",
-        ),
+        ("pyro.params.param_store.ParamStoreDict", _CLS, "parameters.html#$"),
+        ("pyro.params.param_store.ParamStoreDict.scope", _METH, "parameters.html#$"),
+        ("pyro.params.param_store.ParamStoreDict.save", _METH, "parameters.html#$"),
+        ("pyro.params.param_store.ParamStoreDict.load", _METH, "parameters.html#$"),
+        ("pyro.ops.integrator.velocity_verlet", _FN, "ops.html#$"),
+        ("pyro.ops.dual_averaging.DualAveraging", _CLS, "ops.html#$"),
+        ("pyro.ops.welford.WelfordCovariance", _CLS, "ops.html#$"),
+        ("pyro.distributions.Normal", _CLS, "distributions.html#$"),
+        ("pyro.distributions.Bernoulli", _CLS, "distributions.html#$"),
+        ("pyro.distributions.MultivariateNormal", _CLS, "distributions.html#$"),
+        ("pyro.distributions.TransformedDistribution", _CLS, "distributions.html#$"),
         # Not in Pyro's own inventory (no module target): the "Transforms" section.
         ("pyro.distributions.transforms", _MOD, "distributions.html#transforms"),
         (
             "pyro.distributions.transforms.conditional_affine_autoregressive",
             _FN,
-            "distributions.html#pyro.distributions.transforms.conditional_affine_autoregressive",
+            "distributions.html#$",
         ),
-        (
-            "pyro.distributions.transforms.conditional_affine_coupling",
-            _FN,
-            "distributions.html#pyro.distributions.transforms.conditional_affine_coupling",
-        ),
-        (
-            "pyro.distributions.transforms.conditional_spline",
-            _FN,
-            "distributions.html#pyro.distributions.transforms.conditional_spline",
-        ),
+        ("pyro.distributions.transforms.conditional_affine_coupling", _FN, "distributions.html#$"),
+        ("pyro.distributions.transforms.conditional_spline", _FN, "distributions.html#$"),
     ],
     # Base: https://docs.pytorch.org/docs/stable/
     "torch": [
-        ("torch.Tensor", _CLS, "tensors.html#torch.Tensor"),
-        ("torch.device", _CLS, "tensor_attributes.html#torch.device"),
-        ("torch.dtype", _CLS, "tensor_attributes.html#torch.dtype"),
-        ("torch.Generator", _CLS, "generated/torch.Generator.html#torch.Generator"),
-        ("torch.nn.Module", _CLS, "generated/torch.nn.Module.html#torch.nn.Module"),
-        ("torch.optim.Adam", _CLS, "generated/torch.optim.Adam.html#torch.optim.Adam"),
-        ("torch.manual_seed", _FN, "generated/torch.manual_seed.html#torch.manual_seed"),
-        ("torch.random.manual_seed", _FN, "random.html#torch.random.manual_seed"),
-        ("torch.random.fork_rng", _FN, "random.html#torch.random.fork_rng"),
-        ("torch.no_grad", _CLS, "generated/torch.no_grad.html#torch.no_grad"),
-        ("torch.randperm", _FN, "generated/torch.randperm.html#torch.randperm"),
-        ("torch.randn", _FN, "generated/torch.randn.html#torch.randn"),
-        (
-            "torch.set_num_threads",
-            _FN,
-            "generated/torch.set_num_threads.html#torch.set_num_threads",
-        ),
-        ("torch.save", _FN, "generated/torch.save.html#torch.save"),
-        ("torch.load", _FN, "generated/torch.load.html#torch.load"),
-        ("torch.utils.data.DataLoader", _CLS, "data.html#torch.utils.data.DataLoader"),
-        (
-            "torch.utils.data.distributed.DistributedSampler",
-            _CLS,
-            "data.html#torch.utils.data.distributed.DistributedSampler",
-        ),
+        ("torch.Tensor", _CLS, "tensors.html#$"),
+        ("torch.device", _CLS, "tensor_attributes.html#$"),
+        ("torch.dtype", _CLS, "tensor_attributes.html#$"),
+        ("torch.Generator", _CLS, "generated/torch.Generator.html#$"),
+        ("torch.nn.Module", _CLS, "generated/torch.nn.Module.html#$"),
+        ("torch.optim.Adam", _CLS, "generated/torch.optim.Adam.html#$"),
+        ("torch.manual_seed", _FN, "generated/torch.manual_seed.html#$"),
+        ("torch.random.manual_seed", _FN, "random.html#$"),
+        ("torch.random.fork_rng", _FN, "random.html#$"),
+        ("torch.no_grad", _CLS, "generated/torch.no_grad.html#$"),
+        ("torch.randperm", _FN, "generated/torch.randperm.html#$"),
+        ("torch.randn", _FN, "generated/torch.randn.html#$"),
+        ("torch.set_num_threads", _FN, "generated/torch.set_num_threads.html#$"),
+        ("torch.save", _FN, "generated/torch.save.html#$"),
+        ("torch.load", _FN, "generated/torch.load.html#$"),
+        ("torch.utils.data.DataLoader", _CLS, "data.html#$"),
+        ("torch.utils.data.distributed.DistributedSampler", _CLS, "data.html#$"),
     ],
     # Base: https://python.arviz.org/en/v0.23.0/ (ArviZ 0.23; "stable" is ArviZ 1.x)
     "arviz": [
-        ("arviz.InferenceData", _CLS, "api/generated/arviz.InferenceData.html#arviz.InferenceData"),
+        ("arviz.InferenceData", _CLS, "api/generated/arviz.InferenceData.html#$"),
         *[
             (f"arviz.{name}", _FN, f"api/generated/arviz.{name}.html#arviz.{name}")
             for name in (
@@ -324,13 +273,9 @@ ENTRIES = {
     ],
     # Base: https://numpy.org/doc/stable/
     "numpy": [
-        ("numpy.ndarray", _CLS, "reference/generated/numpy.ndarray.html#numpy.ndarray"),
-        ("numpy.random.Generator", _CLS, "reference/random/generator.html#numpy.random.Generator"),
-        (
-            "numpy.random.default_rng",
-            _FN,
-            "reference/random/generator.html#numpy.random.default_rng",
-        ),
+        ("numpy.ndarray", _CLS, "reference/generated/numpy.ndarray.html#$"),
+        ("numpy.random.Generator", _CLS, "reference/random/generator.html#$"),
+        ("numpy.random.default_rng", _FN, "reference/random/generator.html#$"),
         # numpydoc writes "array_like" in a type as :term:`numpy:array_like`; the term is
         # in numpy/numpy doc/source/glossary.rst, its id Sphinx's make_id("term-array_like")
         ("array_like", _TERM, "glossary.html#term-array_like"),
@@ -341,12 +286,12 @@ ENTRIES = {
             (name, _CLS, f"library/functions.html#{name}")
             for name in ("int", "float", "bool", "object", "slice")
         ],
-        ("callable", _FN, "library/functions.html#callable"),
+        ("callable", _FN, "library/functions.html#$"),
         *[
             (name, _CLS, f"library/stdtypes.html#{name}")
             for name in ("str", "list", "tuple", "dict")
         ],
-        ("None", _DATA, "library/constants.html#None"),
+        ("None", _DATA, "library/constants.html#$"),
         *[
             (name, _EXC, f"library/exceptions.html#{name}")
             for name in (
@@ -358,25 +303,13 @@ ENTRIES = {
                 "NotImplementedError",
             )
         ],
-        ("os.PathLike", _CLS, "library/os.html#os.PathLike"),
-        ("pathlib.Path", _CLS, "library/pathlib.html#pathlib.Path"),
-        ("dataclasses.replace", _FN, "library/dataclasses.html#dataclasses.replace"),
-        (
-            "concurrent.futures.ProcessPoolExecutor",
-            _CLS,
-            "library/concurrent.futures.html#concurrent.futures.ProcessPoolExecutor",
-        ),
-        ("argparse.ArgumentParser", _CLS, "library/argparse.html#argparse.ArgumentParser"),
-        (
-            "argparse.ArgumentParser.add_argument",
-            _METH,
-            "library/argparse.html#argparse.ArgumentParser.add_argument",
-        ),
-        (
-            "argparse.ArgumentParser.parse_args",
-            _METH,
-            "library/argparse.html#argparse.ArgumentParser.parse_args",
-        ),
+        ("os.PathLike", _CLS, "library/os.html#$"),
+        ("pathlib.Path", _CLS, "library/pathlib.html#$"),
+        ("dataclasses.replace", _FN, "library/dataclasses.html#$"),
+        ("concurrent.futures.ProcessPoolExecutor", _CLS, "library/concurrent.futures.html#$"),
+        ("argparse.ArgumentParser", _CLS, "library/argparse.html#$"),
+        ("argparse.ArgumentParser.add_argument", _METH, "library/argparse.html#$"),
+        ("argparse.ArgumentParser.parse_args", _METH, "library/argparse.html#$"),
         # numpydoc writes "sequence", "iterable" and "mapping" in a type as glossary terms
         # (:term:`python:sequence`); CPython's Doc/glossary.rst
         ("sequence", _TERM, "glossary.html#term-sequence"),
@@ -413,8 +346,6 @@ def inventory_bytes(project):
     )
     lines = []
     for name, role, uri in sorted(entries, key=lambda e: (e[1], e[0])):
-        if uri.endswith("#" + name):
-            uri = uri[: -len(name)] + "$"  # "$": the anchor is the name
         priority = 0 if role == _MOD else 1
         lines.append(f"{name} {role} {priority} {uri} -\n")  # "-": displayed as the name
     return header.encode() + zlib.compress("".join(lines).encode(), 9)
@@ -443,7 +374,7 @@ def verify(folder=DEFAULT_FOLDER):
         loaded = {
             (role, name): item.uri for role, items in data.items() for name, item in items.items()
         }
-        expected = {(role, name): base + uri for name, role, uri in entries}
+        expected = {(role, name): base + uri.replace("$", name) for name, role, uri in entries}
         if loaded != expected:
             raise AssertionError(f"{project}.inv does not load back as written")
     return {project: len(entries) for project, entries in ENTRIES.items()}
