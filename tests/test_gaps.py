@@ -4,11 +4,13 @@ answers: probabilistic PCA (closed forms) and a 2-D VAE (quadrature)."""
 import copy
 
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 
-from pyro_vae import LinearGaussianVAE, inference_gaps, quadrature_posterior
+from pyro_vae import VAE, LinearGaussianVAE, evaluate, inference_gaps, quadrature_posterior
 from pyro_vae.data import make_linear_gaussian
+from pyro_vae.infer import local
 from pyro_vae.infer.local import fit_local_guides, local_estimates
 
 
@@ -83,6 +85,98 @@ def test_a_local_flow_closes_a_gap_the_diagonal_family_cannot(correlated_ppca, s
     log_px = summary["log_px"][0]
     assert log_px - flow < 0.5 * (log_px - diagonal)
     assert flow > diagonal - 3 * (flow_se**2 + diagonal_se**2) ** 0.5
+
+
+def _check_split(gaps, vae, x, own, seed):
+    """The split of ``gaps`` is that of its definition at the family ``own``, to rounding;
+    each value is recomputed from the fitted guides and the same seed."""
+    (other,) = set(gaps.local) - {own}
+    values = gaps.values
+    assert gaps.family == own
+    assert {family: guides.family for family, guides in gaps.local.items()} == {
+        family: family for family in gaps.local
+    }
+    amortized = evaluate(vae, x, num_samples=64, ks=(), seed=seed).values
+    estimates = {family: local_estimates(vae, x, guides, num_samples=64, seed=seed)[0]
+                 for family, guides in gaps.local.items()}  # fmt: skip
+    source = gaps.log_px_source
+    if source == "exact":
+        log_px = vae.exact_log_likelihood(x)
+    elif source == "is:amortized":
+        log_px = amortized["log_px"]
+    else:
+        log_px = estimates[source.removeprefix("is:local_")]["log_px"]
+    torch.testing.assert_close(values["log_px"], log_px, rtol=0, atol=0)
+    torch.testing.assert_close(values["elbo"], amortized["elbo"], rtol=0, atol=0)
+    for family, estimate in estimates.items():
+        torch.testing.assert_close(values[f"elbo_local_{family}"], estimate["elbo"], rtol=0, atol=0)
+    # approximation = log p(x) − L[q*] and amortization = L[q*] − L[q] at the amortized
+    # guide's own family, whose L[q*] differs from the other family's at every point
+    best = values[f"elbo_local_{own}"]
+    assert (best - values[f"elbo_local_{other}"]).abs().min() > 1e-3
+    torch.testing.assert_close(values["approximation_gap"], values["log_px"] - best)
+    torch.testing.assert_close(values["amortization_gap"], best - values["elbo"])
+    torch.testing.assert_close(values["inference_gap"], values["log_px"] - values["elbo"])
+
+
+@pytest.mark.parametrize("families", [("diagonal", "flow"), ("flow", "diagonal")])
+def test_the_split_uses_the_diagonal_guides_own_family(correlated_ppca, seed, families):
+    vae, x = correlated_ppca
+    gaps = inference_gaps(vae, x[:4], families=families, num_samples=64, seed=seed(8),
+                          num_particles=4, max_steps=30)  # fmt: skip
+    assert gaps.log_px_source == "exact"
+    _check_split(gaps, vae, x[:4], "diagonal", seed(8))
+
+
+def test_the_split_uses_the_flow_guides_own_family(correlated_ppca, seed):
+    # A flow guide and 3 latents: log p(x) is the best IS estimate, the split the flow's
+    torch.manual_seed(seed(9))
+    vae = VAE(10, z_dim=3, hidden_dims=(8,), likelihood="gaussian", encoder="iaf:1")
+    x = correlated_ppca[1][:4].float()
+    gaps = inference_gaps(vae, x, families=("diagonal", "flow"), num_samples=64, seed=seed(10),
+                          num_particles=4, max_steps=30)  # fmt: skip
+    assert gaps.log_px_source.startswith("is:")
+    _check_split(gaps, vae, x, "flow", seed(10))
+
+
+# The mean loss of each window of 2 steps, as the fits below see it: improvement, stale,
+# improvement (the count of stale checks starts again), then stale three times (the last
+# window's second loss alone would look like an improvement), then improvements to the end.
+_WINDOWS = [(10.0, 10.0), (9.0, 9.0), (9.5, 9.5), (8.0, 8.0), (8.5, 8.5), (8.2, 8.2),
+            (8.3, 7.9), (7.0, 7.0), (6.0, 6.0), (5.0, 5.0)]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "patience, steps, converged",
+    [
+        (1, 12, True),  # the second stale check in a row, window 6
+        (2, 14, True),  # the third in a row, window 7
+        (3, 20, False),  # never more than 3 in a row: max_steps ends the fit
+    ],
+)
+def test_the_fit_stops_after_more_than_patience_checks_without_improvement(
+    correlated_ppca, seed, monkeypatch, patience, steps, converged
+):
+    # log p(x, z) is replaced by log N(z; 0, I) − the scripted loss, and the guide starts
+    # at N(0, I) with a learning rate that leaves it there to 1e-9: each step's loss is
+    # the script's, and the rule alone fixes where the fit stops.
+    script = torch.tensor([loss for window in _WINDOWS for loss in window], dtype=torch.float64)
+    calls = []
+
+    def scripted_log_joint(vae, x, z):
+        calls.append(z.shape)
+        prior = dist.Normal(torch.zeros_like(z), torch.ones_like(z)).to_event(1)
+        return prior.log_prob(z) - script[len(calls) - 1]
+
+    monkeypatch.setattr(local, "log_joint", scripted_log_joint)
+    vae, x = correlated_ppca
+    guides = fit_local_guides(vae, x[:1], init="prior", num_particles=3, lr=1e-12,
+                              check_every=2, patience=patience, max_steps=20,
+                              seed=seed(7))  # fmt: skip
+    assert (guides.steps, guides.converged) == ([steps], [converged])
+    assert len(calls) == steps
+    losses = torch.tensor(guides.losses[0], dtype=torch.float64)
+    torch.testing.assert_close(losses, script[:steps], rtol=0, atol=1e-9)
 
 
 @pytest.fixture
