@@ -28,10 +28,15 @@ process train independently with plain ``SVI``, without
 compares it with ``PyroModule`` and module-local parameters), needing no global setting.
 A model built with ``name="vae"`` registers as ``"vae.decoder$$$..."`` in every
 process, so Pyro's own round trip works: ``pyro.get_param_store().save(path)``, then in
-a new process ``VAE(..., name="vae")`` and ``pyro.get_param_store().load(path)``; the
-model takes the stored values at its next ``model``/``guide`` call (``pyro.module(...,
-update_module_params=True)``) or :func:`pyro_vae.fit`. Two live models with one name
-share their parameters, as two ``pyro.param`` calls with one name do.
+a new process ``VAE(..., name="vae")`` and ``pyro.get_param_store().load(path)``.
+
+One rule holds for every door (:meth:`BaseVAE.load_param_store`): the model's
+parameters are its own tensors; values the store holds under its names that are not
+those tensors are copied into them in place before the model's next use (any run of
+its networks, ``model``/``guide``, ``state_dict``, saving, pickling, ``frozen``), and an
+explicit ``load_state_dict`` or :func:`pyro_vae.load_checkpoint` puts the model's
+tensors back in the store, so the last load wins. Two live models with one name share
+their values, as two ``pyro.param`` calls with one name do.
 
 The module layout: :mod:`.base` (:class:`BaseVAE`, the shared ``model`` and
 ``guide``), :mod:`.guides` (the default amortized guides' networks), :mod:`.vae`
@@ -86,6 +91,12 @@ def _check_name(name):
     return name
 
 
+def _after_load_state_dict(module, incompatible_keys):
+    """``load_state_dict`` post-hook of :class:`BaseVAE`: the loaded values win over the
+    store's (a module-level function, so the model stays picklable)."""
+    module._push_to_store()
+
+
 class BaseVAE(nn.Module):
     """The shared Pyro ``model`` and ``guide`` of a VAE with a N(0, I) prior.
 
@@ -105,8 +116,22 @@ class BaseVAE(nn.Module):
         self.x_dim, self.z_dim = x_dim, z_dim
         self._name = _check_name(name)
         self._set_pyro_name(self._name)
+        # an explicit load (this model's or a parent module's load_state_dict) wins over
+        # what Pyro's store holds under this model's names
+        self.register_load_state_dict_post_hook(_after_load_state_dict)
+
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        if name in ("encoder", "decoder") and isinstance(value, nn.Module):
+            # whatever runs the networks takes the store's values first
+            value.register_forward_pre_hook(self._sync_on_use)
 
     def __getstate__(self):
+        self.load_param_store()  # a copy holds the values the model computes with
+        for param in self.parameters():
+            # Pyro's store leaves a weak reference on each tensor it hands out (it
+            # cannot be pickled); Pyro sets it again at the tensor's next use.
+            param.__dict__.pop("unconstrained", None)
         state = dict(super().__getstate__())
         state.pop("_owned", None)  # weak references: rebuilt by __setstate__
         return state
@@ -121,9 +146,10 @@ class BaseVAE(nn.Module):
     def _set_pyro_name(self, name):
         self._pyro_name = name or f"{type(self).__name__}_{next(_INSTANCE_IDS)}"
         _NAMES_BUILT.add(self._pyro_name)
-        self._register = True
+        self._register = True  # model and guide register the networks (pyro.module)
+        self._sync_live = True  # every use reads the store (off inside skip/frozen)
         self._store_checked = False
-        self._owned = weakref.WeakValueDictionary()  # id -> tensor this model registered
+        self._owned = weakref.WeakValueDictionary()  # id -> tensor this model put in the store
 
     @property
     def name(self):
@@ -138,82 +164,48 @@ class BaseVAE(nn.Module):
         """
         return self._pyro_name
 
+    def _store_keys(self, parts=("encoder", "decoder")):
+        """(name in Pyro's param store, parameter) of the networks' parameters."""
+        for part in parts:
+            prefix = f"{self._pyro_name}.{part}$$$"
+            for name, param in self._modules[part].named_parameters():
+                yield prefix + name, param
+
     def _pyro_module(self, part):
         """Register the encoder's or decoder's parameters with ``pyro.param``, as
-        ``pyro.module`` does, keeping module and param store one set of tensors.
-
-        Per parameter: a name the store lacks gets the module's tensor; a stored tensor
-        this model registered before, since replaced in the module (``.to("cuda")``,
-        ``load_state_dict(..., assign=True)``), gives way to the module's; a stored
-        tensor the model never had (``pyro.get_param_store().load``, another live model
-        of the same name) replaces the module's, as ``pyro.module(...,
-        update_module_params=True)`` would.
-        """
-        if not self._store_checked:
-            self._warn_foreign_names()
-        module = self._modules[part]
-        prefix = f"{self._pyro_name}.{part}$$$"
-        for name, param in module.named_parameters():
-            if not param.requires_grad:
-                continue
-            key = prefix + name
-            stored = pyro.param(key, param)  # the store's tensor, registered if new
-            if stored is not param:
-                if self._owned.get(id(stored)) is stored:  # ours, since replaced
-                    pyro.get_param_store()[key] = param
-                    pyro.param(key, param)  # the trace's param site: the module's tensor
-                else:
-                    param = self._take_stored(module, name, key, param, stored)
-                    if param is not stored:  # converted to the module's dtype and device
-                        pyro.param(key, param)
-            if self._owned.get(id(param)) is not param:
+        ``pyro.module`` does, after :meth:`load_param_store`: the trace's param sites and
+        the store then hold the module's own tensors (those that require grad)."""
+        if self._sync_live:
+            self.load_param_store()
+        for key, param in self._store_keys((part,)):
+            if param.requires_grad:
+                pyro.param(key, param)
                 self._owned[id(param)] = param
 
-    def _take_stored(self, module, name, key, param, stored):
-        """Make the store's value under ``key`` the module's parameter ``name``."""
-        if stored.shape != param.shape:
-            raise ValueError(
-                f"Expected Pyro's param store to hold {key!r} of shape "
-                f"{tuple(param.shape)}, as this {type(self).__name__} has, but it holds "
-                f"{tuple(stored.shape)}: the store was saved from another architecture; "
-                "build the model as it was saved, or pyro.clear_param_store()"
-            )
-        new = stored
-        if not isinstance(stored, nn.Parameter) or (stored.dtype, stored.device) != (
-            param.dtype,
-            param.device,
-        ):
-            new = nn.Parameter(stored.detach().to(param))
-            pyro.get_param_store()[key] = new
-        owner, _, leaf = name.rpartition(".")
-        module.get_submodule(owner).register_parameter(leaf, new)
-        return new
-
-    def _warn_foreign_names(self):
-        """Once per model: warn when Pyro's param store holds a VAE's parameters under a
-        name no model of this process was built with (loaded: this model ignores them)."""
-        prefixes = {m.group(1) for m in map(_MODEL_KEY.match, pyro.get_param_store().keys()) if m}
-        foreign = sorted(prefixes - _NAMES_BUILT)
-        if foreign:
-            more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
-            warnings.warn(
-                f"Pyro's param store holds the parameters of a model named {foreign[0]!r}"
-                f"{more}, which no model of this process was built with, and this "
-                f"{type(self).__name__} registers as {self._pyro_name!r}, so it does not read "
-                f"them: to restore them, build it as {type(self).__name__}(..., "
-                f"name={foreign[0]!r}); or save and load with torch.save(vae.state_dict()) "
-                "or pyro_vae.save_checkpoint",
-                UserWarning,
-                stacklevel=4,
-            )
-        self._store_checked = True
+    def _sync_on_use(self, *_):
+        """Forward pre-hook of the encoder and decoder: :meth:`load_param_store`, except
+        inside :meth:`skip_param_store` and :meth:`frozen` (which read it on entry)."""
+        if self._sync_live:
+            self.load_param_store()
 
     def load_param_store(self):
-        """Take the values Pyro's param store holds under this model's names, if any.
+        """Copy into the model's own tensors the values Pyro's param store holds under its names.
 
-        What :meth:`model` and :meth:`guide` do at every call; for a loop that skips
-        registration (:meth:`skip_param_store`, :func:`pyro_vae.fit`), which calls
-        it once before training. A no-op when the store holds none of its names.
+        The one rule of saving and loading: the model's parameters are its own tensors,
+        and Pyro's param store is kept in step with them. A value the store holds under
+        one of this model's names that is not the model's own tensor (put there by
+        ``pyro.get_param_store().load`` or ``set_state``, or by a live model of the same
+        name) is copied *in place* into the model's tensor, which then takes its place in
+        the store; so a torch optimizer made earlier and every reference stay valid. An
+        explicit load (``load_state_dict``, :func:`pyro_vae.load_checkpoint`) puts the
+        model's tensors back in the store, so whichever load came last wins.
+
+        Called before every use: when the encoder or decoder runs (a forward pre-hook),
+        by :meth:`model` and :meth:`guide`, ``state_dict()`` (so
+        :func:`pyro_vae.save_checkpoint`), pickling and copying, and on entering
+        :meth:`frozen` and :meth:`skip_param_store`. Call it yourself only before reading
+        a parameter tensor directly (``vae.decoder.fc_out.weight``) after a store load.
+        A no-op when the store holds none of its names (a few microseconds).
 
         Returns
         -------
@@ -226,11 +218,74 @@ class BaseVAE(nn.Module):
             If the store holds one of this model's names with another shape.
         """
         store = pyro.get_param_store()
-        prefix = f"{self._pyro_name}."
-        if any(key.startswith(prefix) for key in store.keys()):
-            for part in ("encoder", "decoder"):
-                self._pyro_module(part)
+        stored_params = dict(store.named_parameters())
+        if not stored_params:
+            return self
+        if not self._store_checked:
+            self._warn_foreign_names(stored_params)
+        for key, param in self._store_keys():
+            stored = stored_params.get(key)
+            if stored is None or stored is param:
+                continue
+            if self._owned.get(id(stored)) is not stored:  # a value from outside the model
+                self._copy_stored(key, param, stored)
+            self._put_in_store(store, key, param)  # else ours, since replaced in the module
         return self
+
+    def _copy_stored(self, key, param, stored):
+        """Copy the store's value under ``key`` into the module's tensor ``param``, in place."""
+        if stored.shape != param.shape:
+            raise ValueError(
+                f"Expected Pyro's param store to hold {key!r} of shape "
+                f"{tuple(param.shape)}, as this {type(self).__name__} has, but it holds "
+                f"{tuple(stored.shape)}: the store was saved from another architecture; "
+                "build the model as it was saved, or pyro.clear_param_store()"
+            )
+        with torch.no_grad():
+            param.copy_(stored)  # to the module's dtype and device
+
+    def _put_in_store(self, store, key, param):
+        """Make the module's tensor ``param`` the store's value under ``key``."""
+        requires_grad = param.requires_grad
+        del store[key]  # also forgets the replaced tensor's name
+        store[key] = param  # Pyro's setter turns requires_grad on: put back below
+        param.requires_grad_(requires_grad)
+        self._owned[id(param)] = param
+
+    def _push_to_store(self):
+        """After an explicit load: the module's tensors replace, in the store, whatever
+        it holds under this model's names (names it lacks stay unregistered)."""
+        store = pyro.get_param_store()
+        stored_params = dict(store.named_parameters())
+        for key, param in self._store_keys():
+            stored = stored_params.get(key)
+            if stored is not None and stored is not param:
+                self._put_in_store(store, key, param)
+
+    def _warn_foreign_names(self, stored_params):
+        """Once per model, when the store first holds anything: warn when it holds no
+        parameter of this model but a VAE's parameters under a name no model of this
+        process was built with (loaded from elsewhere: this model does not read them)."""
+        self._store_checked = True
+        prefixes = {m.group(1) for m in map(_MODEL_KEY.match, stored_params) if m}
+        foreign = sorted(prefixes - _NAMES_BUILT)
+        if not foreign or self._pyro_name in prefixes:
+            return
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        warnings.warn(
+            f"Pyro's param store holds the parameters of a model named {foreign[0]!r}"
+            f"{more}, which no model of this process was built with, and none under this "
+            f"{type(self).__name__}'s name {self._pyro_name!r}, so it does not read them: to "
+            f"restore them, build it as {type(self).__name__}(..., name={foreign[0]!r}); or "
+            "save and load with pyro_vae.save_checkpoint / load_checkpoint",
+            UserWarning,
+            stacklevel=5,
+        )
+
+    def state_dict(self, *args, **kwargs):
+        """:meth:`torch.nn.Module.state_dict` after :meth:`load_param_store`."""
+        self.load_param_store()
+        return super().state_dict(*args, **kwargs)
 
     def likelihood_dist(self, z):
         """p_θ(x|z) with batch shape ``z.shape[:-1]`` and event shape ``(x_dim,)``."""
@@ -464,7 +519,8 @@ class BaseVAE(nn.Module):
         param store on every call is overhead with no effect on the loss or its
         gradients (``benchmarks/bench_speed.py`` measures it). ``SVI`` and
         ``pyro.infer.JitTrace_ELBO`` collect parameters from the param store: use
-        them outside this context.
+        them outside this context. The store's values are read once, on entry
+        (:meth:`load_param_store`).
 
         Examples
         --------
@@ -474,12 +530,13 @@ class BaseVAE(nn.Module):
         ...     loss.backward()
         ...     optimizer.step()
         """
-        register = self._register
-        self._register = False
+        self.load_param_store()
+        register, live = self._register, self._sync_live
+        self._register = self._sync_live = False
         try:
             yield self
         finally:
-            self._register = register
+            self._register, self._sync_live = register, live
 
     @contextlib.contextmanager
     def frozen(self):
@@ -487,22 +544,26 @@ class BaseVAE(nn.Module):
 
         ``pyro.module`` then registers nothing, so MCMC on ``vae.model`` conditioned on
         x samples p_θ(z|x) with θ fixed, and ``NUTS(..., jit_compile=True)`` works
-        (it cannot trace tensors that require grad).
+        (it cannot trace tensors that require grad). The store's values are read once,
+        on entry (:meth:`load_param_store`): NUTS samples the model as restored.
 
         Examples
         --------
         >>> with vae.frozen():
         ...     MCMC(NUTS(vae.model, jit_compile=True), 500, warmup_steps=500).run(x)
         """
+        self.load_param_store()
         flags = [p.requires_grad for p in self.parameters()]
-        training = self.training
+        training, live = self.training, self._sync_live
         self.requires_grad_(False).eval()
+        self._sync_live = False  # θ is fixed: read the store once, on entry
         try:
             yield self
         finally:
             for p, flag in zip(self.parameters(), flags, strict=True):
                 p.requires_grad_(flag)
             self.train(training)
+            self._sync_live = live
 
     @torch.no_grad()
     def encode(self, x):

@@ -93,21 +93,25 @@ class LinearGaussianVAE(BaseVAE):
     @property
     def weight(self):
         """W, shape ``(x_dim, z_dim)`` (the decoder's parameter)."""
+        self._sync_on_use()
         return self.decoder.weight
 
     @property
     def bias(self):
         """b, shape ``(x_dim,)``."""
+        self._sync_on_use()
         return self.decoder.bias
 
     @property
     def log_noise_scale(self):
         """log σ (scalar parameter)."""
+        self._sync_on_use()
         return self.decoder.log_noise_scale
 
     @property
     def noise_scale(self):
         """Observation noise σ (scalar tensor)."""
+        self._sync_on_use()
         return self.decoder.log_noise_scale.exp()
 
     @property
@@ -126,6 +130,7 @@ class LinearGaussianVAE(BaseVAE):
                 f"Expected the default LinearEncoder for {what} but the encoder is "
                 f"{type(self.encoder).__name__}; set its parameters on the module itself"
             )
+        self._sync_on_use()
         return self.encoder
 
     def likelihood_dist(self, z):
