@@ -501,15 +501,19 @@ def test_a_named_vae_round_trips_through_pyros_param_store(tmp_path, seed):
     path = tmp_path / "params.pt"
     pyro.get_param_store().save(path)
     trained = evaluate(vae, x, num_samples=100, seed=seed(1)).values["log_px"]
-    torch.save({"x": x, "log_px": trained}, tmp_path / "expected.pt")
+    torch.save({"x": x, "log_px": trained, "state": _state(vae)}, tmp_path / "expected.pt")
     # in a new process, as a user restarts a script
     script = f"""
 import pyro, torch
 from pyro.infer import SVI, Trace_ELBO
+import pyro_vae
 from pyro_vae import VAE, evaluate
 expected = torch.load({str(tmp_path / "expected.pt")!r})
 vae = VAE(64, z_dim=2, hidden_dims=(8,), name="vae")
 pyro.get_param_store().load({str(path)!r})
+pyro_vae.ais(vae, expected["x"][:2], num_steps=2, num_chains=2)  # AIS first, then the rest
+for key, value in expected["state"].items():
+    assert torch.equal(vae.state_dict()[key], value), key
 log_px = evaluate(vae, expected["x"], num_samples=100, seed={seed(1)}).values["log_px"]
 assert torch.equal(log_px, expected["log_px"]), (log_px, expected["log_px"])
 before = vae.decoder.fc_out.weight.detach().clone()
