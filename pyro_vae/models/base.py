@@ -67,6 +67,7 @@ from pyro.infer.util import is_validation_enabled
 from torch import nn
 
 from .._checks import check_beta, check_int, is_int
+from .guides import check_guide_class
 
 __all__ = ["BaseVAE"]
 
@@ -611,6 +612,7 @@ class BaseVAE(nn.Module):
                 f"Expected the encoder to return q(z|x) as a torch Distribution with "
                 f"{expected} but got {type(q).__name__}"
             )
+        check_guide_class(q)
         if q.batch_shape != (batch,) or q.event_shape != (self.z_dim,):
             raise ValueError(
                 f"Expected the encoder's q(z|x) to have {expected} but got batch shape "

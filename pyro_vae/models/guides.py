@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["Encoder", "LinearEncoder"]
+__all__ = ["Encoder", "LinearEncoder", "check_guide_class"]
 
 
 class Encoder(nn.Module):
@@ -56,3 +56,27 @@ class LinearEncoder(nn.Module):
     def forward(self, x):
         z_loc = self.loc(x)
         return dist.Normal(z_loc, self.log_scale.exp().expand(z_loc.shape)).to_event(1)
+
+
+def check_guide_class(q):
+    """Raise ``ValueError`` for an encoder distribution whose batched draws are wrong.
+
+    Pyro's :class:`~pyro.distributions.MixtureOfDiagNormals` (pyro-ppl 1.9) with a batch
+    shape ``(batch,)``, asked for several draws at once (``q.sample((S,))``, as HMC's
+    starting points and AIS's mass matrix are drawn), gives draw s of every row from the
+    components of row s, and a size error when S exceeds the rows. The same mixture as
+    :class:`~pyro.distributions.MixtureSameFamily` (torch's class as a Pyro
+    distribution) draws right, so the message names it.
+
+    Raises
+    ------
+    ValueError
+        If ``q`` is a :class:`~pyro.distributions.MixtureOfDiagNormals`.
+    """
+    if isinstance(q, dist.MixtureOfDiagNormals):
+        raise ValueError(
+            "Expected the encoder's q(z|x) to draw batches right but got Pyro's "
+            "MixtureOfDiagNormals, which draws the wrong components in batch mode (a Pyro "
+            "bug); return pyro.distributions.MixtureSameFamily(Categorical(logits=logits), "
+            "Normal(locs, scales).to_event(1)) (torch's MixtureSameFamily) instead"
+        )
