@@ -4,6 +4,8 @@ every estimator, traced, or are refused with one line, never replaced by ``encod
 import math
 import types
 
+import arviz
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -16,14 +18,18 @@ from pyro_vae import (
     VAE,
     LinearGaussianVAE,
     active_units,
+    ais,
     compare_posteriors,
     elbo_decompositions,
     elbo_surgery,
     evaluate,
     fit,
+    inference_gaps,
     quadrature_posterior,
     sample_guide,
+    sample_posterior,
 )
+from pyro_vae._threads import torch_threads
 from pyro_vae.data import load_digits
 
 
@@ -210,3 +216,183 @@ def test_an_autoguides_auxiliary_site_counts_in_sample_guide(trained, digits, se
     assert abs(ev.summary()["log_px"][0] - other.summary()["log_px"][0]) < 4 * se
     with pytest.raises(ValueError, match="elbo_surgery"):
         elbo_surgery(pair, x, num_samples=10)
+
+
+class MixtureEncoder(nn.Module):
+    """q(z|x) = Σ_k π_k(x) N(μ_k(x), diag σ_k(x)²), linear in x: torch's
+    MixtureSameFamily (as a Pyro distribution), which has no ``rsample``."""
+
+    def __init__(self, x_dim, z_dim, components=2):
+        super().__init__()
+        self.shape = (components, z_dim)
+        self.loc = nn.Linear(x_dim, components * z_dim)
+        self.log_scale = nn.Linear(x_dim, components * z_dim)
+        self.logits = nn.Linear(x_dim, components)
+
+    def forward(self, x):
+        shape = (x.shape[0], *self.shape)
+        scale = self.log_scale(x).view(shape).exp()
+        components = dist.Normal(self.loc(x).view(shape), scale).to_event(1)
+        return dist.MixtureSameFamily(dist.Categorical(logits=self.logits(x)), components)
+
+
+class CopiesEncoder(nn.Module):
+    """The mixture of two copies of a full-covariance encoder's q(z|x): q(z|x) itself."""
+
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x):
+        q = self.encoder(x)
+        loc = q.loc.unsqueeze(-2).expand(-1, 2, -1)
+        scale_tril = q.scale_tril.unsqueeze(-3).expand(-1, 2, -1, -1)
+        components = dist.MultivariateNormal(loc, scale_tril=scale_tril)
+        return dist.MixtureSameFamily(dist.Categorical(logits=loc.new_zeros(x.shape[0], 2)),
+                                      components)  # fmt: skip
+
+
+class StudentTEncoder(nn.Module):
+    """q(z|x) = Π_d StudentT(df; μ_d(x), s_d), linear in x: no finite variance for df ≤ 2."""
+
+    def __init__(self, x_dim, z_dim, df):
+        super().__init__()
+        self.df = df
+        self.loc = nn.Linear(x_dim, z_dim)
+        self.log_scale = nn.Parameter(torch.zeros(z_dim))
+
+    def forward(self, x):
+        loc = self.loc(x)
+        return dist.StudentT(self.df, loc, self.log_scale.exp().expand_as(loc)).to_event(1)
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread: these models are tiny, and other processes share the cores."""
+    with torch_threads(1):
+        yield
+
+
+def _linear_gaussian(seed):
+    """A 6-D, 2-latent pPCA with a random W (posterior correlated), float64, 5 points."""
+    torch.manual_seed(seed)
+    lg = LinearGaussianVAE(6, 2, noise_scale=0.5).double()
+    with torch.no_grad():
+        lg.weight.copy_(torch.randn(6, 2))
+        lg.bias.copy_(torch.randn(6))
+    return lg, torch.randn(5, 6, dtype=torch.float64)
+
+
+@torch.no_grad()
+def _centred(encoder, lg, shift=0.0):
+    """``encoder`` (a MixtureEncoder or StudentTEncoder) with its location(s) at the
+    mean of p(z|x), component k shifted by ±``shift``, and its scales the posterior s.d."""
+    m = lg.weight.T @ lg.weight + lg.noise_scale.square() * torch.eye(lg.z_dim).double()
+    proj = torch.linalg.solve(m, lg.weight.T)
+    sd = (lg.noise_scale.square() * torch.linalg.inv(m).diagonal()).sqrt()
+    repeats = encoder.loc.out_features // lg.z_dim
+    encoder.loc.weight.copy_(proj.repeat(repeats, 1))
+    shifts = shift * torch.linspace(-1, 1, repeats).double().repeat_interleave(lg.z_dim)
+    encoder.loc.bias.copy_((-proj @ lg.bias).repeat(repeats) + shifts * sd.repeat(repeats))
+    if isinstance(encoder, StudentTEncoder):
+        encoder.log_scale.copy_(sd.log())
+    else:
+        encoder.log_scale.weight.zero_()
+        encoder.log_scale.bias.copy_(sd.log().repeat(repeats))
+    return encoder
+
+
+def test_linear_gaussian_gap_by_monte_carlo_for_a_guide_without_closed_form_kl(seed, one_thread):
+    lg, x = _linear_gaussian(seed(16))
+    # Two copies of p(z|x) mixed are p(z|x): every draw's log q − log p(z|x) is 0.
+    lg.encoder = CopiesEncoder(_exact_posterior_encoder(lg))
+    dec = elbo_decompositions(lg, x, num_samples=100, seed=seed(17))
+    assert (dec.methods["log_px"], dec.methods["gap"]) == ("exact", "monte_carlo")
+    assert float(dec.values["gap"].abs().max()) < 1e-9
+    torch.testing.assert_close(dec.values["log_px"], lg.exact_log_likelihood(x), rtol=0, atol=0)
+
+    # Distinct components: the Monte-Carlo KL(q ‖ p(z|x)) against quadrature's, and the
+    # third way (exact log p(x) minus it) against the first, on independent draws.
+    lg.encoder = _centred(MixtureEncoder(6, 2).double(), lg, shift=1.5)
+    dec = elbo_decompositions(lg, x, num_samples=4000, seed=seed(19))
+    quad = quadrature_posterior(lg, x)
+    assert quad.converged.all() and float(dec.values["gap"].mean()) > 0.1
+    gap_se = float(dec.std_errors["gap"].square().sum().sqrt()) / len(x)
+    gap_diff = float((dec.values["gap"] - quad.kl_guide).mean())
+    assert abs(gap_diff) < 4 * gap_se + float(quad.error.max()), (gap_diff, gap_se)
+    summary = dec.summary()
+    (one, se1), (three, se3) = summary["reconstruction_minus_kl"], summary["evidence_minus_gap"]
+    assert abs(one - three) < 4 * math.hypot(se1, se3)
+
+
+@pytest.mark.parametrize(
+    "encoder",
+    [lambda: MixtureEncoder(6, 2), lambda: StudentTEncoder(6, 2, df=1.5)],
+    ids=["mixture", "student_t_df_1.5"],
+)
+def test_hmc_starts_from_a_guide_without_rsample_or_finite_variance(encoder, seed, one_thread):
+    lg, x = _linear_gaussian(seed(20))
+    lg.encoder = _centred(encoder().double(), lg, shift=1.0)
+    idata = sample_posterior(lg, x[:2], num_samples=500, warmup_steps=200, seed=seed(21),
+                             posterior_predictive=False)  # fmt: skip
+    # Started at the guide's draws, the mass matrix at its (robust) scale: the posterior
+    # means within 4 Monte-Carlo s.e. of the exact ones.
+    z = idata.posterior["z"].transpose("chain", "draw", "datum", "latent").values
+    mcse = arviz.mcse(idata, method="mean")["z"].transpose("datum", "latent").values
+    exact = lg.exact_posterior(x[:2]).loc.numpy()
+    np.testing.assert_array_less(np.abs(z.mean((0, 1)) - exact), 4 * mcse)
+
+
+def test_ais_moves_from_a_guide_of_infinite_variance(seed, one_thread):
+    lg, x = _linear_gaussian(seed(22))
+    lg.encoder = _centred(StudentTEncoder(6, 2, df=1.5).double(), lg)
+    result = ais(lg, x, num_steps=50, num_chains=16, seed=seed(23))
+    assert (result.acceptance > 0.3).all(), result.acceptance  # the chains move
+    mean, se = result.summary()["log_px"]
+    exact = lg.exact_log_likelihood(x).mean().item()
+    assert se < 0.1 and abs(mean - exact) < 4 * se, (mean, exact, se)
+
+
+def _autoguide_fitted_to(vae, x, seed):
+    autoguide = AutoNormal(vae.model, create_plates=vae.create_plates)
+    pyro.set_rng_seed(seed)
+    svi = SVI(vae.model, autoguide, pyro.optim.Adam({"lr": 0.05}), Trace_ELBO())
+    with vae.frozen():
+        for _ in range(100):
+            svi.step(x)
+    return autoguide
+
+
+def test_inference_gaps_splits_a_per_point_autoguides_gap(digits, seed, one_thread):
+    torch.manual_seed(seed(24))
+    vae = VAE(64, z_dim=2, hidden_dims=(16,), encoder=FullCovEncoder(64, 2, hidden=16))
+    x = digits.test[:6]
+    autoguide = _autoguide_fitted_to(vae, x, seed(24))
+    budget = dict(families="diagonal", num_samples=200, seed=seed(25), max_steps=100,
+                  num_particles=10)  # fmt: skip
+    gaps = inference_gaps(vae, x, guide=autoguide, **budget)
+    assert gaps.family == "diagonal" and set(gaps.local) == {"diagonal"}
+    # The ELBO split is the autoguide's, on the draws evaluate makes with the same seed.
+    pair = types.SimpleNamespace(model=vae.model, guide=autoguide)
+    own = evaluate(pair, x, 200, ks=(), seed=seed(25), device="cpu").values["elbo"]
+    torch.testing.assert_close(gaps.values["elbo"], own, rtol=0, atol=0)
+    # The per-point fits and log p(x) are the model's, whatever the guide.
+    with pytest.warns(UserWarning, match="not split"):  # the encoder is full-covariance
+        amortized = inference_gaps(vae, x, **budget)
+    for name in ("log_px", "elbo_local_diagonal"):
+        torch.testing.assert_close(gaps.values[name], amortized.values[name], rtol=0, atol=0)
+    assert "approximation_gap" not in amortized.values
+    values = gaps.values
+    torch.testing.assert_close(values["approximation_gap"] + values["amortization_gap"],
+                               values["inference_gap"])  # fmt: skip
+
+
+def test_inference_gaps_fits_the_guides_own_family_when_left_out(digits, seed, one_thread):
+    torch.manual_seed(seed(26))
+    vae = VAE(64, z_dim=2, hidden_dims=(16,), encoder="iaf:1")
+    gaps = inference_gaps(vae, digits.test[:4], families=("diagonal",), num_samples=50,
+                          seed=seed(27), max_steps=20, num_particles=4)  # fmt: skip
+    assert gaps.family == "flow" and set(gaps.local) == {"diagonal", "flow"}
+    values = gaps.values
+    torch.testing.assert_close(values["approximation_gap"],
+                               values["log_px"] - values["elbo_local_flow"])  # fmt: skip

@@ -221,6 +221,9 @@ ENTRIES = {
         ("pyro.distributions.Bernoulli", _CLS, "distributions.html#$"),
         ("pyro.distributions.MultivariateNormal", _CLS, "distributions.html#$"),
         ("pyro.distributions.TransformedDistribution", _CLS, "distributions.html#$"),
+        ("pyro.distributions.MixtureSameFamily", _CLS, "distributions.html#$"),
+        # distributions.rst: ".. autoclass:: pyro.distributions.MixtureOfDiagNormals"
+        ("pyro.distributions.MixtureOfDiagNormals", _CLS, "distributions.html#$"),
         # Not in Pyro's own inventory (no module target): the "Transforms" section.
         ("pyro.distributions.transforms", _MOD, "distributions.html#transforms"),
         (

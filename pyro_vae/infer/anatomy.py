@@ -89,7 +89,8 @@ class ElboDecompositions:
         ``"monte_carlo"``; ``"kl_prior"`` and ``"entropy"`` ``"analytic"``,
         ``"monte_carlo"`` or ``"mixed"`` (analytic for some latent sites only);
         ``"log_px"`` and ``"gap"`` ``"exact"``, ``"quadrature"`` or
-        ``"importance_sampling"``.
+        ``"importance_sampling"``; ``"gap"`` ``"monte_carlo"`` where log p(x) is exact
+        and the guide has no closed-form KL (see :func:`elbo_decompositions`).
     num_samples : int
         S, draws z ~ q(z|x) per data point for each of the first two ways.
     log_px_samples : int or None
@@ -137,7 +138,11 @@ def elbo_decompositions(
     sec. 2.2; the gap of Hoffman & Johnson 2016): log p(x) and the gap
 
     - ``"exact"``: in closed form for :class:`pyro_vae.LinearGaussianVAE`
-      (``exact_log_likelihood``, ``exact_posterior_kl``), no error;
+      (``exact_log_likelihood``, ``exact_posterior_kl``), no error; with a guide that is
+      not Gaussian (a flow, a Student-t, a mixture), which has no closed-form KL to the
+      Gaussian p(z|x), log p(x) in closed form and the gap by Monte Carlo,
+      log p(x) + mean of log q(z_s|x) − log p(x, z_s) over S further draws
+      (``methods["gap"] == "monte_carlo"``, its standard error that of (3));
     - ``"quadrature"``: by :func:`pyro_vae.quadrature_posterior` for a
       :class:`pyro_vae.models.base.BaseVAE` with z_dim ≤ 2; the error given is the grid's
       error estimate ``error`` for log p(x) and the gap and 2·``error`` for (3): a
@@ -260,7 +265,9 @@ def elbo_decompositions(
             ("entropy", second["entropy"]),
         ):
             values[name], ses[name] = mean_and_se(draws)
-        third = _evidence_and_gap(vae, x, method, log_px_samples, evaluation)
+        third, gap_method = _evidence_and_gap(
+            vae, x, method, log_px_samples, evaluation, num_samples
+        )
         for name, (value, se) in third.items():
             values[name], ses[name] = value.to(x.dtype), se.to(x.dtype)
     methods = {
@@ -269,7 +276,7 @@ def elbo_decompositions(
         "expected_log_joint": "monte_carlo",
         "entropy": second["entropy_method"],
         "log_px": method,
-        "gap": method,
+        "gap": gap_method,
     }
     samples = log_px_samples if method == "importance_sampling" else None
     return ElboDecompositions(values, ses, methods, num_samples, samples)
@@ -335,13 +342,20 @@ def _check_evaluation(evaluation, batch, log_px_samples):
         )
 
 
-def _evidence_and_gap(vae, x, method, log_px_samples, evaluation=None):
-    """``name -> (value, error)`` for log_px, gap and evidence_minus_gap, ``(batch,)``;
-    by importance sampling from ``evaluation``'s estimates when given."""
+def _evidence_and_gap(vae, x, method, log_px_samples, evaluation=None, num_samples=None):
+    """``name -> (value, error)`` for log_px, gap and evidence_minus_gap, ``(batch,)``,
+    and the gap's method; by importance sampling from ``evaluation``'s estimates when
+    given; the exact log p(x) with a Monte-Carlo gap on ``num_samples`` draws when the
+    guide has no closed-form KL."""
+    gap_method = method
     if method == "exact":
-        log_px, gap = vae.exact_log_likelihood(x), vae.exact_posterior_kl(x)
+        log_px = vae.exact_log_likelihood(x)
         zero = torch.zeros_like(log_px)
-        errors = (zero, zero, zero)
+        try:
+            gap, errors = vae.exact_posterior_kl(x), (zero, zero, zero)
+        except ValueError:  # x and the guide were checked: a guide that is not Gaussian
+            gap, gap_se = _monte_carlo_gap(vae, x, log_px, num_samples)
+            errors, gap_method = (zero, gap_se, gap_se), "monte_carlo"
     elif method == "quadrature":
         quad = quadrature_posterior(vae, x)
         log_px, gap = quad.log_px, quad.kl_guide
@@ -356,4 +370,11 @@ def _evidence_and_gap(vae, x, method, log_px_samples, evaluation=None):
         "evidence_minus_gap": (log_px - gap, errors[2]),
         "log_px": (log_px, errors[0]),
         "gap": (gap, errors[1]),
-    }
+    }, gap_method
+
+
+def _monte_carlo_gap(vae, x, log_px, num_samples):
+    """KL(q(z|x) ‖ p(z|x)) = E_q[log q(z|x) − log p(x, z)] + log p(x) on S new draws:
+    mean and s.e. ``(batch,)``."""
+    terms = elbo_terms(vae, x, num_samples)
+    return mean_and_se(log_px + terms["log_guide"] - terms["log_joint"])

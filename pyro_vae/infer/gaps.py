@@ -27,16 +27,21 @@ References
    ICML 2018.
 """
 
+import types
+import warnings
 from dataclasses import dataclass, field
 
 import torch
+from pyro import poutine
+from pyro.distributions import Delta
 from torch.distributions import Independent, Normal, TransformedDistribution
 
 from .._checks import check_int
+from ..models.base import BaseVAE
 from .evaluation import evaluate_unchecked
 from .local import FAMILIES, check_family, fit_local_guides, local_estimates
 from .quadrature import quadrature_posterior
-from .traces import check_inputs
+from .traces import check_inputs, param_store_as_found, row_kwargs, sample_sites
 
 __all__ = ["InferenceGaps", "amortized_family", "inference_gaps"]
 
@@ -49,15 +54,18 @@ class InferenceGaps:
     ----------
     values, std_errors : dict of str to torch.Tensor
         Per data point, shape ``(B,)``, nats, with their Monte-Carlo standard errors:
-        ``log_px``; ``elbo`` (the amortized guide q_φ); ``elbo_local_<family>`` for each
-        fitted family; for the amortized guide's own family, ``approximation_gap`` =
-        log_px − elbo_local_<family>, ``amortization_gap`` = elbo_local_<family> − elbo and
-        ``inference_gap`` = log_px − elbo (their sum).
+        ``log_px``; ``elbo`` (the amortized guide q_φ, or the ``guide`` given);
+        ``elbo_local_<family>`` for each fitted family; ``inference_gap`` = log_px −
+        elbo; for a guide of one of the families (``family`` not None), at its own
+        family, ``approximation_gap`` = log_px − elbo_local_<family> and
+        ``amortization_gap`` = elbo_local_<family> − elbo (their sum is
+        ``inference_gap``).
     family : str or None
-        The amortized guide's family (``"diagonal"`` or ``"flow"``), None if neither.
+        The guide's family (``"diagonal"`` or ``"flow"``), None if neither (then the gap
+        is not split, with a warning).
     log_px_source : str
-        ``"exact"``, ``"quadrature"`` or ``"is:<proposal>"`` (``"is:amortized"``,
-        ``"is:local_diagonal"``, …).
+        ``"exact"``, ``"quadrature"`` or ``"is:<proposal>"`` (``"is:amortized"``, the
+        guide whose gap is split; ``"is:local_diagonal"``, …).
     local : dict of str to LocalGuides
         The fitted per-point guides by family.
     """
@@ -88,12 +96,43 @@ def amortized_family(vae, x):
     """The family of ``vae``'s guide q_φ(z|x): ``"diagonal"``, ``"flow"`` or None."""
     if not vae.encoder_is_guide:
         return None
-    q = vae.encode(x[:1])
+    return _family_of(vae.encode(x[:1]))
+
+
+def _family_of(q):
     if isinstance(q, Independent) and isinstance(q.base_dist, Normal):
         return "diagonal"
     if isinstance(q, TransformedDistribution):
         return "flow"
     return None
+
+
+def _guide_family(vae, guide, x):
+    """The family of ``guide`` (None: vae's own), from the density of a trace on x's
+    first row: an autoguide's ``Delta`` at ``"z"`` carries none, its auxiliary
+    ``"z_unconstrained"`` (the identity transform of the real z) all of it."""
+    if guide is None:
+        return amortized_family(vae, x)
+    kwargs = row_kwargs(vae.model, guide, x, {})(slice(0, 1))
+    with torch.no_grad(), param_store_as_found():
+        trace = poutine.trace(guide).get_trace(x[:1], **kwargs)
+    fns = [site["fn"] for _, site in sample_sites(trace) if not isinstance(site["fn"], Delta)]
+    return _family_of(fns[0]) if len(fns) == 1 else None
+
+
+def _check_vae_and_guide(vae, guide):
+    if not isinstance(vae, BaseVAE):
+        raise ValueError(
+            "Expected vae to be a pyro_vae BaseVAE (its prior and likelihood_dist give the "
+            f"per-point fits) but got {type(vae).__name__}; for another guide of the VAE's "
+            "model pass it apart: inference_gaps(vae, x, guide=AutoNormal(vae.model, "
+            "create_plates=vae.create_plates))"
+        )
+    if guide is not None and not callable(guide):
+        raise ValueError(
+            "Expected guide to be None or a Pyro guide of vae.model (a callable taking x) "
+            f"but got {type(guide).__name__}"
+        )
 
 
 @torch.no_grad()
@@ -112,22 +151,32 @@ def _log_px(vae, x, num_samples, seed, amortized, local):
     return values["log_px"], ses["log_px"], f"is:{name}"
 
 
-def inference_gaps(vae, x, families=FAMILIES, num_samples=5000, seed=0, **fit_kwargs):
+def inference_gaps(vae, x, families=FAMILIES, num_samples=5000, seed=0, guide=None, **fit_kwargs):
     """log p(x), ELBOs of q_φ and of the per-point optimal q*, and the gaps between them.
 
     Parameters
     ----------
     vae : pyro_vae.BaseVAE
+        The model (its prior and ``likelihood_dist``) and, unless ``guide`` is given,
+        the guide whose gap is split.
     x : torch.Tensor
-        Data, shape ``(B, x_dim)`` (held-out points, say).
-    families : sequence of str, default ("diagonal", "flow")
-        The per-point families to fit (:data:`pyro_vae.infer.local.FAMILIES`). The split
-        into approximation and amortization gaps needs the amortized guide's own family
-        among them.
+        Data, shape ``(B, x_dim)`` (held-out points, say); for a per-point ``guide``,
+        the rows it was fitted to, in that order.
+    families : str or sequence of str, default ("diagonal", "flow")
+        The per-point families to fit (:data:`pyro_vae.infer.local.FAMILIES`; one
+        string is one family). The guide's own family, which the split into
+        approximation and amortization gaps needs, is fitted too when missing.
     num_samples : int, default 5000
         Draws per point for each ELBO and importance-sampling estimate.
     seed : int or None, default 0
         Seed of every draw (the global RNG state is restored).
+    guide : callable, optional
+        Another guide of ``vae.model`` whose gap to split, called as the estimators
+        call guides (:mod:`pyro_vae.infer.traces`): a per-data-point autoguide
+        ``AutoNormal(vae.model, create_plates=vae.create_plates)`` trained on x
+        (family ``"diagonal"``; its "amortization gap" L[q*] − L[guide] is then what
+        its own fit left). Default: ``vae.guide``. The per-point fits still start
+        from ``vae``'s encoder with ``init="amortized"``.
     **fit_kwargs
         Passed to :func:`pyro_vae.infer.local.fit_local_guides` (``init``,
         ``max_steps``, ``num_particles``, ``lr``, …).
@@ -140,23 +189,45 @@ def inference_gaps(vae, x, families=FAMILIES, num_samples=5000, seed=0, **fit_kw
     Raises
     ------
     ValueError
-        For bad data, an unknown or repeated family, ``num_samples`` < 2, or the errors
-        of :func:`~pyro_vae.infer.local.fit_local_guides`.
+        For bad data, an unknown or repeated family, ``num_samples`` < 2, a ``vae``
+        that is not a :class:`~pyro_vae.BaseVAE` (an object pairing its model with
+        an autoguide: pass the autoguide as ``guide``), a ``guide`` that is not
+        callable, or the errors of :func:`~pyro_vae.infer.local.fit_local_guides` and
+        :func:`pyro_vae.evaluate` (a global-latent autoguide, say).
+
+    Warns
+    -----
+    UserWarning
+        When the guide is of neither family (a full-covariance Gaussian, a
+        Student-t): its gap is then not split, and ``values`` hold ``log_px``,
+        ``elbo``, ``inference_gap`` and the local ELBOs only.
 
     Examples
     --------
     >>> gaps = inference_gaps(vae, data.test[:100], families=("diagonal",))
     >>> gaps.summary()["approximation_gap"], gaps.summary()["amortization_gap"]
     """
-    families = tuple(families)
+    families = (families,) if isinstance(families, str) else tuple(families)
     for family in families:
         check_family(family)
     if not families or len(set(families)) != len(families):
         raise ValueError(f"Expected distinct families from {FAMILIES} but got {families!r}")
     check_int("num_samples", num_samples, minimum=2)
+    _check_vae_and_guide(vae, guide)
     x = check_inputs(vae, x, seed)
-    result = InferenceGaps(family=amortized_family(vae, x))
-    amortized = evaluate_unchecked(vae, x, num_samples, (), seed, khat=False)
+    result = InferenceGaps(family=_guide_family(vae, guide, x))
+    if result.family is None:
+        warnings.warn(
+            "inference_gaps: the guide is of neither family of fit_local_guides "
+            f"{FAMILIES}, so its gap is not split into approximation and amortization "
+            "gaps; the result holds log_px, elbo, inference_gap and the local ELBOs",
+            UserWarning,
+            stacklevel=2,
+        )
+    elif result.family not in families:
+        families = (*families, result.family)
+    pair = vae if guide is None else types.SimpleNamespace(model=vae.model, guide=guide)
+    amortized = evaluate_unchecked(pair, x, num_samples, (), seed, khat=False)
     amortized = (amortized.values, amortized.std_errors)
     local = {}
     for family in families:
@@ -176,8 +247,8 @@ def inference_gaps(vae, x, families=FAMILIES, num_samples=5000, seed=0, **fit_kw
         ses["approximation_gap"] = _hypot(log_px_se, local_se)
         values["amortization_gap"] = local_elbo - values["elbo"]
         ses["amortization_gap"] = _hypot(local_se, ses["elbo"])
-        values["inference_gap"] = log_px - values["elbo"]
-        ses["inference_gap"] = _hypot(log_px_se, ses["elbo"])
+    values["inference_gap"] = log_px - values["elbo"]
+    ses["inference_gap"] = _hypot(log_px_se, ses["elbo"])
     return result
 
 

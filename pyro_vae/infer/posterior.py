@@ -171,7 +171,9 @@ def sample_posterior(
 
     *Starting points and mass matrix.* Chains start at independent draws from the guide,
     z₀ ~ q_φ(z|x), and M⁻¹ starts as the guide's variance σ_φ(x)², so that the whitened
-    coordinates M^{1/2} z have about unit scale from the first iteration.
+    coordinates M^{1/2} z have about unit scale from the first iteration (for a guide
+    whose variance is infinite, a Student-t of df ≤ 2, the squared scale of its draws'
+    interquartile range: :func:`~pyro_vae.infer.traces.guide_moments`).
 
     *Adaptation and trajectory length* (:class:`~pyro_vae.infer.hmc.BatchedHMC`, whose
     Notes give the details): during warm-up each chain adapts ε by dual averaging towards
@@ -220,7 +222,7 @@ def sample_posterior(
             z = torch.cat([c[0] for c in chunks], dim=2)
             stats = {k: torch.cat([c[1][k] for c in chunks], dim=2) for k in chunks[0][1]}
         else:
-            z0 = vae.encode(x).rsample((num_chains,))
+            z0 = _starting_points(vae.encode(x), num_chains)
             z, stats = nuts_reference(vae.model, x, z0, **settings)
         elapsed = time.perf_counter() - start
         x_pred = _posterior_predictive(vae.model, z) if posterior_predictive else None
@@ -261,7 +263,7 @@ def _log_joint(model, x, z):
 def _hmc_chunk(vae, x, num_chains, num_steps, num_samples, warmup_steps, target_accept, progress):
     """Warm-up and draws of num_chains × B chains in lockstep: z (C, S, B, D), stats."""
     q = vae.encode(x)
-    z = q.rsample((num_chains,))
+    z = _starting_points(q, num_chains)
 
     def potential(z):
         return -_log_joint(vae.model, x, z)
@@ -274,6 +276,13 @@ def _hmc_chunk(vae, x, num_chains, num_steps, num_samples, warmup_steps, target_
     state = hmc.warmup(HMCState.at(potential, z), warmup_steps, progress=progress)
     _, draws, stats = hmc.sample(state, num_samples, progress=progress)
     return draws.movedim(0, 1), {k: v.movedim(0, 1) for k, v in stats.items()}
+
+
+def _starting_points(q, num_chains):
+    """``num_chains`` draws of the guide q, ``(num_chains, B, z_dim)``: reparameterized
+    where q has ``rsample`` (the draws of earlier releases), plain draws otherwise (a
+    mixture such as :class:`~pyro.distributions.MixtureSameFamily` has none)."""
+    return q.rsample((num_chains,)) if q.has_rsample else q.sample((num_chains,))
 
 
 @torch.no_grad()

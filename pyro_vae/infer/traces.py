@@ -34,6 +34,7 @@ import ctypes
 import ctypes.util
 import inspect
 import math
+import statistics
 from collections.abc import Iterator
 
 import pyro
@@ -190,20 +191,35 @@ def log_joint(vae, x, z):
     return log_prior + vae.likelihood_dist(z).log_prob(x)
 
 
-def guide_moments(q, device=None, num_draws=4096, seed=0):
-    """Mean and standard deviation of a guide q(z|x) per axis, each ``(batch, z_dim)``.
+_NORMAL_IQR = 2 * statistics.NormalDist().inv_cdf(0.75)
+"""The interquartile range of N(0, 1), ≈ 1.349."""
 
-    The distribution's own (``q.mean``, ``q.stddev``) where it has them, else those of
-    ``num_draws`` draws (a flow guide's :class:`~pyro.distributions.TransformedDistribution`
-    has none), seeded by ``seed`` with the global RNG state left as found; ``device``:
-    q's device (for seeding its CUDA generator).
+
+def guide_moments(q, device=None, num_draws=4096, seed=0):
+    """Location and scale of a guide q(z|x) per axis, each ``(batch, z_dim)``.
+
+    The distribution's own mean and standard deviation (``q.mean``, ``q.stddev``) where
+    it has them and they are finite. Else from ``num_draws`` draws, seeded by ``seed``
+    with the global RNG state left as found (``device``: q's device, for seeding its
+    CUDA generator): their mean and standard deviation where q has no closed form (a
+    flow guide's :class:`~pyro.distributions.TransformedDistribution`); their median
+    and IQR / 1.349 (the interquartile range scaled to a Normal's s.d.) where q's
+    moments are infinite or undefined (a Student-t guide of df ≤ 2), so that a
+    heavy-tailed guide still gives HMC a finite mass matrix and a grid a finite width.
     """
     try:
-        return q.mean, q.stddev
+        mean, std = q.mean, q.stddev
     except NotImplementedError:
-        with torch.no_grad(), seeded(seed, device):
-            draws = q.sample((num_draws,))
+        mean = std = None
+    if mean is not None and bool(torch.isfinite(mean).all() & torch.isfinite(std).all()):
+        return mean, std
+    with torch.no_grad(), seeded(seed, device):
+        draws = q.sample((num_draws,))
+    if mean is None:
         return draws.mean(0), draws.std(0)
+    ordered = draws.sort(0).values  # torch.quantile refuses more than 2**24 numbers
+    lower, median, upper = (ordered[round(p * (num_draws - 1))] for p in (0.25, 0.5, 0.75))
+    return median, (upper - lower) / _NORMAL_IQR
 
 
 @contextlib.contextmanager
