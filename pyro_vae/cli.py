@@ -105,6 +105,17 @@ def _non_negative_int(text):
     return value
 
 
+def _ais_num_samples(text):
+    """`ais --num-samples`: 0 (no importance-sampling estimate) or K >= 2."""
+    value = _non_negative_int(text)
+    if value == 1:
+        raise argparse.ArgumentTypeError(
+            "expected 0 (no importance-sampling estimate) or K >= 2 importance samples per "
+            "point (one gives no standard error), got 1; use --num-samples 5000, or 0"
+        )
+    return value
+
+
 def _int_list(text):
     return tuple(_positive_int(part) for part in text.split(","))
 
@@ -433,9 +444,9 @@ def build_parser():
                    help="spacing of the bridges' inverse temperatures")  # fmt: skip
     p.add_argument(
         "--num-samples",
-        type=_non_negative_int,
+        type=_ais_num_samples,
         default=5000,
-        help="importance samples per point for the IS estimate beside AIS (0 skips it)",
+        help="importance samples per point for the IS estimate beside AIS, >= 2 (0 skips it)",
     )
     p.add_argument(
         "--bdmc",

@@ -670,10 +670,11 @@ def check_data(x, vae, name="data"):
     Raises
     ------
     ValueError
-        If x is not a non-empty real-valued 2-D matrix of width ``vae.x_dim``, holds NaN
-        or inf, or, for a Bernoulli likelihood, values other than 0 and 1 (grey levels
-        give a cross-entropy, not a log-likelihood: binarize them, or use the
-        ``"continuous_bernoulli"`` or ``"gaussian"`` likelihood).
+        If ``vae`` has no parameters (an object holding a model and guide that is not an
+        ``nn.Module``), x is not a non-empty real-valued 2-D matrix of width
+        ``vae.x_dim``, holds NaN or inf, or, for a Bernoulli likelihood, values other
+        than 0 and 1 (grey levels give a cross-entropy, not a log-likelihood: binarize
+        them, or use the ``"continuous_bernoulli"`` or ``"gaussian"`` likelihood).
     """
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"Expected {name} to be a torch.Tensor but got {type(x).__name__}")
@@ -689,7 +690,15 @@ def check_data(x, vae, name="data"):
         raise ValueError(f"Expected {name} to hold at least one data point but it is empty")
     if x.shape[1] != vae.x_dim:
         raise ValueError(f"Expected {name} of width x_dim={vae.x_dim} but got width {x.shape[1]}")
-    ref = next(vae.parameters())
+    parameters = getattr(vae, "parameters", None)
+    ref = next(parameters(), None) if callable(parameters) else None
+    if ref is None:
+        raise ValueError(
+            "Expected vae to be a torch.nn.Module with parameters (they give x its dtype and "
+            f"device) but got {type(vae).__name__}, which has x_dim and no parameters(); "
+            "make the holder an nn.Module with the VAE as an attribute (self.vae = vae), or "
+            "give it no x_dim"
+        )
     x = x.to(dtype=ref.dtype, device=ref.device)
     if not torch.isfinite(x).all():
         raise ValueError(f"Expected {name} to hold finite values but found NaN or inf")

@@ -8,16 +8,32 @@ after an error raised inside a traced model or guide; the package's message is t
 first line.
 """
 
+import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
+from unittest import mock
 
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoDiagonalNormal, AutoIAFNormal, AutoNormal
+from torch import nn
 
-from pyro_vae import VAE, TrainConfig, ais, bdmc, evaluate, fit, inference_gaps, load_checkpoint
+from pyro_vae import (
+    VAE,
+    TrainConfig,
+    ais,
+    bdmc,
+    evaluate,
+    fit,
+    from_pyro,
+    inference_gaps,
+    load_checkpoint,
+    sample_guide,
+)
+from pyro_vae.cli import main
 from pyro_vae.data import load_dataset, load_digits
 from pyro_vae.experiments.compare import compare
 from pyro_vae.infer.objectives import parse_objective
@@ -60,6 +76,37 @@ def _autoguide(cls, rows=6, **kwargs):
     guide = cls(vae.model, **kwargs)
     guide(_x(rows))
     return _pair(vae.model, guide)
+
+
+class _MixtureOfDiagNormalsEncoder(nn.Module):
+    """q(z|x) as Pyro's MixtureOfDiagNormals of two components (z_dim 2)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Linear(64, 10)
+
+    def forward(self, x):
+        out = self.net(x)
+        locs, log_scales = out[:, :8].view(-1, 2, 2, 2).unbind(1)
+        return dist.MixtureOfDiagNormals(locs, log_scales.exp(), out[:, 8:])
+
+
+def _holder():
+    """The VAE's model and guide held by a plain object that says x_dim."""
+    vae = _vae()
+    return type("Holder", (), {"model": staticmethod(vae.model),
+                               "guide": staticmethod(vae.guide), "x_dim": 64})()  # fmt: skip
+
+
+def _command_line(argv):
+    """``pyro-vae`` run with argv; argparse's usage error (printed after "error:" before
+    exiting with status 2) raised as the ArgumentError it reports."""
+
+    def error(parser, message):
+        raise argparse.ArgumentError(None, message)
+
+    with mock.patch.object(argparse.ArgumentParser, "error", error):
+        return main(argv)
 
 
 def _store_of_another_architecture(tmp_path):
@@ -191,6 +238,38 @@ CASES = [
     Case("compare(digits, posterior_points=1000)",
          lambda p: compare(load_digits(), ["trace"], posterior_points=1000), ValueError,
          "Expected posterior_points <= 359, the size of the test split, but got 1000"),
+    Case("ais(vae, x) with an encoder returning pyro's MixtureOfDiagNormals",
+         lambda p: ais(_vae(encoder=_MixtureOfDiagNormalsEncoder()), _x()), ValueError,
+         "but got Pyro's MixtureOfDiagNormals, which draws the wrong components in batch "
+         "mode (a Pyro bug); return pyro.distributions.MixtureSameFamily"),
+    Case("inference_gaps(pair, x) with pair holding vae.model and an AutoNormal",
+         lambda p: inference_gaps(_autoguide(AutoNormal, create_plates=_vae().create_plates),
+                                  _x()),
+         ValueError, "Expected vae to be a pyro_vae BaseVAE (its prior and likelihood_dist "
+         "give the per-point fits) but got Pair; for another guide of the VAE's model pass "
+         "it apart: inference_gaps(vae, x, guide=AutoNormal("),
+    Case("from_pyro(vae)", lambda p: from_pyro(_vae()), ValueError,
+         "Expected mcmc to be a finished pyro.infer.MCMC run"),
+    Case("sample_guide(holder, x) with a holder of model, guide and x_dim",
+         lambda p: sample_guide(_holder(), _x()), ValueError,
+         "Expected vae to be a torch.nn.Module with parameters (they give x its dtype and "
+         "device) but got Holder"),
+    Case("VAE(64, encoder='iaf:2').encode(x).mean",
+         lambda p: _vae(encoder="iaf:2").encode(_x()).mean, NotImplementedError,
+         "A flow guide's q(z|x) has no closed-form mean (a TransformedDistribution): "
+         "estimate it from draws, q.sample((1000,)).mean(0)"),
+    Case("pyro-vae ais run.pt --num-samples 1",
+         lambda p: _command_line(["ais", str(p / "run.pt"), "--num-samples", "1"]),
+         argparse.ArgumentError, "argument --num-samples: expected 0 (no importance-sampling "
+         "estimate) or K >= 2"),
+    Case("fit(vae, x, beta='warmup:0')",
+         lambda p: fit(_vae(), _x(), beta="warmup:0", progress=False), ValueError,
+         "Expected EPOCHS of the β schedule spec 'warmup:0' (the epochs β takes to go from "
+         "START to END) to be an integer >= 1 but got 0; e.g. 'warmup:10'"),
+    Case("fit(vae, x, loss=Trace_ELBO())",
+         lambda p: fit(_vae(), _x(), loss=Trace_ELBO(), progress=False), ValueError,
+         "but got a Trace_ELBO object; the package builds the ELBO itself: pass loss='trace', "
+         "or step your own ELBO with pyro.infer.SVI"),
 ]  # fmt: skip
 
 

@@ -367,10 +367,13 @@ def check_loss(loss, alpha=0.0, num_particles=1, jit=False, stacklevel=2):
     Raises
     ------
     ValueError
-        For an unknown ``loss`` (the message lists the valid names), ``num_particles``
+        For an unknown ``loss`` (the message lists the valid names; for an ELBO object,
+        the name and settings to pass instead), ``num_particles``
         not an integer ≥ 1, ``alpha == 1`` with a Rényi loss, or ``jit=True`` with a
         loss other than ``"trace"``.
     """
+    if isinstance(loss, ELBO):
+        raise ValueError(_elbo_object_message(loss))
     if loss not in LOSSES:
         raise ValueError(
             f"Expected loss to be one of {', '.join(map(repr, LOSSES))} but got {loss!r}"
@@ -383,6 +386,25 @@ def check_loss(loss, alpha=0.0, num_particles=1, jit=False, stacklevel=2):
         )
     if loss in RENYI_LOSSES:
         _check_alpha(alpha, stacklevel=stacklevel + 1)
+
+
+def _elbo_object_message(elbo):
+    """What to pass instead of an ELBO object as ``loss`` (one line)."""
+    names = ((ScaledRenyiELBO, "renyi"), (RenyiELBO, "pyro_renyi"),
+             (TraceMeanField_ELBO, "meanfield"), (Trace_ELBO, "trace"))  # fmt: skip
+    name = next((name for cls, name in names if isinstance(elbo, cls)), None)
+    settings = [f"loss={name!r}"] if name else []
+    if getattr(elbo, "num_particles", 1) != 1:
+        settings.append(f"num_particles={elbo.num_particles}")
+    if name in RENYI_LOSSES:
+        settings.append(f"alpha={elbo.alpha:g}")
+    instead = f"pass {', '.join(settings)}" if settings else "pass one of these names"
+    return (
+        f"Expected loss to be the name of an objective, one of {', '.join(map(repr, LOSSES))}, "
+        f"but got a {type(elbo).__name__} object; the package builds the ELBO itself: "
+        f"{instead}, or step your own ELBO with pyro.infer.SVI(vae.model, vae.guide, "
+        "optimizer, elbo)"
+    )
 
 
 def make_elbo(loss="trace", alpha=0.0, num_particles=1, jit=False):

@@ -59,7 +59,7 @@ from torch import nn
 from .._checks import is_int
 from .guides import Encoder
 
-__all__ = ["FLOWS", "GUIDE_GRAMMAR", "FlowEncoder", "parse_guide"]
+__all__ = ["FLOWS", "GUIDE_GRAMMAR", "FlowEncoder", "FlowGuide", "parse_guide"]
 
 FLOWS = ("iaf", "coupling", "spline")
 """The flows of :class:`FlowEncoder`."""
@@ -125,6 +125,30 @@ def parse_guide(spec, z_dim=None):
     return f"{name}:{num_transforms}", name, num_transforms
 
 
+class FlowGuide(dist.TransformedDistribution):
+    """q_φ(z|x) of a flow guide: a :class:`~pyro.distributions.TransformedDistribution`
+    whose ``mean`` and ``variance`` say how to estimate them.
+
+    Neither has a closed form; both raise ``NotImplementedError`` (as torch's class does,
+    so that callers falling back to draws still do) with a message naming the estimate
+    from draws, where torch's says nothing.
+    """
+
+    @property
+    def mean(self):
+        raise NotImplementedError(_NO_CLOSED_FORM.format("mean", "mean"))
+
+    @property
+    def variance(self):
+        raise NotImplementedError(_NO_CLOSED_FORM.format("variance", "var"))
+
+
+_NO_CLOSED_FORM = (
+    "A flow guide's q(z|x) has no closed-form {0} (a TransformedDistribution): estimate it "
+    "from draws, q.sample((1000,)).{1}(0)"
+)
+
+
 class FlowEncoder(Encoder):
     """The encoder's Gaussian through K conditional transforms with context h(x).
 
@@ -146,9 +170,9 @@ class FlowEncoder(Encoder):
     Notes
     -----
     ``forward(x)`` for x of shape ``(batch, x_dim)`` returns q_φ(z|x) as a
-    :class:`~pyro.distributions.TransformedDistribution` with batch shape ``(batch,)``
-    and event shape ``(z_dim,)``. The transforms' hidden widths are Pyro's defaults
-    (10·z_dim; two layers of 10·z_dim for the spline's network).
+    :class:`FlowGuide` (a :class:`~pyro.distributions.TransformedDistribution`) with
+    batch shape ``(batch,)`` and event shape ``(z_dim,)``. The transforms' hidden widths
+    are Pyro's defaults (10·z_dim; two layers of 10·z_dim for the spline's network).
     """
 
     def __init__(self, x_dim, z_dim, hidden_dims, flow="iaf", num_transforms=2):
@@ -174,4 +198,4 @@ class FlowEncoder(Encoder):
             if i and self.flow != "spline":  # elementwise splines need no permutation
                 parts.append(Permute(self.order))
             parts.append(transform.condition(h))
-        return dist.TransformedDistribution(self.gaussian(h), parts)
+        return FlowGuide(self.gaussian(h), parts)

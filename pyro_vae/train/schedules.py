@@ -318,7 +318,7 @@ def parse_schedule(spec):
     name, args = parts[0].lower(), parts[1:]
     try:
         if not args and name not in _PARSERS:
-            cls, values = constant, [float(name)]
+            cls, kinds, values = constant, (float,), [float(name)]
         else:
             cls, kinds, required = _PARSERS[name]
             if not required <= len(args) <= len(kinds):
@@ -326,7 +326,20 @@ def parse_schedule(spec):
             values = [kind(text) for kind, text in zip(kinds, args, strict=False)]
     except (ValueError, KeyError):
         raise ValueError(expected) from None
+    _check_spec_epochs(spec, name, args, kinds, values)
     return cls(*values)
+
+
+def _check_spec_epochs(spec, name, args, kinds, values):
+    """A ValueError naming the spec's EPOCHS (not ``epochs``, an argument of ``fit``)
+    unless it is ≥ 1."""
+    for i, (kind, value) in enumerate(zip(kinds, values, strict=False)):
+        if kind is int and value < 1:
+            example = ":".join([name, *args[:i], "10", *args[i + 1 :]])
+            raise ValueError(
+                f"Expected EPOCHS of the β schedule spec {spec!r} (the epochs β takes to go "
+                f"from START to END) to be an integer >= 1 but got {value}; e.g. {example!r}"
+            )
 
 
 def as_schedule(beta):
