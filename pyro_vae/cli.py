@@ -174,10 +174,11 @@ def _add_common(parser):
     )
     parser.add_argument(
         "--binarize",
-        choices=("dynamic", "static", "none"),
+        choices=("dynamic", "static", "threshold", "none"),
         help="binarization of the data: 'dynamic' redraws the training images every "
         "epoch, 'static' draws once (validation and test are always static unless "
-        "'none'); default: dynamic for --likelihood bernoulli, none otherwise",
+        "'none'), 'threshold' sets 1[intensity > 0.5] on every split (Cremer et al. "
+        "2018); default: dynamic for --likelihood bernoulli, none otherwise",
     )
     parser.add_argument(
         "--split-seed",
@@ -401,10 +402,11 @@ def build_parser():
     )
     p.add_argument(
         "--binarize",
-        choices=("dynamic", "static", "none"),
+        choices=("dynamic", "static", "threshold", "none"),
         help="with --dataset: binarization of its test split (test data are binarized "
-        "once, statically; 'none' keeps real values); default: static for a Bernoulli "
-        "checkpoint, none otherwise",
+        "once, statically; 'threshold' as 1[intensity > 0.5]; 'none' keeps real values); "
+        "default: threshold for a Bernoulli checkpoint trained on thresholded data, static "
+        "for another Bernoulli checkpoint, none otherwise",
     )
     p.add_argument("--split-seed", type=int, help="with --dataset: the split's seed (0)")
     p.add_argument("--seed", type=int, default=0, help="seed of the importance samples")

@@ -14,8 +14,12 @@ Each loader returns a :class:`Dataset` with a fixed, seeded train/validation/tes
 split. Binarization follows Burda et al. (2016): ``"static"`` draws each pixel once
 from Bernoulli(intensity) with a fixed seed; ``"dynamic"`` redraws the training images
 at every epoch (see :meth:`Dataset.train_epoch`) while validation and test stay
-statically binarized, so evaluation is deterministic; ``None`` keeps the intensities
-in [0, 1] (for a Gaussian likelihood, or a Bernoulli one on grey levels).
+statically binarized, so evaluation is deterministic; ``"threshold"`` sets each pixel
+to 1[intensity > 0.5] on every split, deterministically (the protocol of Cremer, Li &
+Duvenaud 2018 for Fashion-MNIST: ``lxuechen/inference-suboptimality``, ``loader.py``);
+``None`` keeps the intensities in [0, 1] (for a Gaussian likelihood, or a Bernoulli one
+on grey levels). The three give different data, so their log p(x) differ by tens of
+nats on the same images: a number is comparable only with one of the same binarization.
 """
 
 import gzip
@@ -43,7 +47,10 @@ __all__ = [
     "make_linear_gaussian",
 ]
 
-BINARIZATIONS = ("static", "dynamic", None)
+BINARIZATIONS = ("static", "dynamic", "threshold", None)
+THRESHOLD = 0.5
+"""``binarize="threshold"``: a pixel is 1 where its intensity exceeds this (raw / 255 for
+MNIST and Fashion-MNIST, raw / 16 for the digits)."""
 MNIST_IMAGES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
 MNIST_LABELS = {"train": "train-labels-idx1-ubyte", "test": "t10k-labels-idx1-ubyte"}
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -66,9 +73,9 @@ class Dataset:
         Where the data came from.
     train, validation, test : torch.Tensor
         Shapes ``(n_train, x_dim)``, ``(n_val, x_dim)``, ``(n_test, x_dim)``; binary
-        when ``binarize`` is ``"static"`` or ``"dynamic"`` (for ``"dynamic"``, ``train``
+        unless ``binarize`` is None (for ``"dynamic"``, ``train``
         holds one static draw, see :meth:`train_epoch`).
-    binarize : {"static", "dynamic", None}
+    binarize : {"static", "dynamic", "threshold", None}
         The binarization scheme.
     train_intensities : torch.Tensor
         The training images before binarization, shape ``(n_train, x_dim)``.
@@ -176,6 +183,15 @@ def _check_matrix(x, name):
         raise ValueError(f"Expected {name} to hold finite values but found NaN or inf")
 
 
+def _order(num_rows, seed):
+    """The rows' order before the split: a permutation seeded by ``seed``, or the file's
+    own order for ``seed=None``."""
+    if seed is None:
+        return np.arange(num_rows)
+    check_int("split_seed", seed, minimum=0)
+    return np.random.default_rng(seed).permutation(num_rows)
+
+
 def _split(
     x,
     name,
@@ -193,6 +209,11 @@ def _split(
     (one per row, optional) follow the same permutation."""
     if binarize not in BINARIZATIONS:
         raise ValueError(f"Expected binarize in {BINARIZATIONS} but got {binarize!r}")
+    if seed is None and binarize in ("static", "dynamic"):
+        raise ValueError(
+            f"Expected an integer split_seed for binarize={binarize!r} (it seeds the static "
+            "draw) but got None; use binarize='threshold' or None to keep the file order"
+        )
     _check_fractions(val_fraction, test_fraction)
     x = np.asarray(x, dtype=np.float32)
     _check_matrix(x, name)
@@ -203,7 +224,7 @@ def _split(
             "(CLI: --binarize none, the default with --likelihood gaussian)"
         )
     if order is None:
-        order = np.random.default_rng(seed).permutation(len(x))
+        order = _order(len(x), seed)
     n_test = int(round(test_fraction * len(x)))
     n_val = int(round(val_fraction * len(x)))
     if len(x) - n_test - n_val < 1:
@@ -217,6 +238,8 @@ def _split(
         labels = {name: torch.from_numpy(y) for name, y in zip(names, split_labels, strict=True)}
     if binarize is None:
         binary = intensities
+    elif binarize == "threshold":
+        binary = [(p > THRESHOLD).to(p.dtype) for p in intensities]
     else:
         gen = torch.Generator().manual_seed(seed)
         binary = [torch.bernoulli(p, generator=gen) for p in intensities]
@@ -246,13 +269,16 @@ def load_digits(binarize="static", val_fraction=0.1, test_fraction=0.2, split_se
 
     Parameters
     ----------
-    binarize : {"static", "dynamic", None}, default "static"
+    binarize : {"static", "dynamic", "threshold", None}, default "static"
         See the module docstring.
     val_fraction, test_fraction : float, default 0.1, 0.2
         Fractions of the 1797 images held out for validation and test.
-    split_seed : int, default 0
+    split_seed : int or None, default 0
         Seed of the split and of the static binarization (not of training: the
-        dynamic binarization draws come from the training seed).
+        dynamic binarization draws come from the training seed). ``None`` keeps the
+        file's order (validation = the last training-file rows, as Cremer et al. 2018's
+        55 000 / 5 000 split with ``val_fraction=5000 / 70000``), for ``binarize``
+        ``"threshold"`` or None.
 
     Returns
     -------
@@ -348,12 +374,7 @@ def _load_idx_images(path, name, spec, binarize, val_fraction, split_seed, missi
                 f"hold {labels.shape}"
             )
     # The official test set stays the test split: only the training rows are shuffled.
-    order = np.concatenate(
-        [
-            np.random.default_rng(split_seed).permutation(len(train)),
-            np.arange(len(train), len(x)),
-        ]
-    )
+    order = np.concatenate([_order(len(train), split_seed), np.arange(len(train), len(x))])
     test_fraction = len(test) / len(x)
     return _split(
         x,
@@ -382,13 +403,16 @@ def load_mnist(path, binarize="static", val_fraction=10000 / 70000, split_seed=0
     ----------
     path : str or os.PathLike
         Folder holding the IDX files.
-    binarize : {"static", "dynamic", None}, default "static"
+    binarize : {"static", "dynamic", "threshold", None}, default "static"
         See the module docstring.
     val_fraction : float, default 1/7
         Fraction of all 70 000 images taken from the training file for validation.
-    split_seed : int, default 0
+    split_seed : int or None, default 0
         Seed of the split and of the static binarization (not of training: the
-        dynamic binarization draws come from the training seed).
+        dynamic binarization draws come from the training seed). ``None`` keeps the
+        file's order (validation = the last training-file rows, as Cremer et al. 2018's
+        55 000 / 5 000 split with ``val_fraction=5000 / 70000``), for ``binarize``
+        ``"threshold"`` or None.
 
     Returns
     -------
@@ -470,7 +494,7 @@ def load_array(path, binarize=None, val_fraction=0.1, test_fraction=0.2, split_s
     ----------
     path : str or os.PathLike
         The file.
-    binarize : {"static", "dynamic", None}, default None
+    binarize : {"static", "dynamic", "threshold", None}, default None
         Binarization; the values must then lie in [0, 1].
     val_fraction, test_fraction : float
         Held-out fractions.
@@ -588,7 +612,7 @@ def load_dataset(spec, binarize="dynamic", split_seed=0, val_fraction=None, test
         ``"digits"`` (bundled), ``"mnist:PATH"`` (local IDX files),
         ``"fashion-mnist"`` (Debian's package, :data:`FASHION_MNIST_DIR`) or
         ``"fashion-mnist:PATH"``, or a ``.npy``/``.npz``/``.csv`` path.
-    binarize : {"static", "dynamic", None}, default "dynamic"
+    binarize : {"static", "dynamic", "threshold", None}, default "dynamic"
         See the module docstring.
     split_seed : int, default 0
         Seed of the split and the static binarization.

@@ -432,3 +432,53 @@ def test_fashion_mnist_from_debians_package():
     # the official test set in its file order: 1000 of each of the 10 classes
     assert torch.bincount(ds.labels["test"]).tolist() == [1000] * 10
     assert torch.bincount(ds.labels["train"], minlength=10).sum() == 50000
+
+
+def _raw_idx_images(path):
+    """The images of an IDX file as uint8 ``(n, rows * cols)``, read with the header's
+    own sizes (independently of the package's reader)."""
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    magic, n, rows, cols = struct.unpack(">4I", raw[:16])
+    assert magic == 2051
+    return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, rows * cols)
+
+
+@pytest.mark.skipif(
+    not os.path.isdir(FASHION_MNIST_DIR),
+    reason=f"no {FASHION_MNIST_DIR}: apt-get install dataset-fashion-mnist",
+)
+@pytest.mark.parametrize("split_seed", [None, 0])
+def test_threshold_binarization_is_the_raw_bytes_above_half(split_seed):
+    # Cremer et al. (2018) binarize Fashion-MNIST as x = 1[raw / 255 > 0.5] on every split:
+    # raw >= 128. split_seed=None keeps the file order (their 55 000 / 5 000 split).
+    train = _raw_idx_images(os.path.join(FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz"))
+    test = _raw_idx_images(os.path.join(FASHION_MNIST_DIR, "t10k-images-idx3-ubyte.gz"))
+    ds = load_dataset(
+        "fashion-mnist", binarize="threshold", split_seed=split_seed, val_fraction=5000 / 70000
+    )
+    order = np.arange(60000) if split_seed is None else np.random.default_rng(0).permutation(60000)
+    expected = {
+        "train": train[order[:55000]],
+        "validation": train[order[55000:]],
+        "test": test,
+    }
+    for split, raw in expected.items():
+        assert torch.equal(getattr(ds, split), torch.from_numpy((raw >= 128).astype(np.float32)))
+    assert torch.equal(ds.train_epoch(), ds.train)  # the same every epoch
+    assert ds.binarize == "threshold" and ds.spec["split_seed"] == split_seed
+    assert "binarize='threshold'" in repr(ds)
+
+
+def test_threshold_binarization_of_the_digits_and_static_needs_a_seed():
+    ds = load_digits(binarize="threshold", split_seed=None)
+    grey = load_digits(binarize=None, split_seed=None)
+    for split in ("train", "validation", "test"):
+        assert torch.equal(getattr(ds, split), (getattr(grey, split) > 0.5).float())
+    # file order: the first rows of scikit-learn's digits are the training rows
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    raw = sklearn_digits().data
+    assert torch.equal(ds.train[:5], torch.from_numpy((raw[:5] > 8).astype(np.float32)))
+    with pytest.raises(ValueError, match="Expected an integer split_seed for binarize='static'"):
+        load_digits(binarize="static", split_seed=None)

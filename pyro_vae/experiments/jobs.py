@@ -250,7 +250,10 @@ def _evaluation_data(args, saved):
             )
         return dataset_from_spec(saved["data_spec"])
     if args.binarize is None:
-        binarize = "static" if saved["model_config"].get("likelihood") == "bernoulli" else None
+        binarize = None
+        if saved["model_config"].get("likelihood") == "bernoulli":
+            trained_on = (saved.get("data_spec") or {}).get("binarize")
+            binarize = "threshold" if trained_on == "threshold" else "static"
     else:
         binarize = binarize_choice(args, None)
     return load_dataset(args.dataset, binarize, args.split_seed or 0)
