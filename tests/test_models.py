@@ -846,3 +846,25 @@ def test_model_tensors_follow_a_dtype_change_and_a_new_decoder():
     assert trace.nodes["x"]["value"].dtype == torch.float64
     vae.decoder = VAE(64, z_dim=2, hidden_dims=(8,)).decoder  # float32 again
     assert poutine.trace(vae.model).get_trace(x).nodes["z"]["value"].dtype == torch.float32
+
+
+def test_activation_is_each_hidden_layers_unit_and_survives_a_checkpoint(tmp_path, seed):
+    from torch.nn import functional as F
+
+    from pyro_vae import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(seed(0))
+    vae = VAE(64, z_dim=3, hidden_dims=(16, 8), activation="elu", encoder="coupling:1")
+    assert vae.config["activation"] == "elu" and "activation" not in VAE(64).config
+    z = torch.randn(5, 3)
+    d = vae.decoder
+    h = F.elu(d.hidden[1](F.elu(d.hidden[0](z))))
+    assert torch.equal(vae.decode(z), torch.sigmoid(d.fc_out(h)))
+    x = binary_batch(batch=5)
+    e = vae.encoder
+    assert torch.equal(e.features(x), F.elu(e.hidden[1](F.elu(e.hidden[0](x)))))
+    save_checkpoint(tmp_path / "elu.pt", vae)
+    loaded, _ = load_checkpoint(tmp_path / "elu.pt")
+    assert loaded.config == vae.config and torch.equal(loaded.decode(z), vae.decode(z))
+    with pytest.raises(ValueError, match=r"Expected activation in \('softplus', 'elu'"):
+        VAE(64, activation="gelu")

@@ -170,3 +170,51 @@ def test_as_schedule():
     for bad in (-1, math.inf, None, [1.0], True, constant):
         with pytest.raises(ValueError, match="beta"):
             as_schedule(bad)
+
+
+def test_burda2016_learning_rate_stages():
+    # Burda et al. (2016, sec. 5): stage i lasts 3^i epochs at 10^(-i/7) of the first rate
+    from pyro_vae.train.schedules import burda2016_lr_factor
+
+    ends = [1, 4, 13, 40, 121, 364, 1093, 3280]
+    stage_of = {}
+    start = 1
+    for i, end in enumerate(ends):
+        assert end - start + 1 == 3**i
+        for epoch in range(start, end + 1):
+            stage_of[epoch] = i
+        start = end + 1
+    for epoch, i in stage_of.items():
+        assert burda2016_lr_factor(epoch) == 10.0 ** (-i / 7), epoch
+    assert burda2016_lr_factor(5000) == 10.0 ** (-7 / 7)
+    with pytest.raises(ValueError, match="Expected epoch to be an integer > 0"):
+        burda2016_lr_factor(0)
+
+
+def test_fit_steps_at_the_scheduled_learning_rate(seed):
+    # the rate Adam used in each epoch is the schedule's, and resuming keeps to it
+    import torch
+
+    from pyro_vae import VAE, fit
+
+    x = (torch.rand(40, 64, generator=torch.Generator().manual_seed(seed(0))) < 0.3).float()
+    seen = []
+    step = torch.optim.Adam.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    torch.optim.Adam.step = spy
+    try:
+        result = fit(
+            VAE(64, z_dim=2, hidden_dims=(8,)), x, epochs=6, batch_size=40, lr=0.01,
+            lr_schedule="burda2016", adam_eps=1e-4, progress=False, seed=seed(1),
+        )  # fmt: skip
+    finally:
+        torch.optim.Adam.step = step
+    stages = [0, 1, 1, 1, 2, 2]
+    assert seen == [0.01 * 10.0 ** (-i / 7) for i in stages]
+    assert result.config["lr_schedule"] == "burda2016" and result.config["adam_eps"] == 1e-4
+    with pytest.raises(ValueError, match="Expected lr_schedule in"):
+        fit(VAE(64, z_dim=2), x, epochs=1, lr_schedule="burda", progress=False)

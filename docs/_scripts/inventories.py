@@ -241,7 +241,13 @@ ENTRIES = {
         ("torch.dtype", _CLS, "tensor_attributes.html#$"),
         ("torch.Generator", _CLS, "generated/torch.Generator.html#$"),
         ("torch.nn.Module", _CLS, "generated/torch.nn.Module.html#$"),
+        ("torch.nn.Module.state_dict", _METH, "generated/torch.nn.Module.html#$"),
         ("torch.optim.Adam", _CLS, "generated/torch.optim.Adam.html#$"),
+        (
+            "torch.optim.lr_scheduler.MultiStepLR",
+            _CLS,
+            "generated/torch.optim.lr_scheduler.MultiStepLR.html#$",
+        ),
         ("torch.manual_seed", _FN, "generated/torch.manual_seed.html#$"),
         ("torch.random.manual_seed", _FN, "random.html#$"),
         ("torch.random.fork_rng", _FN, "random.html#$"),

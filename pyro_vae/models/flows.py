@@ -161,6 +161,8 @@ class FlowEncoder(Encoder):
     flow : {"iaf", "coupling", "spline"}, default "iaf"
     num_transforms : int, default 2
         K, the number of transforms.
+    activation : str, default "softplus"
+        The MLP's hidden units (:data:`~pyro_vae.models.guides.ACTIVATIONS`).
 
     Raises
     ------
@@ -175,13 +177,15 @@ class FlowEncoder(Encoder):
     are Pyro's defaults (10·z_dim; two layers of 10·z_dim for the spline's network).
     """
 
-    def __init__(self, x_dim, z_dim, hidden_dims, flow="iaf", num_transforms=2):
+    def __init__(
+        self, x_dim, z_dim, hidden_dims, flow="iaf", num_transforms=2, activation="softplus"
+    ):
         if not is_int(num_transforms) or num_transforms < 1:
             raise ValueError(
                 f"Expected num_transforms to be a positive integer but got {num_transforms!r}"
             )
         self.spec, _, _ = parse_guide(f"{flow}:{num_transforms}", z_dim)
-        super().__init__(x_dim, z_dim, hidden_dims)
+        super().__init__(x_dim, z_dim, hidden_dims, activation)
         self.flow, context_dim = flow, hidden_dims[-1]
         with warnings.catch_warnings():
             # z_dim 1: Pyro suggests a plain affine map, which the IAF layer then is

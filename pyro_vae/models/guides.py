@@ -12,18 +12,31 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["Encoder", "LinearEncoder", "check_guide_class"]
+__all__ = ["ACTIVATIONS", "Encoder", "LinearEncoder", "check_activation", "check_guide_class"]
+
+ACTIVATIONS = {"softplus": F.softplus, "elu": F.elu, "relu": F.relu, "tanh": torch.tanh}
+"""The hidden units of the MLPs of :class:`Encoder` and the decoder, by name: softplus (the
+default), ELU (Cremer et al. 2018's networks), ReLU and tanh."""
+
+
+def check_activation(activation):
+    """``activation`` if it names one of :data:`ACTIVATIONS`, else a ValueError naming it."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"Expected activation in {tuple(ACTIVATIONS)} but got {activation!r}")
+    return activation
 
 
 class Encoder(nn.Module):
     """MLP mapping x of shape ``(batch, x_dim)`` to q_φ(z|x) = N(z_loc, diag z_scale²).
 
     Returns ``Normal(z_loc, z_scale).to_event(1)``: batch shape ``(batch,)``, event
-    shape ``(z_dim,)``; z_scale = softplus(·) + 10⁻⁴.
+    shape ``(z_dim,)``; z_scale = softplus(·) + 10⁻⁴. The hidden units are
+    ``activation`` (:data:`ACTIVATIONS`; default softplus).
     """
 
-    def __init__(self, x_dim, z_dim, hidden_dims):
+    def __init__(self, x_dim, z_dim, hidden_dims, activation="softplus"):
         super().__init__()
+        self.activation = check_activation(activation)
         dims = (x_dim, *hidden_dims)
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims, dims[1:], strict=False))
         self.fc_loc = nn.Linear(dims[-1], z_dim)
@@ -31,9 +44,9 @@ class Encoder(nn.Module):
 
     def features(self, x):
         """The last hidden layer's output h(x), shape ``(batch, hidden_dims[-1])``."""
-        h = x
+        h, act = x, ACTIVATIONS[self.activation]
         for layer in self.hidden:
-            h = F.softplus(layer(h))
+            h = act(layer(h))
         return h
 
     def gaussian(self, h):

@@ -14,12 +14,11 @@ References
 import pyro.distributions as dist
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from .._checks import is_int
 from .base import BaseVAE
 from .flows import FlowEncoder, parse_guide
-from .guides import Encoder
+from .guides import ACTIVATIONS, Encoder, check_activation
 from .linear_gaussian import LinearGaussianVAE
 
 # LinearGaussianVAE is re-exported for the callers of ``pyro_vae.models.vae`` before the split.
@@ -35,17 +34,18 @@ class Decoder(nn.Module):
     ``x_log_scale``, the Gaussian's learned per-pixel log-scale, is ``None`` otherwise.
     """
 
-    def __init__(self, x_dim, z_dim, hidden_dims, learn_scale=False):
+    def __init__(self, x_dim, z_dim, hidden_dims, learn_scale=False, activation="softplus"):
         super().__init__()
+        self.activation = check_activation(activation)
         dims = (z_dim, *reversed(hidden_dims))
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims, dims[1:], strict=False))
         self.fc_out = nn.Linear(dims[-1], x_dim)
         self.x_log_scale = nn.Parameter(torch.zeros(x_dim)) if learn_scale else None
 
     def forward(self, z):
-        h = z
+        h, act = z, ACTIVATIONS[self.activation]
         for layer in self.hidden:
-            h = F.softplus(layer(h))
+            h = act(layer(h))
         return self.fc_out(h)
 
 
@@ -84,7 +84,7 @@ class VAE(BaseVAE):
         Latent dimension.
     hidden_dims : int or tuple of int, default (256,)
         Hidden layer widths of the encoder (an int: one layer); the decoder mirrors
-        them. Softplus units.
+        them.
     likelihood : {"bernoulli", "continuous_bernoulli", "gaussian"}, default "bernoulli"
         ``"bernoulli"`` takes binary x: grey levels in (0, 1) would make its
         log-density a cross-entropy, not a log-likelihood, and are refused (with
@@ -102,6 +102,9 @@ class VAE(BaseVAE):
         ``(batch,)`` and event shape ``(z_dim,)`` supporting ``rsample`` and
         ``log_prob`` (e.g. ``MultivariateNormal(loc, scale_tril=...)``). Every
         estimator of the package reads the guide through this distribution.
+    activation : {"softplus", "elu", "relu", "tanh"}, default "softplus"
+        The hidden units of the encoder's and the decoder's MLPs
+        (:data:`~pyro_vae.models.guides.ACTIVATIONS`).
     name : str, optional
         Prefix of the model's names in Pyro's param store (``"vae"`` →
         ``"vae.decoder$$$fc_out.weight"``), the same in every process, so that
@@ -132,8 +135,10 @@ class VAE(BaseVAE):
         likelihood="bernoulli",
         encoder="diagonal",
         name=None,
+        activation="softplus",
     ):
         super().__init__(x_dim, z_dim, name)
+        check_activation(activation)
         if encoder is None:
             encoder = "diagonal"
         if isinstance(encoder, str):
@@ -153,10 +158,14 @@ class VAE(BaseVAE):
         if self.guide_spec is None:
             self.encoder = encoder
         elif flow is None:
-            self.encoder = Encoder(x_dim, z_dim, hidden_dims)
+            self.encoder = Encoder(x_dim, z_dim, hidden_dims, activation)
         else:
-            self.encoder = FlowEncoder(x_dim, z_dim, hidden_dims, flow, num_transforms)
-        self.decoder = Decoder(x_dim, z_dim, hidden_dims, learn_scale=likelihood == "gaussian")
+            self.encoder = FlowEncoder(
+                x_dim, z_dim, hidden_dims, flow, num_transforms, activation=activation
+            )
+        self.decoder = Decoder(
+            x_dim, z_dim, hidden_dims, learn_scale=likelihood == "gaussian", activation=activation
+        )
 
     @property
     def config(self):
@@ -172,6 +181,8 @@ class VAE(BaseVAE):
         }
         if self.guide_spec not in (None, "diagonal"):
             config["encoder"] = self.guide_spec
+        if self.decoder.activation != "softplus":
+            config["activation"] = self.decoder.activation
         if self.name is not None:
             config["name"] = self.name
         return config

@@ -27,7 +27,7 @@ from .._checks import check_int
 from .._device import check_device
 from .._threads import DEFAULT_THREADS
 from ..infer.objectives import check_loss, objective_label
-from .schedules import Schedule, as_schedule, constant
+from .schedules import LR_SCHEDULES, Schedule, as_schedule, constant
 
 __all__ = [
     "DEFAULT_LR",
@@ -132,6 +132,12 @@ class TrainConfig:
         Show a progress bar.
     device : str or torch.device, optional
         ``"cpu"``, ``"cuda"``, ``"cuda:N"``; None: CUDA when PyTorch sees a GPU.
+    lr_schedule : {None, "burda2016"}, default None
+        None: ``lr`` throughout. ``"burda2016"``: the stages of Burda et al. (2016,
+        sec. 5), epoch stage i = 0, 1, … lasting 3^i epochs at ``lr`` · 10^(−i/7)
+        (:func:`pyro_vae.train.schedules.burda2016_lr_factor`).
+    adam_eps : float, default 1e-8
+        Adam's ε (torch's default; Cremer et al. 2018 use 1e-4).
     """
 
     loss: str = "trace"
@@ -152,6 +158,8 @@ class TrainConfig:
     num_threads: int | None = None
     progress: bool = True
     device: str | torch.device | None = None
+    lr_schedule: str | None = None
+    adam_eps: float = 1e-8
 
     def validate(self) -> "TrainConfig":
         """Check every field; return the config itself.
@@ -170,7 +178,8 @@ class TrainConfig:
             :data:`MONITORS`; ``restore_best`` or ``progress`` not a bool; a ``beta``
             that is negative, non-finite, a malformed spec or ≠ 1 with
             ``loss="pyro_renyi"``; a ``device`` that is not ``"cpu"``, ``"cuda"``,
-            ``"cuda:N"`` or a torch.device, or is CUDA where PyTorch sees no GPU.
+            ``"cuda:N"`` or a torch.device, or is CUDA where PyTorch sees no GPU; an
+            unknown ``lr_schedule``; ``adam_eps`` outside (0, 1).
         """
         check_objective(self.loss, self.alpha, self.num_particles, beta=self.beta)
         check_int("epochs", self.epochs)
@@ -190,6 +199,11 @@ class TrainConfig:
         _check_optional_int("num_threads", self.num_threads)
         _check_bool("progress", self.progress)
         check_device(self.device)
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"Expected lr_schedule in {LR_SCHEDULES} but got {self.lr_schedule!r}")
+        eps = self.adam_eps
+        if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 < eps < 1:
+            raise ValueError(f"Expected adam_eps in (0, 1) but got {eps!r}")
         return self
 
     @property
@@ -214,7 +228,8 @@ class TrainConfig:
         ``epochs``, ``batch_size``, ``lr`` (the learning rate used), ``seed``,
         ``val_samples``, ``monitor``, ``patience``, ``restore_best``, ``beta`` (the
         schedule's spec, None for a plain callable), ``beta_schedule`` (its repr),
-        ``gap_every``, ``gap_points`` and ``gap_samples``.
+        ``gap_every``, ``gap_points`` and ``gap_samples``; ``lr_schedule`` and
+        ``adam_eps`` where they are not the defaults.
         """
         schedule = self.schedule
         return {
@@ -235,6 +250,9 @@ class TrainConfig:
             "gap_every": self.gap_every,
             "gap_points": self.gap_points,
             "gap_samples": self.gap_samples,
+            # only where set, so that the records of runs without them stay as they were
+            **({"lr_schedule": self.lr_schedule} if self.lr_schedule is not None else {}),
+            **({"adam_eps": self.adam_eps} if self.adam_eps != 1e-8 else {}),
         }
 
 

@@ -468,11 +468,17 @@ def _check_lightning_args(strategy, devices, accelerator, config):
     for name, value, instead in (
         ("gap_every", config.gap_every, "use pyro_vae.fit to track the gap"),
         ("device", config.device, "choose with accelerator and devices"),
+        ("lr_schedule", config.lr_schedule, "use pyro_vae.fit for a learning-rate schedule"),
     ):
         if value is not None:
             raise ValueError(
                 f"Expected {name}=None with fit_lightning ({instead}) but got {value!r}"
             )
+    if config.adam_eps != 1e-8:
+        raise ValueError(
+            f"Expected adam_eps=1e-8 with fit_lightning (its optimizer is Adam's default) but "
+            f"got {config.adam_eps!r}; use pyro_vae.fit"
+        )
 
 
 def fit_lightning(

@@ -46,10 +46,13 @@ import numbers
 from .._checks import check_beta, check_int
 
 __all__ = [
+    "BURDA2016_STAGES",
+    "LR_SCHEDULES",
     "SCHEDULE_GRAMMAR",
     "Schedule",
     "anneal_down",
     "as_schedule",
+    "burda2016_lr_factor",
     "check_beta",
     "constant",
     "parse_schedule",
@@ -63,6 +66,37 @@ SCHEDULE_GRAMMAR = (
     "over the first EPOCHS epochs); β >= 0"
 )
 """One-line description of the schedule specs, for the CLI's ``--help``."""
+
+
+LR_SCHEDULES = (None, "burda2016")
+"""The learning-rate schedules of :func:`pyro_vae.fit` (``lr_schedule``): None, a constant
+rate; ``"burda2016"``, :func:`burda2016_lr_factor`."""
+
+BURDA2016_STAGES = 8
+"""Stages of Burda et al.'s schedule: 3^0 + … + 3^7 = 3280 epochs."""
+
+
+def burda2016_lr_factor(epoch):
+    """The factor of the learning rate in ``epoch`` (1, 2, …) under Burda et al.'s schedule.
+
+    Stage i = 0, 1, … lasts 3^i epochs at 10^(−i/7) times the initial rate (Burda,
+    Grosse & Salakhutdinov 2016, "Importance Weighted Autoencoders", sec. 5: lr 0.001 ·
+    10^(−i/7) for 3^i epochs, i = 0..7, 3280 epochs in all); the stages end after epochs 1,
+    4, 13, 40, 121, 364, 1093 and 3280, and later epochs stay at the last stage's rate.
+    The same as :class:`torch.optim.lr_scheduler.MultiStepLR` with those milestones and
+    γ = 10^(−1/7), written in closed form so that a resumed run needs no scheduler state.
+
+    Raises
+    ------
+    ValueError
+        If ``epoch`` is not an integer ≥ 1.
+    """
+    check_int("epoch", epoch)
+    stage, end = 0, 1
+    while epoch > end and stage < BURDA2016_STAGES - 1:
+        stage += 1
+        end += 3**stage
+    return 10.0 ** (-stage / 7)
 
 
 def _format(value):

@@ -43,7 +43,7 @@ from .checkpoints import (
     set_rng_state,
 )
 from .config import DEFAULT_LR, TrainConfig, with_overrides
-from .schedules import Schedule, check_beta, constant, parse_schedule
+from .schedules import Schedule, burda2016_lr_factor, check_beta, constant, parse_schedule
 from .state import EarlyStopping, FitResult, TrainingState
 
 __all__ = ["Trainer", "check_run_io", "fit", "training_data"]
@@ -98,7 +98,8 @@ class Trainer:
             schedule = parse_schedule(spec) if spec is not None else constant(1.0)
         self.schedule = schedule
         self.elbo = make_elbo(config["loss"], config["alpha"], config["num_particles"])
-        self.optimizer = torch.optim.Adam(vae.parameters(), lr=config["lr"])
+        eps = config.get("adam_eps", 1e-8)
+        self.optimizer = torch.optim.Adam(vae.parameters(), lr=config["lr"], eps=eps)
         self.generator = torch.Generator().manual_seed(config["seed"])
         self.stopping = EarlyStopping(config["monitor"], config["patience"], config["restore_best"])
         self.state = TrainingState()
@@ -123,6 +124,9 @@ class Trainer:
             queue), so the parameters are those after the epoch's last step.
         """
         beta = check_beta(f"beta (the schedule's value at epoch {epoch})", self.schedule(epoch))
+        if self.config.get("lr_schedule") == "burda2016":
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.config["lr"] * burda2016_lr_factor(epoch)
         train = self.train
         if isinstance(train, Dataset):
             ref = next(self.vae.parameters())
