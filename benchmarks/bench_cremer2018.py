@@ -51,7 +51,7 @@ Item by item, [L]'s value (followed here unless said) with file and line:
   leapfrog steps, a per-chain adapted step size (``utils/ais.py:20-141``, ``utils/hmc.py``);
   IWAE with k = 5000 (``run.py:38,235-257``). Here :func:`pyro_vae.ais` (sigmoid schedule,
   ``--ais-steps`` bridges, checked by BDMC) and IWAE-5000 from each guide.
-- *q\*_FFG*: per point from the prior, Adam 1e-3, checked every 100 steps, stopped after
+- *Per-point FFG*: fitted from the prior, Adam 1e-3, checked every 100 steps, stopped after
   more than 10 checks without improvement (``local_ffg.py:57-126``); the package's
   :func:`pyro_vae.fit_local_guides` has the same rule.
 - *Points*: the first 1000 training images (``loader.py:175``, ``utils/helper.py:10-27``).
@@ -97,6 +97,11 @@ def train_seconds(history):
     return total + last
 
 
+def _epochs(saved):
+    """Epochs a checkpoint's run has trained."""
+    return saved["history"][-1]["epoch"] if saved["history"] else 0
+
+
 def train(args):
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -106,12 +111,13 @@ def train(args):
     vae = CREMER2018.build_model(args.guide)
     config = CREMER2018.train.replace(epochs=args.epochs, seed=args.seed, progress=args.progress)
     resume = path if path.exists() else None
-    if resume is not None and load_checkpoint(path)[1]["state"]["epoch"] >= args.epochs:
+    if resume is not None and _epochs(load_checkpoint(path)[1]) >= args.epochs:
         print(f"{path} has reached {args.epochs} epochs")
         return
     # validation on the first 1000 validation images (the monitored ELBO is not used to
     # select an epoch: the last one is kept, as the paper's code does)
-    run = fit(vae, data, config, validation=data.validation[:1000], checkpoint=path,
+    train_x = data if args.train_points is None else data.train[: args.train_points]
+    run = fit(vae, train_x, config, validation=data.validation[:1000], checkpoint=path,
               checkpoint_every=1, resume=resume)  # fmt: skip
     last = run.history[-1]
     print(f"{args.guide}: epoch {last['epoch']}, train loss {last['train_loss']:.2f}, "
@@ -128,8 +134,7 @@ def _subset_numbers(vae, x, guide, args):
     annealed = ais(vae, x, num_steps=args.ais_steps, num_chains=args.ais_chains, seed=args.seed)
     ais_s = time.perf_counter() - start
     summary = gaps.summary()
-    ais_mean = annealed.log_px.mean().item()
-    ais_se = annealed.std_error.square().sum().sqrt().item() / len(x)
+    ais_mean, ais_se = annealed.summary()["log_px"]
     iwae_mean, iwae_se = summary["log_px"]
     log_px, log_px_se, source = max(
         (ais_mean, ais_se, "ais"), (iwae_mean, iwae_se, gaps.log_px_source)
@@ -164,14 +169,13 @@ def evaluate_checkpoint(path, args):
     start = time.perf_counter()
     sandwich = bdmc(vae, num_points=args.bdmc_points, num_steps=args.ais_steps,
                     num_chains=args.ais_chains, seed=args.seed)  # fmt: skip
-    width = sandwich.width()
     return {
         "checkpoint": os.path.relpath(path, Path(__file__).resolve().parent.parent),
         "guide": guide,
-        "epochs": saved["state"]["epoch"],
-        "train_s": train_seconds(saved["state"]["history"]),
-        "bdmc": {"points": args.bdmc_points, "width": [width.mean().item(),
-                 width.std().item() / len(width) ** 0.5], "s": time.perf_counter() - start},
+        "epochs": _epochs(saved),
+        "train_s": train_seconds(saved["history"]),
+        "bdmc": {"points": args.bdmc_points, "width": list(sandwich.summary()["width"]),
+                 "s": time.perf_counter() - start},
         "train_points": _subset_numbers(vae, data.train[:n], guide, args),
         "test_points": _subset_numbers(vae, data.test[:n], guide, args),
     }  # fmt: skip
@@ -205,6 +209,7 @@ def main(argv=None):
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out-dir", default=str(OUT))
     t.add_argument("--progress", action="store_true")
+    t.add_argument("--train-points", type=int, help="the first N training images (a test)")
     e = sub.add_parser("evaluate", help="the gap table of the trained models")
     e.add_argument("--evaluate-only", metavar="CHECKPOINT")
     e.add_argument("--points", type=int, default=100)

@@ -1,0 +1,71 @@
+"""A small-budget run of ``benchmarks/bench_cremer2018.py``, so the script cannot rot."""
+
+import importlib.util
+import json
+import os
+import pathlib
+
+import pytest
+import torch
+
+from pyro_vae import load_checkpoint
+from pyro_vae.data import FASHION_MNIST_DIR
+from pyro_vae.train.presets import CREMER2018
+
+BENCH = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "bench_cremer2018.py"
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_cremer2018", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_preset_builds_the_papers_networks():
+    vae = CREMER2018.build_model("ffg")
+    shapes = [tuple(p.shape) for p in vae.encoder.parameters()]
+    assert shapes[:4] == [(200, 784), (200,), (200, 200), (200,)]
+    assert [tuple(p.shape) for p in vae.decoder.parameters()][-2:] == [(784, 200), (784,)]
+    assert vae.z_dim == 50 and vae.config["activation"] == "elu"
+    assert CREMER2018.build_model("flow").config["encoder"] == "coupling:2"
+    assert CREMER2018.train.batch_size == 100 and CREMER2018.train.adam_eps == 1e-4
+    with pytest.raises(ValueError, match=r"Expected guide in \('ffg', 'flow'\)"):
+        CREMER2018.build_model("iaf")
+
+
+def test_train_seconds_add_up_across_resumed_calls():
+    history = [{"wall_time": t} for t in (1.0, 2.0, 0.5, 1.5, 0.2)]
+    assert _bench().train_seconds(history) == 2.0 + 1.5 + 0.2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not os.path.isdir(FASHION_MNIST_DIR),
+    reason=f"no {FASHION_MNIST_DIR}: apt-get install dataset-fashion-mnist",
+)
+def test_a_small_run_trains_resumes_and_writes_the_gap_table(tmp_path):
+    bench = _bench()
+    train = ["train", "--guide", "ffg", "--train-points", "200", "--out-dir", str(tmp_path)]
+    bench.main([*train, "--epochs", "1"])
+    bench.main([*train, "--epochs", "2"])  # resumes the checkpoint
+    vae, saved = load_checkpoint(tmp_path / "ffg.pt")
+    assert [r["epoch"] for r in saved["history"]] == [1, 2]
+    assert saved["fit_config"]["lr_schedule"] == "burda2016"
+    out = tmp_path / "gaps.json"
+    bench.main(["evaluate", "--evaluate-only", str(tmp_path / "ffg.pt"), "--points", "2",
+                "--ais-steps", "4", "--ais-chains", "2", "--bdmc-points", "2",
+                "--iwae-samples", "8", "--max-steps", "4", "--out", str(out)])  # fmt: skip
+    table = json.loads(out.read_text())
+    (model,) = table["models"]
+    assert model["guide"] == "ffg" and model["epochs"] == 2
+    for subset in ("train_points", "test_points"):
+        row = model[subset]
+        log_px, elbo = row["log_px"][0], row["elbo"][0]
+        gap = row["approximation_gap"][0] + row["amortization_gap"][0]
+        assert gap == pytest.approx(log_px - elbo, abs=1e-9)
+        assert row["log_px"][0] == max(row["log_px_ais"][0], row["log_px_iwae"][0])
+        assert row["amortization_gap"][0] == pytest.approx(
+            row["elbo_local_ffg"][0] - elbo, abs=1e-9
+        )
+    assert torch.isfinite(torch.tensor(model["bdmc"]["width"])).all()
