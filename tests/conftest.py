@@ -15,7 +15,9 @@ Monte-Carlo standard error, its budget from what converges with a margin.
 import os
 
 import pyro
+import pyro.distributions as dist
 import pytest
+import torch
 
 STRIDE = 10_000  # larger than any test's own seed
 MAX_BASE_SEED = 100_000
@@ -70,6 +72,34 @@ def digits_vae_2d(seed):
     vae = VAE(64, z_dim=2, hidden_dims=(64,))
     fit(vae, data, epochs=30, progress=False, seed=seed(0))
     return vae, data.test
+
+
+class StudentTEncoder(torch.nn.Module):
+    """q(z|x) = Student-t(ν) per coordinate at p(z|x)'s mean, scaled by its marginal s.d.
+
+    For a :class:`pyro_vae.LinearGaussianVAE` in float64: a guide with the right centre
+    and width but heavier tails than the posterior, through the encoder seam.
+    """
+
+    def __init__(self, vae, df):
+        super().__init__()
+        weight, noise_var = vae.weight.detach().double(), vae.noise_scale.detach().double() ** 2
+        eye = torch.eye(weight.shape[1], dtype=torch.float64)
+        inverse = torch.linalg.inv(weight.T @ weight + noise_var * eye)
+        self.df = df
+        self.register_buffer("proj", inverse @ weight.T)  # (Tipping & Bishop 1999, eq. 6)
+        self.register_buffer("offset", vae.bias.detach().double())
+        self.register_buffer("scale", (noise_var * inverse.diagonal()).sqrt())
+
+    def forward(self, x):
+        loc = (x - self.offset) @ self.proj.T
+        return dist.StudentT(self.df, loc, self.scale.expand(loc.shape)).to_event(1)
+
+
+@pytest.fixture(scope="session")
+def student_t_encoder():
+    """The class :class:`StudentTEncoder`: ``StudentTEncoder(vae, df)``."""
+    return StudentTEncoder
 
 
 @pytest.fixture(autouse=True)

@@ -269,6 +269,32 @@ def test_closed_form_reference_reports_the_exact_kl(seed):
     assert (table["khat"] < KHAT_GOOD).all()  # a wider proposal has light-tailed weights
 
 
+def test_a_quadrature_kl_that_did_not_converge_is_not_reported_as_exact(seed, student_t_encoder):
+    # A Student-t guide (ν = 3) has 0.06 nats of its KL beyond any practical grid:
+    # quadrature says so (not converged, error ≈ 0.06; tests/test_quadrature.py), and
+    # compare_posteriors used to report that KL as kl_exact all the same.
+    vae, x = fitted_linear_gaussian(seed(3))
+    vae, x = vae.double(), x[:3].double()
+    vae.encoder = student_t_encoder(vae, 3.0)
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        post = quadrature_posterior(vae, x)
+    guide = sample_guide(vae, x, num_samples=1000, seed=seed(0))
+    with pytest.warns(UserWarning, match=r"did not converge for 3 data point\(s\).*datum 0, 1, 2"):
+        table = compare_posteriors(post, guide)
+    assert table["kl_exact"].isna().all()
+    assert not table["reference_converged"].any() and (table["reference_error"] > 0.01).all()
+    # Where the reference converged its KL is kept, named by the point's label.
+    mixed = types.SimpleNamespace(
+        mean=post.mean, cov=post.cov, log_px=post.log_px, kl_guide=post.kl_guide,
+        error=post.error, converged=torch.tensor([True, False, True]),
+    )  # fmt: skip
+    guide = sample_guide(vae, x, num_samples=1000, seed=seed(0), datum=["a", "b", "c"])
+    with pytest.warns(UserWarning, match=r"for 1 data point\(s\).*: datum b \("):
+        table = compare_posteriors(mixed, guide)
+    kl = post.kl_guide.numpy()
+    np.testing.assert_array_equal(table["kl_exact"].values, [kl[0], np.nan, kl[2]])
+
+
 def test_gaussian_w2_closed_forms(seed):
     rng = np.random.default_rng(seed(0))
     # 1-D: W₂² = (μ₁ − μ₂)² + (σ₁ − σ₂)².

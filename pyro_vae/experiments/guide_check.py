@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..infer.posterior import sample_posterior
-from ..infer.posterior_checks import compare_posteriors, sample_guide
+from ..infer.posterior_checks import compare_posteriors, exact_kl, sample_guide
 from ..infer.quadrature import quadrature_posterior
 
 if TYPE_CHECKING:
@@ -30,8 +30,9 @@ class GuideCheck:
     ----------
     table : pandas.DataFrame
         One row per checked data point (:func:`pyro_vae.compare_posteriors`), with
-        ``kl_exact`` (KL(q‖p(z|x)) by quadrature) and ``quadrature_error`` for 2-D
-        latents.
+        ``kl_exact`` (KL(q‖p(z|x)) by quadrature, NaN where it did not converge:
+        :func:`pyro_vae.infer.posterior_checks.exact_kl`) and ``quadrature_error`` for
+        2-D latents.
     posterior : arviz.InferenceData
         HMC draws of p_θ(z|x) (:func:`pyro_vae.sample_posterior`).
     guide : arviz.InferenceData
@@ -92,7 +93,7 @@ def check_guide(
     exact = None
     if vae.z_dim <= 2:
         exact = quadrature_posterior(vae, x)
-        table["kl_exact"] = exact.kl_guide.cpu().numpy()
+        table["kl_exact"] = exact_kl(exact, table.index.values)
         table["quadrature_error"] = exact.error.cpu().numpy()
     return GuideCheck(table, posterior, guide, exact, vae)
 

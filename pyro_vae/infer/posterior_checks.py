@@ -16,6 +16,7 @@ References
 """
 
 import contextlib
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,7 +35,7 @@ from .traces import (
     trace_particles,
 )
 
-__all__ = ["check_datum", "compare_posteriors", "gaussian_w2", "sample_guide"]
+__all__ = ["check_datum", "compare_posteriors", "exact_kl", "gaussian_w2", "sample_guide"]
 
 
 def sample_guide(vae, x, num_samples=1000, seed=0, datum=None, device=None):
@@ -165,7 +166,9 @@ def compare_posteriors(reference, approximation):
         the Pareto k̂ of the approximation's log-weights when it has them (k̂ < 0.5:
         a good proposal; > 0.7: unreliable, Yao et al. 2018); for a quadrature
         reference, ``kl_exact`` = its ``kl_guide`` (KL(q_φ ‖ p_θ(z|x)), nats, of the
-        guide of the VAE it was computed for) and ``reference_error`` = its ``error``;
+        guide of the VAE it was computed for) where it converged, NaN where not
+        (:func:`exact_kl`), ``reference_error`` = its ``error`` and, when it has
+        ``converged``, ``reference_converged``;
         for an MCMC reference, ``rhat_max``, ``ess_bulk_min`` (over latent dims) and
         ``divergences`` (post-warm-up count).
 
@@ -179,7 +182,8 @@ def compare_posteriors(reference, approximation):
     -----
     UserWarning
         Naming the data points whose MCMC reference has R̂ > 1.01, bulk ESS < 400 or a
-        divergence: the reference is not trustworthy there.
+        divergence, or whose quadrature reference did not converge: the reference is
+        not trustworthy there.
 
     Notes
     -----
@@ -216,8 +220,10 @@ def compare_posteriors(reference, approximation):
             diagnostics.as_numpy(reference.cov).astype(float),
         )
         checks = None
-        columns["kl_exact"] = diagnostics.as_numpy(reference.kl_guide)
+        columns["kl_exact"] = exact_kl(reference, labels, stacklevel=3)
         columns["reference_error"] = diagnostics.as_numpy(reference.error)
+        if getattr(reference, "converged", None) is not None:
+            columns["reference_converged"] = diagnostics.as_numpy(reference.converged)
     else:
         raise ValueError(
             "Expected reference to be an InferenceData from sample_posterior or an object "
@@ -246,6 +252,53 @@ def compare_posteriors(reference, approximation):
         table.update(checks)
         diagnostics.warn_unconverged(checks, labels, "The reference")
     return pd.DataFrame(table, index=pd.Index(labels, name="datum"))
+
+
+def exact_kl(reference, labels=None, stacklevel=2):
+    """KL(q_φ ‖ p_θ(z|x)) of an exact or quadrature reference where it is exact, else NaN.
+
+    Parameters
+    ----------
+    reference : object
+        With ``kl_guide`` (B,), nats, and optionally ``converged`` (B,), as
+        :func:`pyro_vae.quadrature_posterior` returns; without ``converged`` (a closed
+        form) every KL is exact.
+    labels : array-like, optional
+        The data points' labels, length B, for the warning; default ``0, …, B − 1``.
+    stacklevel : int, default 2
+        Of the warning.
+
+    Returns
+    -------
+    numpy.ndarray
+        The KLs, shape ``(B,)``, NaN where ``converged`` is False: there the quadrature
+        knows the KL only to within its ``error``, which may be far above its tolerance
+        (a heavy-tailed guide's KL has a part beyond the grid).
+
+    Warns
+    -----
+    UserWarning
+        Naming the data points whose KL is left NaN.
+    """
+    kl = diagnostics.as_numpy(reference.kl_guide).astype(float)
+    converged = getattr(reference, "converged", None)
+    if converged is None:
+        return kl
+    converged = diagnostics.as_numpy(converged).astype(bool)
+    if not converged.all():
+        labels = np.arange(kl.shape[0]) if labels is None else np.asarray(labels)
+        failing = [str(v) for v in labels[~converged]]
+        named = ", ".join(failing[: diagnostics.MAX_NAMED])
+        if len(failing) > diagnostics.MAX_NAMED:
+            named += f" and {len(failing) - diagnostics.MAX_NAMED} more"
+        warnings.warn(
+            f"The quadrature reference did not converge for {len(failing)} data point(s), "
+            f"whose KL(q || p(z|x)) is not exact and is left NaN in kl_exact: datum {named} "
+            "(their error estimates are the reference's .error)",
+            UserWarning,
+            stacklevel=stacklevel + 1,
+        )
+    return np.where(converged, kl, np.nan)
 
 
 def gaussian_w2(mean_p, cov_p, mean_q, cov_q):

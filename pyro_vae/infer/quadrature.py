@@ -42,6 +42,8 @@ __all__ = ["QuadraturePosterior", "log_joint_grid", "quadrature_posterior"]
 _MAX_LISTED = 10  # indices named in the non-convergence warning
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 _GUIDE_DRAWS = 4096  # draws placing the first box for a guide without mean or stddev
+_NOISE_ULPS = 1024  # log q − log p(x, z) within 1024 ulps of its mean: rounding, not tail
+_EPS64 = torch.finfo(torch.float64).eps
 
 
 @dataclass(frozen=True)
@@ -61,11 +63,14 @@ class QuadraturePosterior:
     kl_guide : torch.Tensor
         KL(q_φ(z|x) ‖ p_θ(z|x)) = log p(x) − ELBO, nats per data point, shape ``(B,)``.
     error : torch.Tensor
-        max(abs(Δ log_px), abs(Δ kl_guide)) between the last two grid refinements, nats,
-        shape ``(B,)``: the error estimate (see :func:`quadrature_posterior`, Notes);
-        inf where the last grid did not refine the one before.
+        The error estimate, nats, shape ``(B,)``: the larger of max(abs(Δ log_px),
+        abs(Δ kl_guide)) between the last two grid refinements and the part of the KL's
+        integral beyond the box, extrapolated from its outermost cells (see
+        :func:`quadrature_posterior`, Notes); inf where the last grid did not refine the
+        one before.
     converged : torch.Tensor
-        Boolean, shape ``(B,)``: ``error < tol`` and ``tail_mass < tol``.
+        Boolean, shape ``(B,)``: ``error < tol`` and ``tail_mass < tol``. Where False,
+        ``kl_guide`` and ``log_px`` are known only to within ``error``.
     num_points : torch.Tensor
         Grid points per axis of the final grid (int64), shape ``(B,)``; the grid has
         ``num_points ** D`` cells.
@@ -107,8 +112,10 @@ def quadrature_posterior(vae, x, tol=1e-5, half_width=8.0, initial_points=16, ma
     ± ``half_width`` posterior s.d. per axis (so the guide's mass, which KL(q ‖ p)
     weighs, stays covered); where ``tol`` or more of the posterior or the guide lay
     outside the previous box, the box grows (see Notes). A point has converged when
-    log p(x) and the KL change by less than ``tol`` from the previous grid and less
-    than ``tol`` of the posterior and of the guide lies outside its box.
+    log p(x) and the KL change by less than ``tol`` from the previous grid, less
+    than ``tol`` of the posterior and of the guide lies outside its box, and the KL's
+    integrand beyond the box adds less than ``tol`` nats (a heavy-tailed guide's may
+    not: refinement then stops, unconverged, with that tail in ``error``).
 
     Parameters
     ----------
@@ -151,7 +158,8 @@ def quadrature_posterior(vae, x, tol=1e-5, half_width=8.0, initial_points=16, ma
     -----
     RuntimeWarning
         Naming the data points whose estimates had not converged to ``tol`` when the
-        grid reached ``max_points`` (their ``converged`` is False).
+        grid reached ``max_points``, or whose KL has more than ``tol`` beyond the box
+        (their ``converged`` is False).
 
     See Also
     --------
@@ -182,6 +190,16 @@ def quadrature_posterior(vae, x, tol=1e-5, half_width=8.0, initial_points=16, ma
     is inf where the last grid's cells are not at most 0.6 times as wide as the
     previous grid's (its box grew as fast as n), since two grids of the same nodes
     agree whatever their error.
+
+    The KL also loses what its integrand q (log q − ℓ) holds beyond the box, which the
+    grid-normalized u hide: for a Student-t guide with ν degrees of freedom log q − ℓ
+    grows as z²/2 where q falls as abs(z)^(−ν−1), so that part falls only as the box's
+    half-width^(2−ν). It is extrapolated from the outermost two rings of cells as a
+    power law (:func:`_power_tail`; asymptotically exact for such a tail, an
+    overstatement for a lighter one) and enters ``error``. Growing the box would not
+    help: with ν = 3 each factor 10 in accuracy needs a box 10 times wider, with cells
+    ever coarser for the posterior; a Student-t guide with ν ≤ 2 has an infinite
+    KL(q ‖ p(z|x)), and ``error`` is inf.
 
     Refinement does not see mass outside the box; ``tail_mass`` estimates it. For a
     guide with independent coordinates of known CDF (a diagonal Normal) it is exact,
@@ -229,8 +247,9 @@ def quadrature_posterior(vae, x, tol=1e-5, half_width=8.0, initial_points=16, ma
         listed = ", ".join(map(str, bad[:_MAX_LISTED])) + (", …" if len(bad) > _MAX_LISTED else "")
         warnings.warn(
             f"quadrature_posterior did not converge to tol={tol:g} nats for {len(bad)} of "
-            f"{x.shape[0]} data points (indices {listed}) with {n} points per axis "
-            f"(max_points={max_points}); their error estimates are in .error",
+            f"{x.shape[0]} data points (indices {listed}) with up to {n} points per axis "
+            f"(max_points={max_points}), or their KL has more than tol beyond the box (a "
+            "heavy-tailed guide); their error estimates are in .error",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -321,11 +340,13 @@ def _refine(vae, x, q_loc, q_scale, tol, half_width, initial_points, max_points)
     while True:
         stats = _grid_statistics(vae, x[active], q_loc[active], q_scale[active], lower, upper, n)
         stats.update(lower=lower, upper=upper, cell=(upper - lower) / n, num_points=n)
-        stats["error"] = _change(stats, previous)
-        stats["converged"] = (stats["error"] < tol) & (stats["tail_mass"] < tol)
+        change = _change(stats, previous)
+        stats["error"] = torch.maximum(change, stats["kl_tail"])
+        resolved = (change < tol) & (stats["tail_mass"] < tol)
+        stats["converged"] = resolved & (stats["kl_tail"] < tol)
         for key in out:
             out[key][active] = stats[key]
-        pending = ~stats["converged"]
+        pending = ~resolved  # a finer grid does not shrink the KL's part beyond the box
         if not pending.any() or (2 * n) ** z_dim > max_points:
             return out, n
         active = active[pending]
@@ -452,8 +473,8 @@ def _group_statistics(vae, x, q_loc, q_scale, lower, upper, n):
     """Midpoint-rule estimates on an n-per-axis grid over each point's box.
 
     x ``(G, x_dim)``; q_loc, q_scale, lower, upper ``(G, D)``. Returns float64
-    ``log_px``, ``kl_guide``, ``tail_mass`` ``(G,)``, ``mean`` ``(G, D)`` and ``cov``
-    ``(G, D, D)``.
+    ``log_px``, ``kl_guide``, ``kl_tail`` (the KL's part beyond the box, extrapolated),
+    ``tail_mass`` ``(G,)``, ``mean`` ``(G, D)`` and ``cov`` ``(G, D, D)``.
     """
     z_dim = q_loc.shape[-1]
     index = torch.cartesian_prod(*[torch.arange(n, device=x.device)] * z_dim).reshape(-1, z_dim)
@@ -469,8 +490,17 @@ def _group_statistics(vae, x, q_loc, q_scale, lower, upper, n):
     q = vae.encode(x)
     log_q = q.log_prob(nodes.to(x.dtype)).double()
     guide_weights = log_q.softmax(0)  # q(z_i|x), normalized on the grid
-    kl_guide = (guide_weights * (log_q - log_joint)).sum(0) + log_px
+    integrand = log_q - log_joint
+    expected = (guide_weights * integrand).sum(0)
+    kl_guide = expected + log_px
     ring = torch.minimum(index, n - 1 - index).amin(-1)  # cells from the box's edge
+    deviation = (integrand - expected).abs()
+    rounding = _NOISE_ULPS * torch.finfo(x.dtype).eps * integrand.abs().amax(0)
+    excess = guide_weights * torch.where(deviation > rounding, deviation, 0.0)  # per cell
+    outer = excess[ring == 0].sum(0)
+    kl_tail = _power_tail(outer, excess[ring == 1].sum(0), n)
+    # rings holding a sum's rounding of the whole (an underflowing tail) extrapolate noise
+    kl_tail = torch.where(outer > _NOISE_ULPS * _EPS64 * excess.sum(0), kl_tail, 0.0)
     if isinstance(q, Independent) and isinstance(q.base_dist, Normal):
         guide_tail = _gaussian_mass_outside(q_loc, q_scale, lower, upper)
     else:
@@ -480,6 +510,7 @@ def _group_statistics(vae, x, q_loc, q_scale, lower, upper, n):
         "mean": mean,
         "cov": cov,
         "kl_guide": kl_guide,
+        "kl_tail": kl_tail,
         "tail_mass": torch.maximum(
             _tail_beyond(weights[ring == 0].sum(0), weights[ring == 1].sum(0)), guide_tail
         ),
@@ -512,6 +543,21 @@ def _tail_beyond(outer, inner):
     """
     ratio = outer / inner
     tail = torch.where(ratio < 1, outer * ratio / (1 - ratio), math.inf)
+    return torch.where(outer > 0, tail, 0.0)
+
+
+def _power_tail(outer, inner, n):
+    """What lies beyond the box by power-law extrapolation of its two outermost rings.
+
+    With the ring t cells from the box's centre holding ∝ t^(−a), the rings at
+    t₀ = n/2 − 1/2 and t₁ = n/2 − 3/2 give a = log(inner/outer) / log(t₀/t₁), and the
+    rest beyond the edge n/2 is outer · (n/2) / (a − 1): asymptotically exact for a
+    power-law tail (a Student-t guide's), where the geometric :func:`_tail_beyond`
+    understates it by (a − 1)/a, and above it for an exponential one. inf where
+    a ≤ 1 (the tail's integral diverges); 0 where the outer ring is 0.
+    """
+    decay = (inner / outer).log() / math.log((n - 1) / (n - 3))
+    tail = torch.where(decay > 1, outer * (n / 2) / (decay - 1), math.inf)
     return torch.where(outer > 0, tail, 0.0)
 
 
