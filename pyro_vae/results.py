@@ -67,30 +67,46 @@ class Estimate:
     sd : float or None
         Standard deviation across training seeds (NaN with one seed); None when not
         known.
+    se_unreliable : int or None
+        Data points at which the s.e. is not reliable (the draws' Pareto k̂ ≥ 0.5,
+        :meth:`pyro_vae.infer.evaluation.Evaluation.se_unreliable`), the most over
+        seeds; above 0 the s.e. of the mean is not reliable either. None when not
+        checked.
     """
 
     mean: float
     se: float | None = None
     sd: float | None = None
+    se_unreliable: int | None = None
 
     @classmethod
     def over_seeds(cls, summaries: list, name: str) -> "Estimate":
-        """Mean over seeds of ``summary[name] = (mean, se)``, the combined s.e. and the s.d."""
+        """Mean over seeds of ``summary[name] = (mean, se)``, the combined s.e. and the s.d.
+
+        ``se_unreliable`` is the largest of the summaries' ``se_unreliable[name]``
+        (:class:`pyro_vae.infer.evaluation.Summary`), None where none has it.
+        """
         means = [summary[name][0] for summary in summaries]
         ses = [summary[name][1] for summary in summaries]
+        counts = [getattr(summary, "se_unreliable", {}).get(name) for summary in summaries]
+        counts = [int(count) for count in counts if count is not None]
         return cls(
             statistics.fmean(means),
             math.sqrt(sum(se**2 for se in ses)) / len(ses),
             spread(means),
+            max(counts) if counts else None,
         )
 
     def flat(self, key: str) -> dict:
-        """``{key: mean, key_se: se, key_sd: sd}``, without the unknown ones."""
+        """``{key: mean, key_se: se, key_sd: sd, key_se_unreliable: count}``, without
+        the unknown ones."""
         out = {key: self.mean}
         if self.se is not None:
             out[f"{key}_se"] = self.se
         if self.sd is not None:
             out[f"{key}_sd"] = self.sd
+        if self.se_unreliable is not None:
+            out[f"{key}_se_unreliable"] = self.se_unreliable
         return out
 
     @classmethod
@@ -104,7 +120,11 @@ class Estimate:
         """
         if key not in row:
             raise ValueError(f"Expected key {key!r} in the row of {what}; it has {sorted(row)}")
-        return cls(*(_number(row.get(k)) for k in (key, f"{key}_se", f"{key}_sd")))
+        count = row.get(f"{key}_se_unreliable")
+        return cls(
+            *(_number(row.get(k)) for k in (key, f"{key}_se", f"{key}_sd")),
+            None if count is None else int(count),
+        )
 
 
 def spread(values: list) -> float:
@@ -250,7 +270,7 @@ class ObjectiveRow:
         what = f"objective {objective!r}"
         prefixed = [f"{p}{n}" for p, names in (("test_", ESTIMATES), ("decomp_", DECOMPOSITIONS),
                     ("surgery_", SURGERY)) for n in names]  # fmt: skip
-        used = {*prefixed, *(f"{k}{s}" for k in prefixed for s in ("_se", "_sd"))}
+        used = {*prefixed, *(f"{k}{s}" for k in prefixed for s in ("_se", "_sd", "_se_unreliable"))}
         used |= {f.name for f in fields(cls)}
         return cls(
             **_known(row, cls, ("objective", "test", "decomp", "surgery", "extra")),

@@ -11,8 +11,10 @@ columns of ``results.csv`` and ``results.json``:
   ``"train_time_s"`` (seconds) and, for each estimate ``<name>`` of
   :data:`ESTIMATES`, ``"test_<name>"`` (mean over the test split, nats per data
   point), ``"test_<name>_se"`` (its Monte-Carlo standard error, nats) and, optionally,
-  ``"test_<name>_sd"`` (standard deviation across training seeds) and
-  ``"khat_unreliable"`` (test points with Pareto k̂ > 0.7);
+  ``"test_<name>_sd"`` (standard deviation across training seeds),
+  ``"test_<name>_se_unreliable"`` (test points where that s.e. is not reliable, Pareto
+  k̂ ≥ 0.5 of the draws behind it) and ``"khat_unreliable"`` (test points with Pareto
+  k̂ > 0.7);
 - ``pairs`` (optional): list of dict with ``"a"``, ``"b"`` and, for log_px and elbo,
   ``"<name>_diff"``, ``"<name>_diff_se"`` and ``"<name>_diff_sd"`` (paired
   differences a − b on the same test points, see :class:`pyro_vae.experiments.compare.Comparison`);
@@ -42,8 +44,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .._io import atomic_path
+from ..infer.diagnostics import KHAT_GOOD, KHAT_UNRELIABLE
 from ..infer.evaluation import format_se
 from ..results import ESTIMATES, Agreement, BetaRow, GapRow, ObjectiveRow, SandwichRow, as_rows
+from ..viz.labels import estimate_label
 from .tables import (
     as_pairs,
     format_agreement,
@@ -204,9 +208,15 @@ difference with its standard error over test points.
   clock and CPU of this process. With one torch thread the CPU time is the cost of
   the work and a wall time well above it means other processes shared the core; with
   several threads on a busy machine both grow, as waiting threads spin.
-- **k̂>0.7** counts test points where the Pareto k̂ of the importance weights
-  exceeds 0.7 (PSIS, Vehtari et al. 2024): there the log p(x) estimate and its
-  standard error are not to be trusted.
+- **k̂>{bad}** counts test points where the Pareto k̂ of the importance weights
+  exceeds {bad} (PSIS, Vehtari et al. 2024): there the log p(x) estimate itself is not
+  to be trusted.
+- **!** after an s.e. (or s.d.): at some test points the draws behind that estimate
+  have Pareto k̂ ≥ {good} (of the importance weights for log p(x) and the gap, of the
+  draws of the ELBO's terms for those), an infinite variance: no standard error exists
+  there, the one printed understates the error, and so does that of the mean over
+  points. More samples shrink the error slowly; `pyro-vae ais` estimates log p(x)
+  with a reliable error.
 
 References: D. P. Kingma, M. Welling, "Auto-Encoding Variational Bayes", ICLR 2014;
 Y. Burda, R. Grosse, R. Salakhutdinov, "Importance Weighted Autoencoders", ICLR 2016.
@@ -276,7 +286,9 @@ def takeaways(rows: list, pairs: list | None = None, meta: dict | None = None) -
     list of str
         Sentences (Markdown): the objective with the highest log p(x), the lowest and
         highest ELBO, the largest and smallest gap (KL(q‖p(z|x))), and warnings for
-        runs that had not converged and for points with Pareto k̂ > 0.7.
+        runs that had not converged, for points with Pareto k̂ > 0.7 and for
+        estimates whose s.e. is not reliable at some points (k̂ ≥ 0.5), with the
+        remedy.
     """
     rows, pairs = as_rows(rows, ObjectiveRow), as_pairs(pairs)
     lines = []
@@ -314,8 +326,16 @@ def takeaways(rows: list, pairs: list | None = None, meta: dict | None = None) -
     if flagged:
         counts = ", ".join(f"{row.objective} {int(row.khat_unreliable)}" for row in flagged)
         lines.append(
-            f"**Unreliable points** (Pareto k̂ > 0.7, where log p(x) and its s.e. are not to "
-            f"be trusted), test points per objective{_num_test(meta)}: {counts}."
+            f"**Unreliable points** (Pareto k̂ > {KHAT_UNRELIABLE}, where log p(x) and its s.e. "
+            f"are not to be trusted), test points per objective{_num_test(meta)}: {counts}."
+        )
+    shaky = [_unreliable_errors(row) for row in rows if _unreliable_errors(row)]
+    if shaky:
+        lines.append(
+            f"**Error bars not reliable** (!; the draws have Pareto k̂ ≥ {KHAT_GOOD}, an "
+            f"infinite variance, at some test points{_num_test(meta)}, so the s.e. "
+            f"understates the error): {'; '.join(shaky)}. More samples shrink the error "
+            "slowly; `pyro-vae ais` estimates log p(x) with a reliable error."
         )
     if meta is not None and "image_shape" in meta and meta["image_shape"] is None:
         lines.append(
@@ -323,6 +343,17 @@ def takeaways(rows: list, pairs: list | None = None, meta: dict | None = None) -
             "square images."
         )
     return lines
+
+
+def _unreliable_errors(row):
+    """``"Trace_ELBO: log p(x) at 12, gap at 12 points"`` for the estimates of a row
+    whose s.e. is not reliable at some points, or ``""``."""
+    counts = [
+        f"{estimate_label(name)} at {int(row.test[name].se_unreliable)}"
+        for name in ESTIMATES
+        if name in row.test and row.test[name].se_unreliable
+    ]
+    return f"{row.objective}: {', '.join(counts)} points" if counts else ""
 
 
 def _convergence_detail(row):
@@ -544,7 +575,9 @@ def _report(rows, meta, pairs, agreement=None, figures=(), beta_rows=None, gap_r
         ]
     lines += [
         _HOW_TO_READ.format(
-            k=f" = {meta['num_samples']}" if "num_samples" in meta else " (all draws)"
+            k=f" = {meta['num_samples']}" if "num_samples" in meta else " (all draws)",
+            good=KHAT_GOOD,
+            bad=KHAT_UNRELIABLE,
         ).rstrip("\n"),
     ]
     if figures:

@@ -7,11 +7,13 @@ each with its Monte-Carlo standard error or its spread across training seeds.
 
 import math
 
+from ..infer.diagnostics import KHAT_GOOD, KHAT_UNRELIABLE
 from ..infer.evaluation import format_se
 from ..results import ESTIMATES, Agreement, BetaRow, GapRow, ObjectiveRow, Pair, as_rows
 from ..viz.labels import estimate_label
 
 __all__ = [
+    "SE_UNRELIABLE_NOTE",
     "as_pairs",
     "format_agreement",
     "format_beta_table",
@@ -26,8 +28,22 @@ __all__ = [
 ]
 
 
+SE_UNRELIABLE_NOTE = (
+    f"! marks a s.e. (or s.d.) not reliable at some test points, where the draws behind the "
+    f"estimate have Pareto k̂ ≥ {KHAT_GOOD}, an infinite variance: no standard error exists "
+    "there (Vehtari et al. 2024); more samples shrink the error slowly, AIS (`pyro-vae ais`) "
+    "estimates log p(x) with a reliable one"
+)
+"""The note under a table whose estimates carry the ``!`` of an unreliable s.e."""
+
+
 def _rows(rows):
     return as_rows(rows, ObjectiveRow)
+
+
+def _flagged(estimate) -> bool:
+    """Whether an estimate's s.e. is not reliable at some points (``se_unreliable`` > 0)."""
+    return bool(estimate.se_unreliable)
 
 
 def _across_seeds(rows):
@@ -45,7 +61,8 @@ def _cells(rows):
 
     The ``±`` is the standard deviation across training seeds when every row has one,
     otherwise the Monte-Carlo standard error; it is printed with two significant
-    digits (:func:`pyro_vae.infer.evaluation.format_se`), so a small one never reads 0.000.
+    digits (:func:`pyro_vae.infer.evaluation.format_se`), so a small one never reads 0.000;
+    ``!`` follows it where the estimate's s.e. is not reliable at some test points.
     """
     rows = _rows(rows)
     spread = "sd" if _across_seeds(rows) else "se"
@@ -54,7 +71,7 @@ def _cells(rows):
     header += [estimate_label(name) for name in ESTIMATES]
     flags = all(row.khat_unreliable is not None for row in rows)
     if flags:
-        header.append("k̂>0.7")
+        header.append(f"k̂>{KHAT_UNRELIABLE}")
     body = []
     for row in rows:
         if row.train_time_s is None:
@@ -68,10 +85,11 @@ def _cells(rows):
         for name in ESTIMATES:
             estimate = row.need(name)
             error = getattr(estimate, spread)
+            mark = "!" if _flagged(estimate) else ""
             if is_finite(error):
-                cells.append(f"{estimate.mean:.2f}±{format_se(error)}")
+                cells.append(f"{estimate.mean:.2f}±{format_se(error)}{mark}")
             else:
-                cells.append(f"{estimate.mean:.2f}")
+                cells.append(f"{estimate.mean:.2f}{mark}")
         if flags:
             cells.append(str(int(row.khat_unreliable)))
         body.append(cells)
@@ -83,8 +101,12 @@ def _note(num_samples, rows=None):
     if rows is not None and _across_seeds(rows):
         seeds = rows[0].seeds
         count = f"{len(seeds)} " if isinstance(seeds, list) else ""
-        return note + f"; ± one s.d. across {count}training seeds"
-    return note + "; ± one Monte-Carlo s.e."
+        note += f"; ± one s.d. across {count}training seeds"
+    else:
+        note += "; ± one Monte-Carlo s.e."
+    if rows is not None and any(_flagged(row.need(name)) for row in rows for name in ESTIMATES):
+        note += "; " + SE_UNRELIABLE_NOTE
+    return note
 
 
 def format_pairs(pairs):
@@ -131,16 +153,19 @@ def format_table(rows: list, num_samples: int | None = None) -> str:
     gap) and reconstruction (E_q log p(x|z)); and k̂>0.7 when every row has
     ``khat_unreliable``. Means have 2 decimals; each carries its Monte-Carlo standard
     error (or s.d. across seeds) as ``mean±se`` with two significant digits and at
-    least 3 decimals (e.g. ``-23.08±0.012``, ``0.18±0.00031``). Objective names are
-    left-aligned, numbers right-aligned.
+    least 3 decimals (e.g. ``-23.08±0.012``, ``0.18±0.00031``), followed by ``!`` where
+    that s.e. is not reliable at some test points (``test_<name>_se_unreliable`` > 0;
+    the note then says why, and the remedy). Objective names are left-aligned, numbers
+    right-aligned.
 
     Parameters
     ----------
     rows : list of dict
         One dict per objective with ``"objective"``, ``"train_time_s"`` (wall
         seconds) and ``"test_<name>"`` for each name in :data:`ESTIMATES` (nats per
-        data point); optionally ``"train_cpu_s"`` (CPU seconds) and
-        ``"test_<name>_se"``/``"test_<name>_sd"`` (a missing one prints no ±).
+        data point); optionally ``"train_cpu_s"`` (CPU seconds),
+        ``"test_<name>_se"``/``"test_<name>_sd"`` (a missing one prints no ±) and
+        ``"test_<name>_se_unreliable"`` (test points where that s.e. is not reliable).
     num_samples : int, optional
         K, the importance samples per point behind log p(x); when given, a last line
         states the units and K.
@@ -256,15 +281,17 @@ def format_agreement(agreement: list) -> str:
 
 
 def _pm(estimate, digits=2):
-    """``"mean ± se"`` of an estimate with its s.d. (across seeds) or s.e.;
-    ``"mean (exact)"`` when that is 0 (a closed-form term)."""
+    """``"mean ± se"`` of an estimate with its s.d. (across seeds) or s.e., and ``!``
+    where that s.e. is not reliable at some points; ``"mean (exact)"`` when the spread
+    is 0 (a closed-form term)."""
     mean = estimate.mean
+    mark = " !" if _flagged(estimate) else ""
     for spread in (estimate.sd, estimate.se):
         if is_finite(spread):
             if spread == 0:  # computed in closed form, not by Monte Carlo
                 return f"{mean:.{digits}f} (exact)"
-            return f"{mean:.{digits}f} ± {format_se(spread)}"
-    return f"{mean:.{digits}f}"
+            return f"{mean:.{digits}f} ± {format_se(spread)}{mark}"
+    return f"{mean:.{digits}f}{mark}"
 
 
 def _kl_per_dimension(values):
