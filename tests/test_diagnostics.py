@@ -19,6 +19,7 @@ from pyro_vae.infer.diagnostics import (
     from_pyro,
     pareto_khat,
     posterior_inference_data,
+    tail_khat,
     warn_unconverged,
 )
 
@@ -109,6 +110,45 @@ def test_zero_weights_are_allowed(seed):
 def test_bad_log_weights(log_weights):
     with pytest.raises(ValueError, match="Expected log_weights"):
         pareto_khat(log_weights)
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+@pytest.mark.parametrize("k", [0.3, 0.9])
+def test_tail_khat_finds_the_heavy_tail_on_either_side(k, sign, seed):
+    # f = ±u^(−k): a Pareto tail of shape k on one side, bounded by ±1 on the other. The
+    # exceedances of f − median(f) are those of f, so the heavy side's fit is
+    # pareto_khat's of log u^(−k) (same tolerance as above) and the bounded side's is
+    # negative: the larger of the two is the heavy side's, whichever it is.
+    draws = sign * pareto_log_weights(k, 5000, 10, seed=seed(0)).exp()
+    khat = tail_khat(draws)
+    assert khat.shape == (10,) and khat.dtype == torch.float64
+    assert abs(khat.mean().item() - k) <= 4 * (1 + k) / math.sqrt(10 * 3 * math.sqrt(5000))
+
+
+def test_tail_khat_of_light_heavy_constant_and_infinite_draws(seed):
+    gen = torch.Generator().manual_seed(seed(0))
+    normal = torch.randn(5000, 4, generator=gen)
+    assert (tail_khat(normal) < KHAT_GOOD).all()
+    # Cauchy: both tails of shape 1 (fits of sd ≈ 2/√212 ≈ 0.14 each, the larger taken).
+    student = torch.distributions.StudentT(1.0).sample((5000, 4))
+    assert (tail_khat(student) > KHAT_GOOD).all()
+    # Constant up to float32 rounding: an exact mean, the lightest tail; ±inf: no mean.
+    noisy = -15.0 + 4 * torch.finfo(torch.float32).eps * 15 * torch.randn(500, 1, generator=gen)
+    infinite = torch.randn(500, 2, generator=gen)
+    infinite[0, 0], infinite[1, 1] = -math.inf, math.inf
+    khat = tail_khat(torch.cat([noisy.float(), torch.full((500, 1), 3.0), infinite], 1))
+    assert khat.tolist() == [-math.inf, -math.inf, math.inf, math.inf]
+
+
+@pytest.mark.parametrize(
+    "draws",
+    [torch.zeros(10), torch.zeros(1, 3), torch.zeros(10, 0), torch.zeros(10, 3, dtype=torch.long)],
+)
+def test_bad_draws(draws):
+    with pytest.raises(ValueError, match=r"Expected draws to be a floating-point tensor"):
+        tail_khat(draws)
+    with pytest.raises(ValueError, match="Expected draws without NaN"):
+        tail_khat(torch.tensor([[0.0, 1.0], [math.nan, 0.0]]))
 
 
 def test_arviz_is_imported_only_here_and_only_when_used():

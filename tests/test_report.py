@@ -11,8 +11,11 @@ from pyro_vae.experiments.report import (
     format_pairs,
     format_table,
     read_results,
+    takeaways,
     write_results,
 )
+from pyro_vae.infer.evaluation import Summary
+from pyro_vae.results import Estimate, ObjectiveRow
 
 OBJECTIVES = ("Trace_ELBO", "TraceMeanField_ELBO", "RenyiELBO(alpha=0, K=5)")
 
@@ -260,6 +263,52 @@ def test_takeaways_are_computed_from_the_numbers():
     lines = takeaways(rows, pairs, {"num_test": 359})
     assert lines[4].endswith("test points per objective (of 359): Trace_ELBO 4.")
     assert len(lines) == 5
+
+
+def test_unreliable_error_bars_are_marked_where_the_user_reads_them(tmp_path):
+    # An estimate whose s.e. is not reliable at some test points (the draws' Pareto
+    # k̂ ≥ 0.5) carries "!" in the tables, a note with the remedy, and a finding.
+    rows = _rows()
+    rows[0]["test_log_px_se_unreliable"] = 12
+    rows[0]["test_gap_se_unreliable"] = 12
+    rows[1]["test_log_px_se_unreliable"] = 0
+    table = format_table(rows, num_samples=5000)
+    cells = table.splitlines()[2].split()
+    assert cells[5] == "-23.83±0.042!" and cells[6].endswith("!") and cells[2] == "-23.08±0.012"
+    assert "!" not in table.splitlines()[3]  # 0 points: reliable
+    assert "! marks a s.e. (or s.d.) not reliable" in table.splitlines()[-1]
+    assert "AIS (`pyro-vae ais`)" in table.splitlines()[-1]
+    assert "-23.83±0.042! |" in format_markdown_table(rows, num_samples=5000)
+    assert "! marks" not in format_table(_rows(), num_samples=5000)
+    lines = takeaways(rows, meta={"num_test": 359})
+    assert lines[-1] == (
+        "**Error bars not reliable** (!; the draws have Pareto k̂ ≥ 0.5, an infinite "
+        "variance, at some test points (of 359), so the s.e. understates the error): "
+        "Trace_ELBO: log p(x) at 12, gap at 12 points. More samples shrink the error "
+        "slowly; `pyro-vae ais` estimates log p(x) with a reliable error."
+    )
+    # The counts survive results.json and are not "extra" columns.
+    write_results(tmp_path, rows, _histories(), META)
+    back = read_results(tmp_path)["results"]
+    assert back[0]["test_log_px_se_unreliable"] == 12 and back[1]["test_log_px_se_unreliable"] == 0
+    row = ObjectiveRow.from_dict(rows[0])
+    assert row.test["log_px"].se_unreliable == 12 and row.extra == {}
+    assert row.to_dict()["test_log_px_se_unreliable"] == 12
+
+
+def test_estimate_over_seeds_keeps_the_most_flagged_points():
+    summaries = [
+        Summary({"log_px": (-1.0, 0.1), "elbo": (-2.0, 0.1)}, se_unreliable={"log_px": 3}),
+        Summary({"log_px": (-1.2, 0.1), "elbo": (-2.2, 0.1)}, se_unreliable={"log_px": 5}),
+    ]
+    assert Estimate.over_seeds(summaries, "log_px").se_unreliable == 5
+    assert Estimate.over_seeds(summaries, "elbo").se_unreliable is None  # not checked
+    plain = [{"log_px": (-1.0, 0.1)}, {"log_px": (-1.2, 0.1)}]
+    estimate = Estimate.over_seeds(plain, "log_px")  # a plain dict: not checked
+    assert estimate.se_unreliable is None
+    assert (estimate.mean, estimate.se, estimate.sd) == pytest.approx(
+        (-1.1, 0.1 / 2**0.5, 0.2 / 2**0.5)
+    )
 
 
 def test_write_results_rejects_empty_rows(tmp_path):

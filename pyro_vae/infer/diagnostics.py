@@ -44,6 +44,7 @@ __all__ = [
     "from_pyro",
     "pareto_khat",
     "posterior_inference_data",
+    "tail_khat",
     "warn_unconverged",
 ]
 
@@ -174,6 +175,87 @@ def pareto_khat(log_weights):
         _, fitted = arviz.psislw(columns[~constant].copy())
         khat[~constant] = np.asarray(fitted, dtype=np.float64).reshape(-1)
     return torch.from_numpy(khat).to(log_weights.device)
+
+
+def tail_khat(draws):
+    r"""Pareto k̂ of the heavier tail of Monte-Carlo draws whose mean is reported.
+
+    The mean of draws f_s has the central-limit standard error std(f)/√S only if f has a
+    finite variance. A generalized Pareto distribution is fitted to each tail of f, as
+    Vehtari et al. (2024, sec. 3.1) do for a plain Monte-Carlo estimate E[f]: to the
+    largest M = min(S/5, 3√S) of f − median(f), and of median(f) − f
+    (:func:`pareto_khat` of their logarithms); the larger k̂ of the two is returned.
+
+    Parameters
+    ----------
+    draws : torch.Tensor
+        Draws f_s, shape ``(S, batch)`` (draws first), in any unit; e.g. the log
+        importance weights log w_s, whose mean is the ELBO (nats).
+
+    Returns
+    -------
+    torch.Tensor
+        k̂ per column, shape ``(batch,)``, float64 on the input's device: below 0.5
+        (:data:`KHAT_GOOD`) the variance is finite and std/√S is a standard error;
+        from 0.5 it is infinite, and from 1 so is the mean. ``inf`` where a draw is
+        ±inf or no tail can be fitted (S ≤ 20, ties), ``-inf`` where the column is
+        constant up to rounding (as :func:`pareto_khat`).
+
+    Raises
+    ------
+    ValueError
+        If ``draws`` is not a floating-point tensor of shape ``(S, batch)`` with S ≥ 2
+        and batch ≥ 1, or holds NaN.
+
+    See Also
+    --------
+    pareto_khat : the upper tail of the importance weights exp(log w), for log p(x).
+
+    Notes
+    -----
+    For draws with a tail P(|f| > t) ∝ t^{−1/k}, E|f|^r exists for r < 1/k, so the
+    variance needs k < 1/2. The two tails are fitted apart since they can differ: the
+    ELBO's draws log p(x, z) − log q(z|x) of a Student-t guide with ν degrees of freedom
+    have a light right tail and a left tail of index k = 2/ν (the −z²/2 of the prior).
+
+    References
+    ----------
+    1. A. Vehtari, D. Simpson, A. Gelman, Y. Yao, J. Gabry, "Pareto Smoothed Importance
+       Sampling", J. Mach. Learn. Res. 25(72):1–58, 2024.
+
+    Examples
+    --------
+    Normal draws have light tails; Cauchy draws have k = 1 in both:
+
+    >>> tail_khat(torch.randn(5000, 2)) < KHAT_GOOD
+    tensor([True, True])
+    >>> tail_khat(torch.distributions.Cauchy(0.0, 1.0).sample((5000, 2))) > KHAT_GOOD
+    tensor([True, True])
+    """
+    if (
+        not isinstance(draws, torch.Tensor)
+        or not draws.is_floating_point()
+        or draws.dim() != 2
+        or draws.shape[0] < 2
+        or draws.shape[1] == 0
+    ):
+        raise ValueError(
+            f"Expected draws to be a floating-point tensor of shape (S, batch) with S >= 2 "
+            f"and batch >= 1 but got {_describe(draws)}"
+        )
+    if torch.isnan(draws).any():
+        raise ValueError("Expected draws without NaN but found some")
+    infinite = ~torch.isfinite(draws).all(0)
+    constant = torch.as_tensor(_rounding_noise(draws), device=draws.device) & ~infinite
+    khat = torch.where(infinite, math.inf, -math.inf).double()
+    fit = ~(infinite | constant)
+    if fit.any():
+        columns = draws.detach()[:, fit].double()
+        centred = columns - columns.median(0).values
+        tails = torch.cat([centred.clamp(min=0).log(), (-centred).clamp(min=0).log()], 1)
+        right, left = pareto_khat(tails).chunk(2)
+        khat[fit] = torch.maximum(right, left)
+    return khat
 
 
 def _describe(value):
@@ -343,9 +425,16 @@ def from_pyro(mcmc, datum=None):
     Raises
     ------
     ValueError
-        If the run has no ``"z"`` of shape ``(chain, draw, B, D)`` or no observed
-        ``"x"`` of B rows.
+        If ``mcmc`` is not an MCMC run (has no ``get_samples``: the model passed
+        instead of the run, say), or the run has no ``"z"`` of shape
+        ``(chain, draw, B, D)`` or no observed ``"x"`` of B rows.
     """
+    if not callable(getattr(mcmc, "get_samples", None)):
+        raise ValueError(
+            "Expected mcmc to be a finished pyro.infer.MCMC run (MCMC(NUTS(vae.model), "
+            f"...).run(x), then from_pyro(mcmc)) but got {type(mcmc).__name__}; for the "
+            "package's own sampler use pyro_vae.sample_posterior(vae, x)"
+        )
     arviz = _arviz()
 
     samples = mcmc.get_samples(group_by_chain=True)
