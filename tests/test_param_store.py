@@ -109,6 +109,21 @@ DOORS = {
             vae, x[:2], num_samples=16, log_px="importance_sampling", log_px_samples=64
         ).values
     ),
+    "inference_gaps": lambda vae, x: (
+        pyro_vae.inference_gaps(
+            vae,
+            x[:2],
+            families="diagonal",
+            num_samples=16,
+            seed=3,
+            num_particles=2,
+            check_every=2,
+            patience=1,
+            max_steps=4,
+        ).values
+    ),  # fmt: skip
+    "elbo_surgery": lambda vae, x: pyro_vae.elbo_surgery(vae, x, num_samples=8, seed=3).values,
+    "active_units": lambda vae, x: pyro_vae.active_units(vae, x, num_samples=8, seed=3).kl,
     "encode": lambda vae, x: vae.encode(x).mean,
     "decode": lambda vae, x: vae.decode(torch.zeros(2, 2)),
     "reconstruct": lambda vae, x: vae.reconstruct(x) if pyro.set_rng_seed(3) is None else None,
