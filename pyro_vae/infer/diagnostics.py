@@ -213,7 +213,7 @@ def tail_khat(draws):
 
     Notes
     -----
-    For draws with a tail P(|f| > t) ∝ t^{−1/k}, E|f|^r exists for r < 1/k, so the
+    For draws with a tail P(abs(f) > t) ∝ t^{−1/k}, E abs(f)^r exists for r < 1/k, so the
     variance needs k < 1/2. The two tails are fitted apart since they can differ: the
     ELBO's draws log p(x, z) − log q(z|x) of a Student-t guide with ν degrees of freedom
     have a light right tail and a left tail of index k = 2/ν (the −z²/2 of the prior).
