@@ -68,6 +68,22 @@ ESS_BULK_MIN = 400
 reliable (Vehtari et al. 2021 recommend 400, i.e. 100 per chain for 4 chains)."""
 
 
+def _check_draws(name, draws):
+    """A ValueError naming ``name`` unless ``draws`` is a floating-point ``(S, batch)``
+    tensor with S ≥ 2 and batch ≥ 1."""
+    if (
+        not isinstance(draws, torch.Tensor)
+        or not draws.is_floating_point()
+        or draws.dim() != 2
+        or draws.shape[0] < 2
+        or draws.shape[1] == 0
+    ):
+        raise ValueError(
+            f"Expected {name} to be a floating-point tensor of shape (S, batch) with S >= 2 "
+            f"and batch >= 1 but got {_describe(draws)}"
+        )
+
+
 def _arviz():
     """ArviZ, imported on first use without its import-time FutureWarning.
 
@@ -153,17 +169,7 @@ def pareto_khat(log_weights):
     >>> pareto_khat(-0.9 * u.log()) > KHAT_UNRELIABLE
     tensor([True, True])
     """
-    if (
-        not isinstance(log_weights, torch.Tensor)
-        or not log_weights.is_floating_point()
-        or log_weights.dim() != 2
-        or log_weights.shape[0] < 2
-        or log_weights.shape[1] == 0
-    ):
-        raise ValueError(
-            f"Expected log_weights to be a floating-point tensor of shape (S, batch) with "
-            f"S >= 2 and batch >= 1 but got {_describe(log_weights)}"
-        )
+    _check_draws("log_weights", log_weights)
     if torch.isnan(log_weights).any() or (log_weights == math.inf).any():
         raise ValueError("Expected log_weights without NaN or +inf but found some")
     arviz = _arviz()
@@ -232,17 +238,7 @@ def tail_khat(draws):
     >>> tail_khat(torch.distributions.Cauchy(0.0, 1.0).sample((5000, 2))) > KHAT_GOOD
     tensor([True, True])
     """
-    if (
-        not isinstance(draws, torch.Tensor)
-        or not draws.is_floating_point()
-        or draws.dim() != 2
-        or draws.shape[0] < 2
-        or draws.shape[1] == 0
-    ):
-        raise ValueError(
-            f"Expected draws to be a floating-point tensor of shape (S, batch) with S >= 2 "
-            f"and batch >= 1 but got {_describe(draws)}"
-        )
+    _check_draws("draws", draws)
     if torch.isnan(draws).any():
         raise ValueError("Expected draws without NaN but found some")
     infinite = ~torch.isfinite(draws).all(0)
