@@ -60,7 +60,7 @@ from ..train.schedules import parse_schedule
 from . import figures as _figures
 from . import report
 from .guide_check import summarize_agreement
-from .runs import Task, new_model, run_task
+from .runs import AIS_CHAINS, Task, new_model, run_task
 from .workers import run_in_workers
 
 __all__ = [
@@ -68,14 +68,34 @@ __all__ = [
     "GAP_EVERY",
     "AIS_STEPS",
     "BDMC_POINTS",
+    "GAP_FAMILIES",
     "GAP_MAX_STEPS",
+    "MIN_SAMPLES",
+    "NUM_SAMPLES",
+    "POSTERIOR_POINTS",
     "RISING",
     "Comparison",
+    "RunSettings",
+    "check_num_samples",
     "compare",
     "convergence",
 ]
 
+# The main job's defaults, stated once: compare()'s signature and the CLI's compare
+# command read them; its training settings are pyro_vae.MAIN_JOB with GAP_EVERY.
 DEFAULT_OBJECTIVES = ("trace", "meanfield", "renyi:0:5", "renyi:0.5:5")
+"""Objectives of the main job: Trace_ELBO, TraceMeanField_ELBO, IWAE (K = 5), Rényi α = 0.5."""
+NUM_SAMPLES = 5000
+"""K of the main job: importance samples per test point behind log p(x) (Burda et al.
+2016 use 5000); at least :data:`MIN_SAMPLES`."""
+MIN_SAMPLES = 100
+"""Smallest K of the main job: two groups of 50 draws, for the standard error of the
+IWAE-50 bound its test evaluation reports (:func:`check_num_samples`)."""
+POSTERIOR_POINTS = 16
+"""Test points (the first ones) on which the main job checks each guide against the
+exact posterior and splits its gap."""
+GAP_FAMILIES = ("diagonal", "flow")
+"""Per-point guide families of the main job's gap split (:func:`pyro_vae.inference_gaps`)."""
 GAP_EVERY = 25
 """Epochs between the gap estimates of each run (``gap_every``) unless told otherwise."""
 GAP_MAX_STEPS = 1000
@@ -94,6 +114,128 @@ RISING = 0.05
 """Rise of the validation bound over the last tenth of training (nats per point) above
 which a run counts as not converged (:func:`convergence`)."""
 _PER_RUN = ("loss", "alpha", "num_particles", "seed")
+
+
+def check_num_samples(num_samples, name: str = "num_samples") -> int:
+    """``num_samples`` if the main job can use it as K: an integer ≥ :data:`MIN_SAMPLES`.
+
+    The main job's test evaluation reports the IWAE-50 bound with a standard error from
+    groups of 50 draws (:func:`pyro_vae.evaluate`, ``ks=(5, 50)``), so it needs two
+    groups at least.
+
+    Parameters
+    ----------
+    num_samples : int
+        K, importance samples per test point.
+    name : str, default "num_samples"
+        The argument's name in the message (e.g. ``"--num-samples"`` for a command).
+
+    Returns
+    -------
+    int
+        ``num_samples``, unchanged.
+
+    Raises
+    ------
+    ValueError
+        One line naming ``name``, if ``num_samples`` is not an int (a bool is not) or
+        is below :data:`MIN_SAMPLES`.
+    """
+    if (
+        not isinstance(num_samples, int)
+        or isinstance(num_samples, bool)
+        or num_samples < MIN_SAMPLES
+    ):
+        raise ValueError(
+            f"Expected {name} >= {MIN_SAMPLES} (two groups of 50 for the IWAE-50 standard "
+            f"error) but got {num_samples!r}"
+        )
+    return num_samples
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What every run of the main job is given, checked once (:func:`compare` builds it).
+
+    Frozen and picklable: :func:`compare` hands it to every run
+    (:func:`pyro_vae.experiments.runs.run_task`), once to each worker process
+    (:mod:`pyro_vae.experiments.workers`), and reads it back when it assembles the
+    results; every reader reads attributes.
+
+    Attributes
+    ----------
+    config : TrainConfig
+        The training settings of every run (:class:`pyro_vae.TrainConfig`); each run
+        sets its objective and seed. Its ``device`` is where every run trains, is
+        evaluated and is checked.
+    z_dim : int
+        Latent dimension (:class:`pyro_vae.VAE` checks it).
+    hidden_dims : tuple of int
+        Hidden layer widths (a list is kept as a tuple; :class:`pyro_vae.VAE` checks them).
+    likelihood : str
+        p(x|z) (:class:`pyro_vae.VAE` checks it).
+    num_samples : int
+        K, importance samples per test point behind log p(x), in the test evaluation,
+        the gap split and the sandwich: at least :data:`MIN_SAMPLES`
+        (:func:`check_num_samples`).
+    dtype : torch.dtype
+        ``torch.float32`` or ``torch.float64`` (the names ``"float32"``, ``"float64"``
+        are converted): precision of the models and of every estimate.
+    posterior_points : int
+        Test points (the first ones) of the guide check, the gap split and AIS, ≥ 0.
+    gap_families : tuple of str
+        Per-point guide families of the gap split (``"diagonal"``, ``"flow"``).
+    gap_max_steps : int
+        Most Adam steps of each per-point fit, > 0.
+    ais_steps : int
+        Bridges of AIS and of the BDMC sandwich, ≥ 0 (0 skips both).
+    bdmc_points : int
+        Points simulated for the BDMC sandwich, ≥ 0 (0 skips it).
+
+    Raises
+    ------
+    ValueError
+        One line naming the field, for a ``config`` that is not a valid
+        :class:`pyro_vae.TrainConfig`, a K below :data:`MIN_SAMPLES`, another
+        ``dtype``, an unknown gap family, or a count that is not an integer in range.
+    """
+
+    config: TrainConfig
+    z_dim: int
+    hidden_dims: tuple
+    likelihood: str
+    num_samples: int
+    dtype: torch.dtype
+    posterior_points: int
+    gap_families: tuple
+    gap_max_steps: int
+    ais_steps: int
+    bdmc_points: int
+
+    def __post_init__(self):
+        if not isinstance(self.config, TrainConfig):
+            raise ValueError(f"Expected config to be a TrainConfig but got {self.config!r}")
+        self.config.validate()
+        check_num_samples(self.num_samples)
+        if isinstance(self.hidden_dims, list):
+            object.__setattr__(self, "hidden_dims", tuple(self.hidden_dims))
+        object.__setattr__(self, "dtype", check_dtype(self.dtype))
+        if isinstance(self.gap_families, str):
+            raise ValueError(
+                f"Expected gap_families to be a sequence of families but got {self.gap_families!r}"
+            )
+        object.__setattr__(self, "gap_families", tuple(self.gap_families))
+        for family in self.gap_families:
+            check_family(family)
+        check_int("gap_max_steps", self.gap_max_steps)
+        check_int("ais_steps", self.ais_steps, minimum=0)
+        check_int("bdmc_points", self.bdmc_points, minimum=0)
+        check_int("posterior_points", self.posterior_points, minimum=0)
+
+    @property
+    def device(self):
+        """Where every run trains, is evaluated and is checked: ``config.device``."""
+        return self.config.device
 
 
 @dataclass
@@ -255,10 +397,10 @@ def compare(
     hidden_dims: Sequence[int] = (256,),
     likelihood: str = "bernoulli",
     guides: Sequence[str] = ("diagonal",),
-    num_samples: int = 5000,
+    num_samples: int = NUM_SAMPLES,
     seeds: Iterable[int] = (0,),
-    posterior_points: int = 16,
-    gap_families: Sequence[str] = ("diagonal", "flow"),
+    posterior_points: int = POSTERIOR_POINTS,
+    gap_families: Sequence[str] = GAP_FAMILIES,
     gap_max_steps: int = GAP_MAX_STEPS,
     ais_steps: int = AIS_STEPS,
     bdmc_points: int = BDMC_POINTS,
@@ -292,17 +434,18 @@ def compare(
         ``"coupling:K"``, ``"spline:K"``); each objective is trained with each guide, from
         one initialization per guide and seed. Rows of a guide other than
         ``"diagonal"`` are labelled ``"Trace_ELBO (iaf:2)"``.
-    num_samples : int, default 5000
-        Importance samples per test point for log p(x) (Burda et al. 2016).
+    num_samples : int, default NUM_SAMPLES
+        K, importance samples per test point for log p(x) (Burda et al. 2016), at
+        least :data:`MIN_SAMPLES` (:func:`check_num_samples`).
     seeds : sequence of int, default (0,)
         Training seeds (initialization, shuffling, binarization and z draws); each
         objective is trained once per seed.
-    posterior_points : int, default 16
+    posterior_points : int, default POSTERIOR_POINTS
         Test points (the first ones) on which each objective's first-seed guide is
         checked against its exact posterior
         (:func:`pyro_vae.experiments.guide_check.check_guide`), and on which its gap is
         split (``gap_families``); 0 skips both.
-    gap_families : sequence of str, default ("diagonal", "flow")
+    gap_families : sequence of str, default GAP_FAMILIES
         Per-point guide families fitted on the checked points to split each
         objective's gap into approximation and amortization gaps
         (:func:`pyro_vae.inference_gaps`); empty skips the split.
@@ -360,10 +503,11 @@ def compare(
     Raises
     ------
     ValueError
-        For a bad objective or guide spec, seeds, ``workers`` (an integer ≥ 1), ``dtype``, any
-        invalid training setting (:meth:`pyro_vae.TrainConfig.validate`), or an
-        override of ``loss``, ``alpha``, ``num_particles`` or ``seed`` (set per run),
-        before any training.
+        For a bad objective or guide spec, seeds, ``workers`` (an integer ≥ 1), any
+        invalid training setting (:meth:`pyro_vae.TrainConfig.validate`), an
+        override of ``loss``, ``alpha``, ``num_particles`` or ``seed`` (set per run), or
+        a setting :class:`RunSettings` refuses (``num_samples`` below
+        :data:`MIN_SAMPLES`, ``dtype``, the gap and AIS budgets), before any training.
     TypeError
         For an override that is not a field of :class:`pyro_vae.TrainConfig`.
     RuntimeError
@@ -378,22 +522,17 @@ def compare(
     ``test_gap`` and ``test_elbo``, computed once.
     """
     config = _check_config(config, overrides)
-    specs, labels, seeds = _check_compare_args(objectives, num_samples, seeds)
+    specs, labels, seeds = _check_compare_args(objectives, seeds)
     entries = _entries(specs, labels, guides, z_dim)
-    gap_families = tuple(gap_families)
-    for family in gap_families:
-        check_family(family)
-    check_int("gap_max_steps", gap_max_steps)
-    check_int("ais_steps", ais_steps, minimum=0)
-    check_int("bdmc_points", bdmc_points, minimum=0)
-    check_int("posterior_points", posterior_points, minimum=0)
+    settings = RunSettings(config, z_dim, hidden_dims, likelihood, num_samples, dtype,
+                           posterior_points, gap_families, gap_max_steps, ais_steps,
+                           bdmc_points)  # fmt: skip
     if posterior_points > len(data.test):
         raise ValueError(
             f"Expected posterior_points <= {len(data.test)}, the size of the test split, "
             f"but got {posterior_points}"
         )
     check_int("workers", workers)
-    dtype = check_dtype(dtype)
     schedules = [parse_schedule(spec) for spec in beta_schedules]
     if len({schedule.spec for schedule in schedules}) != len(schedules):
         raise ValueError(f"Expected distinct beta_schedules but got {list(beta_schedules)}")
@@ -401,12 +540,6 @@ def compare(
     for schedule in schedules:
         check_objective(*beta_spec, beta=schedule)
     with torch_threads(config.num_threads):
-        settings = {"config": config, "z_dim": z_dim, "hidden_dims": hidden_dims,
-                    "likelihood": likelihood, "num_samples": num_samples,
-                    "posterior_points": posterior_points, "device": config.device,
-                    "gap_families": gap_families, "gap_max_steps": gap_max_steps,
-                    "ais_steps": ais_steps, "bdmc_points": bdmc_points,
-                    "dtype": dtype}  # fmt: skip
         start, cpu_start, started = time.perf_counter(), _cpu_time(), time.time()
         load_before = _load_average()
         tasks = _tasks(data, entries, seeds, beta_spec, schedules, settings)
@@ -416,20 +549,20 @@ def compare(
         else:
             outputs = run_in_workers(tasks, data, settings, workers, config.progress)
         for out in outputs:
-            out["vae"].cpu()  # in place: the guide checks hold the same module
+            out.vae.cpu()  # in place: the guide checks hold the same module
         # leave the global RNGs as the last run left them in this process with one worker
-        pyro.util.set_rng_state(outputs[-1]["rng_state"])
+        pyro.util.set_rng_state(outputs[-1].rng_state)
         result = _assemble(data, tasks, outputs, entries, seeds, settings)
         if schedules:
             result.meta["beta_objective"] = objective_label(*beta_spec)
             result.meta["beta_schedules"] = [schedule.spec for schedule in schedules]
         result.meta["workers"] = workers
-        result.meta["device"] = config.device
-        result.meta["dtype"] = str(dtype).removeprefix("torch.")
+        result.meta["device"] = settings.device
+        result.meta["dtype"] = str(settings.dtype).removeprefix("torch.")
         result.meta["load_average"] = [load_before, _load_average()]
         result.meta["wall_time_s"] = time.perf_counter() - start
         result.meta["cpu_time_s"] = _cpu_time() - cpu_start
-        result.meta["run_times"] = [_relative(out["times"], started) for out in outputs]
+        result.meta["run_times"] = [_relative(out.times, started) for out in outputs]
         result.meta["image_shape"] = data.image_shape
         return result
 
@@ -449,18 +582,13 @@ def _check_config(config, overrides):
     return config.replace(device=str(check_device(config.device)))
 
 
-def _check_compare_args(objectives, num_samples, seeds):
+def _check_compare_args(objectives, seeds):
     specs = [parse_objective(spec) for spec in objectives]
     if not specs:
         raise ValueError("Expected at least one objective but got none")
     labels = [objective_label(*spec) for spec in specs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"Expected distinct objectives but got {list(objectives)}")
-    if not isinstance(num_samples, int) or num_samples < 100:
-        raise ValueError(
-            f"Expected num_samples >= 100 (two groups of 50 for the IWAE-50 standard "
-            f"error) but got {num_samples!r}"
-        )
     seeds = list(seeds)
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise ValueError(f"Expected seeds to be a non-empty list of integers but got {seeds!r}")
@@ -532,40 +660,41 @@ def _load_average():
 
 
 def _assemble(data, tasks, outputs, entries, seeds, settings):
-    """The :class:`Comparison` from the runs' outputs (in task order)."""
+    """The :class:`Comparison` from the runs' outputs (RunOutput, in task order) and
+    their settings (:class:`RunSettings`)."""
     labels = [label for _, _, label in entries]
     runs = {label: [] for label in labels}
     result = Comparison(data=data)
     for task, out in zip(tasks, outputs, strict=True):
         if task.schedule is not None:
             result.beta_rows.append(_beta_row(task, out, settings))
-            result.beta_models[task.label] = out["vae"]
+            result.beta_models[task.label] = out.vae
             continue
-        runs[task.label].append((out["run"], out["test"], out["anatomy"]))
+        runs[task.label].append(out)
         if task.check:
-            result.models[task.label] = out["vae"]
-            result.histories[task.label] = out["run"].history
-            result.aggregate[task.label] = out["aggregate"]
+            result.models[task.label] = out.vae
+            result.histories[task.label] = out.run.history
+            result.aggregate[task.label] = out.aggregate
     for (loss, alpha, k), guide, label in entries:
         result.rows.append(_row(label, loss, alpha, k, guide, seeds, runs[label]))
-        result.evaluations[label] = [test for _, test, _ in runs[label]]
+        result.evaluations[label] = [out.test for out in runs[label]]
     for a, b in itertools.combinations(labels, 2):
         result.pairs.append(_pair(a, b, result.evaluations[a], result.evaluations[b]))
     for task, out in zip(tasks, outputs, strict=True):
-        if "gaps" in out:
-            result.gap_rows.append(GapRow.from_gaps(task.label, out["gaps"]))
-        if "ais" in out:
-            if "gaps" not in out:
-                result.gap_rows.append(_is_row(task.label, out["test"], out["ais"].log_px.numel()))
-            summary = out["ais"].summary()
+        if out.gaps is not None:
+            result.gap_rows.append(GapRow.from_gaps(task.label, out.gaps))
+        if out.ais is not None:
+            if out.gaps is None:
+                result.gap_rows.append(_is_row(task.label, out.test, out.ais.log_px.numel()))
+            summary = out.ais.summary()
             result.gap_rows[-1].estimates["log_px_ais"] = Estimate(*summary["log_px"])
-        if "bdmc" in out:
-            result.sandwich = _sandwich_row(task.label, out["bdmc"], settings["num_samples"])
-        if "check" in out:
-            result.checks[task.label] = out["check"]
-            summary = summarize_agreement(out["check"].table)
+        if out.sandwich is not None:
+            result.sandwich = _sandwich_row(task.label, out.sandwich, settings)
+        if out.check is not None:
+            result.checks[task.label] = out.check
+            summary = summarize_agreement(out.check.table)
             result.agreement.append(Agreement(objective=task.label, **summary))
-    config = settings["config"]
+    config = settings.config
     result.meta = {
         "dataset": data.name,
         "data_spec": dict(data.spec),
@@ -575,18 +704,18 @@ def _assemble(data, tasks, outputs, entries, seeds, settings):
         "num_train": len(data.train),
         "num_validation": len(data.validation),
         "num_test": len(data.test),
-        "num_samples": settings["num_samples"],
+        "num_samples": settings.num_samples,
         "epochs": config.epochs,
-        "z_dim": settings["z_dim"],
-        "hidden_dims": list(settings["hidden_dims"]),
-        "likelihood": settings["likelihood"],
+        "z_dim": settings.z_dim,
+        "hidden_dims": list(settings.hidden_dims),
+        "likelihood": settings.likelihood,
         "guides": list(dict.fromkeys(guide for _, guide, _ in entries)),
         "batch_size": config.batch_size,
         "lr": DEFAULT_LR if config.lr is None else config.lr,
         "patience": config.patience,
-        "posterior_points": settings["posterior_points"],
-        "ais_steps": settings["ais_steps"],
-        "bdmc_points": settings["bdmc_points"],
+        "posterior_points": settings.posterior_points,
+        "ais_steps": settings.ais_steps,
+        "bdmc_points": settings.bdmc_points,
         "gap_every": config.gap_every,
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
@@ -603,28 +732,29 @@ def _is_row(label, test, num_points):
     return GapRow(label, None, num_points, "is:amortized", {"log_px": estimate})
 
 
-def _sandwich_row(label, out, num_samples):
-    """The SandwichRow of one run's BDMC output (:func:`runs._sandwich`)."""
-    sandwich, test = out["bdmc"], out["test"]
-    estimates = {name: Estimate(*value) for name, value in sandwich.summary().items()}
+def _sandwich_row(label, sandwich, settings):
+    """The SandwichRow of one run's sandwich (a SandwichOutput) under ``settings``."""
+    bdmc, test = sandwich.bdmc, sandwich.test
+    estimates = {name: Estimate(*value) for name, value in bdmc.summary().items()}
     estimates["log_px_is"] = Estimate(*test.summary()["log_px"])
     estimates["forward_minus_is"] = Estimate(
-        *mean_difference(sandwich.forward.log_px, test.values["log_px"])
+        *mean_difference(bdmc.forward.log_px, test.values["log_px"])
     )
-    return SandwichRow(label, sandwich.x.shape[0], out["num_steps"], out["num_chains"],
-                       num_samples, estimates, out["seconds"], out["is_seconds"])  # fmt: skip
+    return SandwichRow(label, bdmc.x.shape[0], settings.ais_steps, AIS_CHAINS,
+                       settings.num_samples, estimates, sandwich.seconds,
+                       sandwich.is_seconds)  # fmt: skip
 
 
 def _beta_row(task, out, settings):
-    """The row of one β-schedule run."""
-    run, units, schedule = out["run"], out["units"], task.schedule
-    summary = out["test"].summary()
+    """The row of one β-schedule run (its RunOutput)."""
+    run, units, schedule = out.run, out.units, task.schedule
+    summary = out.test.summary()
     return BetaRow(
         schedule=schedule.label,
         spec=schedule.spec,
         name=schedule.name,
         objective=objective_label(*task.spec),
-        z_dim=settings["z_dim"],
+        z_dim=settings.z_dim,
         best_epoch=run.best_epoch,
         epochs_run=len(run.history),
         train_time_s=run.train_time,
@@ -671,14 +801,14 @@ def _converged(run, rise):
     return not late and not rise > RISING
 
 
-def _row(label, loss, alpha, k, guide, seeds, runs):
-    """One objective's row, aggregated over its runs (one per seed)."""
-    fits = [run for run, _, _ in runs]
-    anatomy = [a for _, _, a in runs]
+def _row(label, loss, alpha, k, guide, seeds, outs):
+    """One objective's row, aggregated over its runs (RunOutput, one per seed)."""
+    fits = [out.run for out in outs]
     rises = [convergence(run.history) for run in fits]
-    decomps = [a["decomp"].summary() for a in anatomy]
-    surgeries = [a["surgery"].summary() for a in anatomy]
-    tests = [test.summary() for _, test, _ in runs]
+    decomps = [out.decomp.summary() for out in outs]
+    surgeries = [out.surgery.summary() for out in outs]
+    tests = [out.test.summary() for out in outs]
+    units = outs[0].units
     return ObjectiveRow(
         objective=label,
         loss=loss,
@@ -694,13 +824,13 @@ def _row(label, loss, alpha, k, guide, seeds, runs):
         train_cpu_s=statistics.fmean(run.cpu_time for run in fits),
         converged=all(_converged(run, rise) for run, rise in zip(fits, rises, strict=True)),
         test={name: Estimate.over_seeds(tests, name) for name in ESTIMATES},
-        khat_unreliable=max(int(test.unreliable().sum()) for _, test, _ in runs),
+        khat_unreliable=max(int(out.test.unreliable().sum()) for out in outs),
         decomp={name: Estimate.over_seeds(decomps, name) for name in DECOMPOSITIONS},
-        decomp_log_px_method=anatomy[0]["decomp"].methods["log_px"],
+        decomp_log_px_method=outs[0].decomp.methods["log_px"],
         surgery={name: Estimate.over_seeds(surgeries, name) for name in SURGERY},
-        active_units=[int(a["units"].num_active) for a in anatomy],
-        activity=anatomy[0]["units"].activity.tolist(),
-        kl_per_dim=None if anatomy[0]["units"].kl is None else anatomy[0]["units"].kl.tolist(),
+        active_units=[int(out.units.num_active) for out in outs],
+        activity=units.activity.tolist(),
+        kl_per_dim=None if units.kl is None else units.kl.tolist(),
     )
 
 

@@ -1,8 +1,10 @@
 """One run of a comparison: train a model from its seeded initialization, evaluate it on
 the test split, take its ELBO apart and, for the first seed, check its guide.
 
-A run is a :class:`Task`; :func:`run_task` does its work in whatever process it is
-given (this one, or a worker of :mod:`pyro_vae.experiments.workers`) and returns what
+A run is a :class:`Task` under the comparison's
+:class:`~pyro_vae.experiments.compare.RunSettings`; :func:`run_task` does its work in
+whatever process it is given (this one, or a worker of
+:mod:`pyro_vae.experiments.workers`) and returns a :class:`RunOutput`, what
 :func:`pyro_vae.experiments.compare.compare` assembles. Every estimate draws from a
 seeded, forked RNG, so the runs are independent of each other and of their order.
 """
@@ -10,6 +12,7 @@ seeded, forked RNG, so the runs are independent of each other and of their order
 import os
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pyro
 import torch
@@ -22,7 +25,10 @@ from ..models import VAE
 from ..train.training import fit
 from .guide_check import check_guide
 
-__all__ = ["AGGREGATE_DRAWS", "AIS_CHAINS", "Task", "run_task"]
+if TYPE_CHECKING:
+    from .compare import RunSettings
+
+__all__ = ["AGGREGATE_DRAWS", "AIS_CHAINS", "RunOutput", "SandwichOutput", "Task", "run_task"]
 
 AGGREGATE_DRAWS = 10
 """Draws z ~ q(z|x_n) per test point behind :attr:`Comparison.aggregate`."""
@@ -49,103 +55,169 @@ class Task:
     bdmc: bool = False
 
 
-def new_model(data, settings, guide="diagonal"):
+@dataclass(frozen=True)
+class SandwichOutput:
+    """The BDMC sandwich of one run and importance sampling with its guide on the same
+    simulated points.
+
+    Attributes
+    ----------
+    bdmc : pyro_vae.infer.ais.BDMCResult
+        :func:`pyro_vae.bdmc` on ``bdmc_points`` points simulated from the model.
+    test : pyro_vae.infer.evaluation.Evaluation
+        :func:`pyro_vae.evaluate` on the same points, K = ``num_samples``.
+    seconds, is_seconds : float
+        Wall seconds of the BDMC sandwich and of the importance sampling.
+    """
+
+    bdmc: object
+    test: object
+    seconds: float
+    is_seconds: float
+
+
+@dataclass(frozen=True)
+class RunOutput:
+    """What :func:`run_task` returns for one run, what :func:`compare` assembles.
+
+    Frozen and picklable: a worker process sends it back whole
+    (:mod:`pyro_vae.experiments.workers`), with ``vae`` as a state dict on the way.
+    The fields after ``times`` are None where the run did not compute them.
+
+    Attributes
+    ----------
+    vae : pyro_vae.VAE
+        The trained module.
+    run : pyro_vae.FitResult
+        The training run (history, best epoch, times).
+    test : pyro_vae.infer.evaluation.Evaluation
+        Per-point estimates on the test split (:func:`pyro_vae.evaluate`, K =
+        ``num_samples``, ``ks=(5, 50)``).
+    units : pyro_vae.infer.surgery.ActiveUnits
+        Active units on the test split.
+    rng_state : dict
+        The global RNG states (torch, Python, NumPy) at the end of the run
+        (:func:`pyro.util.get_rng_state`), which only training moves (every estimate
+        draws from a seeded forked RNG).
+    times : dict
+        Wall and CPU seconds of the run's steps and when it ran (``Comparison.meta``'s
+        ``run_times``).
+    decomp : pyro_vae.infer.anatomy.ElboDecompositions, optional
+        The ELBO three ways on the test split (objective runs).
+    surgery : pyro_vae.infer.surgery.ElboSurgery, optional
+        ELBO surgery on the test split (objective runs).
+    aggregate : torch.Tensor, optional
+        :data:`AGGREGATE_DRAWS` draws z ~ q(z|x) per test point (first seed).
+    check : GuideCheck, optional
+        The guide vs the exact posterior on the checked points (first seed).
+    gaps : pyro_vae.infer.gaps.InferenceGaps, optional
+        :func:`pyro_vae.inference_gaps` on the checked points (first seed).
+    ais : pyro_vae.infer.ais.AISResult, optional
+        AIS from the guide on the checked points (first seed).
+    sandwich : SandwichOutput, optional
+        The BDMC sandwich (the first objective's first-seed run).
+    """
+
+    vae: object
+    run: object
+    test: object
+    units: object
+    rng_state: dict
+    times: dict
+    decomp: object = None
+    surgery: object = None
+    aggregate: torch.Tensor | None = None
+    check: object = None
+    gaps: object = None
+    ais: object = None
+    sandwich: SandwichOutput | None = None
+
+
+def new_model(data, settings: "RunSettings", guide="diagonal"):
     """An untrained VAE of the comparison's architecture with the guide ``guide``
     (draws an initialization)."""
-    return VAE(data.x_dim, settings["z_dim"], settings["hidden_dims"], settings["likelihood"],
+    return VAE(data.x_dim, settings.z_dim, settings.hidden_dims, settings.likelihood,
                encoder=guide)  # fmt: skip
 
 
-def run_task(task: Task, data, settings: dict, progress: bool) -> dict:
-    """Train, evaluate and take apart one run; a dict of what ``compare`` assembles.
+def run_task(task: Task, data, settings: "RunSettings", progress: bool) -> RunOutput:
+    """Train, evaluate and take apart one run under ``settings`` (a RunSettings).
 
-    ``rng_state``: the global RNG states (torch, Python, NumPy) at the end of the run,
-    which only training moves (every estimate draws from a seeded forked RNG).
+    Returns
+    -------
+    RunOutput
+        What ``compare`` assembles.
     """
     clock = _Clock(task)
     vae = new_model(data, settings, task.guide)
-    vae.to(settings["dtype"]).load_state_dict(task.initial)
-    device = settings["device"]
-    out = {"vae": vae}
-    num_samples, x = settings["num_samples"], data.test
-    if task.schedule is None:
-        out["run"] = fit(vae, data, _config(task, settings, progress))
-        clock.lap("fit_s")
-        out["test"] = evaluate(vae, x, num_samples, ks=(5, 50), seed=task.seed, device=device)
-        clock.lap("evaluate_s")
-        out["anatomy"] = _anatomy(vae, x, num_samples, task.seed, out["test"])
-        clock.lap("anatomy_s")
-        if task.check:
-            out["aggregate"] = _aggregate_draws(vae, x, task.seed, settings["z_dim"])
-            if settings["posterior_points"]:
-                x_check = x[: settings["posterior_points"]]
-                out["check"] = check_guide(vae, x_check, seed=task.seed, device=device)
-            clock.lap("check_s")
-            if settings.get("posterior_points") and settings.get("gap_families"):
-                out["gaps"] = inference_gaps(
-                    vae, x[: settings["posterior_points"]], settings["gap_families"],
-                    num_samples, seed=task.seed, max_steps=settings["gap_max_steps"],
-                )  # fmt: skip
-                clock.lap("gaps_s")
-            if settings.get("posterior_points") and settings.get("ais_steps"):
-                out["ais"] = ais(vae, x[: settings["posterior_points"]], **_ais_budget(settings),
-                                 seed=task.seed, progress=progress)  # fmt: skip
-                clock.lap("ais_s")
-            if task.bdmc and settings.get("ais_steps") and settings.get("bdmc_points"):
-                out["bdmc"] = _sandwich(vae, settings, task.seed, progress)
-                clock.lap("bdmc_s")
-    else:
-        # every epoch, the last one evaluated: the β = 1 validation bound would pick an
-        # early epoch of a run trained far from β = 1 (epoch 1 for β = 0)
-        config = _config(task, settings, progress, beta=task.schedule, patience=None,
-                         restore_best=False)  # fmt: skip
-        out["run"] = fit(vae, data, config)
-        clock.lap("fit_s")
-        out["test"] = evaluate(vae, x, num_samples, ks=(5, 50), seed=task.seed, device=device)
-        clock.lap("evaluate_s")
-        out["units"] = active_units(vae, x)
-        clock.lap("anatomy_s")
-    out["rng_state"] = pyro.util.get_rng_state()
-    out["times"] = clock.times
-    return out
+    vae.to(settings.dtype).load_state_dict(task.initial)
+    if task.schedule is not None:
+        return _beta_run(vae, task, data, settings, progress, clock)
+    x, k, device = data.test, settings.num_samples, settings.device
+    run = fit(vae, data, _config(task, settings, progress))
+    clock.lap("fit_s")
+    test = evaluate(vae, x, k, ks=(5, 50), seed=task.seed, device=device)
+    clock.lap("evaluate_s")
+    decomp = elbo_decompositions(
+        vae, x, num_samples=1000, seed=task.seed, log_px_samples=k, evaluation=test
+    )
+    surgery = elbo_surgery(vae, x, seed=task.seed)
+    units = active_units(vae, x, seed=task.seed)
+    clock.lap("anatomy_s")
+    aggregate = check = gaps = from_ais = sandwich = None
+    if task.check:
+        aggregate = _aggregate_draws(vae, x, task.seed, settings.z_dim)
+        points = settings.posterior_points
+        if points:
+            check = check_guide(vae, x[:points], seed=task.seed, device=device)
+        clock.lap("check_s")
+        if points and settings.gap_families:
+            gaps = inference_gaps(vae, x[:points], settings.gap_families, k, seed=task.seed,
+                                  max_steps=settings.gap_max_steps)  # fmt: skip
+            clock.lap("gaps_s")
+        if points and settings.ais_steps:
+            from_ais = ais(vae, x[:points], num_steps=settings.ais_steps, num_chains=AIS_CHAINS,
+                           seed=task.seed, progress=progress)  # fmt: skip
+            clock.lap("ais_s")
+        if task.bdmc and settings.ais_steps and settings.bdmc_points:
+            sandwich = _sandwich(vae, settings, task.seed, progress)
+            clock.lap("bdmc_s")
+    return RunOutput(vae, run, test, units, pyro.util.get_rng_state(), clock.times,
+                     decomp=decomp, surgery=surgery, aggregate=aggregate, check=check,
+                     gaps=gaps, ais=from_ais, sandwich=sandwich)  # fmt: skip
+
+
+def _beta_run(vae, task, data, settings, progress, clock):
+    """A β-schedule run: every epoch, the last one evaluated (the β = 1 validation bound
+    would pick an early epoch of a run trained far from β = 1: epoch 1 for β = 0)."""
+    config = _config(task, settings, progress, beta=task.schedule, patience=None,
+                     restore_best=False)  # fmt: skip
+    run = fit(vae, data, config)
+    clock.lap("fit_s")
+    test = evaluate(vae, data.test, settings.num_samples, ks=(5, 50), seed=task.seed,
+                    device=settings.device)  # fmt: skip
+    clock.lap("evaluate_s")
+    units = active_units(vae, data.test)
+    clock.lap("anatomy_s")
+    return RunOutput(vae, run, test, units, pyro.util.get_rng_state(), clock.times)
 
 
 def _config(task, settings, progress, **overrides):
     """The training configuration of a run: the comparison's, its objective and seed."""
     loss, alpha, k = task.spec
-    return settings["config"].replace(loss=loss, alpha=alpha, num_particles=k, seed=task.seed,
-                                      progress=progress, **overrides)  # fmt: skip
-
-
-def _ais_budget(settings):
-    """The main job's AIS settings (bridges, chains)."""
-    return {"num_steps": settings["ais_steps"], "num_chains": AIS_CHAINS}
+    return settings.config.replace(loss=loss, alpha=alpha, num_particles=k, seed=task.seed,
+                                   progress=progress, **overrides)  # fmt: skip
 
 
 def _sandwich(vae, settings, seed, progress):
-    """BDMC on ``bdmc_points`` points simulated from the model, importance sampling with
-    the guide on the same points, and the wall seconds of each."""
+    """BDMC on ``bdmc_points`` points simulated from the model and importance sampling
+    with the guide on the same points (a SandwichOutput)."""
     start = time.perf_counter()
-    sandwich = bdmc(vae, settings["bdmc_points"], **_ais_budget(settings), seed=seed,
-                    progress=progress)  # fmt: skip
+    sandwich = bdmc(vae, settings.bdmc_points, num_steps=settings.ais_steps,
+                    num_chains=AIS_CHAINS, seed=seed, progress=progress)  # fmt: skip
     middle = time.perf_counter()
-    test = evaluate(vae, sandwich.x, settings["num_samples"], seed=seed,
-                    device=settings["device"])  # fmt: skip
-    return {"bdmc": sandwich, "test": test, "seconds": middle - start,
-            "is_seconds": time.perf_counter() - middle, "num_steps": settings["ais_steps"],
-            "num_chains": AIS_CHAINS}  # fmt: skip
-
-
-def _anatomy(vae, x, num_samples, seed, test):
-    """The ELBO three ways, ELBO surgery and active units of one trained model on x;
-    ``test``, its evaluation on x, supplies log p(x) and the gap."""
-    return {
-        "decomp": elbo_decompositions(
-            vae, x, num_samples=1000, seed=seed, log_px_samples=num_samples, evaluation=test
-        ),
-        "surgery": elbo_surgery(vae, x, seed=seed),
-        "units": active_units(vae, x, seed=seed),
-    }
+    test = evaluate(vae, sandwich.x, settings.num_samples, seed=seed, device=settings.device)
+    return SandwichOutput(sandwich, test, middle - start, time.perf_counter() - middle)
 
 
 def _aggregate_draws(vae, x, seed, z_dim):

@@ -8,6 +8,7 @@ at once instead of waiting for their runs.
 """
 
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import signal
@@ -16,12 +17,16 @@ import threading
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
 from tqdm.std import tqdm as std_tqdm
 
-from .runs import Task, new_model, run_task
+from .runs import RunOutput, Task, new_model, run_task
+
+if TYPE_CHECKING:
+    from .compare import RunSettings
 
 __all__ = ["available_cores", "run_in_workers"]
 
@@ -40,14 +45,23 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-_WORKER = {}
+@dataclasses.dataclass(frozen=True)
+class _Given:
+    """What a worker process is given once: the data and the runs' settings."""
+
+    data: object
+    settings: "RunSettings"
+
+
+_WORKER: _Given | None = None
 """A worker process's data and settings, set once by :func:`_start_worker`."""
 
 
 def _start_worker(data, settings, num_threads, pids):
     """Initializer of a worker process: keep the data, set the torch threads, report
     this process's id on ``pids``."""
-    _WORKER.update(data=data, settings=settings)
+    global _WORKER
+    _WORKER = _Given(data, settings)
     torch.set_num_threads(num_threads)
     # tqdm's default lock is a multiprocessing semaphore, which a worker stopped by
     # _stop would leave for the resource tracker to complain about; none is shown here
@@ -56,23 +70,24 @@ def _start_worker(data, settings, num_threads, pids):
 
 
 def _worker_run(task):
-    """:func:`run_task` in a worker: its warnings recorded and the module as a state dict."""
+    """:func:`run_task` in a worker: the RunOutput with the module as a state dict, and
+    the run's warnings recorded."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out = run_task(task, _WORKER["data"], _WORKER["settings"], progress=False)
-    out["vae"] = {name: value.cpu() for name, value in out["vae"].state_dict().items()}
-    if "check" in out:
-        out["check"].vae = None  # the parent attaches its own copy of the module
+        out = run_task(task, _WORKER.data, _WORKER.settings, progress=False)
+    state = {name: value.cpu() for name, value in out.vae.state_dict().items()}
+    # the parent attaches its own copy of the module to the guide check
+    check = None if out.check is None else dataclasses.replace(out.check, vae=None)
     modules = {getattr(m, "__file__", None): name for name, m in list(sys.modules.items())}
-    out["warnings"] = [
+    shown = [
         (w.category, str(w.message), w.filename, w.lineno, modules.get(w.filename)) for w in caught
     ]
-    return out
+    return dataclasses.replace(out, vae=state, check=check), shown
 
 
 def run_in_workers(
-    tasks: list[Task], data, settings: dict, workers: int, progress: bool
-) -> list[dict]:
+    tasks: list[Task], data, settings: "RunSettings", workers: int, progress: bool
+) -> list[RunOutput]:
     """:func:`run_task` of every task in ``workers`` spawned processes; outputs in task order.
 
     The runs with the most particles go first (the longest first keeps the workers
@@ -112,20 +127,26 @@ def run_in_workers(
         pool.shutdown(wait=True, cancel_futures=True)
         pids.close()
     with torch.random.fork_rng():  # building a module draws an initialization
-        for task, out in zip(tasks, outputs, strict=True):
-            vae = new_model(data, settings, task.guide).to(settings["dtype"])
-            vae.load_state_dict(out["vae"])
-            out["vae"] = vae
-            if "check" in out:
-                out["check"].vae = vae
-    return outputs
+        return [
+            _with_module(out, data, settings, task)
+            for task, out in zip(tasks, outputs, strict=True)
+        ]
+
+
+def _with_module(out, data, settings, task):
+    """A worker's RunOutput with its state dict loaded into a module of this process,
+    the module its guide check holds too."""
+    vae = new_model(data, settings, task.guide).to(settings.dtype)
+    vae.load_state_dict(out.vae)
+    check = None if out.check is None else dataclasses.replace(out.check, vae=vae)
+    return dataclasses.replace(out, vae=vae, check=check)
 
 
 def _worker_output(future, task, registry):
     """A finished run's output, its warnings shown; its error raised with a note."""
     what = f"the {task.label} run (seed {task.seed})"
     try:
-        out = future.result()
+        out, shown = future.result()
     except BrokenProcessPool as e:
         raise RuntimeError(
             f"A worker process of compare died before {what} returned (killed by the "
@@ -135,7 +156,7 @@ def _worker_output(future, task, registry):
     except Exception as e:
         e.add_note(f"Raised in a worker process of compare, in {what}.")
         raise
-    for category, message, filename, lineno, module in out.pop("warnings"):
+    for category, message, filename, lineno, module in shown:
         # the registry of the module the warning names, as if raised here ("default":
         # once per place); a per-call one for a module this process has not loaded
         found = sys.modules.get(module)
