@@ -21,10 +21,12 @@ from .state import TrainingState
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "MODEL_CLASSES",
     "RUN_DEFINING",
     "SAVED_DEFAULTS",
     "check_resumed_run",
     "load_checkpoint",
+    "model_from_config",
     "rng_state",
     "save_checkpoint",
     "set_rng_state",
@@ -172,8 +174,52 @@ def _describe_file(path):
     return f"{kind} starting {first!r}"
 
 
+MODEL_CLASSES = {"VAE": VAE, "LinearGaussianVAE": LinearGaussianVAE}
+"""The classes a checkpoint's ``model_config`` may name, by name."""
+
+
+def model_from_config(config: dict) -> torch.nn.Module:
+    """A new module built from its ``config`` (:attr:`pyro_vae.VAE.config`), freshly
+    initialized: the architecture of a checkpoint's ``model_config`` without its
+    parameters (:func:`load_checkpoint` loads those into it).
+
+    Parameters
+    ----------
+    config : dict
+        ``"class"`` (a name of :data:`MODEL_CLASSES`) and the constructor's arguments
+        (``x_dim``, ``z_dim``, ``hidden_dims`` as a list or tuple, ``likelihood``,
+        ``encoder``, ``activation``, ``name``), as ``vae.config`` gives them.
+
+    Returns
+    -------
+    VAE or LinearGaussianVAE
+        Initialized from torch's global RNG, in float32 on the CPU.
+
+    Raises
+    ------
+    ValueError
+        For a ``config`` that is not a dict or names no class of :data:`MODEL_CLASSES`,
+        or arguments the class refuses.
+    TypeError
+        For an argument the class does not take.
+    """
+    if not isinstance(config, dict) or config.get("class") not in MODEL_CLASSES:
+        found = config.get("class") if isinstance(config, dict) else config
+        raise ValueError(
+            f"Expected config to be a model config naming a class of {tuple(MODEL_CLASSES)} "
+            f"but got {found!r}"
+        )
+    kwargs = {key: value for key, value in config.items() if key != "class"}
+    if "hidden_dims" in kwargs:
+        kwargs["hidden_dims"] = tuple(kwargs["hidden_dims"])
+    return MODEL_CLASSES[config["class"]](**kwargs)
+
+
 def load_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
     """Rebuild a module from a checkpoint written by :func:`save_checkpoint` or :func:`fit`.
+
+    The module is built by :func:`model_from_config` from the saved ``model_config``,
+    then given the saved parameters.
 
     Parameters
     ----------
@@ -217,13 +263,8 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
         found = checkpoint.get("format") if isinstance(checkpoint, dict) else None
         what = f"format {found!r}" if found else f"a {type(checkpoint).__name__} without a format"
         raise ValueError(f"{expected} but it holds {what}")
-    classes = {"VAE": VAE, "LinearGaussianVAE": LinearGaussianVAE}
     try:
-        config = dict(checkpoint["model_config"])
-        cls = classes[config.pop("class")]
-        if "hidden_dims" in config:
-            config["hidden_dims"] = tuple(config["hidden_dims"])
-        vae = cls(**config)
+        vae = model_from_config(checkpoint["model_config"])
         state = checkpoint["model_state"]
         dtypes = {v.dtype for v in state.values() if torch.is_floating_point(v)}
         if len(dtypes) == 1:  # keep the saved precision (float64 after vae.double())

@@ -76,6 +76,10 @@ def check_objective(
         )
 
 
+_RECORD_REQUIRED = ("loss", "alpha", "num_particles", "epochs", "batch_size", "lr", "seed")
+_NOT_RECORDED = ("num_threads", "progress", "device")
+
+
 def _check_optional_int(name, value):
     if value is not None:
         check_int(name, value)
@@ -254,6 +258,56 @@ class TrainConfig:
             **({"lr_schedule": self.lr_schedule} if self.lr_schedule is not None else {}),
             **({"adam_eps": self.adam_eps} if self.adam_eps != 1e-8 else {}),
         }
+
+    @classmethod
+    def from_record(cls, record: dict) -> "TrainConfig":
+        """The settings of a recorded run: the inverse of :meth:`record`.
+
+        ``TrainConfig.from_record(config.record(lr))`` is ``config`` with ``lr`` set and
+        ``beta`` as its schedule's spec (an equal schedule), and its :meth:`record` is
+        the same dict. Not recorded, so left at their defaults: ``num_threads``,
+        ``progress`` and ``device``.
+
+        Parameters
+        ----------
+        record : dict
+            :attr:`pyro_vae.FitResult.config`, as a checkpoint's ``fit_config`` holds it
+            (that of :func:`~pyro_vae.train.lightning.fit_lightning` too). The derived
+            keys (``objective``, ``beta_schedule``) and keys that are not settings
+            (``trainer``, ``strategy``, ...) are ignored; a setting missing from an
+            older record takes its default (``beta``: 1, as :data:`SAVED_DEFAULTS
+            <pyro_vae.train.checkpoints.SAVED_DEFAULTS>` says).
+
+        Returns
+        -------
+        TrainConfig
+            Not yet validated (:meth:`validate`).
+
+        Raises
+        ------
+        ValueError
+            If ``record`` is not a dict, lacks one of ``loss``, ``alpha``,
+            ``num_particles``, ``epochs``, ``batch_size``, ``lr``, ``seed``, or records
+            ``beta`` as None (a plain callable, which a record cannot restore).
+        """
+        if not isinstance(record, dict):
+            raise ValueError(
+                f"Expected record to be a dict (TrainConfig.record) but got {record!r}"
+            )
+        missing = [key for key in _RECORD_REQUIRED if key not in record]
+        if missing:
+            raise ValueError(
+                f"Expected record to hold {', '.join(_RECORD_REQUIRED)} (TrainConfig.record) "
+                f"but it lacks {', '.join(missing)}"
+            )
+        if "beta" in record and record["beta"] is None:
+            raise ValueError(
+                f"Expected record['beta'] to be a schedule spec but got None (the run's β "
+                f"was a plain callable, {record.get('beta_schedule')!r}, which a record "
+                "cannot restore)"
+            )
+        names = {field.name for field in dataclasses.fields(cls)} - set(_NOT_RECORDED)
+        return cls(**{name: record[name] for name in names if name in record})
 
 
 MAIN_JOB = TrainConfig(epochs=800, patience=100, num_threads=DEFAULT_THREADS)
