@@ -5,7 +5,7 @@ digits VAE.
 
 Trains (or, when ``--checkpoint`` exists, loads) the main job's Trace_ELBO model on the
 bundled digits (z = 8, one hidden layer of 256 units, Bernoulli likelihood,
-:data:`pyro_vae.MAIN_JOB`: 800 epochs, patience 100, seed 0), simulates ``--points``
+:data:`pyro_vae.train.MAIN_JOB`: 800 epochs, patience 100, seed 0), simulates ``--points``
 points from it and, for each of ``--steps`` bridges, runs :func:`pyro_vae.bdmc`
 (``--chains`` chains, default 16; L = 10; step sizes tuned on 4 chains per point)
 and reports the width (reverse − forward, nats per point, ± s.e.)
@@ -28,10 +28,11 @@ import time
 
 import torch
 
-from pyro_vae import MAIN_JOB, VAE, ais, bdmc, evaluate, fit, load_checkpoint, save_checkpoint
+from pyro_vae import VAE, ais, bdmc, evaluate, fit, load_checkpoint, save_checkpoint
 from pyro_vae._io import atomic_path
 from pyro_vae.data import load_digits
 from pyro_vae.infer.evaluation import mean_difference
+from pyro_vae.train import MAIN_JOB
 
 
 def _model(args, data):

@@ -11,7 +11,7 @@ drift of the machine hits every case alike. Prints, per case, the median, minimu
 maximum wall time and the median CPU time of the training process, and writes them
 with the machine's description to ``--out`` (JSON, written atomically).
 
-The package's default thread count (``pyro_vae.DEFAULT_THREADS``, the CLI's
+The package's default thread count (``pyro_vae.train.DEFAULT_THREADS``, the CLI's
 ``--threads``) was chosen from this measurement; see the README.
 """
 

@@ -4,9 +4,13 @@ Build: ``pip install -c constraints.txt -e ".[docs]"`` then
 ``sphinx-build -W -b html docs docs/_build/html``.
 """
 
+import importlib
 import os
 import re
 import sys
+
+from sphinx.ext import autosummary as _autosummary
+from sphinx.ext.autosummary import generate as _autosummary_generate
 
 sys.path.insert(0, os.path.abspath(".."))
 sys.path.insert(0, os.path.abspath("."))  # gallery_argv
@@ -17,7 +21,7 @@ import pyro_vae  # noqa: E402
 
 # The gallery and the theory page run in this process: one torch thread, as the CLI, runs
 # these small networks about 3 times faster than two on 2 cores (benchmarks/bench_threads.py).
-torch.set_num_threads(pyro_vae.DEFAULT_THREADS)
+torch.set_num_threads(pyro_vae.train.DEFAULT_THREADS)
 
 project = "pyro_vae"
 author = "the pyro_vae developers"
@@ -69,8 +73,57 @@ intersphinx_mapping = {
 }
 intersphinx_timeout = 5
 
-# API reference: numpydoc renders the docstrings; autosummary writes one page per name.
+# API reference: numpydoc renders the docstrings; autosummary writes one page per module.
 autosummary_generate = True
+templates_path = ["_templates"]
+
+
+def _exports():
+    """Each subpackage's exports, by the name they are documented under (their module's),
+    relative to the subpackage.
+
+    A subpackage's page (``_templates/autosummary/module.rst``) lists its ``__all__`` and
+    links each name to its module's page, so every object is documented once.
+    """
+    exports = {}
+    for package in ("pyro_vae.models", "pyro_vae.train", "pyro_vae.infer",
+                    "pyro_vae.experiments", "pyro_vae.viz"):  # fmt: skip
+        module = importlib.import_module(package)
+        names = []
+        for name in module.__all__:
+            obj = getattr(module, name)
+            homes = [m for m in sorted(sys.modules) if m.startswith(package + ".")
+                     and getattr(sys.modules[m], name, None) is obj
+                     and name in getattr(sys.modules[m], "__all__", ())]  # fmt: skip
+            home = obj.__module__ if isinstance(obj, type) or callable(obj) else None
+            home = home if home in homes else (homes or [package])[0]
+            names.append(f"{home}.{name}".removeprefix(package + "."))  # relative to it
+        exports[package] = names
+    return exports
+
+
+autosummary_context = {"exports": _exports()}
+
+
+def _submodules_first(import_by_name):
+    """``pyro_vae.infer.ais`` (and ``pyro_vae.experiments.compare``) is a module whose
+    package exports the function of the same name; autosummary reads a dotted name as an
+    attribute first, which would give the module's page to the function. Here a name
+    that is a pyro_vae module is read as that module."""
+
+    def wrapped(name, prefixes=(None,)):
+        for prefix in prefixes:
+            full = f"{prefix}.{name}" if prefix else name
+            if full.startswith("pyro_vae.") and full in sys.modules:
+                return full, sys.modules[full], None, full
+        return import_by_name(name, prefixes)
+
+    return wrapped
+
+
+_autosummary.import_by_name = _autosummary_generate.import_by_name = _submodules_first(
+    _autosummary.import_by_name
+)
 autodoc_default_options = {"members": True, "inherited-members": False}
 autodoc_typehints = "none"
 numpydoc_show_class_members = False

@@ -3,6 +3,7 @@ PCA (closed-form log p(x)) and a 2-D VAE (quadrature); with one bridge, plain im
 sampling computed by hand."""
 
 import copy
+import importlib
 import math
 
 import pyro
@@ -13,10 +14,12 @@ import torch
 from pyro_vae import VAE, LinearGaussianVAE, fit, quadrature_posterior
 from pyro_vae._threads import torch_threads
 from pyro_vae.data import load_digits, make_linear_gaussian
-from pyro_vae.infer import ais as ais_module
 from pyro_vae.infer.ais import ADAPT_BRIDGES, ais, annealing_schedule, bdmc
 from pyro_vae.infer.hmc import transition
 from pyro_vae.infer.traces import seeded
+
+# the module (the attribute pyro_vae.infer.ais is the function it defines)
+ais_module = importlib.import_module("pyro_vae.infer.ais")
 
 
 @pytest.fixture(autouse=True, scope="module")

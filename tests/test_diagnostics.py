@@ -170,7 +170,7 @@ def test_first_use_of_arviz_raises_no_warning_under_w_error(tmp_path):
     import os
 
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
-    code = "import torch, pyro_vae; pyro_vae.pareto_khat(torch.randn(100, 3))"
+    code = "import torch, pyro_vae.infer; pyro_vae.infer.pareto_khat(torch.randn(100, 3))"
     done = subprocess.run(
         [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, env=env
     )

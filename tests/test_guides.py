@@ -17,11 +17,8 @@ from torch import nn
 from pyro_vae import (
     VAE,
     LinearGaussianVAE,
-    active_units,
     ais,
     compare_posteriors,
-    elbo_decompositions,
-    elbo_surgery,
     evaluate,
     fit,
     inference_gaps,
@@ -31,6 +28,7 @@ from pyro_vae import (
 )
 from pyro_vae._threads import torch_threads
 from pyro_vae.data import load_digits
+from pyro_vae.infer import active_units, elbo_decompositions, elbo_surgery
 
 
 class FullCovEncoder(nn.Module):

@@ -8,8 +8,8 @@ import torch
 from pyro.distributions.score_parts import ScoreParts
 from pyro.infer import SVI, JitTrace_ELBO, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 
-from pyro_vae import log_importance_weights
 from pyro_vae.data import make_linear_gaussian
+from pyro_vae.infer import log_importance_weights
 from pyro_vae.infer.evaluation import evaluate
 from pyro_vae.infer.objectives import (
     LOSSES,

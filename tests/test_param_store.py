@@ -105,7 +105,7 @@ DOORS = {
         ).losses
     ),
     "elbo_decompositions": lambda vae, x: (
-        pyro_vae.elbo_decompositions(
+        pyro_vae.infer.elbo_decompositions(
             vae, x[:2], num_samples=16, log_px="importance_sampling", log_px_samples=64
         ).values
     ),
@@ -122,8 +122,10 @@ DOORS = {
             max_steps=4,
         ).values
     ),  # fmt: skip
-    "elbo_surgery": lambda vae, x: pyro_vae.elbo_surgery(vae, x, num_samples=8, seed=3).values,
-    "active_units": lambda vae, x: pyro_vae.active_units(vae, x, num_samples=8, seed=3).kl,
+    "elbo_surgery": lambda vae, x: (
+        pyro_vae.infer.elbo_surgery(vae, x, num_samples=8, seed=3).values
+    ),
+    "active_units": lambda vae, x: pyro_vae.infer.active_units(vae, x, num_samples=8, seed=3).kl,
     "encode": lambda vae, x: vae.encode(x).mean,
     "decode": lambda vae, x: vae.decode(torch.zeros(2, 2)),
     "reconstruct": lambda vae, x: vae.reconstruct(x) if pyro.set_rng_seed(3) is None else None,

@@ -724,7 +724,7 @@ def _state(vae):
 
 
 def test_resume_with_a_warmup_is_bit_for_bit(tmp_path, monkeypatch, seed):
-    from pyro_vae import Trainer
+    from pyro_vae.train import Trainer
     from pyro_vae.train.schedules import warmup
 
     data = load_digits(binarize="dynamic")
@@ -827,7 +827,7 @@ def test_gap_is_the_exact_kl_to_the_posterior(linear_data, monkeypatch, seed):
     # guide was narrower than p(z|x) on some data sets, and the gap estimate at epoch 2
     # fell 6 s.e. below the KL (heavy-tailed weights). Over 8 base seeds the recorded
     # gaps now sit within 1.5 s.e. of the KL.
-    from pyro_vae import Trainer
+    from pyro_vae.train import Trainer
 
     x = linear_data.x
     exact = []
@@ -916,7 +916,7 @@ def test_fit_takes_a_config_and_overrides_as_keywords_do(linear_data, seed):
 
 
 def test_main_job_is_stated_once():
-    from pyro_vae import DEFAULT_THREADS, MAIN_JOB, TrainConfig
+    from pyro_vae.train import DEFAULT_THREADS, MAIN_JOB, TrainConfig
 
     assert (MAIN_JOB.epochs, MAIN_JOB.patience, MAIN_JOB.num_threads) == (800, 100, DEFAULT_THREADS)
     assert MAIN_JOB == TrainConfig(epochs=800, patience=100, num_threads=DEFAULT_THREADS)
