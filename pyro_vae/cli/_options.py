@@ -2,16 +2,12 @@
 the options several subcommands share."""
 
 import argparse
-import json
 
 from .._device import DTYPES, check_device, default_device
-from .._io import atomic_path
+from ..experiments.compare import MIN_SAMPLES
 from ..models import LIKELIHOODS
 from ..models.flows import parse_guide
 from ..train.config import DEFAULT_LR, MAIN_JOB
-
-MIN_SAMPLES = 100
-"""Smallest K: two groups of 50 draws, for the standard error of the IWAE-50 bound."""
 
 NUM_SAMPLES_HELP = (
     "K, importance samples per test point for log p(x) (the IS estimate L_K with the "
@@ -81,12 +77,6 @@ guide = _usage_error(lambda text: parse_guide(text)[0])
 """--guide as a canonical spec."""
 device = _usage_error(lambda text: str(check_device(text, "--device")))
 """--device: 'cpu', 'cuda' or 'cuda:N' where PyTorch sees that GPU."""
-
-
-def write_json(path, data):
-    """Write ``data`` to ``path`` as indented JSON, atomically."""
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
 
 
 # fmt: off

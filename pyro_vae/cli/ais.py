@@ -49,4 +49,4 @@ def run(args):
     )
     print(result)
     if args.json:
-        opt.write_json(args.json, result.to_dict())
+        result.write_json(args.json)

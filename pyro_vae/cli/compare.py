@@ -1,7 +1,17 @@
 """``pyro-vae compare``: train one VAE per objective and compare them (the main job)."""
 
 from ..data import load_dataset
-from ..experiments import compare as main_job
+from ..experiments.compare import (
+    AIS_STEPS,
+    BDMC_POINTS,
+    DEFAULT_OBJECTIVES,
+    GAP_EVERY,
+    GAP_FAMILIES,
+    GAP_MAX_STEPS,
+    NUM_SAMPLES,
+    POSTERIOR_POINTS,
+    compare,
+)
 from ..experiments.jobs import binarize_choice
 from ..experiments.workers import available_cores
 from ..infer.objectives import OBJECTIVE_GRAMMAR, parse_objective
@@ -22,30 +32,30 @@ def add_parser(sub):
     opt.add_data(add)
     opt.add_training(add)
     opt.add_device(add)
-    add("--objectives", default=",".join(main_job.DEFAULT_OBJECTIVES),
+    add("--objectives", default=",".join(DEFAULT_OBJECTIVES),
         help=f"comma-separated objective specs: {OBJECTIVE_GRAMMAR}")
     add("--guides", type=guides, default="diagonal",
         help=f"comma-separated amortized guides, each objective trained with each: {GUIDE_GRAMMAR}")
-    add("--num-samples", type=opt.num_samples, default=5000, help=opt.NUM_SAMPLES_HELP)
+    add("--num-samples", type=opt.num_samples, default=NUM_SAMPLES, help=opt.NUM_SAMPLES_HELP)
     add("--seeds", type=opt.positive_int, default=1,
         help="train each objective with this many training seeds (--seed, --seed+1, ...) and "
         "report mean ± s.d. across them")
-    add("--posterior-points", type=opt.non_negative_int, default=16,
+    add("--posterior-points", type=opt.non_negative_int, default=POSTERIOR_POINTS,
         help="test points on which each guide is checked against HMC draws of the exact "
         "posterior (0 skips the check)")
-    add("--gap-families", default="diagonal,flow",
+    add("--gap-families", default=",".join(GAP_FAMILIES),
         help="comma-separated per-point guide families fitted on the --posterior-points to "
         "split each gap into approximation and amortization gaps (diagonal, flow; 'none' skips "
         "the split)")
-    add("--gap-max-steps", type=opt.positive_int, default=main_job.GAP_MAX_STEPS,
+    add("--gap-max-steps", type=opt.positive_int, default=GAP_MAX_STEPS,
         help="most Adam steps of each per-point guide fit of the gap split")
-    add("--ais-steps", type=opt.non_negative_int, default=main_job.AIS_STEPS,
+    add("--ais-steps", type=opt.non_negative_int, default=AIS_STEPS,
         help="bridges of AIS from each guide on the --posterior-points (the log p(x) (AIS) "
         "column) and of the BDMC sandwich (0 skips both)")
-    add("--bdmc-points", type=opt.non_negative_int, default=main_job.BDMC_POINTS,
+    add("--bdmc-points", type=opt.non_negative_int, default=BDMC_POINTS,
         help="points simulated from the first objective's model for the BDMC sandwich (0 skips "
         "it)")
-    add("--gap-every", type=opt.non_negative_int, default=main_job.GAP_EVERY,
+    add("--gap-every", type=opt.non_negative_int, default=GAP_EVERY,
         help="every this many epochs, estimate log p(x), the ELBO and their gap on 100 "
         "validation points (K=500) for the gap-during-training figure (0 turns it off)")
     add("--beta-schedules",
@@ -79,7 +89,7 @@ def run(args):
     families = tuple(f.strip() for f in args.gap_families.split(",") if f.strip())
     config = MAIN_JOB.replace(**opt.training_settings(args), num_threads=args.threads,
                               gap_every=args.gap_every or None)
-    result = main_job.compare(
+    result = compare(
         data, specs, config, z_dim=args.z_dim, hidden_dims=args.hidden_dims,
         likelihood=args.likelihood, guides=args.guides, num_samples=args.num_samples,
         seeds=range(args.seed, args.seed + args.seeds), posterior_points=args.posterior_points,

@@ -1,5 +1,6 @@
 """``pyro-vae evaluate``: a checkpoint's test-set estimates (:func:`evaluate_job`)."""
 
+from ..experiments.compare import NUM_SAMPLES
 from ..experiments.jobs import evaluate_job
 from . import _options as opt
 
@@ -18,7 +19,7 @@ def add_parser(sub):
         "Bernoulli checkpoint, none otherwise")
     add("--split-seed", type=int, help="with --dataset: the split's seed (0)")
     add("--seed", type=int, default=0, help="seed of the importance samples")
-    add("--num-samples", type=opt.num_samples, default=5000, help=opt.NUM_SAMPLES_HELP)
+    add("--num-samples", type=opt.num_samples, default=NUM_SAMPLES, help=opt.NUM_SAMPLES_HELP)
     add("--json", help="also write the summary to this JSON file")
     opt.add_threads(add)
     opt.add_device(add, "evaluate")
@@ -31,4 +32,4 @@ def run(args):
     )
     print(result)
     if args.json:
-        opt.write_json(args.json, result.to_dict())
+        result.write_json(args.json)

@@ -13,6 +13,7 @@ line into them and prints the results. The messages of the errors they raise nam
 command's flags (``--resume``, ``--points``), which are these keywords.
 """
 
+import json
 import math
 import os
 import time
@@ -411,8 +412,17 @@ def _evaluation_data(checkpoint, saved, dataset, binarize, split_seed):
     return load_dataset(dataset, binarize, split_seed or 0)
 
 
+class _WritesJSON:
+    """``write_json(path)``: the result's :meth:`to_dict` as indented JSON, written
+    atomically (nothing half-written is left if it fails)."""
+
+    def write_json(self, path: str | os.PathLike) -> None:
+        with atomic_path(path) as tmp, open(tmp, "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+
+
 @dataclass
-class CheckpointEvaluation:
+class CheckpointEvaluation(_WritesJSON):
     """What :func:`evaluate_job` returns: a checkpoint's estimates on a test split.
 
     Attributes
@@ -658,7 +668,7 @@ def _paired(a, b):
 
 
 @dataclass
-class CheckpointAIS:
+class CheckpointAIS(_WritesJSON):
     """What :func:`ais_job` returns: AIS, importance sampling and BDMC on a checkpoint.
 
     Attributes

@@ -11,7 +11,7 @@ the call, not settings. :data:`MAIN_JOB` states the defaults of the package's ma
 Examples
 --------
 >>> from dataclasses import replace
->>> from pyro_vae import MAIN_JOB, TrainConfig
+>>> from pyro_vae.train import MAIN_JOB, TrainConfig
 >>> config = replace(MAIN_JOB, loss="renyi", num_particles=5)
 >>> config.epochs, config.patience, config.objective
 (800, 100, 'RenyiELBO(alpha=0, K=5)')
