@@ -62,7 +62,7 @@ def main(args):
     out = {"setting": "digits, z 8, hidden (256,), Trace_ELBO, MAIN_JOB, seed 0",
            "points": args.points, "chains": args.chains, "leapfrog_steps": 10, "threads": 1,
            "repeats": args.repeats, "bdmc": [], "ais": []}  # fmt: skip
-    simulated = bdmc(vae, args.points, num_steps=1, seed=args.seed).x  # the same x* below
+    simulated = bdmc(vae, args.points, num_bridges=1, seed=args.seed).x  # the same x* below
     x_test = data.test[: args.points]
     for steps in args.steps:
         sandwich, seconds = _median_time(

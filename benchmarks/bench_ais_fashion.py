@@ -78,7 +78,7 @@ def main(args):
     out["is_5000"] = {"log_px": test.summary()["log_px"], "seconds": is_s}
     out["ais"] = []
     for steps in args.steps:
-        result, seconds = _timed(lambda s=steps: ais(vae, x, num_steps=s, seed=args.seed))
+        result, seconds = _timed(lambda s=steps: ais(vae, x, num_bridges=s, seed=args.seed))
         out["ais"].append({
             "num_steps": steps,
             **result.summary(),
@@ -91,7 +91,7 @@ def main(args):
     out["bdmc"] = []
     for steps in args.bdmc_steps:
         sandwich, seconds = _timed(
-            lambda s=steps: bdmc(vae, num_points=args.points, num_steps=s, seed=args.seed)
+            lambda s=steps: bdmc(vae, num_points=args.points, num_bridges=s, seed=args.seed)
         )
         simulated, sim_is_s = _timed(
             lambda x_sim=sandwich.x: evaluate(vae, x_sim, 5000, seed=args.seed)

@@ -131,7 +131,7 @@ def _subset_numbers(vae, x, guide, args):
                           seed=args.seed, max_steps=args.max_steps)  # fmt: skip
     gaps_s = time.perf_counter() - start
     start = time.perf_counter()
-    annealed = ais(vae, x, num_steps=args.ais_steps, num_chains=args.ais_chains, seed=args.seed)
+    annealed = ais(vae, x, num_bridges=args.ais_steps, num_chains=args.ais_chains, seed=args.seed)
     ais_s = time.perf_counter() - start
     summary = gaps.summary()
     ais_mean, ais_se = annealed.summary()["log_px"]
@@ -167,7 +167,7 @@ def evaluate_checkpoint(path, args):
     data = CREMER2018.load_data()
     n = args.points
     start = time.perf_counter()
-    sandwich = bdmc(vae, num_points=args.bdmc_points, num_steps=args.ais_steps,
+    sandwich = bdmc(vae, num_points=args.bdmc_points, num_bridges=args.ais_steps,
                     num_chains=args.ais_chains, seed=args.seed)  # fmt: skip
     return {
         "checkpoint": os.path.relpath(path, Path(__file__).resolve().parent.parent),

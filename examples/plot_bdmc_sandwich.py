@@ -30,7 +30,7 @@ def main(args):
     pyro_vae.fit(vae, data, epochs=args.epochs, progress=False, seed=args.seed)
     rows = []
     for steps in args.steps:
-        sandwich = pyro_vae.bdmc(vae, num_points=args.points, num_steps=steps, seed=args.seed)
+        sandwich = pyro_vae.bdmc(vae, num_points=args.points, num_bridges=steps, seed=args.seed)
         s = sandwich.summary()
         rows.append((steps, s["forward"], s["reverse"], s["width"]))
         print(f"{steps:5d} bridges: forward {s['forward'][0]:.3f}, reverse {s['reverse'][0]:.3f}, "

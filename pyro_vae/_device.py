@@ -1,11 +1,25 @@
 """Where a model runs: the device and the floating-point precision of its parameters.
 
-``device=None`` everywhere means CUDA when PyTorch sees a GPU, else the CPU; the model
-is moved there in place (``nn.Module.to``) and every tensor the model and guide create
-follows their parameters (``new_zeros``, ``device=``). Precision is the parameters'
-dtype: float32 or float64 (``vae.double()``, ``--dtype float64``); half precision and
-mixed precision are refused, since log-weights of thousands of nats summed over pixels
-and their log-sum-exp lose the digits the estimators report.
+One rule, Pyro's: the tensors decide. Every tensor the model and guide create follows
+their parameters (``new_zeros``, ``device=``), and every estimator runs where the
+model's parameters are (:func:`model_device`), the data moved there:
+
+- ``device=None`` (the default of :func:`pyro_vae.evaluate`,
+  :func:`pyro_vae.sample_posterior`, :func:`pyro_vae.sample_guide`, the guide check)
+  leaves the model where it is; the estimators without a ``device`` argument
+  (:func:`pyro_vae.ais`, :func:`pyro_vae.bdmc`, :func:`pyro_vae.inference_gaps`, the
+  anatomy estimators, quadrature) do the same;
+- an explicit ``device`` moves the model there in place (``nn.Module.to``), and it
+  stays there;
+- only the entry points choose a device for the user: :func:`pyro_vae.fit` and
+  :class:`~pyro_vae.TrainConfig` (``device=None``: CUDA when PyTorch sees a GPU, else
+  the CPU, :func:`default_device`), :func:`pyro_vae.experiments.compare` and the
+  command line's ``--device``.
+
+Precision is the parameters' dtype: float32 or float64 (``vae.double()``,
+``--dtype float64``); half precision and mixed precision are refused, since log-weights
+of thousands of nats summed over pixels and their log-sum-exp lose the digits the
+estimators report.
 """
 
 import torch
@@ -16,6 +30,7 @@ __all__ = [
     "check_dtype",
     "check_precision",
     "default_device",
+    "model_device",
     "on_device",
 ]
 
@@ -24,12 +39,14 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def default_device():
-    """``"cuda"`` when PyTorch sees a GPU, else ``"cpu"`` (str)."""
+    """``"cuda"`` when PyTorch sees a GPU, else ``"cpu"`` (str): the device the entry
+    points (:func:`pyro_vae.fit`, ``compare``, the command line) choose when not told."""
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def check_device(device, name="device"):
-    """The :class:`torch.device` for ``device`` (None: :func:`default_device`).
+    """The :class:`torch.device` for ``device`` (None: :func:`default_device`, the entry
+    points' choice).
 
     Raises
     ------
@@ -89,16 +106,39 @@ def check_precision(vae, name="vae"):
         )
 
 
-def on_device(vae, device, name="device"):
-    """Move ``vae`` to ``device`` in place (None: :func:`default_device`); return it.
+def model_device(vae):
+    """The :class:`torch.device` of the parameters of ``vae``: where its estimators run.
 
     Raises
     ------
     ValueError
-        As :func:`check_device`, or if the parameters are not float32 or float64.
+        If ``vae`` has no parameters.
     """
-    device = check_device(device, name)
+    ref = next(vae.parameters(), None)
+    if ref is None:
+        raise ValueError(
+            f"Expected vae to have parameters (their device is where it runs) but got "
+            f"{type(vae).__name__} without any"
+        )
+    return ref.device
+
+
+def on_device(vae, device, name="device"):
+    """Move ``vae`` to ``device`` in place (None: leave it where it is); return it.
+
+    The estimators' rule (module docstring): ``device=None`` means the device of the
+    parameters (:func:`model_device`); an entry point that chooses a device resolves
+    None first (:func:`check_device`).
+
+    Raises
+    ------
+    ValueError
+        As :func:`check_device` for a ``device`` that is not None, or if the parameters
+        are not float32 or float64.
+    """
+    if device is not None:
+        device = check_device(device, name)
     check_precision(vae)
-    if next(vae.parameters()).device != device:
+    if device is not None and model_device(vae) != device:
         vae.to(device)
     return vae

@@ -48,7 +48,7 @@ def correlated_ppca(seed):
 def test_ppca_log_px_equals_the_closed_form(correlated_ppca, seed, start):
     vae, x = correlated_ppca
     assert vae.exact_posterior_kl(x).mean() > 1  # the guide alone would be far off
-    result = ais(vae, x, num_steps=200, num_chains=32, start=start, seed=seed(2))
+    result = ais(vae, x, num_bridges=200, num_chains=32, start=start, seed=seed(2))
     assert result.log_weights.shape == (32, 10) and result.log_px.shape == (10,)
     mean, se = result.summary()["log_px"]
     exact = vae.exact_log_likelihood(x).mean().item()
@@ -62,7 +62,7 @@ def test_ppca_log_px_equals_the_closed_form(correlated_ppca, seed, start):
 def test_one_bridge_is_importance_sampling_by_hand(correlated_ppca, seed, start):
     vae, x = correlated_ppca
     before = torch.get_rng_state()
-    result = ais(vae, x, num_steps=1, num_chains=8, start=start, seed=seed(3))
+    result = ais(vae, x, num_bridges=1, num_chains=8, start=start, seed=seed(3))
     assert torch.equal(torch.get_rng_state(), before)  # the global RNG as found
     with torch.no_grad(), seeded(seed(3)):
         if start == "guide":
@@ -90,7 +90,7 @@ def digits_2d(seed):
 def test_2d_vae_log_px_equals_quadrature(digits_2d, seed, start):
     vae, x = digits_2d
     requires_grad = [p.requires_grad for p in vae.parameters()]
-    result = ais(vae, x, num_steps=100, num_chains=16, start=start, seed=seed(5))
+    result = ais(vae, x, num_bridges=100, num_chains=16, start=start, seed=seed(5))
     assert [p.requires_grad for p in vae.parameters()] == requires_grad  # θ as found
     exact = quadrature_posterior(copy.deepcopy(vae).double(), x.double()).log_px.mean().item()
     mean, se = result.summary()["log_px"]
@@ -101,7 +101,7 @@ def test_bdmc_sandwiches_the_exact_log_px_and_narrows(correlated_ppca, seed):
     vae, _ = correlated_ppca
     widths = {}
     for steps in (5, 200):
-        sandwich = bdmc(vae, num_points=20, num_steps=steps, seed=seed(6))
+        sandwich = bdmc(vae, num_points=20, num_bridges=steps, seed=seed(6))
         assert sandwich.x.shape == (20, 10) and sandwich.z.shape == (20, 2)
         summary = sandwich.summary()
         exact = vae.exact_log_likelihood(sandwich.x).mean().item()
@@ -131,14 +131,14 @@ def test_the_weights_come_from_the_adapted_step_sizes_held_frozen(
     vae, x = correlated_ppca
     calls = []
 
-    def spy(potential, state, step_size, num_steps, inverse_mass=None):
-        state, stats = transition(potential, state, step_size, num_steps, inverse_mass)
+    def spy(potential, state, step_size, num_steps, inverse_mass_matrix=None):
+        state, stats = transition(potential, state, step_size, num_steps, inverse_mass_matrix)
         calls.append((state.z.shape[0], step_size.clone(), stats["acceptance_rate"].mean(0)))
         return state, stats
 
     monkeypatch.setattr(ais_module, "transition", spy)
     monkeypatch.setattr(ais_module, "_STEP_SIZE_JITTER", 0.0)
-    settings = {"num_steps": 4, "num_chains": 3, "adapt_chains": 2, "leapfrog_steps": 2}
+    settings = {"num_bridges": 4, "num_chains": 3, "adapt_chains": 2, "num_steps": 2}
     if sandwich:
         result = bdmc(vae, num_points=3, seed=seed(7), **settings)
         passes = [result.forward, result.reverse]
@@ -172,7 +172,7 @@ def test_one_bridge_bdmc_is_prior_sampling_and_the_likelihood_at_the_exact_draw(
     weight is taken at its start z* before any move, log w = −log p(x*|z*), so the upper
     bound is log p(x*|z*) exactly (E[1/p(x*|z*)] = 1/p(x*) over z* ~ p(z|x*))."""
     vae, _ = correlated_ppca
-    sandwich = bdmc(vae, num_points=5, num_steps=1, num_chains=4, leapfrog_steps=2, seed=seed(8))
+    sandwich = bdmc(vae, num_points=5, num_bridges=1, num_chains=4, num_steps=2, seed=seed(8))
     with torch.no_grad(), seeded(seed(8)):
         z = torch.randn(5, 2, dtype=torch.float64)
         x = vae.likelihood_dist(z).sample()
@@ -204,13 +204,13 @@ def test_schedules_run_from_zero_to_one():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"num_steps": 0}, "Expected num_steps to be an integer > 0 but got 0"),
+        ({"num_bridges": 0}, "Expected num_bridges to be an integer > 0 but got 0"),
         ({"num_chains": 2.0}, "Expected num_chains to be an integer > 0 but got 2.0"),
-        ({"leapfrog_steps": True}, "Expected leapfrog_steps to be an integer > 0 but got True"),
+        ({"num_steps": True}, "Expected num_steps to be an integer > 0 but got True"),
         ({"adapt_chains": 0}, "Expected adapt_chains to be an integer > 0 but got 0"),
         ({"start": "posterior"}, "Expected start in ('guide', 'prior') but got 'posterior'"),
         ({"schedule": "cosine"}, "Expected schedule in ('sigmoid', 'linear') but got 'cosine'"),
-        ({"target_accept": 1.0}, "Expected target_accept in (0, 1) but got 1.0"),
+        ({"target_accept_prob": 1.0}, "Expected target_accept_prob in (0, 1) but got 1.0"),
         ({"seed": "a"}, "Expected seed to be an integer or None but got 'a'"),
         ({"x": torch.zeros(3, 9)}, "Expected x of width x_dim=10 but got width 9"),
     ],
@@ -227,9 +227,9 @@ def test_bad_ais_inputs_get_one_line(correlated_ppca, kwargs, message):
     ("kwargs", "message"),
     [
         ({"num_points": 0}, "Expected num_points to be an integer > 0 but got 0"),
-        ({"num_steps": -1}, "Expected num_steps to be an integer > 0 but got -1"),
+        ({"num_bridges": -1}, "Expected num_bridges to be an integer > 0 but got -1"),
         ({"schedule": "cosine"}, "Expected schedule in ('sigmoid', 'linear') but got 'cosine'"),
-        ({"target_accept": 0}, "Expected target_accept in (0, 1) but got 0"),
+        ({"target_accept_prob": 0}, "Expected target_accept_prob in (0, 1) but got 0"),
         ({"seed": 1.5}, "Expected seed to be an integer or None but got 1.5"),
         ({"vae": object()}, "Expected vae to be a pyro_vae BaseVAE"),
     ],
@@ -252,8 +252,8 @@ def test_the_users_param_store_and_a_second_model_survive_ais(correlated_ppca, s
     vae, x = correlated_ppca
     pyro.clear_param_store()
     user = pyro.param("user_scale", torch.tensor(2.5))
-    ais(vae, x[:4], num_steps=3, seed=seed(0))
-    bdmc(vae, num_points=3, num_steps=3, seed=seed(1))
+    ais(vae, x[:4], num_bridges=3, seed=seed(0))
+    bdmc(vae, num_points=3, num_bridges=3, seed=seed(1))
     assert list(pyro.get_param_store().keys()) == ["user_scale"]
     assert pyro.param("user_scale") is user and user.item() == 2.5
     assert all(p.requires_grad for p in vae.parameters())  # θ unfrozen again

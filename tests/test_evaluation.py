@@ -508,10 +508,78 @@ def test_se_unreliable_names_what_it_needs():
 
 
 def test_summary_pickles_with_its_flags():
-    summary = Summary({"log_px": (-1.0, 0.1)}, num_points=3, se_unreliable={"log_px": 2})
+    summary = Summary(
+        {"log_px": (-1.0, 0.1), "ess": 3.0}, num_points=3, se_unreliable={"log_px": 2},
+        notes={"ess": "chains"},
+    )  # fmt: skip
     again = pickle.loads(pickle.dumps(summary))
     assert again == summary and again.se_unreliable == {"log_px": 2}
+    assert again.notes == {"ess": "chains"}
     assert str(again) == str(summary)
+
+
+def test_an_evaluation_prints_as_before():
+    """The Summary that every result's summary() now returns prints plain values too;
+    an Evaluation's printed form is the one of before (this string is its output then)."""
+    values = {"elbo": torch.tensor([-10.0, -12.5]), "log_px": torch.tensor([-9.0, -11.0]),
+              "ess": torch.tensor([40.0, 12.0]), "khat": torch.tensor([0.2, 0.6]),
+              "khat_elbo": torch.tensor([0.1, 0.3])}  # fmt: skip
+    ses = {"elbo": torch.tensor([0.03, 0.04]), "log_px": torch.tensor([0.01, 0.2])}
+    expected = (
+        "nats per data point (2 points, K = 100)\n"
+        "     elbo    -11.250 ± 0.025\n"
+        "   log_px    -10.000 ± 0.100 ! (s.e. not reliable at 1 of 2 points)\n"
+        "      ess     26.000  draws (mean importance-sampling effective sample size out of K)\n"
+        "     khat      0.400  (mean Pareto k-hat of the weights; from 0.5 the s.e. of log p(x) "
+        "is not reliable, above 0.7 nor is log p(x))\n"
+        "khat_elbo      0.200  (mean Pareto k-hat of the ELBO terms' draws; from 0.5 their s.e. "
+        "is not reliable)\n"
+        "! s.e. not reliable at the points counted: the draws behind it have Pareto k̂ >= 0.5, "
+        "an infinite variance (Vehtari et al. 2024), so no standard error exists. More samples "
+        "shrink the error, slower than 1/sqrt(K); for log p(x) and the gap use pyro_vae.ais, "
+        "for the ELBO's terms a guide with lighter tails."
+    )
+    assert str(Evaluation(values, ses, 100).summary()) == expected
+
+
+def test_every_summary_is_a_summary(seed):
+    """One type for every result's summary(): a dict of (mean, se) or plain means, with
+    the same printed table, that JSON writes as the dict it is."""
+    import json
+
+    from pyro_vae import ais, bdmc, elbo_decompositions, elbo_surgery, inference_gaps
+
+    torch.manual_seed(seed(6))
+    vae = VAE(12, z_dim=2, hidden_dims=(8,))
+    x = torch.bernoulli(torch.full((3, 12), 0.3))
+    results = {
+        "evaluate": evaluate(vae, x, 20, ks=(5,), seed=seed(0)),
+        "ais": ais(vae, x, num_bridges=2, num_chains=3, seed=seed(1)),
+        "bdmc": bdmc(vae, 2, num_bridges=2, num_chains=3, seed=seed(2)),
+        "inference_gaps": inference_gaps(vae, x, families=("diagonal",), num_samples=20,
+                                         max_steps=2, check_every=1, seed=seed(3)),
+        "elbo_decompositions": elbo_decompositions(vae, x, num_samples=5, seed=seed(4)),
+        "elbo_surgery": elbo_surgery(vae, x, num_samples=5, seed=seed(5)),
+    }  # fmt: skip
+    for name, result in results.items():
+        summary = result.summary()
+        assert type(summary) is Summary, name
+        assert summary.num_points in (2, 3), name
+        printed = str(summary).splitlines()
+        assert printed[0].startswith("nats per data point"), name
+        # one line per entry, in order (a flagged s.e. adds notes after them)
+        assert [line.split()[0] for line in printed[1 : 1 + len(summary)]] == list(summary), name
+        assert json.loads(json.dumps(summary)) == json.loads(json.dumps(dict(summary))), name
+    ais_summary = results["ais"].summary()
+    mean, se = ais_summary["log_px"]
+    assert isinstance(ais_summary["ess"], float) and 1 <= ais_summary["ess"] <= 3
+    lines = dict(line.split(maxsplit=1) for line in str(ais_summary).splitlines()[1:])
+    assert lines["log_px"].startswith(f"{mean:.3f} ± ")
+    assert lines["ess"] == (
+        f"{ais_summary['ess']:.3f}  chains (mean effective sample size of the weights, out of 3)"
+    )
+    assert lines["acceptance"].endswith("(mean HMC acceptance probability)")
+    assert "±" not in lines["ess"] + lines["acceptance"]
 
 
 # ---------------------------------------------------------- paired comparison

@@ -344,7 +344,7 @@ def test_hmc_starts_from_a_guide_without_rsample_or_finite_variance(encoder, see
 def test_ais_moves_from_a_guide_of_infinite_variance(seed, one_thread):
     lg, x = _linear_gaussian(seed(22))
     lg.encoder = _centred(StudentTEncoder(6, 2, df=1.5).double(), lg)
-    result = ais(lg, x, num_steps=50, num_chains=16, seed=seed(23))
+    result = ais(lg, x, num_bridges=50, num_chains=16, seed=seed(23))
     assert (result.acceptance > 0.3).all(), result.acceptance  # the chains move
     mean, se = result.summary()["log_px"]
     exact = lg.exact_log_likelihood(x).mean().item()

@@ -46,7 +46,7 @@ def test_recovers_the_moments_of_gaussians_of_very_different_scales(seed):
     # Adapted M⁻¹ is each target's marginal variance (Welford over ≥ 100 correlated draws
     # per chain, so within a factor 2, far wider than its error): the whitened targets
     # have unit scale, hence ε of order 1 for every chain.
-    ratio = hmc.inverse_mass / SCALES.square()
+    ratio = hmc.inverse_mass_matrix / SCALES.square()
     assert ratio.min() > 0.5 and ratio.max() < 2
     assert hmc.step_size.min() > 0.3 and hmc.step_size.max() < 3
     # ArviZ layout (chain, draw, datum, latent): per target and axis, mean and s.d.
@@ -74,7 +74,7 @@ def test_step_sizes_are_per_chain(seed):
     z0 = scales * torch.randn(8, 2, 3)
     hmc = BatchedHMC(potential, num_steps=5, adapt_mass_matrix=False)
     state = hmc.warmup(HMCState.at(potential, z0), 300)
-    assert torch.equal(hmc.inverse_mass, torch.ones(8, 2, 3))  # not adapted
+    assert torch.equal(hmc.inverse_mass_matrix, torch.ones(8, 2, 3))  # not adapted
     # With M = I the acceptance rate depends on ε/σ alone, so each chain's ε follows
     # its own target's scale: 100 times apart, within a factor 2 of each other.
     relative = hmc.step_size / scales.squeeze(-1)
@@ -97,9 +97,9 @@ def test_a_fixed_step_transition_leaves_a_standard_normal_invariant(seed):
     # i.i.d. N(0, I), whatever the step sizes, L and mass matrix.
     state = HMCState.at(potential, torch.randn(n, 2))
     step_size = 0.6 + 1.2 * torch.rand(n)  # up to 1.8: near the leapfrog's limit of 2
-    inverse_mass = torch.tensor([1.0, 0.5]).expand(n, 2)
+    inverse_mass_matrix = torch.tensor([1.0, 0.5]).expand(n, 2)
     for _ in range(5):
-        state, stats = transition(potential, state, step_size, 10, inverse_mass)
+        state, stats = transition(potential, state, step_size, 10, inverse_mass_matrix)
     assert stats["acceptance_rate"].shape == (n,)
     assert 0.2 < stats["acceptance_rate"].mean() < 0.99  # rejections happen
     z = state.z.double()
@@ -129,8 +129,8 @@ def test_bad_arguments_are_named():
 
     with pytest.raises(ValueError, match="num_steps"):
         BatchedHMC(potential, num_steps=0)
-    with pytest.raises(ValueError, match="target_accept"):
-        BatchedHMC(potential, target_accept=1.0)
+    with pytest.raises(ValueError, match=r"Expected target_accept_prob in \(0, 1\) but got 1.0"):
+        BatchedHMC(potential, target_accept_prob=1.0)
     hmc = BatchedHMC(potential)
     state = HMCState.at(potential, torch.zeros(2, 3))
     with pytest.raises(ValueError, match="step_size"):

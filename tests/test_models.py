@@ -511,7 +511,7 @@ from pyro_vae import VAE, evaluate
 expected = torch.load({str(tmp_path / "expected.pt")!r})
 vae = VAE(64, z_dim=2, hidden_dims=(8,), name="vae")
 pyro.get_param_store().load({str(path)!r})
-pyro_vae.ais(vae, expected["x"][:2], num_steps=2, num_chains=2)  # AIS first, then the rest
+pyro_vae.ais(vae, expected["x"][:2], num_bridges=2, num_chains=2)  # AIS first, then the rest
 for key, value in expected["state"].items():
     assert torch.equal(vae.state_dict()[key], value), key
 log_px = evaluate(vae, expected["x"], num_samples=100, seed={seed(1)}).values["log_px"]

@@ -88,9 +88,9 @@ def _short_hmc(vae, x):
 
 DOORS = {
     "evaluate": lambda vae, x: pyro_vae.evaluate(vae, x, num_samples=64, seed=3).values,
-    "ais": lambda vae, x: pyro_vae.ais(vae, x, num_steps=10, num_chains=4, seed=3).log_px,
+    "ais": lambda vae, x: pyro_vae.ais(vae, x, num_bridges=10, num_chains=4, seed=3).log_px,
     "bdmc": lambda vae, x: (
-        pyro_vae.bdmc(vae, num_points=3, num_steps=10, num_chains=2).forward.log_px
+        pyro_vae.bdmc(vae, num_points=3, num_bridges=10, num_chains=2).forward.log_px
     ),
     "quadrature_posterior": lambda vae, x: (
         pyro_vae.quadrature_posterior(vae, x[:2], tol=1e-3, max_points=2**10).log_px

@@ -381,7 +381,7 @@ def test_seed_fixes_the_draws(linear_gaussian, seed):
         ({"num_chains": 0}, "num_chains"),
         ({"num_samples": 1.5}, "num_samples"),
         ({"warmup_steps": -1}, "warmup_steps"),
-        ({"target_accept": 1.0}, "target_accept"),
+        ({"target_accept_prob": 1.0}, r"Expected target_accept_prob in \(0, 1\) but got 1.0"),
         ({"num_steps": 0}, "num_steps"),
         ({"chunk_size": 0}, "chunk_size"),
         ({"seed": None}, "seed"),

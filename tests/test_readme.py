@@ -62,8 +62,10 @@ def test_ais_docs_snippet_runs(seed):
 
     docs = README.parent / "docs" / "ais.md"
     code = docs.read_text().split("```python\n")[1].split("```")[0]
-    small = code.replace("num_steps=500", "num_steps=5").replace("num_points=100", "num_points=4")
-    assert small.count("num_steps=5") == 2 and "num_points=4" in small
+    small = code.replace("num_bridges=500", "num_bridges=5").replace(
+        "num_points=100", "num_points=4"
+    )
+    assert small.count("num_bridges=5") == 2 and "num_points=4" in small
     data = load_digits()
     vae = pyro_vae.VAE(64, z_dim=2, hidden_dims=(16,))
     pyro_vae.fit(vae, data, epochs=3, progress=False, seed=seed(0))

@@ -44,6 +44,7 @@ References
 import contextlib
 import functools
 import math
+import warnings
 from dataclasses import dataclass
 
 import pyro
@@ -52,13 +53,17 @@ import torch
 from tqdm.auto import tqdm
 
 from .._checks import check_int
+from .._deprecation import renamed
 from . import traces
-from .hmc import HMCState, check_target_accept, transition
+from .evaluation import Summary
+from .hmc import HMCState, check_target_accept_prob, transition
 from .traces import CHUNK_ROWS, check_inputs, check_seed, guide_moments, seeded
 
 __all__ = [
     "ADAPT_BRIDGES",
     "ADAPT_CHAINS",
+    "NUM_BRIDGES",
+    "NUM_STEPS",
     "SCHEDULES",
     "STARTS",
     "AISResult",
@@ -73,6 +78,11 @@ SCHEDULES = ("sigmoid", "linear")
 
 STARTS = ("guide", "prior")
 """The start distributions q₀ of :func:`ais`: the guide q_φ(z|x), or the prior N(0, I)."""
+
+NUM_BRIDGES = 500
+"""Bridges T of :func:`ais` and :func:`bdmc` unless told (``num_bridges``)."""
+NUM_STEPS = 10
+"""Leapfrog steps L per HMC transition of :func:`ais` and :func:`bdmc` unless told."""
 
 ADAPT_BRIDGES = 100
 """Bridges of the step-size adaptation pass (a short AIS run on the same kind of schedule)."""
@@ -136,22 +146,28 @@ class AISResult:
         w = (self.log_weights - self.log_weights.max(0).values).exp()
         return w.std(0) / (w.mean(0) * math.sqrt(num_chains))
 
-    def summary(self) -> dict:
+    def summary(self) -> Summary:
         """Means over the points, nats per point.
 
         Returns
         -------
-        dict
-            ``"log_px"``: (mean, s.e.), the s.e. that of the mean of independent
-            per-point errors, √(Σ se_i²) / B; ``"ess"`` and ``"acceptance"``: their
-            means over the points (float).
+        pyro_vae.infer.evaluation.Summary
+            A dict: ``"log_px"``: (mean, s.e.), the s.e. that of the mean of
+            independent per-point errors, √(Σ se_i²) / B; ``"ess"`` and
+            ``"acceptance"``: their means over the points (float). Printed, a table.
         """
         se = self.log_px_se
-        return {
+        num_chains = self.log_weights.shape[0]
+        values = {
             "log_px": (self.log_px.mean().item(), se.square().sum().sqrt().item() / se.numel()),
             "ess": self.ess.mean().item(),
             "acceptance": self.acceptance.mean().item(),
         }
+        notes = {
+            "ess": f"chains (mean effective sample size of the weights, out of {num_chains})",
+            "acceptance": "(mean HMC acceptance probability)",
+        }
+        return Summary(values, num_points=se.numel(), notes=notes)
 
 
 @dataclass
@@ -182,38 +198,45 @@ class BDMCResult:
         """Upper minus lower bound per point, nats, shape ``(num_points,)``."""
         return self.reverse.log_px - self.forward.log_px
 
-    def summary(self) -> dict:
+    def summary(self) -> Summary:
         """Means over the points with their Monte-Carlo s.e., nats per point.
 
         Returns
         -------
-        dict of str to (float, float)
-            ``"forward"``, ``"reverse"`` and ``"width"`` (reverse − forward per point,
-            then averaged; its per-point s.e. √(se_f² + se_r²)), each (mean, s.e.) with
-            s.e. √(Σ se_i²) / B.
+        pyro_vae.infer.evaluation.Summary
+            A dict of str to (float, float): ``"forward"``, ``"reverse"`` and
+            ``"width"`` (reverse − forward per point, then averaged; its per-point s.e.
+            √(se_f² + se_r²)), each (mean, s.e.) with s.e. √(Σ se_i²) / B.
         """
         num = self.x.shape[0]
         ses = {"forward": self.forward.log_px_se, "reverse": self.reverse.log_px_se}
         ses["width"] = (ses["forward"].square() + ses["reverse"].square()).sqrt()
         values = {"forward": self.forward.log_px, "reverse": self.reverse.log_px}
         values["width"] = self.width
-        return {
-            name: (values[name].mean().item(), ses[name].square().sum().sqrt().item() / num)
-            for name in ("forward", "reverse", "width")
-        }
+        return Summary(
+            {
+                name: (values[name].mean().item(), ses[name].square().sum().sqrt().item() / num)
+                for name in ("forward", "reverse", "width")
+            },
+            num_points=num,
+        )
 
 
-def annealing_schedule(num_steps: int, schedule: str = "sigmoid") -> list[float]:
-    """β_0 = 0 < β_1 < … < β_T = 1 for T = ``num_steps`` bridges.
+def annealing_schedule(
+    num_bridges: int | None = None, schedule: str = "sigmoid", *, num_steps: int | None = None
+) -> list[float]:
+    """β_0 = 0 < β_1 < … < β_T = 1 for T = ``num_bridges`` bridges.
 
     Parameters
     ----------
-    num_steps : int
-        T ≥ 1.
+    num_bridges : int
+        T ≥ 1 (required).
     schedule : {"sigmoid", "linear"}, default "sigmoid"
         ``"sigmoid"``: σ(s) at T + 1 equally spaced s from −4 to 4, rescaled to [0, 1]
         (Wu et al. 2017, ``lxuechen/BDMC``): denser steps near both ends, where the
         bridges change fastest. ``"linear"``: equally spaced β.
+    num_steps : int, optional
+        The old name of ``num_bridges``, accepted for one release with a FutureWarning.
 
     Returns
     -------
@@ -223,11 +246,14 @@ def annealing_schedule(num_steps: int, schedule: str = "sigmoid") -> list[float]
     Raises
     ------
     ValueError
-        If ``num_steps`` is not a positive integer or ``schedule`` is unknown.
+        If ``num_bridges`` is not a positive integer (or both it and ``num_steps`` are
+        given) or ``schedule`` is unknown.
     """
-    check_int("num_steps", num_steps)
+    num_bridges = renamed("annealing_schedule()", "num_steps", num_steps, "num_bridges",
+                          num_bridges, None, check=_check_count)  # fmt: skip
+    check_int("num_bridges", num_bridges)
     _check_schedule(schedule)
-    grid = torch.linspace(0.0, 1.0, num_steps + 1, dtype=torch.float64)
+    grid = torch.linspace(0.0, 1.0, num_bridges + 1, dtype=torch.float64)
     if schedule == "sigmoid":
         grid = torch.sigmoid(_SIGMOID_HALF_WIDTH * (2 * grid - 1))
         grid = (grid - grid[0]) / (grid[-1] - grid[0])
@@ -250,39 +276,74 @@ def _check_model(vae, purpose):
             )
 
 
-def _checked_config(num_steps, num_chains, leapfrog_steps, adapt_chains, target_accept,
-                    schedule):  # fmt: skip
-    """The run's settings, each checked (ValueError naming the argument)."""
-    for name, value in (("num_steps", num_steps), ("num_chains", num_chains),
-                        ("leapfrog_steps", leapfrog_steps)):  # fmt: skip
+def _check_count(value, name):
+    check_int(name, value)
+
+
+def _checked_config(where, num_bridges, num_chains, num_steps, adapt_chains, target_accept_prob,
+                    schedule, old):  # fmt: skip
+    """The run's settings, each checked (ValueError naming the argument), from the new
+    keywords and the old ones in ``old`` (``leapfrog_steps``, ``target_accept``)."""
+    num_bridges, num_steps = _bridges_and_steps(where, num_bridges, num_steps,
+                                                old["leapfrog_steps"])  # fmt: skip
+    target_accept_prob = renamed(where, "target_accept", old["target_accept"],
+                                 "target_accept_prob", target_accept_prob, 0.65,
+                                 check=check_target_accept_prob, stacklevel=3)  # fmt: skip
+    for name, value in (("num_bridges", num_bridges), ("num_chains", num_chains),
+                        ("num_steps", num_steps)):  # fmt: skip
         check_int(name, value)
     if adapt_chains is not None:
         check_int("adapt_chains", adapt_chains)
-    target_accept = check_target_accept(target_accept)
+    target_accept_prob = check_target_accept_prob(target_accept_prob)
     _check_schedule(schedule)
-    return _Config(num_steps, num_chains, adapt_chains or min(ADAPT_CHAINS, num_chains),
-                   schedule, leapfrog_steps, target_accept)  # fmt: skip
+    return _Config(num_bridges, num_chains, adapt_chains or min(ADAPT_CHAINS, num_chains),
+                   schedule, num_steps, target_accept_prob)  # fmt: skip
+
+
+def _bridges_and_steps(where, num_bridges, num_steps, leapfrog_steps):
+    """(bridges T, leapfrog steps L) from the keywords, old meanings included.
+
+    ``num_steps`` without ``num_bridges`` counts bridges, as it did before the rename
+    (FutureWarning); ``leapfrog_steps`` is the old name of ``num_steps``.
+    """
+    if num_bridges is None and num_steps is not None:
+        check_int("num_steps", num_steps)
+        warnings.warn(
+            f"{where}: num_steps= without num_bridges= counts the AIS bridges in this "
+            "release, as it did before; pass num_bridges= instead (from the next release "
+            "num_steps= is the leapfrog steps per HMC transition, as in sample_posterior)",
+            FutureWarning,
+            stacklevel=4,
+        )
+        num_bridges, num_steps = num_steps, None
+    num_steps = renamed(where, "leapfrog_steps", leapfrog_steps, "num_steps", num_steps, None,
+                        check=_check_count, stacklevel=4)  # fmt: skip
+    return (NUM_BRIDGES if num_bridges is None else num_bridges,
+            NUM_STEPS if num_steps is None else num_steps)  # fmt: skip
 
 
 def ais(
     vae,
     x,
-    num_steps=500,
+    num_bridges=None,
     num_chains=16,
     seed=0,
     start="guide",
     schedule="sigmoid",
-    leapfrog_steps=10,
-    target_accept=0.65,
+    num_steps=None,
+    target_accept_prob=0.65,
     adapt_chains=None,
     progress=False,
+    *,
+    leapfrog_steps=None,
+    target_accept=None,
 ) -> AISResult:
     r"""log p_θ(x) per point by annealed importance sampling (Neal 2001).
 
     Each of ``num_chains`` chains per data point starts at z₀ ~ q₀ and crosses the
     bridges f_t (module docstring): at bridge t its log-weight gains
     (β_t − β_{t−1}) [log p_θ(x, z_{t−1}) − log q₀(z_{t−1})], then one HMC transition
-    leaving f_t invariant moves it (potential −log f_t, ``leapfrog_steps`` leapfrog
+    leaving f_t invariant moves it (potential −log f_t, ``num_steps`` leapfrog
     steps, a Metropolis accept/reject; :func:`pyro_vae.infer.hmc.transition`). The
     estimate is the log of the chains' mean weight. All chains of all points run at once,
     as a tensor ``(num_chains, rows, z_dim)``, over blocks of rows of x with
@@ -292,12 +353,19 @@ def ais(
     would make the transitions depend on the chains' past and the weights biased, so
     each point's step size ε is first tuned on its own chains (``adapt_chains`` of them)
     during a separate AIS run of :data:`ADAPT_BRIDGES` bridges of the same schedule
-    (log ε moves by ½ (acceptance − ``target_accept``) after each transition; ε is then
+    (log ε moves by ½ (acceptance − ``target_accept_prob``) after each transition; ε is then
     the geometric mean over the pass's second half), and held fixed for the run whose
     weights are returned. That run's every transition uses ε × Uniform(0.6, 1.4), a
     jitter drawn independently of the chains (Neal 2011, sec. 5.4.2.2), which leaves
     each f_t invariant and avoids trajectories of a period's length on Gaussian-like
     targets.
+
+    .. warning:: Before this release ``num_steps`` counted the bridges and
+       ``leapfrog_steps`` the leapfrog steps. For one release ``num_steps`` given
+       without ``num_bridges`` keeps its old meaning, the bridges (with a
+       FutureWarning): pass ``num_bridges`` to count bridges, and then ``num_steps``
+       is the leapfrog steps. Positional calls are unchanged (the third argument
+       counts bridges, the eighth leapfrog steps).
 
     Parameters
     ----------
@@ -305,8 +373,9 @@ def ais(
         The model, held fixed (:meth:`~pyro_vae.models.base.BaseVAE.frozen`): prior
         N(0, I), ``likelihood_dist``; with ``start="guide"``, ``encode``.
     x : torch.Tensor
-        Data, shape ``(B, x_dim)``.
-    num_steps : int, default 500
+        Data, shape ``(B, x_dim)``, moved to the model's device (AIS runs where the
+        model's parameters are).
+    num_bridges : int, default :data:`NUM_BRIDGES` (500)
         Bridges T ≥ 1; T = 1 is importance sampling with q₀ as the proposal.
     num_chains : int, default 16
         Chains C per data point.
@@ -320,15 +389,20 @@ def ais(
         with the prior M = I; either way fixed, so each f_t stays invariant.
     schedule : {"sigmoid", "linear"}, default "sigmoid"
         The β of :func:`annealing_schedule`.
-    leapfrog_steps : int, default 10
-        Leapfrog steps L per transition.
-    target_accept : float, default 0.65
-        The mean acceptance probability the step-size adaptation aims at, in (0, 1).
+    num_steps : int, default :data:`NUM_STEPS` (10)
+        Leapfrog steps L per transition, as everywhere in the package (see the
+        warning above for this release).
+    target_accept_prob : float, default 0.65
+        The mean acceptance probability the step-size adaptation aims at, in (0, 1)
+        (Pyro's and NumPyro's name).
     adapt_chains : int, optional
         Chains per point of the adaptation pass; default the smaller of
         :data:`ADAPT_CHAINS` and ``num_chains``.
     progress : bool, default False
         Show a progress bar over the bridges.
+    leapfrog_steps, target_accept : optional
+        The old names of ``num_steps`` and ``target_accept_prob``, accepted for one
+        release with a FutureWarning.
 
     Returns
     -------
@@ -341,7 +415,14 @@ def ais(
     ValueError
         For bad data or ``seed`` (as :func:`pyro_vae.evaluate`), a ``vae`` that is not a
         :class:`~pyro_vae.BaseVAE`, a count that is not a positive integer, an unknown
-        ``start`` or ``schedule``, or ``target_accept`` outside (0, 1).
+        ``start`` or ``schedule``, ``target_accept_prob`` outside (0, 1), or a keyword
+        given under both its new and its old name.
+
+    Warns
+    -----
+    FutureWarning
+        For an old keyword (``leapfrog_steps``, ``target_accept``, or ``num_steps``
+        without ``num_bridges``).
 
     See Also
     --------
@@ -350,12 +431,13 @@ def ais(
 
     Examples
     --------
-    >>> result = ais(vae, data.test[:100], num_steps=500)
+    >>> result = ais(vae, data.test[:100], num_bridges=500)
     >>> result.summary()["log_px"]  # (mean, s.e.), nats per point
     """
     _check_model(vae, "AIS")
-    config = _checked_config(num_steps, num_chains, leapfrog_steps, adapt_chains, target_accept,
-                             schedule)  # fmt: skip
+    old = {"leapfrog_steps": leapfrog_steps, "target_accept": target_accept}
+    config = _checked_config("ais()", num_bridges, num_chains, num_steps, adapt_chains,
+                             target_accept_prob, schedule, old)  # fmt: skip
     if start not in STARTS:
         raise ValueError(f"Expected start in {STARTS} but got {start!r}")
     x = check_inputs(vae, x, seed)
@@ -369,14 +451,17 @@ def ais(
 def bdmc(
     vae,
     num_points=100,
-    num_steps=500,
+    num_bridges=None,
     num_chains=16,
     seed=0,
     schedule="sigmoid",
-    leapfrog_steps=10,
-    target_accept=0.65,
+    num_steps=None,
+    target_accept_prob=0.65,
     adapt_chains=None,
     progress=False,
+    *,
+    leapfrog_steps=None,
+    target_accept=None,
 ) -> BDMCResult:
     r"""Bidirectional Monte Carlo: lower and upper bounds on log p_θ(x) of simulated data.
 
@@ -394,8 +479,8 @@ def bdmc(
 
     Both directions use the same frozen step sizes, tuned once on a separate forward
     pass (see :func:`ais`). The width, upper minus lower bound, bounds the error of
-    either estimate on data like x* (Wu et al. 2017) and shrinks to 0 as ``num_steps``
-    grows.
+    either estimate on data like x* (Wu et al. 2017) and shrinks to 0 as ``num_bridges``
+    grows. The data are simulated on the model's device.
 
     Parameters
     ----------
@@ -403,7 +488,7 @@ def bdmc(
         The model (held fixed): prior N(0, I) and ``likelihood_dist``.
     num_points : int, default 100
         Simulated points.
-    num_steps : int, default 500
+    num_bridges : int, default :data:`NUM_BRIDGES` (500)
         Bridges T of each direction.
     num_chains : int, default 16
         Chains per point and direction.
@@ -412,11 +497,13 @@ def bdmc(
         of rows the forward starting points, the adaptation pass, the forward and the
         reverse transitions.
     schedule : {"sigmoid", "linear"}, default "sigmoid"
-    leapfrog_steps : int, default 10
-    target_accept : float, default 0.65
+    num_steps : int, default :data:`NUM_STEPS` (10)
+    target_accept_prob : float, default 0.65
     adapt_chains : int, optional
     progress : bool, default False
-        As for :func:`ais`.
+    leapfrog_steps, target_accept : optional
+        As for :func:`ais`, whose warning on ``num_steps`` holds here too: without
+        ``num_bridges`` it counts bridges for this release.
 
     Returns
     -------
@@ -428,18 +515,24 @@ def bdmc(
     ------
     ValueError
         For a count that is not a positive integer, a bad ``seed``, an unknown
-        ``schedule``, ``target_accept`` outside (0, 1), or a ``vae`` that is not a
-        :class:`~pyro_vae.BaseVAE`.
+        ``schedule``, ``target_accept_prob`` outside (0, 1), a ``vae`` that is not a
+        :class:`~pyro_vae.BaseVAE`, or a keyword given under both its names.
+
+    Warns
+    -----
+    FutureWarning
+        For an old keyword, as :func:`ais`.
 
     Examples
     --------
-    >>> sandwich = bdmc(vae, num_points=100, num_steps=1000)
+    >>> sandwich = bdmc(vae, num_points=100, num_bridges=1000)
     >>> sandwich.summary()["width"]  # (mean, s.e.), nats per point
     """
     _check_model(vae, "BDMC")
     check_int("num_points", num_points)
-    config = _checked_config(num_steps, num_chains, leapfrog_steps, adapt_chains, target_accept,
-                             schedule)  # fmt: skip
+    old = {"leapfrog_steps": leapfrog_steps, "target_accept": target_accept}
+    config = _checked_config("bdmc()", num_bridges, num_chains, num_steps, adapt_chains,
+                             target_accept_prob, schedule, old)  # fmt: skip
     check_seed(seed)
     ref = next(vae.parameters())
     with _held_fixed(vae, ref.device, seed), _bar(config, num_points, 2, progress) as bar:
@@ -455,12 +548,12 @@ def bdmc(
 
 @dataclass(frozen=True)
 class _Config:
-    num_steps: int
+    num_bridges: int
     num_chains: int
     adapt_chains: int
     schedule: str
-    leapfrog_steps: int
-    target_accept: float
+    num_steps: int
+    target_accept_prob: float
 
 
 def _blocks(num_rows, config):
@@ -471,7 +564,7 @@ def _blocks(num_rows, config):
 
 def _bar(config, num_rows, directions, progress):
     """A progress bar over every bridge of every pass and block."""
-    bridges = ADAPT_BRIDGES + directions * config.num_steps
+    bridges = ADAPT_BRIDGES + directions * config.num_bridges
     total = len(_blocks(num_rows, config)) * bridges
     return tqdm(total=total, disable=not progress, leave=False, desc="AIS")
 
@@ -520,7 +613,8 @@ def _state_at(log_joint, log_q0, beta, z):
     return HMCState(z.detach(), -log_f.detach(), -grad), lj.detach(), lq.detach()
 
 
-def _anneal(log_joint, log_q0, z, betas, step_size, inverse_mass, config, bar, adapt=False):
+def _anneal(log_joint, log_q0, z, betas, step_size, inverse_mass_matrix, config, bar,
+            adapt=False):  # fmt: skip
     """One AIS pass of the chains z ``(C, B, z_dim)`` along ``betas`` (either direction).
 
     Returns the log-weights ``(C, B)``, the mean acceptance ``(B,)`` and the step sizes
@@ -529,7 +623,7 @@ def _anneal(log_joint, log_q0, z, betas, step_size, inverse_mass, config, bar, a
     log_w = z.new_zeros(z.shape[:-1])
     acceptance = z.new_zeros(z.shape[1])
     log_eps, history = step_size.log(), []
-    inverse_mass = inverse_mass.expand_as(z)
+    inverse_mass_matrix = inverse_mass_matrix.expand_as(z)
     for previous, beta in zip(betas[:-1], betas[1:], strict=True):
         state, lj, lq = _state_at(log_joint, log_q0, beta, z)
         log_w = log_w + (beta - previous) * (lj - lq)  # at z_{t−1}, before the move
@@ -537,12 +631,12 @@ def _anneal(log_joint, log_q0, z, betas, step_size, inverse_mass, config, bar, a
         potential = functools.partial(_potential, log_joint, log_q0, beta)
         with torch.enable_grad():  # for HMC's gradients of U only: z holds no graph
             state, stats = transition(potential, state, log_eps.exp() * jitter,
-                                      config.leapfrog_steps, inverse_mass)  # fmt: skip
+                                      config.num_steps, inverse_mass_matrix)  # fmt: skip
         z = state.z
         rate = stats["acceptance_rate"].mean(0)
         acceptance += rate
         if adapt:
-            log_eps = log_eps + _ADAPT_GAIN * (rate - config.target_accept)
+            log_eps = log_eps + _ADAPT_GAIN * (rate - config.target_accept_prob)
             history.append(log_eps)
         bar.update(1)
     if adapt:
@@ -553,24 +647,24 @@ def _anneal(log_joint, log_q0, z, betas, step_size, inverse_mass, config, bar, a
 def _ais_block(vae, x, start, config, bar, z_exact=None):
     """Forward AIS of one block of rows (and reverse AIS from ``z_exact`` if given)."""
     q0 = _start_dist(vae, x, start)
-    z0 = q0.sample((config.num_chains,))  # first: num_steps=1 is IS with these draws
+    z0 = q0.sample((config.num_chains,))  # first: num_bridges=1 is IS with these draws
     if start == "guide":
-        inverse_mass = guide_moments(q0, x.device)[1].square()
+        inverse_mass_matrix = guide_moments(q0, x.device)[1].square()
     else:
-        inverse_mass = torch.ones_like(z0[0])
+        inverse_mass_matrix = torch.ones_like(z0[0])
     log_joint = functools.partial(traces.log_joint, vae, x)
     log_q0 = q0.log_prob
     step_size = torch.full_like(z0[0, :, 0], _INITIAL_STEP_SIZE)
     adapt_betas = annealing_schedule(ADAPT_BRIDGES, config.schedule)
     z_adapt = q0.sample((config.adapt_chains,))
-    *_, step_size = _anneal(log_joint, log_q0, z_adapt, adapt_betas, step_size, inverse_mass,
-                            config, bar, adapt=True)  # fmt: skip
-    betas = annealing_schedule(config.num_steps, config.schedule)
+    *_, step_size = _anneal(log_joint, log_q0, z_adapt, adapt_betas, step_size,
+                            inverse_mass_matrix, config, bar, adapt=True)  # fmt: skip
+    betas = annealing_schedule(config.num_bridges, config.schedule)
     passes = [(z0, betas)]
     if z_exact is not None:
         passes.append((z_exact.expand_as(z0).clone(), betas[::-1]))
     return [
-        _anneal(log_joint, log_q0, z, path, step_size, inverse_mass, config, bar)
+        _anneal(log_joint, log_q0, z, path, step_size, inverse_mass_matrix, config, bar)
         for z, path in passes
     ]
 

@@ -114,11 +114,15 @@ def format_se(se, digits=2):
 
 
 class Summary(dict):
-    """What :meth:`Evaluation.summary` returns: a dict ``name -> (mean, se)``, nats.
+    """What every ``summary()`` of an estimator's result returns: a dict ``name ->
+    (mean, se)``, nats per data point, or ``name -> value`` for a plain mean (float).
 
-    A plain :class:`dict` in every respect but its printed form, a table of
-    ``name  mean ± se`` lines where the standard error is finite (no ``± nan``), with
-    ``ess`` and ``khat`` explained, and ``!`` after a standard error that is not
+    The ``summary()`` of :class:`Evaluation`, :class:`~pyro_vae.AISResult`,
+    :class:`~pyro_vae.BDMCResult`, :class:`~pyro_vae.InferenceGaps` and the anatomy
+    and surgery results. A plain :class:`dict` in every respect but its printed form, a
+    table of ``name  mean ± se`` lines where the standard error is finite (no
+    ``± nan``), ``name  value`` for a plain value, with ``ess``, ``khat`` and the
+    entries of ``notes`` explained, and ``!`` after a standard error that is not
     reliable, with the count of points behind that and the remedy.
 
     Attributes
@@ -132,13 +136,25 @@ class Summary(dict):
         s.e. is not reliable (:meth:`Evaluation.se_unreliable`). Where it is above 0,
         the s.e. of the mean is not reliable either: one term of infinite variance
         makes the mean's variance infinite.
+    notes : dict of str to str
+        What an entry's number is, printed after it where it has no finite s.e.
+        (beside those of ``ess``, ``khat`` and ``khat_elbo`` of :class:`Evaluation`).
     """
 
-    def __init__(self, *args, num_samples=None, num_points=None, se_unreliable=None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        num_samples=None,
+        num_points=None,
+        se_unreliable=None,
+        notes=None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.num_samples = num_samples
         self.num_points = num_points
         self.se_unreliable = dict(se_unreliable or {})
+        self.notes = dict(notes or {})
 
     @classmethod
     def from_estimates(cls, values, std_errors, num_samples, names):
@@ -156,8 +172,10 @@ class Summary(dict):
 
     def __str__(self):
         width = max((len(name) for name in self), default=0)
+        notes = {**_SUMMARY_NOTES, **self.notes}
         lines = []
-        for name, (mean, se) in self.items():
+        for name, value in self.items():
+            mean, se = value if isinstance(value, tuple | list) else (value, math.nan)
             line = f"{name:>{width}} {mean:10.3f}"
             if math.isfinite(se):
                 line += f" ± {format_se(se)}"
@@ -165,8 +183,8 @@ class Summary(dict):
                 if flagged:
                     of = f" of {self.num_points}" if self.num_points is not None else ""
                     line += f" ! (s.e. not reliable at {flagged}{of} points)"
-            elif name in _SUMMARY_NOTES:
-                line += f"  {_SUMMARY_NOTES[name]}"
+            elif name in notes:
+                line += f"  {notes[name]}"
             lines.append(line)
         about = []
         if self.num_points is not None:
@@ -189,6 +207,7 @@ class Summary(dict):
                 "num_samples": self.num_samples,
                 "num_points": self.num_points,
                 "se_unreliable": self.se_unreliable,
+                "notes": self.notes,
             },
         )
 
@@ -453,11 +472,12 @@ def evaluate(vae, x, num_samples=5000, ks=None, seed=0, device=None, **kwargs):
         Seed of the draws (the global RNG state is restored afterwards); None uses
         the global RNG.
     device : str or torch.device, optional
-        Where to evaluate: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; default CUDA when
-        PyTorch sees a GPU, else the CPU. A ``vae`` that is a :class:`torch.nn.Module`
-        is moved there in place and x with it (for any other ``vae``, x is moved
-        only when ``device`` is given). The same seed gives the same
-        draws on the same device only (CPU and CUDA generators differ).
+        Where to evaluate: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; default where the
+        model's parameters are (:mod:`pyro_vae._device`): x is moved there and the
+        model stays. A given device moves a ``vae`` that is a
+        :class:`torch.nn.Module` there in place (for any other ``vae``, x only). The
+        same seed gives the same draws on the same device only (CPU and CUDA
+        generators differ).
     **kwargs
         Passed to ``model`` and ``guide``.
 

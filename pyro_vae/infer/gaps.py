@@ -38,7 +38,7 @@ from torch.distributions import Independent, Normal, TransformedDistribution
 
 from .._checks import check_int
 from ..models.base import BaseVAE
-from .evaluation import evaluate_unchecked
+from .evaluation import Summary, evaluate_unchecked
 from .local import FAMILIES, check_family, fit_local_guides, local_estimates
 from .quadrature import quadrature_posterior
 from .traces import check_inputs, param_store_as_found, row_kwargs, sample_sites
@@ -81,11 +81,11 @@ class InferenceGaps:
 
         Returns
         -------
-        dict of str to (float, float)
-            (mean, s.e.), the s.e. that of the mean of independent per-point errors,
-            √(Σ se_i²) / B.
+        pyro_vae.infer.evaluation.Summary
+            A dict of str to (mean, s.e.), the s.e. that of the mean of independent
+            per-point errors, √(Σ se_i²) / B. Printed, a table.
         """
-        out = {}
+        out = Summary(num_points=next((v.numel() for v in self.values.values()), None))
         for name, value in self.values.items():
             se = self.std_errors[name]
             out[name] = (value.mean().item(), se.square().sum().sqrt().item() / value.numel())

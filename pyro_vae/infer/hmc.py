@@ -40,6 +40,7 @@ from pyro.ops.welford import WelfordCovariance
 from tqdm.auto import tqdm
 
 from .._checks import check_int
+from .._deprecation import renamed, warn_renamed
 
 __all__ = [
     "MAX_ENERGY_ERROR",
@@ -47,6 +48,7 @@ __all__ = [
     "HMCState",
     "adaptation_windows",
     "check_target_accept",
+    "check_target_accept_prob",
     "transition",
 ]
 
@@ -61,17 +63,23 @@ _STEP_SIZE_SEARCH = 30  # doublings or halvings at most when resetting a step si
 Potential = Callable[[torch.Tensor], torch.Tensor]
 
 
-def check_target_accept(target_accept: float) -> float:
-    """``target_accept`` as a float, checked to lie in (0, 1).
+def check_target_accept_prob(value: float, name: str = "target_accept_prob") -> float:
+    """A target acceptance probability as a float, checked to lie in (0, 1).
 
     Raises
     ------
     ValueError
-        If ``target_accept`` is not a number in (0, 1).
+        Naming ``name``, if ``value`` is not a number in (0, 1).
     """
-    if not (isinstance(target_accept, float | int) and 0 < target_accept < 1):
-        raise ValueError(f"Expected target_accept in (0, 1) but got {target_accept!r}")
-    return float(target_accept)
+    if not (isinstance(value, float | int) and 0 < value < 1):
+        raise ValueError(f"Expected {name} in (0, 1) but got {value!r}")
+    return float(value)
+
+
+def check_target_accept(target_accept: float) -> float:
+    """Deprecated name of :func:`check_target_accept_prob` (FutureWarning)."""
+    warn_renamed("pyro_vae.infer.hmc", "check_target_accept", "check_target_accept_prob")
+    return check_target_accept_prob(target_accept, "target_accept")
 
 
 class HMCState(NamedTuple):
@@ -104,7 +112,7 @@ class HMCState(NamedTuple):
 
 
 class _Hamiltonian:
-    """U of every chain, and the kinetic energy ½ rᵀ M⁻¹ r with M⁻¹ = diag(inverse_mass).
+    """U of every chain, and the kinetic energy ½ rᵀ M⁻¹ r, M⁻¹ = diag(inverse_mass_matrix).
 
     ``potential`` takes ``{"z": (..., z_dim)}`` and returns Σ U (a scalar, as
     :func:`~pyro.ops.integrator.velocity_verlet` needs for its gradient; independent
@@ -112,8 +120,8 @@ class _Hamiltonian:
     ``last_potential``.
     """
 
-    def __init__(self, potential, inverse_mass):
-        self.fn, self.inverse_mass = potential, inverse_mass
+    def __init__(self, potential, inverse_mass_matrix):
+        self.fn, self.inverse_mass_matrix = potential, inverse_mass_matrix
         self.last_potential = None
 
     def potential(self, params):
@@ -122,13 +130,13 @@ class _Hamiltonian:
         return potential.sum()
 
     def kinetic(self, r):
-        return 0.5 * (r.square() * self.inverse_mass).sum(-1)
+        return 0.5 * (r.square() * self.inverse_mass_matrix).sum(-1)
 
     def kinetic_grad(self, r):
-        return {"z": r["z"] * self.inverse_mass}
+        return {"z": r["z"] * self.inverse_mass_matrix}
 
     def momentum(self, like):
-        return torch.randn_like(like) * self.inverse_mass.rsqrt()
+        return torch.randn_like(like) * self.inverse_mass_matrix.rsqrt()
 
     def leapfrog(self, state, r, step_size, num_steps):
         """The state and momentum after ``num_steps`` steps; step_size of shape (...)."""
@@ -144,11 +152,13 @@ def transition(
     state: HMCState,
     step_size: torch.Tensor,
     num_steps: int,
+    inverse_mass_matrix: torch.Tensor | None = None,
+    *,
     inverse_mass: torch.Tensor | None = None,
 ) -> tuple[HMCState, dict[str, torch.Tensor]]:
     r"""One HMC iteration of every chain: leapfrog, then a Metropolis accept per chain.
 
-    Draws r ~ N(0, M) with M = diag(1 / inverse_mass), integrates
+    Draws r ~ N(0, M) with M = diag(1 / inverse_mass_matrix), integrates
     H(z, r) = U(z) + ½ rᵀ M⁻¹ r for ``num_steps`` leapfrog steps of each chain's own
     size (:func:`pyro.ops.integrator.velocity_verlet`) and accepts the end point with
     probability min(1, exp(H₀ − H_L)) (Neal 2011, sec. 5.3.2). No adaptation: the
@@ -166,8 +176,12 @@ def transition(
         ε M^{−1/2} per step).
     num_steps : int
         Leapfrog steps L, common to all chains (≥ 1).
-    inverse_mass : torch.Tensor, optional
+    inverse_mass_matrix : torch.Tensor, optional
         Diagonal of each chain's M⁻¹, shape ``(..., z_dim)``; default ones (M = I).
+        (Pyro's name, as :class:`pyro.infer.HMC`'s adapter.)
+    inverse_mass : torch.Tensor, optional
+        The old name of ``inverse_mass_matrix``, accepted for one release with a
+        FutureWarning.
 
     Returns
     -------
@@ -183,10 +197,17 @@ def transition(
     -----
     Random draws, in order: the momenta (``torch.randn``), then one uniform per chain
     for the accept decisions (``torch.rand``), from torch's global generator.
+
+    Raises
+    ------
+    ValueError
+        If both ``inverse_mass_matrix`` and ``inverse_mass`` are given.
     """
-    if inverse_mass is None:
-        inverse_mass = torch.ones_like(state.z)
-    return _transition(_Hamiltonian(potential, inverse_mass), state, step_size, num_steps)
+    inverse_mass_matrix = renamed("transition()", "inverse_mass", inverse_mass,
+                                  "inverse_mass_matrix", inverse_mass_matrix, None)  # fmt: skip
+    if inverse_mass_matrix is None:
+        inverse_mass_matrix = torch.ones_like(state.z)
+    return _transition(_Hamiltonian(potential, inverse_mass_matrix), state, step_size, num_steps)
 
 
 def _transition(ham, state, step_size, num_steps):
@@ -219,7 +240,7 @@ class BatchedHMC:
     potential : callable
         U: z of shape ``(..., z_dim)`` → ``(...)``, nats; the leading dimensions index
         the chains, which must not interact (the gradient of Σ U is each chain's own).
-    inverse_mass : torch.Tensor, optional
+    inverse_mass_matrix : torch.Tensor, optional
         Initial diagonal of each chain's M⁻¹, shape ``(..., z_dim)``, e.g. a variational
         approximation's variances; default ones. Adapted during :meth:`warmup`.
     step_size : torch.Tensor, optional
@@ -229,24 +250,30 @@ class BatchedHMC:
         Leapfrog steps L per iteration, common to all chains. ``None`` picks
         L = round(0.6π / ε̃) in [1, 64], with ε̃ the median of the chains' step sizes,
         updated during warm-up and fixed after it.
-    target_accept : float, default 0.8
+    target_accept_prob : float, default 0.8
         Mean acceptance probability the step-size adaptation aims at, in (0, 1).
     adapt_mass_matrix : bool, default True
-        Adapt ``inverse_mass`` in Stan's slow windows; ``False`` keeps it and adapts
-        only the step sizes, over the whole warm-up (one fast window).
+        Adapt ``inverse_mass_matrix`` in Stan's slow windows; ``False`` keeps it and
+        adapts only the step sizes, over the whole warm-up (one fast window).
+    inverse_mass, target_accept
+        The old names of ``inverse_mass_matrix`` and ``target_accept_prob`` (Pyro's and
+        NumPyro's names), accepted for one release with a FutureWarning; so are the
+        attributes of these names.
 
     Attributes
     ----------
     step_size : torch.Tensor or None
         Each chain's ε, shape ``(...)``: after :meth:`warmup`, its dual-averaging
         average.
-    inverse_mass : torch.Tensor or None
+    inverse_mass_matrix : torch.Tensor or None
         Diagonal of each chain's M⁻¹, shape ``(..., z_dim)``.
+    target_accept_prob : float
 
     Raises
     ------
     ValueError
-        If ``num_steps`` is not a positive integer or ``target_accept`` is not in (0, 1).
+        If ``num_steps`` is not a positive integer, ``target_accept_prob`` is not in
+        (0, 1), or a keyword is given under both its names.
 
     See Also
     --------
@@ -262,8 +289,8 @@ class BatchedHMC:
     log 0.8 as Pyro and Stan); a final fast window of 50 iterations adapts ε again. ε
     follows the dual-averaging recursions of Hoffman & Gelman (2014, sec. 3.2,
     :class:`pyro.ops.dual_averaging.DualAveraging`, elementwise on the chains'
-    tensors) towards mean acceptance ``target_accept``; after warm-up ε is its running
-    average.
+    tensors) towards mean acceptance ``target_accept_prob``; after warm-up ε is its
+    running average.
 
     *Trajectory length.* For a standard Gaussian (a well-adapted whitened target) an
     exact trajectory of length T maps z to z cos T + r sin T: successive draws have
@@ -289,25 +316,55 @@ class BatchedHMC:
     def __init__(
         self,
         potential: Potential,
-        inverse_mass: torch.Tensor | None = None,
+        inverse_mass_matrix: torch.Tensor | None = None,
         step_size: torch.Tensor | None = None,
         num_steps: int | None = None,
-        target_accept: float = 0.8,
+        target_accept_prob: float = 0.8,
         adapt_mass_matrix: bool = True,
+        *,
+        inverse_mass: torch.Tensor | None = None,
+        target_accept: float | None = None,
     ):
+        inverse_mass_matrix = renamed("BatchedHMC()", "inverse_mass", inverse_mass,
+                                      "inverse_mass_matrix", inverse_mass_matrix, None)  # fmt: skip
+        target_accept_prob = renamed("BatchedHMC()", "target_accept", target_accept,
+                                     "target_accept_prob", target_accept_prob, 0.8,
+                                 check=check_target_accept_prob)  # fmt: skip
         if num_steps is not None:
             check_int("num_steps", num_steps, 1)
         self.potential = potential
-        self.inverse_mass = inverse_mass
+        self.inverse_mass_matrix = inverse_mass_matrix
         self.step_size = step_size
         self.num_steps = num_steps
-        self.target_accept = check_target_accept(target_accept)
+        self.target_accept_prob = check_target_accept_prob(target_accept_prob)
         self.adapt_mass_matrix = bool(adapt_mass_matrix)
 
+    @property
+    def inverse_mass(self):
+        """The old name of :attr:`inverse_mass_matrix` (FutureWarning)."""
+        warn_renamed("BatchedHMC", "inverse_mass", "inverse_mass_matrix")
+        return self.inverse_mass_matrix
+
+    @inverse_mass.setter
+    def inverse_mass(self, value):
+        warn_renamed("BatchedHMC", "inverse_mass", "inverse_mass_matrix")
+        self.inverse_mass_matrix = value
+
+    @property
+    def target_accept(self):
+        """The old name of :attr:`target_accept_prob` (FutureWarning)."""
+        warn_renamed("BatchedHMC", "target_accept", "target_accept_prob")
+        return self.target_accept_prob
+
+    @target_accept.setter
+    def target_accept(self, value):
+        warn_renamed("BatchedHMC", "target_accept", "target_accept_prob")
+        self.target_accept_prob = check_target_accept_prob(value, "target_accept")
+
     def _hamiltonian(self, state):
-        if self.inverse_mass is None:
-            self.inverse_mass = torch.ones_like(state.z)
-        return _Hamiltonian(self.potential, self.inverse_mass)
+        if self.inverse_mass_matrix is None:
+            self.inverse_mass_matrix = torch.ones_like(state.z)
+        return _Hamiltonian(self.potential, self.inverse_mass_matrix)
 
     def warmup(self, state: HMCState, warmup_steps: int, progress: bool = False) -> HMCState:
         """Adapt every chain's step size and mass matrix over ``warmup_steps`` iterations.
@@ -327,7 +384,7 @@ class BatchedHMC:
         Returns
         -------
         HMCState
-            The chains after warm-up; ``step_size`` and ``inverse_mass`` are set.
+            The chains after warm-up; ``step_size`` and ``inverse_mass_matrix`` are set.
 
         Raises
         ------
@@ -341,13 +398,13 @@ class BatchedHMC:
             windows = adaptation_windows(warmup_steps)
         else:
             windows = [(0, warmup_steps - 1, False)]
-        adaptation = _WindowedAdaptation(ham, state, windows, self.target_accept, start)
+        adaptation = _WindowedAdaptation(ham, state, windows, self.target_accept_prob, start)
         steps = _num_steps(self.num_steps, adaptation.step_size)
         for t in tqdm(range(warmup_steps), disable=not progress, leave=False):
             state, info = _transition(ham, state, _jitter(adaptation.step_size), steps)
             adaptation.step(t, ham, state, info["acceptance_rate"])
             steps = _num_steps(self.num_steps, adaptation.step_size)
-        self.step_size, self.inverse_mass = adaptation.step_size, ham.inverse_mass
+        self.step_size, self.inverse_mass_matrix = adaptation.step_size, ham.inverse_mass_matrix
         return state
 
     def sample(
@@ -481,9 +538,9 @@ class _WindowedAdaptation:
     after which ε is searched anew and its averaging restarted.
     """
 
-    def __init__(self, ham, state, windows, target_accept, step_size):
+    def __init__(self, ham, state, windows, target_accept_prob, step_size):
         self.windows = windows
-        self.target_accept = target_accept
+        self.target_accept_prob = target_accept_prob
         self.welford = WelfordCovariance(diagonal=True)
         self.step_size = _reasonable_step_size(ham, state, step_size)
         self._restart()
@@ -493,13 +550,13 @@ class _WindowedAdaptation:
         self.averaging = DualAveraging(prox_center=(10 * self.step_size).log())
 
     def step(self, t, ham, state, accept_prob):
-        self.averaging.step(self.target_accept - accept_prob)
+        self.averaging.step(self.target_accept_prob - accept_prob)
         self.step_size = self.averaging.get_state()[0].exp()
         _, end, slow = next(w for w in self.windows if w[0] <= t <= w[1])
         if slow:
             self.welford.update(state.z)
             if t == end:
-                ham.inverse_mass = self.welford.get_covariance(regularize=True)
+                ham.inverse_mass_matrix = self.welford.get_covariance(regularize=True)
                 self.welford.reset()
                 self.step_size = _reasonable_step_size(ham, state, self.step_size)
                 self._restart()

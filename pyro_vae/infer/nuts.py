@@ -22,6 +22,9 @@ from collections.abc import Callable
 import torch
 from pyro.infer import MCMC, NUTS
 
+from .._deprecation import renamed
+from .hmc import check_target_accept_prob
+
 __all__ = ["nuts_reference"]
 
 
@@ -74,8 +77,10 @@ def nuts_reference(
     z0: torch.Tensor,
     num_samples: int,
     warmup_steps: int,
-    target_accept: float = 0.8,
+    target_accept_prob: float = 0.8,
     progress: bool = False,
+    *,
+    target_accept: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Pyro's NUTS on p(z | x_i) ∝ p(z) p(x_i | z), one chain and one data point at a time.
 
@@ -95,10 +100,13 @@ def nuts_reference(
     warmup_steps : int
         Adaptation iterations per chain (Pyro's windowed step-size and diagonal
         mass-matrix adaptation), discarded.
-    target_accept : float, default 0.8
-        ``target_accept_prob`` of the step-size adaptation.
+    target_accept_prob : float, default 0.8
+        NUTS's ``target_accept_prob``: the step-size adaptation's target.
     progress : bool, default False
         Show Pyro's progress bar.
+    target_accept : float, optional
+        The old name of ``target_accept_prob``, accepted for one release with a
+        FutureWarning.
 
     Returns
     -------
@@ -111,6 +119,11 @@ def nuts_reference(
         from the kernel's ``diagnostics()``) and ``"lp"`` (log p(x_i, z) at the draw,
         nats, recomputed with the kernel's potential).
 
+    Raises
+    ------
+    ValueError
+        If both ``target_accept_prob`` and ``target_accept`` are given.
+
     Notes
     -----
     Pyro's public API does not expose per-iteration energies or acceptance
@@ -119,11 +132,14 @@ def nuts_reference(
     available) and no ``acceptance_rate``. Random draws: all from torch's global
     generator, chain by chain and, within a chain, point by point.
     """
+    target_accept_prob = renamed("nuts_reference()", "target_accept", target_accept,
+                                 "target_accept_prob", target_accept_prob, 0.8,
+                                 check=check_target_accept_prob)  # fmt: skip
     num_chains, batch = z0.shape[:2]
     draws, records = [], []
     for c in range(num_chains):
         for i in range(batch):
-            kernel = _CountingNUTS(model, target_accept_prob=target_accept)
+            kernel = _CountingNUTS(model, target_accept_prob=target_accept_prob)
             recorder = _Recorder(warmup_steps)
             mcmc = MCMC(
                 kernel,

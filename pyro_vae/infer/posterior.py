@@ -44,11 +44,12 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
 from .._checks import check_int
+from .._deprecation import renamed
 from .._device import on_device
 from ..data import check_data
 from . import diagnostics
 from .evaluation import param_store_as_found
-from .hmc import BatchedHMC, HMCState, check_target_accept
+from .hmc import BatchedHMC, HMCState, check_target_accept_prob
 from .nuts import nuts_reference
 from .traces import guide_moments
 
@@ -66,12 +67,14 @@ def sample_posterior(
     seed=0,
     method="hmc",
     num_steps=None,
-    target_accept=0.8,
+    target_accept_prob=0.8,
     chunk_size=256,
     datum=None,
     posterior_predictive=True,
     progress=False,
     device=None,
+    *,
+    target_accept=None,
 ):
     r"""Draw from p_θ(z|x) for every row of x, with the decoder θ held fixed.
 
@@ -107,8 +110,9 @@ def sample_posterior(
         ``None`` picks L = round(0.6π / ε̃) in [1, 64], with ε̃ the chunk's median step
         size (whitened units), updated during warm-up and fixed after it (see Notes).
         Ignored by ``"nuts"``, whose trajectories stop at a U-turn.
-    target_accept : float, default 0.8
-        Mean acceptance probability the step-size adaptation aims at, in (0, 1).
+    target_accept_prob : float, default 0.8
+        Mean acceptance probability the step-size adaptation aims at, in (0, 1)
+        (Pyro's and NumPyro's name).
     chunk_size : int, default 256
         ``"hmc"``: data points per lockstep batch. Memory grows as
         chunk_size × num_chains × (hidden width + x_dim) for the decoder's activations
@@ -123,9 +127,13 @@ def sample_posterior(
     progress : bool, default False
         Show a progress bar.
     device : str or torch.device, optional
-        Where to run the chains: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; default CUDA
-        when PyTorch sees a GPU, else the CPU. ``vae`` is moved there in place and x
-        with it; the returned draws are NumPy arrays (host memory).
+        Where to run the chains: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; default where
+        the model's parameters are (:mod:`pyro_vae._device`), the model left there. A
+        given device moves ``vae`` there in place. x goes where the model is; the
+        returned draws are NumPy arrays (host memory).
+    target_accept : float, optional
+        The old name of ``target_accept_prob``, accepted for one release with a
+        FutureWarning.
 
     Returns
     -------
@@ -146,8 +154,9 @@ def sample_posterior(
     ------
     ValueError
         If x does not fit the model, an argument is out of range, ``datum`` does not
-        hold B labels, the model has a latent site other than ``"z"``, or ``device``
-        is not a device name (or is CUDA where PyTorch sees no GPU).
+        hold B labels, the model has a latent site other than ``"z"``, ``device``
+        is not a device name (or is CUDA where PyTorch sees no GPU), or both
+        ``target_accept_prob`` and ``target_accept`` are given.
 
     Warns
     -----
@@ -177,7 +186,7 @@ def sample_posterior(
 
     *Adaptation and trajectory length* (:class:`~pyro_vae.infer.hmc.BatchedHMC`, whose
     Notes give the details): during warm-up each chain adapts ε by dual averaging towards
-    mean acceptance ``target_accept`` and M⁻¹ to the Welford variances of its draws in
+    mean acceptance ``target_accept_prob`` and M⁻¹ to the Welford variances of its draws in
     Stan's windows; L = round(0.6π / ε̃) (integration time 0.6π in whitened units), and
     each chain's step is jittered every iteration, ε × Uniform(0.6, 1.4).
 
@@ -197,6 +206,9 @@ def sample_posterior(
     >>> arviz.summary(idata.posterior.sel(datum=0))
     >>> compare_posteriors(idata, sample_guide(vae, data.test[:50]))
     """
+    target_accept_prob = renamed("sample_posterior()", "target_accept", target_accept,
+                                 "target_accept_prob", target_accept_prob, 0.8,
+                                 check=check_target_accept_prob)  # fmt: skip
     x, labels = _check_common(vae, x, datum, seed, device)
     check_int("num_samples", num_samples, 1)
     check_int("warmup_steps", warmup_steps, 0)
@@ -209,7 +221,7 @@ def sample_posterior(
     settings = dict(
         num_samples=num_samples,
         warmup_steps=warmup_steps,
-        target_accept=check_target_accept(target_accept),
+        target_accept_prob=check_target_accept_prob(target_accept_prob),
         progress=progress,
     )
     start = time.perf_counter()
@@ -260,7 +272,9 @@ def _log_joint(model, x, z):
     return log_joint
 
 
-def _hmc_chunk(vae, x, num_chains, num_steps, num_samples, warmup_steps, target_accept, progress):
+def _hmc_chunk(
+    vae, x, num_chains, num_steps, num_samples, warmup_steps, target_accept_prob, progress
+):
     """Warm-up and draws of num_chains × B chains in lockstep: z (C, S, B, D), stats."""
     q = vae.encode(x)
     z = _starting_points(q, num_chains)
@@ -269,9 +283,10 @@ def _hmc_chunk(vae, x, num_chains, num_steps, num_samples, warmup_steps, target_
         return -_log_joint(vae.model, x, z)
 
     hmc = BatchedHMC(
-        potential, inverse_mass=(guide_moments(q, x.device)[1] ** 2).expand_as(z).clone(),
+        potential,
+        inverse_mass_matrix=(guide_moments(q, x.device)[1] ** 2).expand_as(z).clone(),
         num_steps=num_steps,
-        target_accept=target_accept,
+        target_accept_prob=target_accept_prob,
     )  # fmt: skip
     state = hmc.warmup(HMCState.at(potential, z), warmup_steps, progress=progress)
     _, draws, stats = hmc.sample(state, num_samples, progress=progress)

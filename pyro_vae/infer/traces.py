@@ -257,11 +257,12 @@ def check_inputs(vae, x, seed, device=None, *, place=False):
         Data, shape ``(batch, ...)``, batch ≥ 1.
     seed : int or None
     device : str or torch.device, optional
-        With ``place``: where to run (None: CUDA when PyTorch sees a GPU, else CPU).
+        With ``place``: where to run; None leaves the model where it is (its
+        parameters' device, :mod:`pyro_vae._device`).
     place : bool, default False
-        Move a ``vae`` that is an ``nn.Module`` with parameters to ``device`` in place
-        (:func:`pyro_vae._device.on_device`, which also refuses half precision); for any
-        other ``vae``, move x when ``device`` is given.
+        Move a ``vae`` that is an ``nn.Module`` with parameters to a given ``device`` in
+        place (:func:`pyro_vae._device.on_device`, which also refuses half precision);
+        for any other ``vae``, move x when ``device`` is given.
 
     Returns
     -------

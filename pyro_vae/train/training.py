@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._checks import check_int
-from .._device import on_device
+from .._device import check_device, on_device
 from .._threads import torch_threads
 from ..data import Dataset, check_data
 from ..infer.evaluation import evaluate_unchecked
@@ -392,10 +392,12 @@ def fit(
         Importance samples K per point behind ``gap_log_px`` (≥ 2).
     device : str or torch.device, optional
         Where to train: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; default CUDA when
-        PyTorch sees a GPU, else the CPU. ``vae`` is moved there in place and stays
-        there; the data are moved there (a dynamically binarized data set is drawn on
-        the CPU, from the seeded generator, and moved once per epoch). The precision
-        is that of ``vae``'s parameters: float32, or float64 after ``vae.double()``.
+        PyTorch sees a GPU, else the CPU (``fit`` is an entry point, which chooses a
+        device; the estimators then run where the model is: :mod:`pyro_vae._device`).
+        ``vae`` is moved there in place and stays there; the data are moved there (a
+        dynamically binarized data set is drawn on the CPU, from the seeded
+        generator, and moved once per epoch). The precision is that of ``vae``'s
+        parameters: float32, or float64 after ``vae.double()``.
         A resumed run is bit for bit the uninterrupted one on the CPU only (CUDA
         kernels need not be deterministic).
 
@@ -444,7 +446,7 @@ def fit(
     """
     config = with_overrides(config, overrides).validate()
     check_run_io(config, checkpoint, checkpoint_every, resume)
-    on_device(vae, config.device)
+    on_device(vae, check_device(config.device))  # an entry point: None is CUDA if seen
     vae.load_param_store()  # a named model restored with pyro.get_param_store().load
     train, validation = training_data(vae, data, validation)
     if config.gap_every is not None and validation is None:
