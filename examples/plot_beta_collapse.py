@@ -31,7 +31,7 @@ def main(args):
     result = compare(data, ["trace"],
                      TrainConfig(epochs=args.epochs, progress=False, gap_every=None),
                      z_dim=args.z_dim, num_samples=args.num_samples, seeds=[args.seed],
-                     posterior_points=0, gap_families=(), ais_steps=0,
+                     posterior_points=0, gap_families=(), ais_bridges=0,
                      beta_schedules=schedules)  # fmt: skip
     print(format_beta_table(result.beta_rows))
     plot_beta_schedules(result.beta_rows, ax=plt.figure(figsize=(9, 3.5), layout="constrained"))

@@ -29,7 +29,7 @@ def main(args):
     result = compare(data, ["trace", "iwae:5", "renyi:0.5:5"],
                      TrainConfig(epochs=args.epochs, progress=False, gap_every=None),
                      num_samples=args.num_samples, seeds=[args.seed], posterior_points=0,
-                     gap_families=(), ais_steps=0)  # fmt: skip
+                     gap_families=(), ais_bridges=0)  # fmt: skip
     print(format_table(result.rows, num_samples=args.num_samples))
     fig = plt.figure(figsize=(9, 3.8), layout="constrained")
     plot_bounds(result.rows, num_samples=args.num_samples, ax=fig)

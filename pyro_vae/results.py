@@ -15,6 +15,8 @@ import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
+from ._deprecation import warn_renamed
+
 __all__ = [
     "DECOMPOSITIONS",
     "ESTIMATES",
@@ -512,15 +514,21 @@ class SandwichRow:
 
     objective: str
     num_points: int = 0
-    num_steps: int = 0
+    num_bridges: int = 0
     num_chains: int = 0
     num_samples: int = 0
     estimates: dict = field(default_factory=dict)
     seconds: float | None = None
     is_seconds: float | None = None
 
-    _FIXED = ("objective", "num_points", "num_steps", "num_chains", "num_samples", "seconds",
+    _FIXED = ("objective", "num_points", "num_bridges", "num_chains", "num_samples", "seconds",
               "is_seconds")  # fmt: skip
+
+    @property
+    def num_steps(self) -> int:
+        """The old name of :attr:`num_bridges` (FutureWarning), until the next release."""
+        warn_renamed("SandwichRow", "num_steps", "num_bridges", stacklevel=3)
+        return self.num_bridges
 
     def to_dict(self) -> dict:
         """A flat dict: the fields, then ``<name>`` and ``<name>_se`` per estimate."""
@@ -530,13 +538,16 @@ class SandwichRow:
 
     @classmethod
     def from_dict(cls, row: Mapping, index: int = 0) -> "SandwichRow":
-        """Read :meth:`to_dict`'s layout.
+        """Read :meth:`to_dict`'s layout (``num_steps``, the key of 0.3.0's
+        ``results.json``, is read as ``num_bridges``).
 
         Raises
         ------
         ValueError
             If an estimate of :data:`SANDWICH` is missing (named).
         """
+        if "num_bridges" not in row:
+            row = {**row, "num_bridges": row.get("num_steps")}
         counts = {k: int(row.get(k) or 0) for k in cls._FIXED[1:5]}
         times = {k: _number(row.get(k)) for k in cls._FIXED[5:]}
         estimates = _estimates(row, "", SANDWICH, f"BDMC row {index}")

@@ -395,9 +395,8 @@ def test_help_explains_the_objectives_and_k():
     text = " ".join(_subparsers()["compare"].format_help().split())
     for phrase in ("trace[:K]", "meanfield[:K]", "renyi:ALPHA:K", "iwae:K", "Trace_ELBO",
                    "TraceMeanField_ELBO and RenyiELBO", "at least 100", "(default: 5000)",
-                   "(default: 1)", "the numbers are the same as with 1",
-                   "(default: the number of CPU cores this process may use, capped at the "
-                   "number of runs)"):  # fmt: skip
+                   "(default: 1)", "the numbers are those of 1", "(default: the CPU cores "
+                   "this process may use, at most one per run)"):  # fmt: skip
         assert phrase in text, phrase
     evaluate = " ".join(_subparsers()["evaluate"].format_help().split())
     assert "of the training data" not in evaluate and "test split" in evaluate
@@ -452,7 +451,7 @@ def test_ais_command_prints_and_writes_both_estimates_and_the_sandwich(tmp_path,
     assert main(["train", *args, "--seed", str(seed(0)), "--checkpoint", str(ckpt)]) == 0
     capsys.readouterr()
     path = tmp_path / "ais.json"
-    argv = ["ais", str(ckpt), "--points", "3", "--num-steps", "5", "--chains", "4",
+    argv = ["ais", str(ckpt), "--points", "3", "--bridges", "5", "--chains", "4",
             "--num-samples", "100", "--bdmc", "2", "--seed", str(seed(1)), "--no-progress",
             "--json", str(path)]  # fmt: skip
     assert main(argv) == 0
@@ -460,7 +459,7 @@ def test_ais_command_prints_and_writes_both_estimates_and_the_sandwich(tmp_path,
     assert "log p(x) by AIS from the guide (5 bridges, 4 chains)" in printed
     assert "BDMC on 2 points simulated from the model" in printed
     saved = json.loads(path.read_text())
-    assert saved["points"] == 3 and saved["num_steps"] == 5 and saved["start"] == "guide"
+    assert saved["points"] == 3 and saved["num_bridges"] == 5 and saved["start"] == "guide"
     mean, se = saved["ais"]["log_px"]
     assert -64 * np.log(2) < mean < 0 and se > 0
     below, _ = saved["is"]["ais_minus_is"]

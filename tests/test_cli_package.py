@@ -266,17 +266,17 @@ def test_evaluate_job_is_what_the_cli_prints_and_writes(trained, tmp_path, capsy
 
 def test_ais_job_is_what_the_cli_writes(trained, tmp_path, capsys, seed):
     path = tmp_path / "ais.json"
-    argv = ["ais", str(trained), "--points", "2", "--num-steps", "3", "--chains", "2",
+    argv = ["ais", str(trained), "--points", "2", "--bridges", "3", "--chains", "2",
             "--num-samples", "100", "--bdmc", "2", "--seed", str(seed(1)), "--no-progress",
             "--json", str(path)]  # fmt: skip
     assert main(argv) == 0
-    result = jobs.ais_job(trained, points=2, num_steps=3, num_chains=2, num_samples=100,
+    result = jobs.ais_job(trained, points=2, num_bridges=3, num_chains=2, num_samples=100,
                           bdmc_points=2, seed=seed(1), progress=False)  # fmt: skip
     written, report = json.loads(path.read_text()), json.loads(json.dumps(result.to_dict()))
     for part in ("ais", "is", "bdmc"):
         del written[part]["seconds"], report[part]["seconds"]
     assert written == report
-    assert list(written) == ["checkpoint", "data_spec", "points", "start", "num_steps",
+    assert list(written) == ["checkpoint", "data_spec", "points", "start", "num_bridges",
                              "num_chains", "schedule", "seed", "ais", "is", "bdmc"]  # fmt: skip
 
 
@@ -302,7 +302,7 @@ def test_the_old_namespace_jobs_warn_and_do_what_the_cli_does(trained, tmp_path,
         assert torch.equal(load_checkpoint(other)[1]["model_state"][name], value), name
 
     path = tmp_path / "ais.json"
-    argv = ["ais", str(trained), "--points", "2", "--num-steps", "2", "--chains", "2",
+    argv = ["ais", str(trained), "--points", "2", "--bridges", "2", "--chains", "2",
             "--num-samples", "0", "--no-progress", "--json", str(path)]  # fmt: skip
     with pytest.warns(FutureWarning, match=r"run_ais\(args\) is deprecated"):
         jobs.run_ais(parser.parse_args(argv))

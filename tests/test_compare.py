@@ -26,7 +26,7 @@ TINY = {
     "num_samples": 100,
     "posterior_points": 1,
     "gap_max_steps": 200,  # the per-point guide fits of the gap split: a token budget
-    "ais_steps": 10,  # AIS on the checked point and the BDMC sandwich: token budgets
+    "ais_bridges": 10,  # AIS on the checked point and the BDMC sandwich: token budgets
     "bdmc_points": 5,
     "progress": False,
     "gap_every": 1,
@@ -163,7 +163,7 @@ def test_the_decompositions_take_log_px_from_the_test_evaluation(digits, seed, t
     assert all("log_px_ais" in g.estimates for g in result.gap_rows)
     assert "| log p(x) (AIS) |" in report and "## A certified log p(x)" in report
     sandwich = result.sandwich
-    assert (sandwich.objective, sandwich.num_points, sandwich.num_steps) == ("Trace_ELBO", 5, 10)
+    assert (sandwich.objective, sandwich.num_points, sandwich.num_bridges) == ("Trace_ELBO", 5, 10)
     e = sandwich.estimates
     assert e["width"].mean == pytest.approx(e["reverse"].mean - e["forward"].mean, abs=1e-4)
     assert e["forward_minus_is"].mean == pytest.approx(
@@ -222,7 +222,7 @@ def test_float64_runs_stay_float64_and_are_recorded(digits, seed):
     [
         ({"gap_families": ("gaussian",)}, "Expected family in ('diagonal', 'flow')"),
         ({"gap_max_steps": 0}, "Expected gap_max_steps to be an integer > 0"),
-        ({"ais_steps": -1}, "Expected ais_steps to be an integer >= 0"),
+        ({"ais_bridges": -1}, "Expected ais_bridges to be an integer >= 0"),
         ({"bdmc_points": 1.5}, "Expected bdmc_points to be an integer >= 0"),
     ],
 )
@@ -233,7 +233,7 @@ def test_bad_gap_settings_are_refused_before_any_work(digits, kwargs, message):
 
 def test_without_gap_families_the_ais_column_sits_beside_the_test_evaluation(digits, seed):
     """With no per-point families the gap table still holds log p(x) by importance
-    sampling (the test evaluation's, on the checked points) beside AIS; ``ais_steps=0``
+    sampling (the test evaluation's, on the checked points) beside AIS; ``ais_bridges=0``
     skips AIS and the sandwich."""
     settings = {**QUIET, "seeds": (seed(0),), "beta_schedules": (), "gap_families": (),
                 "posterior_points": 2}  # fmt: skip
@@ -243,5 +243,5 @@ def test_without_gap_families_the_ais_column_sits_beside_the_test_evaluation(dig
         assert set(gaps.estimates) == {"log_px", "log_px_ais"}
         test = result.evaluations[row.objective][0].values["log_px"][:2]
         assert gaps.estimates["log_px"].mean == pytest.approx(test.mean().item())
-    skipped = compare(digits, **{**settings, "ais_steps": 0})
+    skipped = compare(digits, **{**settings, "ais_bridges": 0})
     assert skipped.gap_rows == [] and skipped.sandwich is None

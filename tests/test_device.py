@@ -271,7 +271,6 @@ def test_model_device_and_on_device():
         model_device(torch.nn.Identity())
 
 
-@pytest.mark.filterwarnings("ignore::FutureWarning")  # the CLI's old --num-steps, for now
 def test_ais_command_with_device_cpu_on_a_machine_that_sees_a_gpu(
     tmp_path, capsys, monkeypatch, seed
 ):
@@ -287,7 +286,7 @@ def test_ais_command_with_device_cpu_on_a_machine_that_sees_a_gpu(
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
         monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     path = tmp_path / "ais.json"
-    argv = ["ais", str(ckpt), "--points", "2", "--num-steps", "2", "--chains", "2",
+    argv = ["ais", str(ckpt), "--points", "2", "--bridges", "2", "--chains", "2",
             "--num-samples", "20", "--bdmc", "2", "--seed", str(seed(1)), "--no-progress",
             "--device", "cpu", "--json", str(path)]  # fmt: skip
     assert main(argv) == 0
@@ -300,7 +299,6 @@ def test_ais_command_with_device_cpu_on_a_machine_that_sees_a_gpu(
 
 
 @CUDA
-@pytest.mark.filterwarnings("ignore::FutureWarning")  # the CLI's old --num-steps, for now
 def test_ais_command_with_device_cpu_on_a_gpu_gives_the_numbers_of_a_cpu_machine(
     tmp_path, capsys, monkeypatch, seed
 ):
@@ -311,7 +309,7 @@ def test_ais_command_with_device_cpu_on_a_gpu_gives_the_numbers_of_a_cpu_machine
     ckpt = tmp_path / "vae.pt"
     train = ["train", "--epochs", "2", "--z-dim", "2", "--hidden-dims", "8", "--no-progress"]
     assert main([*train, "--device", "cpu", "--seed", str(seed(0)), "--checkpoint", str(ckpt)]) == 0
-    argv = ["ais", str(ckpt), "--points", "3", "--num-steps", "5", "--chains", "4",
+    argv = ["ais", str(ckpt), "--points", "3", "--bridges", "5", "--chains", "4",
             "--num-samples", "100", "--bdmc", "2", "--seed", str(seed(1)), "--no-progress",
             "--device", "cpu"]  # fmt: skip
     assert main([*argv, "--json", str(tmp_path / "gpu_machine.json")]) == 0

@@ -13,7 +13,7 @@ import torch
 from pyro_vae import TrainConfig
 from pyro_vae.data import load_digits
 from pyro_vae.experiments.compare import (
-    AIS_STEPS,
+    AIS_BRIDGES,
     BDMC_POINTS,
     DEFAULT_OBJECTIVES,
     GAP_EVERY,
@@ -41,7 +41,7 @@ main_job = importlib.import_module("pyro_vae.experiments.compare")
 
 TINY = {"z_dim": 3, "hidden_dims": (8,), "likelihood": "bernoulli", "num_samples": 100,
         "dtype": torch.float32, "posterior_points": 1, "gap_families": ("diagonal",),
-        "gap_max_steps": 50, "ais_steps": 5, "bdmc_points": 3}  # fmt: skip
+        "gap_max_steps": 50, "ais_bridges": 5, "bdmc_points": 3}  # fmt: skip
 
 
 def _settings(**changes):
@@ -72,7 +72,7 @@ def test_run_settings_are_frozen_picklable_and_read_by_attribute():
     assert settings.hidden_dims == (8, 4) and settings.gap_families == ("diagonal", "flow")
     assert settings.dtype is torch.float64
     assert settings.device == settings.config.device == "cpu"
-    assert settings.num_samples == 100 and settings.ais_steps == 5
+    assert settings.num_samples == 100 and settings.ais_bridges == 5
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.num_samples = 5000
     back = pickle.loads(pickle.dumps(settings))
@@ -91,7 +91,7 @@ def test_run_settings_are_frozen_picklable_and_read_by_attribute():
         ({"gap_families": ("gaussian",)}, "Expected family in ('diagonal', 'flow')"),
         ({"gap_families": "diagonal"}, "Expected gap_families to be a sequence of families"),
         ({"gap_max_steps": 0}, "Expected gap_max_steps to be an integer > 0"),
-        ({"ais_steps": -1}, "Expected ais_steps to be an integer >= 0"),
+        ({"ais_bridges": -1}, "Expected ais_bridges to be an integer >= 0"),
         ({"bdmc_points": 1.5}, "Expected bdmc_points to be an integer >= 0"),
         ({"posterior_points": -1}, "Expected posterior_points to be an integer >= 0"),
         ({"config": {"epochs": 2}}, "Expected config to be a TrainConfig"),
@@ -136,9 +136,9 @@ def test_a_run_returns_a_frozen_output_that_pickles_whole(first_run):
         assert torch.equal(back.vae.state_dict()[name], value), name
     row, row_back = (main_job._sandwich_row(task.label, o.sandwich, settings) for o in (out, back))
     assert row == row_back
-    assert (row.num_points, row.num_steps, row.num_chains, row.num_samples) == (
+    assert (row.num_points, row.num_bridges, row.num_chains, row.num_samples) == (
         settings.bdmc_points,
-        settings.ais_steps,
+        settings.ais_bridges,
         AIS_CHAINS,
         settings.num_samples,
     )
@@ -181,11 +181,11 @@ def test_the_main_job_defaults_are_stated_once():
     defaults = {name: p.default for name, p in inspect.signature(compare).parameters.items()}
     constants = {"objectives": DEFAULT_OBJECTIVES, "num_samples": NUM_SAMPLES,
                  "posterior_points": POSTERIOR_POINTS, "gap_families": GAP_FAMILIES,
-                 "gap_max_steps": GAP_MAX_STEPS, "ais_steps": AIS_STEPS,
+                 "gap_max_steps": GAP_MAX_STEPS, "ais_bridges": AIS_BRIDGES,
                  "bdmc_points": BDMC_POINTS}  # fmt: skip
     for name, value in constants.items():
         assert defaults[name] is value, name
-    values = (NUM_SAMPLES, POSTERIOR_POINTS, GAP_FAMILIES, GAP_MAX_STEPS, AIS_STEPS, BDMC_POINTS)
+    values = (NUM_SAMPLES, POSTERIOR_POINTS, GAP_FAMILIES, GAP_MAX_STEPS, AIS_BRIDGES, BDMC_POINTS)
     assert values == (5000, 16, ("diagonal", "flow"), 1000, 100, 50) and GAP_EVERY == 25
     config = main_job._check_config(None, {"device": "cpu"})
     assert isinstance(config, TrainConfig)

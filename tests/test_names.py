@@ -5,16 +5,19 @@ release with a FutureWarning and the same numbers.
 ``target_accept_prob`` and ``inverse_mass_matrix`` as in Pyro and NumPyro.
 """
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
 
 from pyro_vae import VAE, ais, bdmc, sample_posterior
-from pyro_vae.infer import ais as ais_module
 from pyro_vae.infer import hmc
 from pyro_vae.infer.ais import annealing_schedule
 from pyro_vae.infer.hmc import BatchedHMC, HMCState, transition
 from pyro_vae.infer.nuts import nuts_reference
+
+ais_module = importlib.import_module("pyro_vae.infer.ais")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -210,3 +213,88 @@ def test_nuts_reference_target_accept_is_target_accept_prob(small):
         with pytest.warns(FutureWarning, match=r"nuts_reference\(\): target_accept="):
             old, _ = nuts_reference(vae.model, x[:1], z0, 2, 4, target_accept=0.6)
     assert torch.equal(new, old)
+
+
+# ------------------------------------------------------- the main job and the CLI
+
+
+def test_compare_ais_steps_is_ais_bridges(monkeypatch):
+    """``compare(ais_steps=)`` and ``AIS_STEPS`` are the old names of ``ais_bridges`` and
+    ``AIS_BRIDGES``: the same value reaches the runs' settings, with a FutureWarning."""
+    from pyro_vae.data import load_digits
+    from pyro_vae.experiments import compare
+
+    module = importlib.import_module("pyro_vae.experiments.compare")
+    seen, settings = [], module.RunSettings
+
+    class Stop(Exception):
+        pass
+
+    def spy(*args):  # the runs' settings, built and checked; no training follows
+        seen.append(settings(*args).ais_bridges)
+        raise Stop
+
+    monkeypatch.setattr(module, "RunSettings", spy)
+    data = load_digits()
+    for kwargs, warns in (({"ais_bridges": 7}, False), ({"ais_steps": 7}, True)):
+        with pytest.raises(Stop), warnings_as(warns, r"compare\(\): ais_steps= is deprecated"):
+            compare(data, ["trace"], **kwargs)
+    assert seen == [7, 7]
+    with pytest.raises(ValueError, match="Expected one of ais_bridges= and its old name"):
+        compare(data, ["trace"], ais_bridges=5, ais_steps=7)
+    with pytest.warns(FutureWarning, match="AIS_STEPS is deprecated.*use AIS_BRIDGES"):
+        assert module.AIS_STEPS == module.AIS_BRIDGES
+    with pytest.raises(AttributeError):
+        module.NOT_A_NAME  # noqa: B018
+
+
+def warnings_as(warns, match):
+    """``pytest.warns(FutureWarning, match=...)`` when ``warns``, else no warning allowed."""
+    import contextlib
+    import warnings
+
+    if warns:
+        return pytest.warns(FutureWarning, match=match)
+
+    @contextlib.contextmanager
+    def none():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            yield
+
+    return none()
+
+
+def test_old_cli_flags_parse_to_the_new_ones_with_a_warning():
+    """``ais --num-steps`` and ``compare --ais-steps`` are the old names of ``--bridges``
+    and ``--ais-bridges``: the same namespace, and a FutureWarning naming the new flag."""
+    from pyro_vae.cli import build_parser
+
+    parser = build_parser()
+    renamed = (("ais", "--bridges", "--num-steps", "bridges"),
+               ("compare", "--ais-bridges", "--ais-steps", "ais_bridges"))  # fmt: skip
+    for command, new, old, dest in renamed:
+        head = [command, "ckpt.pt"] if command == "ais" else [command]
+        with warnings_as(False, None):
+            settled = parser.parse_args([*head, new, "7"])
+        with pytest.warns(FutureWarning, match=f"pyro-vae {command}: {old} is deprecated.*{new}"):
+            old_args = parser.parse_args([*head, old, "7"])
+        assert getattr(settled, dest) == getattr(old_args, dest) == 7
+        assert vars(settled) == vars(old_args)
+        assert f"{old}: its old name" in " ".join(
+            parser._subparsers._group_actions[0].choices[command].format_help().split()
+        )
+
+
+def test_sandwich_row_num_steps_is_num_bridges():
+    """A 0.3.0 ``results.json`` row (``num_steps``) reads as ``num_bridges``; the old
+    attribute still answers, with a FutureWarning."""
+    from pyro_vae.results import SANDWICH, SandwichRow
+
+    estimates = {f"{name}{suffix}": 0.5 for name in SANDWICH for suffix in ("", "_se")}
+    old = SandwichRow.from_dict({"objective": "Trace_ELBO", "num_steps": 100, **estimates})
+    new = SandwichRow.from_dict({"objective": "Trace_ELBO", "num_bridges": 100, **estimates})
+    assert old == new and new.num_bridges == 100
+    assert "num_steps" not in new.to_dict() and new.to_dict()["num_bridges"] == 100
+    with pytest.warns(FutureWarning, match="SandwichRow: num_steps is deprecated"):
+        assert new.num_steps == 100

@@ -91,7 +91,7 @@ def write(out_dir):
         result = compare(
             data, ["trace", "iwae:5"], TrainConfig(epochs=EPOCHS, progress=False, gap_every=10),
             num_samples=NUM_SAMPLES, seeds=[0], posterior_points=POINTS, gap_max_steps=200,
-            ais_steps=50, bdmc_points=20, beta_schedules=("0", "1", "4"),
+            ais_bridges=50, bdmc_points=20, beta_schedules=("0", "1", "4"),
             workers=2,
         )  # fmt: skip
         torch.manual_seed(0)

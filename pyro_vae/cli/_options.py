@@ -3,6 +3,7 @@ the options several subcommands share."""
 
 import argparse
 
+from .._deprecation import warn_renamed
 from .._device import DTYPES, check_device, default_device
 from ..experiments.compare import MIN_SAMPLES
 from ..models import LIKELIHOODS
@@ -22,12 +23,24 @@ class Parser(argparse.ArgumentParser):
     it says its default or the default is None, a bool or suppressed. Subcommand parsers
     are of this class too (``add_subparsers`` builds them with the parent's class)."""
 
-    def add_argument(self, *args, **kwargs):
+    def add_argument(self, *args, old=None, **kwargs):
+        if old is not None:  # the flag's old name, accepted with a FutureWarning
+            args, kwargs["action"] = (*args, old), _OldName
+            kwargs["help"] += f" ({old}: its old name, until the next release)"
         default, help = kwargs.get("default"), kwargs.get("help")
         quiet = default is None or default is argparse.SUPPRESS or isinstance(default, bool)
         if help and not quiet and "(default" not in help and "default:" not in help:
             kwargs["help"] = f"{help} (default: %(default)s)"
         return super().add_argument(*args, **kwargs)
+
+
+class _OldName(argparse._StoreAction):
+    """Store the value; a FutureWarning when given as the flag's old name (its last)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string == self.option_strings[-1]:
+            warn_renamed(parser.prog, option_string, self.option_strings[0], stacklevel=2)
+        super().__call__(parser, namespace, values, option_string)
 
 
 def bounded(cast, expected, ok, hint=""):

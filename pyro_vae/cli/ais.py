@@ -5,14 +5,9 @@ from ..experiments.jobs import ais_job
 from ..infer.ais import SCHEDULES, STARTS
 from . import _options as opt
 
-ais_num_samples = opt.bounded(
-    opt.non_negative_int,
-    "0 (no importance-sampling estimate) or K >= 2 importance samples per point (one gives no "
-    "standard error)",
-    lambda value: value != 1,
-    hint="; use --num-samples 5000, or 0",
-)
-"""`ais --num-samples`: 0 (no importance-sampling estimate) or K >= 2."""
+ais_num_samples = opt.bounded(opt.non_negative_int, "0 (no importance-sampling estimate) or K "
+                              ">= 2 importance samples per point (one gives no standard error)",
+                              lambda k: k != 1, hint="; use --num-samples 5000, or 0")  # fmt: skip
 
 
 # fmt: off
@@ -21,7 +16,7 @@ def add_parser(sub):
                       "beside importance sampling, and the BDMC sandwich on data simulated "
                       "from it", checkpoint=True)
     add("--points", type=opt.positive_int, default=100, help="first test points")
-    add("--num-steps", type=opt.positive_int, default=500,
+    add("--bridges", type=opt.positive_int, default=500, old="--num-steps",
         help="AIS bridges (intermediate distributions) per chain")
     add("--chains", type=opt.positive_int, default=16, help="AIS chains per point")
     add("--start", choices=STARTS, default="guide",
@@ -42,7 +37,7 @@ def add_parser(sub):
 
 def run(args):
     result = ais_job(
-        args.checkpoint, points=args.points, num_steps=args.num_steps, num_chains=args.chains,
+        args.checkpoint, points=args.points, num_bridges=args.bridges, num_chains=args.chains,
         start=args.start, schedule=args.schedule, num_samples=args.num_samples,
         bdmc_points=args.bdmc, seed=args.seed, progress=not args.no_progress,
         device=args.device, dtype=args.dtype,

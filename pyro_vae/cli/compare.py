@@ -2,7 +2,7 @@
 
 from ..data import load_dataset
 from ..experiments.compare import (
-    AIS_STEPS,
+    AIS_BRIDGES,
     BDMC_POINTS,
     DEFAULT_OBJECTIVES,
     GAP_EVERY,
@@ -49,12 +49,11 @@ def add_parser(sub):
         "the split)")
     add("--gap-max-steps", type=opt.positive_int, default=GAP_MAX_STEPS,
         help="most Adam steps of each per-point guide fit of the gap split")
-    add("--ais-steps", type=opt.non_negative_int, default=AIS_STEPS,
+    add("--ais-bridges", type=opt.non_negative_int, default=AIS_BRIDGES, old="--ais-steps",
         help="bridges of AIS from each guide on the --posterior-points (the log p(x) (AIS) "
         "column) and of the BDMC sandwich (0 skips both)")
     add("--bdmc-points", type=opt.non_negative_int, default=BDMC_POINTS,
-        help="points simulated from the first objective's model for the BDMC sandwich (0 skips "
-        "it)")
+        help="points simulated from the first objective's model for the BDMC sandwich (0: none)")
     add("--gap-every", type=opt.non_negative_int, default=GAP_EVERY,
         help="every this many epochs, estimate log p(x), the ELBO and their gap on 100 "
         "validation points (K=500) for the gap-during-training figure (0 turns it off)")
@@ -64,10 +63,9 @@ def add_parser(sub):
     add("--beta-objective",
         help="objective spec of the --beta-schedules runs (default: the first of --objectives)")
     add("--workers", type=opt.positive_int,
-        help="processes that train and evaluate the runs (one per objective and seed, one per β "
-        "schedule) side by side, each with --threads torch threads; the numbers are the same "
-        "as with 1 (default: the number of CPU cores this process may use, capped at the "
-        "number of runs)")
+        help="processes that train and evaluate the runs side by side, each with --threads "
+        "torch threads; the numbers are those of 1 (default: the CPU cores this process may "
+        "use, at most one per run)")
     add("--out", default="results",
         help="output folder; figures a previous run recorded there and this run does not write "
         "are removed, nothing else")
@@ -94,7 +92,7 @@ def run(args):
         likelihood=args.likelihood, guides=args.guides, num_samples=args.num_samples,
         seeds=range(args.seed, args.seed + args.seeds), posterior_points=args.posterior_points,
         gap_families=() if families == ("none",) else families,
-        gap_max_steps=args.gap_max_steps, ais_steps=args.ais_steps,
+        gap_max_steps=args.gap_max_steps, ais_bridges=args.ais_bridges,
         bdmc_points=args.bdmc_points, beta_schedules=schedules,
         beta_objective=args.beta_objective, workers=args.workers or available_cores(),
         dtype=args.dtype)

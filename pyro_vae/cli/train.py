@@ -34,14 +34,11 @@ def add_parser(sub):
         "rate only if given; a run trained with --strategy continues from its Lightning "
         "checkpoint (with its strategy, devices and accelerator unless given)")
     add("--strategy", choices=LIGHTNING_STRATEGIES,
-        help="train through PyTorch Lightning (the optional extra: pip install "
-        "\"pyro-vae[lightning]\"): 'ddp' runs --devices processes, on GPUs or on CPU "
-        "(--accelerator cpu, gloo), averaging their gradients every step; 'auto' runs one "
-        "device. --batch-size stays the effective minibatch B: each process takes B/devices "
-        "rows per step with the minibatch scale N/B of the whole training set, so the steps per "
-        "epoch and the learning rate are those of one process (docs/scale.md). Lightning's "
-        "checkpoint, for --resume, goes to CHECKPOINT_STEM_lightning/last.ckpt. Default: the "
-        "package's own training loop")
+        help="train through PyTorch Lightning (pip install \"pyro-vae[lightning]\"): 'ddp' "
+        "runs --devices processes on GPUs or CPUs (--accelerator cpu) averaging their gradients; "
+        "'auto' one device. --batch-size stays the effective minibatch (docs/scale.md); the "
+        "Lightning checkpoint, for --resume, is CHECKPOINT_STEM_lightning/last.ckpt. Default: "
+        "the package's own training loop")
     add("--devices", type=opt.positive_int,
         help="with --strategy: number of devices, one process each (default 1; more than 1 "
         "needs --strategy ddp and a --batch-size divisible by it)")

@@ -33,6 +33,7 @@ import pyro
 import torch
 
 from .._checks import check_int
+from .._deprecation import renamed, warn_renamed
 from .._device import check_device, check_dtype
 from .._io import versions
 from .._threads import torch_threads
@@ -66,7 +67,7 @@ from .workers import run_in_workers
 __all__ = [
     "DEFAULT_OBJECTIVES",
     "GAP_EVERY",
-    "AIS_STEPS",
+    "AIS_BRIDGES",
     "BDMC_POINTS",
     "GAP_FAMILIES",
     "GAP_MAX_STEPS",
@@ -102,7 +103,7 @@ GAP_MAX_STEPS = 1000
 """Adam steps at most per per-point guide fit in the main job (see :func:`compare`): the
 diagonal fits usually end by Cremer et al.'s rule near it, the flow fits at it (their
 L[q*] then a little low; the report says which fits reached it)."""
-AIS_STEPS = 100
+AIS_BRIDGES = 100
 """Bridges of the main job's AIS on the checked points and of its BDMC sandwich (16
 chains, step sizes adapted on 4 chains per point): sized for the main job's 3 minutes on
 2 cores, where it resolves the 8-D digits models' log p(x) to a few hundredths of a nat
@@ -187,7 +188,7 @@ class RunSettings:
         Per-point guide families of the gap split (``"diagonal"``, ``"flow"``).
     gap_max_steps : int
         Most Adam steps of each per-point fit, > 0.
-    ais_steps : int
+    ais_bridges : int
         Bridges of AIS and of the BDMC sandwich, ≥ 0 (0 skips both).
     bdmc_points : int
         Points simulated for the BDMC sandwich, ≥ 0 (0 skips it).
@@ -209,7 +210,7 @@ class RunSettings:
     posterior_points: int
     gap_families: tuple
     gap_max_steps: int
-    ais_steps: int
+    ais_bridges: int
     bdmc_points: int
 
     def __post_init__(self):
@@ -228,7 +229,7 @@ class RunSettings:
         for family in self.gap_families:
             check_family(family)
         check_int("gap_max_steps", self.gap_max_steps)
-        check_int("ais_steps", self.ais_steps, minimum=0)
+        check_int("ais_bridges", self.ais_bridges, minimum=0)
         check_int("bdmc_points", self.bdmc_points, minimum=0)
         check_int("posterior_points", self.posterior_points, minimum=0)
 
@@ -266,13 +267,13 @@ class Comparison:
         points (:func:`pyro_vae.inference_gaps`, :class:`pyro_vae.results.GapRow`), with
         ``log_px_ais``, log p(x) by AIS from the guide (:func:`pyro_vae.ais`) on the same
         points; empty when ``posterior_points`` is 0, or ``gap_families`` is empty and
-        ``ais_steps`` 0 (without gap families a row holds the importance-sampling
+        ``ais_bridges`` 0 (without gap families a row holds the importance-sampling
         ``log_px`` of the test evaluation and ``log_px_ais``).
     sandwich : SandwichRow or None
         The BDMC sandwich (:func:`pyro_vae.bdmc`) on ``bdmc_points`` points simulated
         from the first objective's first-seed model, with importance sampling by its
         guide on the same points (:class:`pyro_vae.results.SandwichRow`); None when
-        ``bdmc_points`` or ``ais_steps`` is 0.
+        ``bdmc_points`` or ``ais_bridges`` is 0.
     agreement : list of Agreement
         One per objective (first seed): medians over the checked test points of the
         guide-vs-posterior table
@@ -402,12 +403,13 @@ def compare(
     posterior_points: int = POSTERIOR_POINTS,
     gap_families: Sequence[str] = GAP_FAMILIES,
     gap_max_steps: int = GAP_MAX_STEPS,
-    ais_steps: int = AIS_STEPS,
+    ais_bridges: int = AIS_BRIDGES,
     bdmc_points: int = BDMC_POINTS,
     beta_schedules: Sequence[str] = (),
     beta_objective: str | None = None,
     workers: int = 1,
     dtype: torch.dtype | str = torch.float32,
+    ais_steps: int | None = None,
     **overrides,
 ) -> Comparison:
     """Train one VAE per objective and training seed, then evaluate each on the test split.
@@ -452,7 +454,7 @@ def compare(
     gap_max_steps : int, default GAP_MAX_STEPS
         Most Adam steps of each per-point fit (the main job's budget; Cremer et al.'s
         stopping rule usually ends it earlier).
-    ais_steps : int, default AIS_STEPS
+    ais_bridges : int, default AIS_BRIDGES
         Bridges of AIS from each objective's first-seed guide on the checked points
         (the gap table's ``log p(x) (AIS)``) and of the BDMC sandwich; 0 skips both.
     bdmc_points : int, default BDMC_POINTS
@@ -484,7 +486,9 @@ def compare(
         attached, after the other workers are stopped.
     dtype : torch.dtype or {"float32", "float64"}, default torch.float32
         Precision of the models' parameters and of every estimate.
-
+    ais_steps : int, optional
+        The old name of ``ais_bridges``, accepted until the next release with a
+        FutureWarning (ValueError if both are given).
     **overrides
         Fields of ``config`` to change (:meth:`pyro_vae.TrainConfig.replace`), e.g.
         ``epochs=300, patience=None``; among them ``progress`` (progress bars: one per
@@ -521,11 +525,13 @@ def compare(
     ``decomp_gap`` and ``decomp_evidence_minus_gap`` are ``test_log_px``,
     ``test_gap`` and ``test_elbo``, computed once.
     """
+    ais_bridges = renamed("compare()", "ais_steps", ais_steps, "ais_bridges", ais_bridges,
+                          AIS_BRIDGES)  # fmt: skip
     config = _check_config(config, overrides)
     specs, labels, seeds = _check_compare_args(objectives, seeds)
     entries = _entries(specs, labels, guides, z_dim)
     settings = RunSettings(config, z_dim, hidden_dims, likelihood, num_samples, dtype,
-                           posterior_points, gap_families, gap_max_steps, ais_steps,
+                           posterior_points, gap_families, gap_max_steps, ais_bridges,
                            bdmc_points)  # fmt: skip
     if posterior_points > len(data.test):
         raise ValueError(
@@ -714,7 +720,7 @@ def _assemble(data, tasks, outputs, entries, seeds, settings):
         "lr": DEFAULT_LR if config.lr is None else config.lr,
         "patience": config.patience,
         "posterior_points": settings.posterior_points,
-        "ais_steps": settings.ais_steps,
+        "ais_bridges": settings.ais_bridges,
         "bdmc_points": settings.bdmc_points,
         "gap_every": config.gap_every,
         "torch_threads": torch.get_num_threads(),
@@ -740,7 +746,7 @@ def _sandwich_row(label, sandwich, settings):
     estimates["forward_minus_is"] = Estimate(
         *mean_difference(bdmc.forward.log_px, test.values["log_px"])
     )
-    return SandwichRow(label, bdmc.x.shape[0], settings.ais_steps, AIS_CHAINS,
+    return SandwichRow(label, bdmc.x.shape[0], settings.ais_bridges, AIS_CHAINS,
                        settings.num_samples, estimates, sandwich.seconds,
                        sandwich.is_seconds)  # fmt: skip
 
@@ -846,3 +852,11 @@ def _pair(a, b, tests_a, tests_b):
         se = math.sqrt(sum(se**2 for _, se in per_seed)) / len(per_seed)
         diffs[name] = Estimate(statistics.fmean(means), se, spread(means))
     return Pair(a, b, diffs)
+
+
+def __getattr__(name):
+    """``AIS_STEPS``, the old name of :data:`AIS_BRIDGES`, with a FutureWarning."""
+    if name == "AIS_STEPS":
+        warn_renamed("pyro_vae.experiments.compare", "AIS_STEPS", "AIS_BRIDGES")
+        return AIS_BRIDGES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

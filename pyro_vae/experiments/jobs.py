@@ -677,7 +677,7 @@ class CheckpointAIS(_WritesJSON):
         The checkpoint.
     data_spec : dict
         Its data split (:attr:`pyro_vae.data.Dataset.spec`).
-    points, start, num_steps, num_chains, schedule, seed
+    points, start, num_bridges, num_chains, schedule, seed
         The settings of :func:`ais_job`.
     ais : AISResult
         AIS on the first ``points`` test points; ``ais_seconds`` its wall time.
@@ -695,7 +695,7 @@ class CheckpointAIS(_WritesJSON):
     data_spec: dict
     points: int
     start: str
-    num_steps: int
+    num_bridges: int
     num_chains: int
     schedule: str
     seed: int
@@ -718,7 +718,7 @@ class CheckpointAIS(_WritesJSON):
         ``seconds`` and, with importance sampling, ``forward_minus_is``.
         """
         report = {"checkpoint": self.checkpoint, "data_spec": self.data_spec,
-                  "points": self.points, "start": self.start, "num_steps": self.num_steps,
+                  "points": self.points, "start": self.start, "num_bridges": self.num_bridges,
                   "num_chains": self.num_chains, "schedule": self.schedule, "seed": self.seed,
                   "ais": {**self.ais.summary(), "seconds": self.ais_seconds}}  # fmt: skip
         if self.importance is not None:
@@ -741,7 +741,7 @@ class CheckpointAIS(_WritesJSON):
         report, k = self.to_dict(), self.num_samples
         s = report["ais"]
         lines = [
-            f"log p(x) by AIS from the {self.start} ({self.num_steps} bridges, "
+            f"log p(x) by AIS from the {self.start} ({self.num_bridges} bridges, "
             f"{self.num_chains} chains): {_pm(s['log_px'])} nats per point on the first "
             f"{self.points} test points; ESS {s['ess']:.1f} of {self.num_chains}, acceptance "
             f"{s['acceptance']:.2f}; {s['seconds']:.1f} s"
@@ -778,7 +778,7 @@ def ais_job(
     checkpoint: str | os.PathLike,
     *,
     points: int = 100,
-    num_steps: int = 500,
+    num_bridges: int = 500,
     num_chains: int = 16,
     start: str = "guide",
     schedule: str = "sigmoid",
@@ -798,7 +798,7 @@ def ais_job(
         A checkpoint that records its data split.
     points : int, default 100
         The first test points.
-    num_steps, num_chains, start, schedule, seed, progress
+    num_bridges, num_chains, start, schedule, seed, progress
         Of :func:`pyro_vae.ais` (and :func:`pyro_vae.bdmc`): bridges, chains per point,
         where the chains start, the spacing of the temperatures, seed, progress bars.
     num_samples : int, default 5000
@@ -824,10 +824,10 @@ def ais_job(
     vae, _, data = checkpoint_with_split(checkpoint, points)
     vae.to(device=device, dtype=DTYPES[dtype])
     x = data.test[:points].to(device=device, dtype=DTYPES[dtype])
-    budget = {"num_steps": num_steps, "num_chains": num_chains, "schedule": schedule,
+    budget = {"num_bridges": num_bridges, "num_chains": num_chains, "schedule": schedule,
               "seed": seed, "progress": progress}  # fmt: skip
     result, seconds = _timed(lambda: ais(vae, x, start=start, **budget))
-    out = CheckpointAIS(os.fspath(checkpoint), data.spec, points, start, num_steps, num_chains,
+    out = CheckpointAIS(os.fspath(checkpoint), data.spec, points, start, num_bridges, num_chains,
                         schedule, seed, result, seconds, num_samples)  # fmt: skip
     if num_samples:
         out.importance, out.is_seconds = _timed(lambda: evaluate(vae, x, num_samples, seed=seed))

@@ -430,13 +430,13 @@ _SANDWICH_NOTE = (
 
 
 def _ais_budget_note(meta):
-    steps = meta.get("ais_steps")
+    steps = meta.get("ais_bridges", meta.get("ais_steps"))  # 0.3.0: ais_steps
     if not steps:
         return ""
     return (
         f" Budget here: {steps} bridges of the sigmoid schedule, 16 chains per point, 10 "
         "leapfrog steps per transition, step sizes tuned on a separate pass and frozen "
-        "(`--ais-steps`; `pyro-vae ais CHECKPOINT` runs larger budgets on a saved model)."
+        "(`--ais-bridges`; `pyro-vae ais CHECKPOINT` runs larger budgets on a saved model)."
     )
 
 
@@ -483,7 +483,7 @@ def sandwich_lines(gap_rows, sandwich=None) -> list[str]:
         )
         lines.append(
             f"BDMC on data simulated from the {sandwich.objective} model ({sandwich.num_points} "
-            f"points, {sandwich.num_steps} bridges, {sandwich.num_chains} chains): forward "
+            f"points, {sandwich.num_bridges} bridges, {sandwich.num_chains} chains): forward "
             f"{e['forward'].mean:.2f}, reverse {e['reverse'].mean:.2f}, width "
             f"{e['width'].mean:.2f} ± {format_se(e['width'].se)} nats; IS-{sandwich.num_samples} "
             f"with the guide is {-e['forward_minus_is'].mean:.2f} ± "

@@ -175,11 +175,11 @@ def run_task(task: Task, data, settings: "RunSettings", progress: bool) -> RunOu
             gaps = inference_gaps(vae, x[:points], settings.gap_families, k, seed=task.seed,
                                   max_steps=settings.gap_max_steps)  # fmt: skip
             clock.lap("gaps_s")
-        if points and settings.ais_steps:
-            from_ais = ais(vae, x[:points], num_steps=settings.ais_steps, num_chains=AIS_CHAINS,
+        if points and settings.ais_bridges:
+            from_ais = ais(vae, x[:points], num_bridges=settings.ais_bridges, num_chains=AIS_CHAINS,
                            seed=task.seed, progress=progress)  # fmt: skip
             clock.lap("ais_s")
-        if task.bdmc and settings.ais_steps and settings.bdmc_points:
+        if task.bdmc and settings.ais_bridges and settings.bdmc_points:
             sandwich = _sandwich(vae, settings, task.seed, progress)
             clock.lap("bdmc_s")
     return RunOutput(vae, run, test, units, pyro.util.get_rng_state(), clock.times,
@@ -213,7 +213,7 @@ def _sandwich(vae, settings, seed, progress):
     """BDMC on ``bdmc_points`` points simulated from the model and importance sampling
     with the guide on the same points (a SandwichOutput)."""
     start = time.perf_counter()
-    sandwich = bdmc(vae, settings.bdmc_points, num_steps=settings.ais_steps,
+    sandwich = bdmc(vae, settings.bdmc_points, num_bridges=settings.ais_bridges,
                     num_chains=AIS_CHAINS, seed=seed, progress=progress)  # fmt: skip
     middle = time.perf_counter()
     test = evaluate(vae, sandwich.x, settings.num_samples, seed=seed, device=settings.device)
