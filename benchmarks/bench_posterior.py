@@ -6,7 +6,7 @@ Trains a digits VAE (64-128-z, 30 epochs, static binarization) for each latent
 dimension, then samples the posteriors of the first ``--points`` test digits with
 ``num_chains`` chains × ``--draws`` draws after ``--warmup`` warm-up iterations by
 
-- the batched sampler, ``pyro_vae.infer.posterior.sample_posterior`` (all points at once);
+- the batched sampler, ``pyro_vae.infer.mcmc.sample_posterior`` (all points at once);
 - Pyro's default ``MCMC(NUTS(vae.model))``, one point and one chain at a time
   (``--nuts-points`` points timed, extrapolated to ``--points``);
 - Pyro's NUTS on the joint posterior of all points (one chain; the rate for
@@ -37,8 +37,8 @@ import pyro_vae
 from pyro_vae import VAE, fit
 from pyro_vae.data import load_digits
 from pyro_vae.infer import diagnostics
-from pyro_vae.infer import hmc as hmc_module
-from pyro_vae.infer import posterior as posterior_module
+from pyro_vae.infer.mcmc import adaptation as adaptation_module
+from pyro_vae.infer.mcmc import posterior as posterior_module
 
 
 class Timers:
@@ -86,7 +86,7 @@ def batched(vae, x, args):
     timers.wrap(integrator, "potential_grad", "potential + gradient")
     timers.wrap(DualAveraging, "step", "adaptation (dual averaging, Welford)")
     timers.wrap(WelfordCovariance, "update", "adaptation (dual averaging, Welford)")
-    timers.wrap(hmc_module, "_reasonable_step_size", "step-size resets (incl. their U)")
+    timers.wrap(adaptation_module, "_reasonable_step_size", "step-size resets (incl. their U)")
     timers.wrap(diagnostics, "posterior_inference_data", "ArviZ: InferenceData")
     timers.wrap(diagnostics, "convergence_table", "ArviZ: R̂ and ESS checks")
     timers.wrap(posterior_module, "_posterior_predictive", "posterior predictive")

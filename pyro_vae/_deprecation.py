@@ -2,7 +2,7 @@
 
 import warnings
 
-__all__ = ["renamed", "warn_renamed"]
+__all__ = ["moved_module", "renamed", "warn_renamed"]
 
 
 def warn_renamed(where, old, new, stacklevel=3):
@@ -67,3 +67,32 @@ def _short(value):
     """A one-line description of a value: a tensor by its shape."""
     shape = getattr(value, "shape", None)
     return f"<{type(value).__name__} of shape {tuple(shape)}>" if shape is not None else repr(value)
+
+
+def moved_module(old, *new):
+    """A module ``__getattr__`` for a module that moved: each public name of the modules
+    ``new`` (dotted paths, searched in order), with a FutureWarning naming its new home.
+
+    Parameters
+    ----------
+    old : str
+        The old module's name (its ``__name__``).
+    *new : str
+        The modules its names now live in.
+    """
+    import importlib
+
+    def __getattr__(name):
+        for path in new:
+            module = importlib.import_module(path)
+            if not name.startswith("__") and hasattr(module, name):
+                value = getattr(module, name)
+                home = getattr(value, "__module__", None) or path
+                package = home.rpartition(".")[0]  # the public home where it exports the name
+                if name in getattr(importlib.import_module(package), "__all__", ()):
+                    home = package
+                warn_renamed(old, name, f"{home}.{name}", stacklevel=3)
+                return value
+        raise AttributeError(f"module {old!r} has no attribute {name!r}")
+
+    return __getattr__

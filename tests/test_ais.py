@@ -15,7 +15,7 @@ from pyro_vae import VAE, LinearGaussianVAE, fit, quadrature_posterior
 from pyro_vae._threads import torch_threads
 from pyro_vae.data import load_digits, make_linear_gaussian
 from pyro_vae.infer.ais import ADAPT_BRIDGES, ais, annealing_schedule, bdmc
-from pyro_vae.infer.hmc import transition
+from pyro_vae.infer.mcmc import transition
 from pyro_vae.infer.traces import seeded
 
 # the module (the attribute pyro_vae.infer.ais is the function it defines)

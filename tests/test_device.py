@@ -10,11 +10,8 @@ from pyro import poutine
 from pyro_vae import (
     VAE,
     LinearGaussianVAE,
-    active_units,
     ais,
     bdmc,
-    elbo_decompositions,
-    elbo_surgery,
     evaluate,
     fit,
     fit_local_guides,
@@ -25,6 +22,7 @@ from pyro_vae import (
 from pyro_vae._device import check_device, default_device, model_device, on_device
 from pyro_vae.data import make_linear_gaussian
 from pyro_vae.experiments.guide_check import check_guide
+from pyro_vae.infer import active_units, elbo_decompositions, elbo_surgery
 from pyro_vae.infer.posterior_checks import sample_guide
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

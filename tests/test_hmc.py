@@ -1,4 +1,4 @@
-"""Tests of pyro_vae.infer.hmc on Gaussian targets, whose moments are known exactly.
+"""Tests of pyro_vae.infer.mcmc.hmc on Gaussian targets, whose moments are known exactly.
 
 The kernel runs independent chains in lockstep, so one batch holds chains of several
 targets of different scales: each must be sampled correctly with its own step size.
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from pyro_vae.infer import diagnostics
-from pyro_vae.infer.hmc import BatchedHMC, HMCState, adaptation_windows, transition
+from pyro_vae.infer.mcmc import BatchedHMC, HMCState, adaptation_windows, transition
 
 SCALES = torch.tensor([[0.01, 0.02], [1.0, 3.0], [10.0, 50.0]])  # s.d. per target and axis
 RHO = 0.6  # correlation of the two coordinates of each target

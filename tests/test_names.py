@@ -12,10 +12,8 @@ import pytest
 import torch
 
 from pyro_vae import VAE, ais, bdmc, sample_posterior
-from pyro_vae.infer import hmc
 from pyro_vae.infer.ais import annealing_schedule
-from pyro_vae.infer.hmc import BatchedHMC, HMCState, transition
-from pyro_vae.infer.nuts import nuts_reference
+from pyro_vae.infer.mcmc import BatchedHMC, HMCState, hmc, nuts_reference, transition
 
 ais_module = importlib.import_module("pyro_vae.infer.ais")
 
@@ -298,3 +296,26 @@ def test_sandwich_row_num_steps_is_num_bridges():
     assert "num_steps" not in new.to_dict() and new.to_dict()["num_bridges"] == 100
     with pytest.warns(FutureWarning, match="SandwichRow: num_steps is deprecated"):
         assert new.num_steps == 100
+
+
+@pytest.mark.parametrize(
+    ("old", "name", "new"),
+    [
+        ("pyro_vae.infer.hmc", "BatchedHMC", "pyro_vae.infer.mcmc"),
+        ("pyro_vae.infer.hmc", "transition", "pyro_vae.infer.mcmc"),
+        ("pyro_vae.infer.hmc", "adaptation_windows", "pyro_vae.infer.mcmc"),
+        ("pyro_vae.infer.hmc", "MAX_ENERGY_ERROR", "pyro_vae.infer.mcmc.hmc"),
+        ("pyro_vae.infer.nuts", "nuts_reference", "pyro_vae.infer.mcmc"),
+        ("pyro_vae.infer.posterior", "sample_posterior", "pyro_vae.infer.mcmc"),
+        ("pyro_vae.infer.posterior", "METHODS", "pyro_vae.infer.mcmc.posterior"),
+    ],
+)
+def test_the_modules_that_moved_into_mcmc_still_give_their_names(old, name, new):
+    """0.3.0's ``from pyro_vae.infer.hmc import BatchedHMC`` still works, with a
+    FutureWarning naming the new home, and gives the same object."""
+    module = importlib.import_module(old)
+    with pytest.warns(FutureWarning, match=rf"{old}: {name} is deprecated.*use {new}\.{name}$"):
+        value = getattr(module, name)
+    assert value is getattr(importlib.import_module(new), name)
+    with pytest.raises(AttributeError, match="has no attribute 'not_a_name'"):
+        module.not_a_name  # noqa: B018

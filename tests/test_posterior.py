@@ -1,4 +1,4 @@
-"""Tests of pyro_vae.infer.posterior against the closed-form posterior of probabilistic PCA.
+"""Tests of pyro_vae.infer.mcmc.posterior against the closed-form posterior of probabilistic PCA.
 
 For the linear-Gaussian VAE, p(z|x) = N(M⁻¹Wᵀ(x − b), σ²M⁻¹) is known exactly, so the
 batched sampler's means and standard deviations are compared with it, with tolerances
@@ -21,8 +21,7 @@ from pyro.ops.dual_averaging import DualAveraging
 from pyro_vae import VAE, LinearGaussianVAE, fit, quadrature_posterior
 from pyro_vae.data import load_digits, make_linear_gaussian
 from pyro_vae.infer.diagnostics import KHAT_GOOD, KHAT_UNRELIABLE, RHAT_MAX
-from pyro_vae.infer.hmc import adaptation_windows
-from pyro_vae.infer.posterior import sample_posterior
+from pyro_vae.infer.mcmc import adaptation_windows, sample_posterior
 from pyro_vae.infer.posterior_checks import compare_posteriors, gaussian_w2, sample_guide
 
 matplotlib.use("Agg")

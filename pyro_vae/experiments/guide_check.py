@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..infer.posterior import sample_posterior
+from ..infer.mcmc import sample_posterior
 from ..infer.posterior_checks import compare_posteriors, exact_kl, sample_guide
 from ..infer.quadrature import quadrature_posterior
 

@@ -33,10 +33,9 @@ from .anatomy import ElboDecompositions, elbo_decompositions
 from .diagnostics import from_pyro, pareto_khat
 from .evaluation import Evaluation, evaluate, paired_difference
 from .gaps import InferenceGaps, inference_gaps
-from .hmc import BatchedHMC
 from .local import LocalGuides, fit_local_guides
+from .mcmc import BatchedHMC, sample_posterior
 from .objectives import ScaledRenyiELBO, make_elbo, parse_objective
-from .posterior import sample_posterior
 from .posterior_checks import compare_posteriors, gaussian_w2, sample_guide
 from .quadrature import QuadraturePosterior, log_joint_grid, quadrature_posterior
 from .surgery import ActiveUnits, ElboSurgery, active_units, elbo_surgery

@@ -56,7 +56,7 @@ from .._checks import check_int
 from .._deprecation import renamed
 from . import traces
 from .evaluation import Summary
-from .hmc import HMCState, check_target_accept_prob, transition
+from .mcmc.hmc import HMCState, check_target_accept_prob, transition
 from .traces import CHUNK_ROWS, check_inputs, check_seed, guide_moments, seeded
 
 __all__ = [
