@@ -69,3 +69,21 @@ def test_a_small_run_trains_resumes_and_writes_the_gap_table(tmp_path):
             row["elbo_local_ffg"][0] - elbo, abs=1e-9
         )
     assert torch.isfinite(torch.tensor(model["bdmc"]["width"])).all()
+    # AIS again at more bridges on the same gap split: the split's fields are taken as they
+    # were, log p̂(x) and the gaps follow the new AIS
+    again = tmp_path / "again.json"
+    common = ["evaluate", "--evaluate-only", str(tmp_path / "ffg.pt"), "--points", "2",
+              "--ais-chains", "2", "--bdmc-points", "2", "--iwae-samples", "8",
+              "--max-steps", "4"]  # fmt: skip
+    bench.main([*common, "--ais-steps", "6", "--reuse-gaps", str(out), "--out", str(again)])
+    (model2,) = json.loads(again.read_text())["models"]
+    for subset in ("train_points", "test_points"):
+        before, row = model[subset], model2[subset]
+        for field in bench.GAP_FIELDS:
+            assert row[field] == before[field]
+        assert row["log_px_ais"] != before["log_px_ais"]
+        assert row["log_px"][0] == max(row["log_px_ais"][0], row["log_px_iwae"][0])
+        gap = row["approximation_gap"][0] + row["amortization_gap"][0]
+        assert gap == pytest.approx(row["log_px"][0] - row["elbo"][0], abs=1e-9)
+    with pytest.raises(ValueError, match=r"Expected --max-steps 4 as in --reuse-gaps"):
+        bench.main([*common[:-1], "5", "--reuse-gaps", str(out), "--out", str(again)])
