@@ -124,45 +124,89 @@ def train(args):
           f"{train_seconds(run.history):.0f} s")  # fmt: skip
 
 
-def _subset_numbers(vae, x, guide, args):
-    """The gap table's column for ``vae`` on the points x."""
+GAP_FIELDS = (
+    "log_px_iwae",
+    "iwae_source",
+    "elbo_local_ffg",
+    "elbo_local_flow",
+    "elbo",
+    "local_steps",
+    "gaps_s",
+)
+"""The fields of a subset's row that come from the gap split (:func:`pyro_vae.inference_gaps`),
+which ``--reuse-gaps`` takes from an earlier run instead of fitting them again."""
+
+
+def _gap_split(vae, x, args):
+    """The gap split's fields of a row: IWAE-5000 from every guide, the ELBOs."""
     start = time.perf_counter()
     gaps = inference_gaps(vae, x, families=("diagonal", "flow"), num_samples=args.iwae_samples,
                           seed=args.seed, max_steps=args.max_steps)  # fmt: skip
-    gaps_s = time.perf_counter() - start
-    start = time.perf_counter()
-    annealed = ais(vae, x, num_bridges=args.ais_steps, num_chains=args.ais_chains, seed=args.seed)
-    ais_s = time.perf_counter() - start
     summary = gaps.summary()
-    ais_mean, ais_se = annealed.summary()["log_px"]
-    iwae_mean, iwae_se = summary["log_px"]
-    log_px, log_px_se, source = max(
-        (ais_mean, ais_se, "ais"), (iwae_mean, iwae_se, gaps.log_px_source)
-    )
-    own = "elbo_local_diagonal" if guide == "ffg" else "elbo_local_flow"
-    local, local_se = summary[own]
-    elbo, elbo_se = summary["elbo"]
     return {
-        "points": len(x),
-        "log_px": [log_px, log_px_se],
-        "log_px_source": source,
-        "log_px_ais": [ais_mean, ais_se],
-        "log_px_iwae": [iwae_mean, iwae_se],
+        "log_px_iwae": list(summary["log_px"]),
         "iwae_source": gaps.log_px_source,
         "elbo_local_ffg": list(summary["elbo_local_diagonal"]),
         "elbo_local_flow": list(summary["elbo_local_flow"]),
-        "elbo": [elbo, elbo_se],
+        "elbo": list(summary["elbo"]),
+        "local_steps": {f: g.steps for f, g in gaps.local.items()},
+        "gaps_s": time.perf_counter() - start,
+    }
+
+
+def _subset_numbers(vae, x, guide, args, reused=None):
+    """The gap table's column for ``vae`` on the points x (``reused``: the gap split's
+    fields of an earlier run on the same points, :data:`GAP_FIELDS`)."""
+    row = {"points": len(x)}
+    row.update(_gap_split(vae, x, args) if reused is None else {k: reused[k] for k in GAP_FIELDS})
+    start = time.perf_counter()
+    annealed = ais(vae, x, num_bridges=args.ais_steps, num_chains=args.ais_chains, seed=args.seed)
+    row["ais_s"] = time.perf_counter() - start
+    ais_mean, ais_se = annealed.summary()["log_px"]
+    iwae_mean, iwae_se = row["log_px_iwae"]
+    log_px, log_px_se, source = max(
+        (ais_mean, ais_se, "ais"), (iwae_mean, iwae_se, row["iwae_source"])
+    )
+    local, local_se = row["elbo_local_ffg" if guide == "ffg" else "elbo_local_flow"]
+    elbo, elbo_se = row["elbo"]
+    row.update({
+        "log_px": [log_px, log_px_se],
+        "log_px_source": source,
+        "log_px_ais": [ais_mean, ais_se],
         # the gaps at this log p̂(x); their s.e. treat the estimates as independent
         "approximation_gap": [log_px - local, (log_px_se**2 + local_se**2) ** 0.5],
         "amortization_gap": [local - elbo, (local_se**2 + elbo_se**2) ** 0.5],
-        "local_steps": {f: g.steps for f, g in gaps.local.items()},
-        "gaps_s": gaps_s,
-        "ais_s": ais_s,
-    }
+    })  # fmt: skip
+    return row
+
+
+def _reused_rows(path, checkpoint, args):
+    """The rows of ``checkpoint`` in the earlier evaluation ``path``, checked to be the gap
+    split these settings would fit again (same points, samples, steps and seed)."""
+    earlier = json.loads(Path(path).read_text())
+    for key in ("iwae_samples", "max_steps"):
+        if earlier[key] != getattr(args, key):
+            raise ValueError(
+                f"Expected --{key.replace('_', '-')} {earlier[key]} as in --reuse-gaps {path} "
+                f"but got {getattr(args, key)}"
+            )
+    if earlier.get("seed", 0) != args.seed:
+        raise ValueError(f"Expected --seed {earlier.get('seed', 0)} as in --reuse-gaps {path}")
+    for model in earlier["models"]:
+        if Path(model["checkpoint"]).name == Path(checkpoint).name:
+            if model["train_points"]["points"] != args.points:
+                raise ValueError(
+                    f"Expected --points {model['train_points']['points']} as in --reuse-gaps "
+                    f"{path} but got {args.points}"
+                )
+            return model
+    raise ValueError(f"Expected --reuse-gaps {path} to hold {checkpoint} but it does not")
 
 
 def evaluate_checkpoint(path, args):
     vae, saved = load_checkpoint(path)
+    reused = _reused_rows(args.reuse_gaps, path, args) if args.reuse_gaps else {}
+    train, test = "train_points", "test_points"
     guide = "flow" if vae.config.get("encoder", "diagonal") != "diagonal" else "ffg"
     data = CREMER2018.load_data()
     n = args.points
@@ -176,8 +220,8 @@ def evaluate_checkpoint(path, args):
         "train_s": train_seconds(saved["history"]),
         "bdmc": {"points": args.bdmc_points, "width": list(sandwich.summary()["width"]),
                  "s": time.perf_counter() - start},
-        "train_points": _subset_numbers(vae, data.train[:n], guide, args),
-        "test_points": _subset_numbers(vae, data.test[:n], guide, args),
+        "train_points": _subset_numbers(vae, data.train[:n], guide, args, reused.get(train)),
+        "test_points": _subset_numbers(vae, data.test[:n], guide, args, reused.get(test)),
     }  # fmt: skip
 
 
@@ -191,6 +235,8 @@ def evaluate(args):
         "ais_chains": args.ais_chains,
         "iwae_samples": args.iwae_samples,
         "max_steps": args.max_steps,
+        "seed": args.seed,
+        "gaps_reused_from": args.reuse_gaps,
         "models": [evaluate_checkpoint(Path(p), args) for p in paths],
     }
     text = json.dumps(out, indent=2)
@@ -219,6 +265,13 @@ def main(argv=None):
     e.add_argument("--iwae-samples", type=int, default=5000)
     e.add_argument("--max-steps", type=int, default=20000)
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument(
+        "--reuse-gaps",
+        metavar="JSON",
+        help="take the gap split (IWAE, per-point and amortized ELBOs) from this "
+        "earlier evaluation of the same checkpoints, points and settings, and "
+        "run AIS and BDMC again (e.g. at more bridges)",
+    )
     e.add_argument("--out", default=str(Path(__file__).resolve().parent / "cremer2018.json"))
     args = parser.parse_args(argv)
     (train if args.command == "train" else evaluate)(args)
