@@ -525,7 +525,8 @@ def test_train_lightning_flags_checked_before_any_work(argv, message, tmp_path, 
     assert not os.listdir(tmp_path)
 
 
-def test_train_help_explains_the_per_process_batch(capsys):
+def test_train_help_explains_the_per_process_batch(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse wraps at hyphens: "pyro-" "vae"
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())

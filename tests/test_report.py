@@ -409,12 +409,12 @@ def test_the_sandwich_section_reads_the_numbers(tmp_path):
     gaps = [{"objective": "Trace_ELBO", "num_points": 16, "log_px_source": "is:amortized",
              "log_px": -23.61, "log_px_se": 0.004, "log_px_ais": -23.59,
              "log_px_ais_se": 0.003}]  # fmt: skip
-    sandwich = {"objective": "Trace_ELBO", "num_points": 100, "num_steps": 100,
+    sandwich = {"objective": "Trace_ELBO", "num_points": 100, "num_bridges": 100,
                 "num_chains": 16, "num_samples": 5000, "seconds": 10.0, "is_seconds": 1.6,
                 "forward": -23.02, "forward_se": 0.02, "reverse": -22.97, "reverse_se": 0.02,
                 "width": 0.05, "width_se": 0.03, "log_px_is": -23.03, "log_px_is_se": 0.002,
                 "forward_minus_is": 0.01, "forward_minus_is_se": 0.005}  # fmt: skip
-    write_results(tmp_path, _rows(), _histories(), {**META, "ais_steps": 100},
+    write_results(tmp_path, _rows(), _histories(), {**META, "ais_bridges": 100},
                   gap_rows=gaps, sandwich=sandwich)  # fmt: skip
     report = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "| -23.61 ± 0.0040 | -23.59 ± 0.0030 |" in report

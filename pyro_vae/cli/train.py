@@ -35,10 +35,10 @@ def add_parser(sub):
         "checkpoint (with its strategy, devices and accelerator unless given)")
     add("--strategy", choices=LIGHTNING_STRATEGIES,
         help="train through PyTorch Lightning (pip install \"pyro-vae[lightning]\"): 'ddp' "
-        "runs --devices processes on GPUs or CPUs (--accelerator cpu) averaging their gradients; "
-        "'auto' one device. --batch-size stays the effective minibatch (docs/scale.md); the "
-        "Lightning checkpoint, for --resume, is CHECKPOINT_STEM_lightning/last.ckpt. Default: "
-        "the package's own training loop")
+        "runs --devices processes on GPUs or CPUs (--accelerator cpu), each taking B/devices "
+        "rows per step of the effective minibatch B = --batch-size (docs/scale.md); 'auto' one "
+        "device. Lightning's checkpoint, for --resume: CHECKPOINT_STEM_lightning/last.ckpt. "
+        "Default: the package's own training loop")
     add("--devices", type=opt.positive_int,
         help="with --strategy: number of devices, one process each (default 1; more than 1 "
         "needs --strategy ddp and a --batch-size divisible by it)")
