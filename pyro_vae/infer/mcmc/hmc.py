@@ -177,7 +177,7 @@ def transition(
         Leapfrog steps L, common to all chains (≥ 1).
     inverse_mass_matrix : torch.Tensor, optional
         Diagonal of each chain's M⁻¹, shape ``(..., z_dim)``; default ones (M = I).
-        (Pyro's name, as :class:`pyro.infer.HMC`'s adapter.)
+        (Pyro's name, as in its ``HMC`` kernel.)
     inverse_mass : torch.Tensor, optional
         The old name of ``inverse_mass_matrix``, accepted for one release with a
         FutureWarning.
