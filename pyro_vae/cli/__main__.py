@@ -2,4 +2,5 @@
 
 from . import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # importing it (Sphinx's autosummary does) runs nothing
+    raise SystemExit(main())
