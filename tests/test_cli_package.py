@@ -320,3 +320,12 @@ def test_binarize_choice_takes_the_flag_and_warns_for_the_namespace():
     with pytest.warns(FutureWarning, match="binarize_choice"):
         old = jobs.binarize_choice(argparse.Namespace(binarize="static"), "bernoulli")
     assert old == "static"
+
+
+def test_importing_the_cli_main_module_runs_nothing():
+    """Sphinx's recursive autosummary imports ``pyro_vae.cli.__main__``: only
+    ``python -m pyro_vae.cli`` may run the command (it parsed sphinx-build's argv)."""
+    import importlib
+
+    module = importlib.import_module("pyro_vae.cli.__main__")
+    assert callable(module.main)
