@@ -3,7 +3,7 @@ every chain's step size (dual averaging) and diagonal inverse mass matrix (Welfo
 variances), and the step-size search that starts each window, for all chains at once.
 
 As Pyro's ``pyro.infer.mcmc.adaptation`` and BlackJAX's ``adaptation`` package, apart
-from the kernel (:mod:`.hmc`); the arithmetic is Pyro's
+from the kernel (:mod:`pyro_vae.infer.mcmc.hmc`); the arithmetic is Pyro's
 (:class:`pyro.ops.dual_averaging.DualAveraging`, :class:`pyro.ops.welford.WelfordCovariance`)
 applied elementwise to the chains' tensors.
 

@@ -16,7 +16,8 @@ The main interface:
   jitter and an automatic number of leapfrog steps;
 - :class:`HMCState`: a chain's position with its potential and gradient.
 
-The warm-up's step-size and mass-matrix adaptation is :mod:`.adaptation`.
+The warm-up's step-size and mass-matrix adaptation is
+:mod:`pyro_vae.infer.mcmc.adaptation`.
 
 :func:`pyro_vae.sample_posterior` is one user: its potential is
 U(z) = −log p(z) − log p_θ(x|z), one chain per (chain index, data point).
