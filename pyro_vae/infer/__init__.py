@@ -22,7 +22,10 @@ The public names, each defined in the module named here:
   returning :class:`LocalGuides`;
 - log p(x) by annealed importance sampling (:mod:`.ais`): :func:`ais` returning an
   :class:`AISResult`, :func:`bdmc` returning a :class:`BDMCResult`,
-  :func:`annealing_schedule`.
+  :func:`annealing_schedule`;
+- the signal-to-noise ratio of an objective's stochastic gradient, per encoder and
+  decoder coordinate (:mod:`.gradients`): :func:`gradient_snr` returning a
+  :class:`GradientSNR`.
 
 The attribute ``pyro_vae.infer.ais`` is the function :func:`ais`; its module is
 ``sys.modules["pyro_vae.infer.ais"]`` (``importlib.import_module("pyro_vae.infer.ais")``).
@@ -33,6 +36,7 @@ from .anatomy import ElboDecompositions, elbo_decompositions
 from .diagnostics import from_pyro, pareto_khat
 from .evaluation import Evaluation, evaluate, paired_difference
 from .gaps import InferenceGaps, inference_gaps
+from .gradients import GradientSNR, gradient_snr
 from .local import LocalGuides, fit_local_guides
 from .mcmc import BatchedHMC, sample_posterior
 from .objectives import ScaledRenyiELBO, make_elbo, parse_objective
@@ -49,6 +53,7 @@ __all__ = [
     "ElboDecompositions",
     "ElboSurgery",
     "Evaluation",
+    "GradientSNR",
     "InferenceGaps",
     "LocalGuides",
     "QuadraturePosterior",
@@ -64,6 +69,7 @@ __all__ = [
     "fit_local_guides",
     "from_pyro",
     "gaussian_w2",
+    "gradient_snr",
     "inference_gaps",
     "log_importance_weights",
     "log_joint_grid",
