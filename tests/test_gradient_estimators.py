@@ -29,6 +29,9 @@ from pyro_vae.infer.objectives import (
 
 BATCH = 10
 NUM_DATA = 200  # N of the subsampled cases: N / B = 20
+# Each estimator and the bound it estimates, with the reparameterization gradient.
+SUBSAMPLING = [{}, {"num_data": NUM_DATA}]  # the batch alone, or B of N points
+PAIRS = [("stl", "trace"), ("stl:3", "trace:3"), ("dreg:3", "iwae:3"), ("iwae-stl:3", "iwae:3")]
 
 
 def linear_gaussian(seed, perturb):
@@ -69,18 +72,14 @@ def gradients(elbo, vae, x, seed, **kwargs):
 # --------------------------------------------------- the guide at the exact posterior
 
 
-@pytest.mark.parametrize(
-    "spec, reference",
-    [("stl", "trace"), ("stl:3", "trace:3"), ("dreg:3", "iwae:3"), ("iwae-stl:3", "iwae:3")],
-)
-@pytest.mark.parametrize("num_data", [None, NUM_DATA])
+@pytest.mark.parametrize("spec, reference", PAIRS)
+@pytest.mark.parametrize("kwargs", SUBSAMPLING, ids=["full", "subsampled"])
 def test_guide_gradient_is_zero_on_every_draw_at_the_exact_posterior(
-    exact, spec, reference, num_data, seed
+    exact, spec, reference, kwargs, seed
 ):
     # log w = log p(x) for every z: ∂ log w/∂z = 0, so the path derivative vanishes draw by
     # draw; the reparameterization gradient keeps −∇_φ log q_φ(z)|_z, zero only on average.
     vae, x = exact
-    kwargs = {} if num_data is None else {"num_data": num_data}
     for draw in range(5):
         _, guide_grad, _ = gradients(make_elbo(spec), vae, x, seed(1 + draw), **kwargs)
         _, reference_grad, _ = gradients(make_elbo(reference), vae, x, seed(1 + draw), **kwargs)
@@ -93,18 +92,14 @@ def test_guide_gradient_is_zero_on_every_draw_at_the_exact_posterior(
 # ------------------------------------------------------------ the same draws, one seed
 
 
-@pytest.mark.parametrize(
-    "spec, reference",
-    [("stl", "trace"), ("stl:3", "trace:3"), ("dreg:3", "iwae:3"), ("iwae-stl:3", "iwae:3")],
-)
-@pytest.mark.parametrize("num_data", [None, NUM_DATA])
+@pytest.mark.parametrize("spec, reference", PAIRS)
+@pytest.mark.parametrize("kwargs", SUBSAMPLING, ids=["full", "subsampled"])
 def test_value_and_model_gradient_are_the_bounds_on_the_same_draws(
-    perturbed, spec, reference, num_data, seed
+    perturbed, spec, reference, kwargs, seed
 ):
     # Same seed, same z: the value is the bound (Trace_ELBO's or IWAE's, N/B included) and
     # the decoder's gradient the bound's, to float64 rounding; the guide's differs.
     vae, x = perturbed
-    kwargs = {} if num_data is None else {"num_data": num_data}
     loss, guide_grad, model_grad = gradients(make_elbo(spec), vae, x, seed(1), **kwargs)
     ref_loss, ref_guide_grad, ref_model_grad = gradients(
         make_elbo(reference), vae, x, seed(1), **kwargs
@@ -146,9 +141,10 @@ def test_guide_gradient_is_unbiased_with_a_smaller_variance(perturbed, spec, ref
     diff = grads - refs
     t = diff.mean(0) / (diff.std(0) / math.sqrt(CALLS))
     assert t.abs().max() < 5, t
-    # The path derivative drops the score term: its variance is far smaller here (total
-    # variance ratio measured 0.01–0.1 over base seeds; a factor 2 is asserted).
-    assert grads.var(0).sum() < 0.5 * refs.var(0).sum()
+    # The path derivative drops the score term: a smaller variance. Total variance ratio
+    # measured 0.26-0.28 (dreg:3) and 0.40 (stl) over base seeds 0-3 (paired draws, so
+    # stable to ~0.01); 0.7 leaves a margin.
+    assert grads.var(0).sum() < 0.7 * refs.var(0).sum()
 
 
 # ------------------------------------------------------------------ SVI, every guide
@@ -252,6 +248,8 @@ def test_bad_specs_raise_one_line(spec, match):
     with pytest.raises(ValueError, match=match) as info:
         parse_objective(spec)
     assert "\n" not in str(info.value)
+    if spec == "dreg":  # for make_elbo a loss name, with num_particles=1 by default
+        match = r"num_particles >= 2 for loss='dreg'.*but got 1$"
     with pytest.raises(ValueError, match=match):
         make_elbo(spec)
 

@@ -9,18 +9,30 @@ name              class                                     bound
                                                             α = 0 is the IWAE bound (Burda et al.)
 ``"pyro_renyi"``  :class:`~pyro.infer.RenyiELBO`            the same, with the minibatch scale
                                                             inside its log-sum-exp (for comparison)
+``"stl"``         :class:`STL_ELBO`                         ELBO; guide gradient the path
+                                                            derivative (Roeder et al. 2017)
+``"dreg"``        :class:`DReG_IWAE`                        IWAE bound L_K; doubly reparameterized
+                                                            guide gradient (Tucker et al. 2019)
+``"iwae_stl"``    :class:`IWAE_STL`                         IWAE bound L_K; path-derivative guide
+                                                            gradient (biased, for comparison)
 ================  ========================================  =======================================
 
 :func:`make_elbo` builds an estimator from its name, :func:`parse_objective` reads the
-CLI's ``"renyi:ALPHA:K"``-style specs and :func:`objective_label` names an objective in
-tables and figures. Every ``loss`` is the negative bound in nats, summed over the data
-points of a minibatch and scaled by ``num_data / batch``.
+CLI's ``"renyi:ALPHA:K"``-style specs (``make_elbo`` takes them too: ``"dreg:5"``) and
+:func:`objective_label` names an objective in tables and figures. Every ``loss`` is the
+negative bound in nats, summed over the data points of a minibatch and scaled by
+``num_data / batch``; the last three estimators differ from Trace_ELBO and the IWAE bound
+only in the guide's gradient.
 
 References
 ----------
 1. D. P. Kingma, M. Welling, "Auto-Encoding Variational Bayes", ICLR 2014.
 2. Y. Burda, R. Grosse, R. Salakhutdinov, "Importance Weighted Autoencoders", ICLR 2016.
 3. Y. Li, R. E. Turner, "Rényi Divergence Variational Inference", NeurIPS 2016.
+4. G. Roeder, Y. Wu, D. Duvenaud, "Sticking the Landing: Simple, Lower-Variance Gradient
+   Estimators for Variational Inference", NeurIPS 2017.
+5. G. Tucker, D. Lawson, S. Gu, C. J. Maddison, "Doubly Reparameterized Gradient
+   Estimators for Monte Carlo Objectives", ICLR 2019.
 """
 
 import math
@@ -414,6 +426,25 @@ class _PathDerivativeELBO(_LogWeightELBO):
     The cost over the plain bound: one more pass of the guide and a backward pass to z̄.
     """
 
+    def __init__(
+        self,
+        num_particles=1,
+        max_plate_nesting=1,
+        vectorize_particles=True,
+        strict_enumeration_warning=True,
+    ):
+        self._check_particles(num_particles)
+        super().__init__(
+            num_particles=num_particles,
+            max_plate_nesting=max_plate_nesting,
+            vectorize_particles=vectorize_particles,
+            strict_enumeration_warning=strict_enumeration_warning,
+        )
+
+    @staticmethod
+    def _check_particles(num_particles):
+        _check_num_particles(num_particles)
+
     def _get_trace(self, model, guide, args, kwargs):
         """Model and guide traced at the guide's draws detached: ``(model_trace,
         guide_trace, draws)``, ``draws`` a list of ``(z, z̄)`` (z with its path to φ, z̄
@@ -539,21 +570,6 @@ class STL_ELBO(_PathDerivativeELBO):
     ...                      pyro_vae.make_elbo("stl"))
     """
 
-    def __init__(
-        self,
-        num_particles=1,
-        max_plate_nesting=1,
-        vectorize_particles=True,
-        strict_enumeration_warning=True,
-    ):
-        _check_num_particles(num_particles)
-        super().__init__(
-            num_particles=num_particles,
-            max_plate_nesting=max_plate_nesting,
-            vectorize_particles=vectorize_particles,
-            strict_enumeration_warning=strict_enumeration_warning,
-        )
-
     @staticmethod
     def _per_point(log_weight, dim):
         return log_weight.mean(dim)
@@ -606,20 +622,11 @@ class IWAE_STL(_PathDerivativeELBO):
 
     _weight_power = 1
 
-    def __init__(
-        self,
-        num_particles=2,
-        max_plate_nesting=1,
-        vectorize_particles=True,
-        strict_enumeration_warning=True,
-    ):
+    def __init__(self, num_particles=2, **kwargs):
+        super().__init__(num_particles, **kwargs)
+
+    def _check_particles(self, num_particles):
         _check_iwae_particles(type(self).__name__, num_particles)
-        super().__init__(
-            num_particles=num_particles,
-            max_plate_nesting=max_plate_nesting,
-            vectorize_particles=vectorize_particles,
-            strict_enumeration_warning=strict_enumeration_warning,
-        )
 
     @staticmethod
     def _per_point(log_weight, dim):
