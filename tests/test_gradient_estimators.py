@@ -164,6 +164,31 @@ def test_svi_steps_with_diagonal_and_flow_guides(encoder, spec, seed):
     assert all(moved)  # encoder (flow included) and decoder all get a gradient
 
 
+class StudentTEncoder(torch.nn.Module):
+    """A custom encoder through the seam: q(z|x) = Student-t(ν = 4) with learnt centre and
+    width (reparameterized, not Gaussian)."""
+
+    def __init__(self, x_dim, z_dim):
+        super().__init__()
+        self.loc = torch.nn.Linear(x_dim, z_dim)
+        self.log_scale = torch.nn.Parameter(torch.zeros(z_dim))
+
+    def forward(self, x):
+        loc = self.loc(x)
+        return dist.StudentT(4.0, loc, self.log_scale.exp().expand(loc.shape)).to_event(1)
+
+
+@pytest.mark.parametrize("spec", ["stl", "dreg:2"])
+def test_custom_encoder_through_the_seam(spec, seed):
+    torch.manual_seed(seed(6))
+    x = make_linear_gaussian(16, 6, 2, 0.5, seed=seed(6)).x
+    vae = LinearGaussianVAE(6, 2, encoder=StudentTEncoder(6, 2))
+    before = [p.detach().clone() for p in vae.parameters()]
+    svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-2}), make_elbo(spec))
+    assert all(math.isfinite(svi.step(x)) for _ in range(3))
+    assert all(not torch.equal(b, p) for b, p in zip(before, vae.parameters(), strict=True))
+
+
 @pytest.mark.parametrize("encoder", ["iaf:2", "coupling:1", "spline:1"])
 def test_flow_guide_scores_its_draws_through_its_inverse(encoder, seed):
     # log q at the detached draws runs the flow's inverse (the cache holds only the draws

@@ -422,8 +422,12 @@ class _PathDerivativeELBO(_LogWeightELBO):
     sg the stop-gradient: the first term reaches only θ (z̄ is detached, log q stopped),
     the second only φ (through z = g_φ(ε, x); ∂ log w̄/∂z̄ is taken at fixed θ and φ),
     so each parameter set gets its own estimator, whatever holds the parameters
-    (``pyro.module``, :meth:`pyro_vae.BaseVAE.skip_param_store`, an autoguide).
-    The cost over the plain bound: one more pass of the guide and a backward pass to z̄.
+    (``pyro.module``, :meth:`pyro_vae.BaseVAE.skip_param_store`, an autoguide). This
+    differentiates log q_φ̄(z) in z without detaching any parameter: detaching them
+    would need to know where every guide keeps its own (under ``skip_param_store`` the
+    trace has no param sites; a flow's sit in its transforms, behind a cache), while the
+    draws are always the guide's sample sites. The cost over the plain bound: one more
+    pass of the guide and a backward pass to z̄.
     """
 
     def __init__(
@@ -880,9 +884,9 @@ OBJECTIVE_GRAMMAR = (
     "with K particles; ALPHA=0 is the IWAE bound), iwae:K (= renyi:0:K), "
     "pyro_renyi:ALPHA:K (Pyro's own RenyiELBO), stl[:K] (STL_ELBO: the ELBO with the "
     "sticking-the-landing guide gradient), dreg:K (DReG_IWAE: the IWAE bound, K >= 2, "
-    "with the doubly reparameterized guide gradient), iwae-stl:K (IWAE_STL); the class "
-    "names Trace_ELBO, TraceMeanField_ELBO, RenyiELBO, STL_ELBO and DReG_IWAE are "
-    "accepted for trace, meanfield, renyi, stl and dreg"
+    "with the doubly reparameterized guide gradient), iwae-stl:K (IWAE_STL); Pyro's "
+    "class names Trace_ELBO, TraceMeanField_ELBO and RenyiELBO are accepted for trace, "
+    "meanfield and renyi, and STL_ELBO and DReG_IWAE for stl and dreg"
 )
 """One-line description of the objective specs, used by the CLI's ``--help``."""
 
