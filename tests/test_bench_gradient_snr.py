@@ -30,7 +30,7 @@ def test_a_small_run_writes_the_table_the_slopes_and_the_figure(tmp_path):
     assert [row["K"] for row in iwae] == [1, 3]
     assert all(row["encoder"][0] > 0 and row["decoder"][0] > 0 for row in iwae)
     assert set(table["slopes"]["iwae"]) == {"encoder", "decoder"}
-    assert "nosuch" in table["skipped"]
-    families = {row["family"] for row in table["rows"]} | set(table["skipped"])
-    assert {"iwae", "dreg", "stl"} <= families  # each run or skipped, with a reason printed
+    assert "nosuch:1" in table["skipped"] and "dreg:1" in table["skipped"]  # K = 1 is STL
+    specs = {row["objective"] for row in table["rows"]} | set(table["skipped"])
+    assert {"iwae:3", "dreg:3", "stl"} <= specs  # each run or skipped, with a reason
     assert figure.stat().st_size > 0

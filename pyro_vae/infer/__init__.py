@@ -2,8 +2,9 @@
 
 The public names, each defined in the module named here:
 
-- the training objectives (:mod:`.objectives`): :class:`ScaledRenyiELBO`,
-  :func:`make_elbo`, :func:`parse_objective`;
+- the training objectives (:mod:`.objectives`): :class:`ScaledRenyiELBO`, the
+  path-derivative estimators :class:`STL_ELBO`, :class:`DReG_IWAE` and
+  :class:`IWAE_STL`, :func:`make_elbo`, :func:`parse_objective`;
 - held-out bounds and log p(x) by importance sampling (:mod:`.evaluation`,
   :mod:`.traces`, :mod:`.diagnostics`): :func:`evaluate` returning an
   :class:`Evaluation`, :func:`paired_difference`, :func:`log_importance_weights`,
@@ -39,7 +40,14 @@ from .gaps import InferenceGaps, inference_gaps
 from .gradients import GradientSNR, gradient_snr
 from .local import LocalGuides, fit_local_guides
 from .mcmc import BatchedHMC, sample_posterior
-from .objectives import ScaledRenyiELBO, make_elbo, parse_objective
+from .objectives import (
+    IWAE_STL,
+    STL_ELBO,
+    DReG_IWAE,
+    ScaledRenyiELBO,
+    make_elbo,
+    parse_objective,
+)
 from .posterior_checks import compare_posteriors, gaussian_w2, sample_guide
 from .quadrature import QuadraturePosterior, log_joint_grid, quadrature_posterior
 from .surgery import ActiveUnits, ElboSurgery, active_units, elbo_surgery
@@ -50,13 +58,16 @@ __all__ = [
     "ActiveUnits",
     "BDMCResult",
     "BatchedHMC",
+    "DReG_IWAE",
     "ElboDecompositions",
     "ElboSurgery",
     "Evaluation",
     "GradientSNR",
+    "IWAE_STL",
     "InferenceGaps",
     "LocalGuides",
     "QuadraturePosterior",
+    "STL_ELBO",
     "ScaledRenyiELBO",
     "active_units",
     "ais",
