@@ -120,5 +120,6 @@ def test_gradient_snr_example_draws_both_groups(figures, seed):
         argparse.Namespace(epochs=1, points=3, draws=3, ks=[1, 3], seed=seed(0))
     )
     assert [row[0] for row in curves["iwae"]] == [1, 3]
+    assert [row[0] for row in curves["dreg"]] == [3]  # dreg:1 is refused: it is STL
     assert all(row[1][0] > 0 and row[2][0] > 0 for row in curves["iwae"])
     assert figures.get_fignums()
