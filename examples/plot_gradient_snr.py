@@ -65,7 +65,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=(__doc__ or "").strip().partition("\n")[0])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--points", type=int, default=20)
-    parser.add_argument("--draws", type=int, default=100)
+    parser.add_argument("--draws", type=int, default=50)
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 3, 10, 30, 100])
     parser.add_argument("--seed", type=int, default=0)
     main(parser.parse_args())
