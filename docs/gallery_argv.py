@@ -45,6 +45,7 @@ BUDGETS = {
         "--num-samples",
         "300",
     ],  # fmt: skip
+    "plot_gradient_snr.py": ["--epochs", "10", "--draws", "50"],
 }
 
 

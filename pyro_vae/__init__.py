@@ -14,7 +14,8 @@ and gap for 2-D latents); :func:`from_pyro` (a Pyro ``MCMC`` run of ``vae.model`
 package's ArviZ layout); :func:`inference_gaps` and :func:`fit_local_guides` (the
 approximation and amortization gaps, with per-data-point optimal guides); :func:`ais` and
 :func:`bdmc` (log p(x) by annealed importance sampling, and the BDMC sandwich on
-simulated data).
+simulated data); :func:`gradient_snr` (the signal-to-noise ratio of an objective's
+stochastic gradient for the encoder and the decoder, Rainforth et al. 2018).
 
 Everything else lives in its subpackage, which exports its public names:
 :mod:`pyro_vae.data` (data sets, ``load_dataset``), :mod:`pyro_vae.models`,
@@ -35,6 +36,7 @@ from .infer import (
     evaluate,
     fit_local_guides,
     from_pyro,
+    gradient_snr,
     inference_gaps,
     make_elbo,
     paired_difference,
@@ -58,6 +60,7 @@ __all__ = [
     "fit",
     "fit_local_guides",
     "from_pyro",
+    "gradient_snr",
     "inference_gaps",
     "load_checkpoint",
     "make_elbo",

@@ -113,3 +113,13 @@ def test_fashion_mnist_example_runs_or_says_why_not(figures, capsys, seed):
     else:
         assert -784 * math.log(2) < summary["log_px"][0] < 0
         assert len(figures.get_fignums()) == 2
+
+
+def test_gradient_snr_example_draws_both_groups(figures, seed):
+    curves = load("plot_gradient_snr").main(
+        argparse.Namespace(epochs=1, points=3, draws=3, ks=[1, 3], seed=seed(0))
+    )
+    assert [row[0] for row in curves["iwae"]] == [1, 3]
+    assert [row[0] for row in curves["dreg"]] == [3]  # dreg:1 is refused: it is STL
+    assert all(row[1][0] > 0 and row[2][0] > 0 for row in curves["iwae"])
+    assert figures.get_fignums()

@@ -2,8 +2,9 @@
 
 The public names, each defined in the module named here:
 
-- the training objectives (:mod:`.objectives`): :class:`ScaledRenyiELBO`,
-  :func:`make_elbo`, :func:`parse_objective`;
+- the training objectives (:mod:`.objectives`): :class:`ScaledRenyiELBO`, the
+  path-derivative estimators :class:`STL_ELBO`, :class:`DReG_IWAE` and
+  :class:`IWAE_STL`, :func:`make_elbo`, :func:`parse_objective`;
 - held-out bounds and log p(x) by importance sampling (:mod:`.evaluation`,
   :mod:`.traces`, :mod:`.diagnostics`): :func:`evaluate` returning an
   :class:`Evaluation`, :func:`paired_difference`, :func:`log_importance_weights`,
@@ -22,7 +23,10 @@ The public names, each defined in the module named here:
   returning :class:`LocalGuides`;
 - log p(x) by annealed importance sampling (:mod:`.ais`): :func:`ais` returning an
   :class:`AISResult`, :func:`bdmc` returning a :class:`BDMCResult`,
-  :func:`annealing_schedule`.
+  :func:`annealing_schedule`;
+- the signal-to-noise ratio of an objective's stochastic gradient, per encoder and
+  decoder coordinate (:mod:`.gradients`): :func:`gradient_snr` returning a
+  :class:`GradientSNR`.
 
 The attribute ``pyro_vae.infer.ais`` is the function :func:`ais`; its module is
 ``sys.modules["pyro_vae.infer.ais"]`` (``importlib.import_module("pyro_vae.infer.ais")``).
@@ -33,9 +37,17 @@ from .anatomy import ElboDecompositions, elbo_decompositions
 from .diagnostics import from_pyro, pareto_khat
 from .evaluation import Evaluation, evaluate, paired_difference
 from .gaps import InferenceGaps, inference_gaps
+from .gradients import GradientSNR, gradient_snr
 from .local import LocalGuides, fit_local_guides
 from .mcmc import BatchedHMC, sample_posterior
-from .objectives import ScaledRenyiELBO, make_elbo, parse_objective
+from .objectives import (
+    IWAE_STL,
+    STL_ELBO,
+    DReG_IWAE,
+    ScaledRenyiELBO,
+    make_elbo,
+    parse_objective,
+)
 from .posterior_checks import compare_posteriors, gaussian_w2, sample_guide
 from .quadrature import QuadraturePosterior, log_joint_grid, quadrature_posterior
 from .surgery import ActiveUnits, ElboSurgery, active_units, elbo_surgery
@@ -46,12 +58,16 @@ __all__ = [
     "ActiveUnits",
     "BDMCResult",
     "BatchedHMC",
+    "DReG_IWAE",
     "ElboDecompositions",
     "ElboSurgery",
     "Evaluation",
+    "GradientSNR",
+    "IWAE_STL",
     "InferenceGaps",
     "LocalGuides",
     "QuadraturePosterior",
+    "STL_ELBO",
     "ScaledRenyiELBO",
     "active_units",
     "ais",
@@ -64,6 +80,7 @@ __all__ = [
     "fit_local_guides",
     "from_pyro",
     "gaussian_w2",
+    "gradient_snr",
     "inference_gaps",
     "log_importance_weights",
     "log_joint_grid",

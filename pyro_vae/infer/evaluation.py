@@ -139,7 +139,12 @@ class Summary(dict):
     notes : dict of str to str
         What an entry's number is, printed after it where it has no finite s.e.
         (beside those of ``ess``, ``khat`` and ``khat_elbo`` of :class:`Evaluation`).
+    unit : str
+        The entries' unit, the printed table's heading: ``"nats per data point"`` unless
+        told (:class:`~pyro_vae.infer.GradientSNR`'s is dimensionless).
     """
+
+    unit = "nats per data point"  # for a Summary pickled before it had one
 
     def __init__(
         self,
@@ -148,9 +153,11 @@ class Summary(dict):
         num_points=None,
         se_unreliable=None,
         notes=None,
+        unit="nats per data point",
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        self.unit = unit
         self.num_samples = num_samples
         self.num_points = num_points
         self.se_unreliable = dict(se_unreliable or {})
@@ -191,7 +198,7 @@ class Summary(dict):
             about.append(f"{self.num_points} points")
         if self.num_samples is not None:
             about.append(f"K = {self.num_samples}")
-        head = "nats per data point" + (f" ({', '.join(about)})" if about else "")
+        head = self.unit + (f" ({', '.join(about)})" if about else "")
         if any(self.se_unreliable.get(name, 0) for name in self):
             lines.append(_REMEDY)
         return "\n".join([head, *lines])
@@ -208,6 +215,7 @@ class Summary(dict):
                 "num_points": self.num_points,
                 "se_unreliable": self.se_unreliable,
                 "notes": self.notes,
+                "unit": self.unit,
             },
         )
 

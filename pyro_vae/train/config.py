@@ -96,7 +96,7 @@ class TrainConfig:
 
     Attributes
     ----------
-    loss : {"trace", "meanfield", "renyi", "pyro_renyi"}, default "trace"
+    loss : {"trace", "meanfield", "renyi", "pyro_renyi", "stl", "dreg", "iwae_stl"}, default "trace"
         The objective (:func:`pyro_vae.infer.objectives.make_elbo`).
     alpha : float, default 0.0
         Rényi order (Rényi losses); 0 is the IWAE bound.

@@ -194,7 +194,7 @@ class VAEModule(pl.LightningModule):
         config = with_overrides(config, overrides).validate()
         if config.loss == "pyro_renyi":
             raise ValueError(
-                "Expected loss in ('trace', 'meanfield', 'renyi') for Lightning but got "
+                "Expected a loss other than 'pyro_renyi' for Lightning but got "
                 "'pyro_renyi': Pyro's RenyiELBO has no differentiable_loss for a training "
                 "step to return; use loss='renyi' (the same bound, N/B outside the "
                 "log-sum-exp)"

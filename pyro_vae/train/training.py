@@ -341,7 +341,7 @@ def fit(
     **overrides
         Settings that replace those of ``config`` (:meth:`TrainConfig.replace
         <pyro_vae.train.config.TrainConfig.replace>`), by the names of its fields:
-    loss : {"trace", "meanfield", "renyi", "pyro_renyi"}, default "trace"
+    loss : {"trace", "meanfield", "renyi", "pyro_renyi", "stl", "dreg", "iwae_stl"}, default "trace"
         The objective; see :func:`pyro_vae.infer.objectives.make_elbo`.
     alpha : float, default 0.0
         Rényi order (``loss="renyi"``); 0 is the IWAE bound.
