@@ -1,10 +1,9 @@
 """Command line: ``pyro-vae compare``, ``train``, ``evaluate``, ``posterior`` and ``ais``.
 
-One module per subcommand: its parser (``add_parser``) and ``run(args)``, the parsed
-command line to one call of :mod:`pyro_vae.experiments`, whose result it prints. A bad
-argument ends the command before any work with a one-line error naming it (exit status
-2) and nothing written. The package's warnings are shown; Pyro's deprecation chatter is not.
-"""
+One module per subcommand: its parser (``add_parser``) and ``run(args)``, the parsed command
+line to one call of :mod:`pyro_vae.experiments`, whose result it prints. A bad argument ends
+the command before any work with a one-line error naming it (exit 2) and nothing written.
+The package's warnings are shown; Pyro's deprecation chatter is not."""
 
 import warnings
 
