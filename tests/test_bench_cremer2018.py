@@ -1,6 +1,5 @@
 """A small-budget run of ``benchmarks/bench_cremer2018.py``, so the script cannot rot."""
 
-import importlib.util
 import json
 import math
 import os
@@ -8,6 +7,7 @@ import pathlib
 
 import pytest
 import torch
+from _scripts import load_script
 
 from pyro_vae import evaluate, load_checkpoint
 from pyro_vae.data import FASHION_MNIST_DIR
@@ -17,10 +17,7 @@ BENCH = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "bench_c
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_cremer2018", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH)
 
 
 def test_the_preset_builds_the_papers_networks():

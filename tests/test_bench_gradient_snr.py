@@ -1,18 +1,16 @@
 """A small-budget run of ``benchmarks/bench_gradient_snr.py``, so the script cannot rot."""
 
-import importlib.util
 import json
 import math
 import pathlib
+
+from _scripts import load_script
 
 BENCH = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "bench_gradient_snr.py"
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_gradient_snr", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH)
 
 
 def test_the_loglog_slope_of_a_power_law_is_its_exponent():

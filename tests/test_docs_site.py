@@ -2,11 +2,11 @@
 inventories (``docs/_scripts/inventories.py``) and the README sections the user guide's
 pages include. CI's ``sphinx-build -W`` checks the rest."""
 
-import importlib.util
 import pathlib
 import re
 
 import pytest
+from _scripts import load_script
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Named in our docs, but not documented on the upstream sites (so not in the inventories).
@@ -14,11 +14,7 @@ UNDOCUMENTED_UPSTREAM = {"pyro.set_rng_seed", "pyro.util.get_rng_state"}
 
 
 def _inventories():
-    path = ROOT / "docs" / "_scripts" / "inventories.py"
-    spec = importlib.util.spec_from_file_location("inventories", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "docs" / "_scripts" / "inventories.py")
 
 
 def _external_targets():

@@ -1,18 +1,15 @@
 import argparse
-import importlib.util
 import math
 import pathlib
 
 import pytest
+from _scripts import load_script
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
 
 def load(name):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(EXAMPLES / f"{name}.py")
 
 
 def test_linear_gaussian_gap_matches_closed_form(capsys, seed):
