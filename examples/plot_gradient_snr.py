@@ -3,7 +3,7 @@ Tighter bounds, noisier encoder gradients
 =========================================
 
 Rainforth et al. (2018) showed that as the IWAE bound tightens with K, the
-signal-to-noise ratio |E[g]| / sd[g] of the encoder's gradient falls as 1/√K while the
+signal-to-noise ratio ``|E[g]| / sd[g]`` of the encoder's gradient falls as 1/√K while the
 decoder's rises as √K. :func:`pyro_vae.gradient_snr` measures it at fixed parameters:
 here on a small digits VAE after a few epochs, the median SNR over each network's
 coordinates of the gradient on one batch of test digits, against K on log-log axes.

@@ -51,7 +51,7 @@ class GradientSNR:
     num_draws : int
         Gradient draws n.
     median_snr : dict of str to float
-        Per group, the median over its coordinates of |E[g]| / sd[g].
+        Per group, the median over its coordinates of ``|E[g]| / sd[g]``.
     median_snr_se : dict of str to float
         Its Monte-Carlo s.e. (delete-a-batch jackknife, see :func:`gradient_snr`); nan
         with fewer than 3 draws.
@@ -72,7 +72,7 @@ class GradientSNR:
 
     @property
     def snr(self):
-        """|E[g]| / sd[g] per parameter (dict of str to tensor, the parameter's shape);
+        """``|E[g]| / sd[g]`` per parameter (dict of str to tensor, the parameter's shape);
         nan where the gradient is always 0, inf where it is constant and not 0."""
         return {name: _snr(self.mean[name], self.std[name]) for name in self.mean}
 
@@ -89,7 +89,7 @@ class GradientSNR:
         -------
         pyro_vae.infer.evaluation.Summary
             A dict: ``"encoder"`` and ``"decoder"``, each (median over the group's
-            coordinates of |E[g]| / sd[g], its s.e.), dimensionless; a group without
+            coordinates of ``|E[g]| / sd[g]``, its s.e.), dimensionless; a group without
             parameters is left out. Printed, a table.
         """
         notes = {group: f"(no s.e. with {self.num_draws} draws)" for group in GROUPS}
@@ -129,7 +129,7 @@ def gradient_snr(vae, x, objective, num_draws=100, seed=0, **kwargs) -> Gradient
         :func:`~pyro_vae.make_elbo`, or any ELBO object.
     num_draws : int, default 100
         Gradient draws n ≥ 2. Coordinates whose true SNR is below about 1/√n are
-        not resolved: their estimate is that of noise, |N(0, 1)|/√n.
+        not resolved: their estimate is that of noise, ``|N(0, 1)| / √n``.
     seed : int or None, default 0
         Seed of the draws; the global RNG state is restored on exit. None: the global
         RNG as it is.
@@ -163,7 +163,7 @@ def gradient_snr(vae, x, objective, num_draws=100, seed=0, **kwargs) -> Gradient
 
         \mathrm{SNR} = \left| \frac{\mathbb E[\Delta]}{\sigma[\Delta]} \right|,
 
-    estimated here by |mean| / (sample s.d.) of the n draws. Each group's number is the
+    estimated here by ``|mean| / (sample s.d.)`` of the n draws. Each group's number is the
     (lower, ``torch.nanmedian``) median over its coordinates; coordinates whose gradient
     is always 0 (nan SNR: a dead unit) are left out of it.
 
@@ -300,12 +300,12 @@ def _combine(counts, means, m2s, keep=None):
 
 
 def _snr(mean, std):
-    """|mean| / std; nan where both are 0."""
+    """``|mean| / std``; nan where both are 0."""
     return mean.abs() / std
 
 
 def _median_snr(mean, std, names):
-    """The nan-ignoring median over the coordinates of ``names`` of |mean| / std (float)."""
+    """The nan-ignoring median over the coordinates of ``names`` of ``|mean| / std`` (float)."""
     if not names:
         return math.nan
     snr = torch.cat([_snr(mean[name], std[name]) for name in names])

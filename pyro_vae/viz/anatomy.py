@@ -101,7 +101,7 @@ def _prior_circles(ax, color):
 
 
 def _limit(z):
-    """Half-width of the square shown: the 99.8 % quantile of |z_d| (max over d), ≥ 3.5."""
+    """Half-width of the square shown: the 99.8 % quantile of ``|z_d|`` (max over d), ≥ 3.5."""
     return 1.05 * max(3.5, float(np.quantile(np.abs(z), 0.998, axis=0).max()))
 
 
