@@ -61,7 +61,7 @@ from ..train.schedules import parse_schedule
 from . import figures as _figures
 from . import report
 from .guide_check import summarize_agreement
-from .runs import AIS_CHAINS, Task, new_model, run_task
+from .runs import AIS_CHAINS, Task, new_model, run_group
 from .workers import run_in_workers
 
 __all__ = [
@@ -549,11 +549,16 @@ def compare(
         start, cpu_start, started = time.perf_counter(), _cpu_time(), time.time()
         load_before = _load_average()
         tasks = _tasks(data, entries, seeds, beta_spec, schedules, settings)
-        workers = min(workers, len(tasks))
+        groups = _groups(tasks)
+        workers = min(workers, len(groups))
         if workers == 1:
-            outputs = [run_task(task, data, settings, config.progress) for task in tasks]
+            outputs = [None] * len(tasks)
+            for group in groups:
+                outs = run_group([tasks[i] for i in group], data, settings, config.progress)
+                for i, out in zip(group, outs, strict=True):
+                    outputs[i] = out
         else:
-            outputs = run_in_workers(tasks, data, settings, workers, config.progress)
+            outputs = run_in_workers(tasks, data, settings, workers, config.progress, groups)
         for out in outputs:
             out.vae.cpu()  # in place: the guide checks hold the same module
         # leave the global RNGs as the last run left them in this process with one worker
@@ -646,6 +651,22 @@ def _tasks(data, entries, seeds, beta_spec, schedules, settings):
             tasks.append(Task(schedule.label, beta_spec, seeds[0], initial, schedule=schedule,
                               guide=guide))  # fmt: skip
     return tasks
+
+
+def _groups(tasks):
+    """The task indices of each group that trains as one stack: an objective's runs over
+    the seeds (:func:`pyro_vae.experiments.runs.stackable`); every other task alone."""
+    groups, by_label = [], {}
+    for i, task in enumerate(tasks):
+        if task.schedule is None and task.guide == "diagonal":
+            if task.label in by_label:
+                by_label[task.label].append(i)
+                continue
+            by_label[task.label] = [i]
+            groups.append(by_label[task.label])
+        else:
+            groups.append([i])
+    return groups
 
 
 def _cpu_time():

@@ -22,13 +22,23 @@ from ..infer.anatomy import active_units, elbo_decompositions, elbo_surgery
 from ..infer.evaluation import evaluate
 from ..infer.gaps import inference_gaps
 from ..models import VAE
+from ..train.stack import fit_runs
 from ..train.training import fit
 from .guide_check import check_guide
 
 if TYPE_CHECKING:
     from .compare import RunSettings
 
-__all__ = ["AGGREGATE_DRAWS", "AIS_CHAINS", "RunOutput", "SandwichOutput", "Task", "run_task"]
+__all__ = [
+    "AGGREGATE_DRAWS",
+    "AIS_CHAINS",
+    "RunOutput",
+    "SandwichOutput",
+    "Task",
+    "run_group",
+    "run_task",
+    "stackable",
+]
 
 AGGREGATE_DRAWS = 10
 """Draws z ~ q(z|x_n) per test point behind :attr:`Comparison.aggregate`."""
@@ -153,9 +163,53 @@ def run_task(task: Task, data, settings: "RunSettings", progress: bool) -> RunOu
     vae.to(settings.dtype).load_state_dict(task.initial)
     if task.schedule is not None:
         return _beta_run(vae, task, data, settings, progress, clock)
-    x, k, device = data.test, settings.num_samples, settings.device
     run = fit(vae, data, _config(task, settings, progress))
     clock.lap("fit_s")
+    return _estimates(vae, run, task, data, settings, progress, clock)
+
+
+def stackable(tasks: list[Task]) -> bool:
+    """Whether ``tasks`` train as one stack (:func:`run_group`): two or more runs of one
+    objective with the diagonal guide, none a β-schedule run (bool)."""
+    return (
+        len(tasks) > 1
+        and all(task.schedule is None and task.guide == "diagonal" for task in tasks)
+        and len({(task.label, task.spec) for task in tasks}) == 1
+    )
+
+
+def run_group(tasks: list[Task], data, settings: "RunSettings", progress: bool) -> list[RunOutput]:
+    """:func:`run_task` of each task, the runs of one objective over several seeds
+    trained as one stack (:func:`pyro_vae.train.stack.fit_runs`) where
+    :func:`stackable`; each run then evaluated and taken apart on its own.
+
+    Returns
+    -------
+    list of RunOutput
+        One per task, in order. A stacked run's ``times["fit_s"]`` is the stack's.
+    """
+    if not stackable(tasks):
+        return [run_task(task, data, settings, progress) for task in tasks]
+    clocks = [_Clock(task) for task in tasks]
+    vaes = []
+    for task in tasks:
+        vae = new_model(data, settings, task.guide)
+        vae.to(settings.dtype).load_state_dict(task.initial)
+        vaes.append(vae)
+    config = _config(tasks[0], settings, progress)
+    runs = fit_runs(vaes, data, config, seeds=[task.seed for task in tasks])
+    for clock in clocks:
+        clock.lap("fit_s")
+    outputs = []
+    for vae, run, task, clock in zip(vaes, runs, tasks, clocks, strict=True):
+        clock.restart()
+        outputs.append(_estimates(vae, run, task, data, settings, progress, clock))
+    return outputs
+
+
+def _estimates(vae, run, task, data, settings, progress, clock):
+    """The test evaluation, anatomy and (first seed) checks of a trained objective run."""
+    x, k, device = data.test, settings.num_samples, settings.device
     test = evaluate(vae, x, k, ks=(5, 50), seed=task.seed, device=device)
     clock.lap("evaluate_s")
     decomp = elbo_decompositions(
@@ -236,8 +290,15 @@ class _Clock:
         self.times["started"] = time.time()
         self.cpu, self.last = time.process_time(), time.perf_counter()
 
+    def restart(self):
+        """Leave out of the next lap and of ``cpu_s`` the time since the last lap (a
+        stacked run's estimates start after those of the runs before it)."""
+        self.cpu += time.process_time() - self.cpu_at_lap
+        self.last = time.perf_counter()
+
     def lap(self, name):
         now = time.perf_counter()
         self.times[name], self.last = now - self.last, now
         self.times["finished"] = time.time()
-        self.times["cpu_s"] = time.process_time() - self.cpu
+        self.cpu_at_lap = time.process_time()
+        self.times["cpu_s"] = self.cpu_at_lap - self.cpu

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 from tqdm.std import tqdm as std_tqdm
 
-from .runs import RunOutput, Task, new_model, run_task
+from .runs import RunOutput, Task, new_model, run_group
 
 if TYPE_CHECKING:
     from .compare import RunSettings
@@ -69,38 +69,52 @@ def _start_worker(data, settings, num_threads, pids):
     pids.put(os.getpid())
 
 
-def _worker_run(task):
-    """:func:`run_task` in a worker: the RunOutput with the module as a state dict, and
-    the run's warnings recorded."""
+def _worker_run(tasks):
+    """:func:`run_group` in a worker: the RunOutputs with the modules as state dicts, and
+    the runs' warnings recorded."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out = run_task(task, _WORKER.data, _WORKER.settings, progress=False)
-    state = {name: value.cpu() for name, value in out.vae.state_dict().items()}
-    # the parent attaches its own copy of the module to the guide check
-    check = None if out.check is None else dataclasses.replace(out.check, vae=None)
+        outs = run_group(tasks, _WORKER.data, _WORKER.settings, progress=False)
+    sent = []
+    for out in outs:
+        state = {name: value.cpu() for name, value in out.vae.state_dict().items()}
+        # the parent attaches its own copy of the module to the guide check
+        check = None if out.check is None else dataclasses.replace(out.check, vae=None)
+        sent.append(dataclasses.replace(out, vae=state, check=check))
     modules = {getattr(m, "__file__", None): name for name, m in list(sys.modules.items())}
     shown = [
         (w.category, str(w.message), w.filename, w.lineno, modules.get(w.filename)) for w in caught
     ]
-    return dataclasses.replace(out, vae=state, check=check), shown
+    return sent, shown
 
 
 def run_in_workers(
-    tasks: list[Task], data, settings: "RunSettings", workers: int, progress: bool
+    tasks: list[Task],
+    data,
+    settings: "RunSettings",
+    workers: int,
+    progress: bool,
+    groups: list[list[int]] | None = None,
 ) -> list[RunOutput]:
-    """:func:`run_task` of every task in ``workers`` spawned processes; outputs in task order.
+    """:func:`run_group` of every group of tasks in ``workers`` spawned processes;
+    outputs in task order.
 
-    The runs with the most particles go first (the longest first keeps the workers
-    busy until the end). Each worker sets the torch threads of this process. On the
-    first error the other runs are cancelled and the workers stopped, and the error is
-    raised with a note naming the run (the worker's traceback is its ``__cause__``).
+    ``groups`` lists the task indices of each group (default: one task per group);
+    a group runs in one worker, as one stack where it can
+    (:func:`pyro_vae.experiments.runs.run_group`). The groups with the most particles go
+    first (the longest first keeps the workers busy until the end). Each worker sets the
+    torch threads of this process. On the first error the other runs are cancelled and
+    the workers stopped, and the error is raised with a note naming the run (the
+    worker's traceback is its ``__cause__``).
 
     Raises
     ------
     RuntimeError
         If a worker process died (e.g. killed for memory) before returning its run.
     """
-    order = sorted(range(len(tasks)), key=lambda i: -tasks[i].spec[2])
+    if groups is None:
+        groups = [[i] for i in range(len(tasks))]
+    order = sorted(groups, key=lambda group: -tasks[group[0]].spec[2])
     outputs = [None] * len(tasks)
     registry = {}
     context = multiprocessing.get_context("spawn")
@@ -110,13 +124,15 @@ def run_in_workers(
     bar = tqdm(total=len(tasks), desc=f"runs ({workers} workers)", disable=not progress)
     pending = {}  # an error while submitting (e.g. spawn refused) reaches the except clause
     try:
-        pending = {pool.submit(_worker_run, tasks[i]): i for i in order}
+        pending = {pool.submit(_worker_run, [tasks[i] for i in group]): group for group in order}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                i = pending.pop(future)
-                outputs[i] = _worker_output(future, tasks[i], registry)
-                bar.update()
+                group = pending.pop(future)
+                outs = _worker_output(future, [tasks[i] for i in group], registry)
+                for i, out in zip(group, outs, strict=True):
+                    outputs[i] = out
+                bar.update(len(group))
     except BaseException:
         for future in pending:
             future.cancel()
@@ -142,9 +158,10 @@ def _with_module(out, data, settings, task):
     return dataclasses.replace(out, vae=vae, check=check)
 
 
-def _worker_output(future, task, registry):
-    """A finished run's output, its warnings shown; its error raised with a note."""
-    what = f"the {task.label} run (seed {task.seed})"
+def _worker_output(future, tasks, registry):
+    """A finished group's outputs, its warnings shown; its error raised with a note."""
+    seeds = ", ".join(str(task.seed) for task in tasks)
+    what = f"the {tasks[0].label} run{'s' if len(tasks) > 1 else ''} (seed {seeds})"
     try:
         out, shown = future.result()
     except BrokenProcessPool as e:

@@ -205,6 +205,12 @@ class _LogWeightELBO(ELBO):
             return tensors[0], -self.max_plate_nesting
         return torch.stack(torch.broadcast_tensors(*tensors)), 0
 
+    @staticmethod
+    def _total(per_point, plate_scale):
+        """The bound's value: ``plate_scale`` (N/B) times the sum of the per-point
+        bounds (a stacked training reads it run by run: :mod:`pyro_vae.train.stack`)."""
+        return plate_scale * per_point.sum()
+
     @torch.no_grad()
     def loss(self, model, guide, *args, **kwargs):
         """The negative bound, nats (float, no gradient)."""
@@ -391,7 +397,7 @@ class ScaledRenyiELBO(_LogWeightELBO):
         scaled = (1.0 - self.alpha) * log_weight
         log_norm = torch.logsumexp(scaled, dim, keepdim=True)
         log_mean = (log_norm - math.log(self.num_particles)) / (1.0 - self.alpha)
-        bound = plate_scale * log_mean.sum()
+        bound = self._total(log_mean, plate_scale)
         if score_terms is not None and score_terms.requires_grad:
             weights = (scaled - log_norm).detach().exp()  # softmax over the particles
             surrogate = (weights * score_terms).sum()
@@ -486,7 +492,7 @@ class _PathDerivativeELBO(_LogWeightELBO):
         log_model, dim = self._stack_particles([p[0] for p in parts])
         log_guide, _ = self._stack_particles([p[1] for p in parts])
         log_weight = log_model - log_guide
-        bound = plate_scale * self._per_point(log_weight.detach(), dim).sum()
+        bound = self._total(self._per_point(log_weight.detach(), dim), plate_scale)
         if not draws:  # no autograd (loss), or a guide without latent sites
             return bound
         surrogate = plate_scale * self._per_point(log_model - log_guide.detach(), dim).sum()

@@ -53,6 +53,9 @@ class FitResult:
         ``gap_samples``.
     stopped_early : bool
         Whether ``patience`` ended the run before ``epochs``.
+    num_runs : int
+        Runs trained together in one stack (:func:`pyro_vae.train.stack.fit_runs`), 1
+        for a run trained alone; ``train_time`` and ``cpu_time`` are the stack's.
     """
 
     history: list = field(default_factory=list)
@@ -62,6 +65,7 @@ class FitResult:
     num_threads: int = 0
     config: dict = field(default_factory=dict)
     stopped_early: bool = False
+    num_runs: int = 1
 
 
 @dataclass

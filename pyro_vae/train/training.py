@@ -278,8 +278,9 @@ def fit(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     resume: str | os.PathLike | None = None,
+    seeds: list[int] | None = None,
     **overrides,
-) -> FitResult:
+) -> FitResult | list[FitResult]:
     """Train a VAE's model and guide by stochastic gradient ascent on a bound.
 
     Each epoch shuffles the training data (redrawing it for dynamic binarization) and
@@ -316,10 +317,17 @@ def fit(
     for a run that is reproducible from its seed, seed before building the module
     (``torch.manual_seed(seed); vae = VAE(...)``), as ``pyro-vae train --seed`` does.
 
+    **Many runs in one pass**: ``fit([vae_0, ..., vae_R-1], data, config, seeds=[s_0,
+    ..., s_R-1])`` trains R modules of one architecture (the runs of R seeds) as one
+    stack of parameters (:func:`pyro_vae.train.stack.fit_runs`), each run the
+    computation ``fit(vae_r, data, config, seed=s_r)`` makes (bit for bit for R = 1, to
+    float rounding otherwise), at a fraction of R separate runs' time, and returns one
+    :class:`FitResult` per run.
+
     Parameters
     ----------
-    vae : VAE or LinearGaussianVAE
-        The module; trained in place.
+    vae : VAE or LinearGaussianVAE, or a list of VAE
+        The module; trained in place. A list (with ``seeds``): the runs of a stack.
     data : Dataset or torch.Tensor
         A :class:`pyro_vae.data.Dataset` (its ``validation`` split is used unless
         ``validation`` is given) or a tensor of shape ``(num_data, x_dim)``.
@@ -338,6 +346,10 @@ def fit(
     resume : str or os.PathLike, optional
         A checkpoint of an interrupted run to continue; with the same arguments the
         result equals that of an uninterrupted run, bit for bit (same seed, CPU).
+    seeds : list of int, optional
+        With a list of modules, the training seed of each (replacing ``seed``); see
+        :func:`pyro_vae.train.stack.fit_runs`. A stack writes no checkpoint: save each
+        trained module with :func:`pyro_vae.save_checkpoint`.
     **overrides
         Settings that replace those of ``config`` (:meth:`TrainConfig.replace
         <pyro_vae.train.config.TrainConfig.replace>`), by the names of its fields:
@@ -403,8 +415,9 @@ def fit(
 
     Returns
     -------
-    FitResult
-        History per epoch, best epoch, wall and CPU time, threads.
+    FitResult or list of FitResult
+        History per epoch, best epoch, wall and CPU time, threads; one per module for a
+        list of modules.
 
     Raises
     ------
@@ -444,6 +457,8 @@ def fit(
     measurement (seed ``seed``), so changes between epochs are changes of the model
     and guide, not of the draws.
     """
+    if seeds is not None or isinstance(vae, (list, tuple)):
+        return _fit_stack(vae, data, config, validation, checkpoint, resume, seeds, overrides)
     config = with_overrides(config, overrides).validate()
     check_run_io(config, checkpoint, checkpoint_every, resume)
     on_device(vae, check_device(config.device))  # an entry point: None is CUDA if seen
@@ -471,6 +486,23 @@ def fit(
         _train(trainer, result, checkpoint, checkpoint_every, data_spec, config.progress)
     result.num_threads = threads
     return result
+
+
+def _fit_stack(vaes, data, config, validation, checkpoint, resume, seeds, overrides):
+    """:func:`fit` of a list of modules: :func:`pyro_vae.train.stack.fit_runs`."""
+    from .stack import fit_runs  # the stack builds on this module
+
+    if not isinstance(vaes, (list, tuple)) or seeds is None:
+        raise ValueError(
+            "Expected a list of modules with seeds=[...] (one seed each) to train runs as "
+            f"one stack but got vae={type(vaes).__name__} and seeds={seeds!r}"
+        )
+    if checkpoint is not None or resume is not None:
+        raise ValueError(
+            "Expected no checkpoint or resume with a list of modules (a stack writes no "
+            f"checkpoint) but got checkpoint={checkpoint!r}, resume={resume!r}"
+        )
+    return fit_runs(vaes, data, config, seeds=seeds, validation=validation, **overrides)
 
 
 def _train(trainer, result, checkpoint, checkpoint_every, data_spec, progress):
