@@ -191,6 +191,7 @@ def run_group(tasks: list[Task], data, settings: "RunSettings", progress: bool) 
     if not stackable(tasks):
         return [run_task(task, data, settings, progress) for task in tasks]
     clocks = [_Clock(task) for task in tasks]
+    start = clocks[0].last
     vaes = []
     for task in tasks:
         vae = new_model(data, settings, task.guide)
@@ -198,8 +199,10 @@ def run_group(tasks: list[Task], data, settings: "RunSettings", progress: bool) 
         vaes.append(vae)
     config = _config(tasks[0], settings, progress)
     runs = fit_runs(vaes, data, config, seeds=[task.seed for task in tasks])
+    now = time.perf_counter()
     for clock in clocks:
-        clock.lap("fit_s")
+        clock.last = start  # one stack: one fit time
+        clock.lap("fit_s", now)
     outputs = []
     for vae, run, task, clock in zip(vaes, runs, tasks, clocks, strict=True):
         clock.restart()
@@ -296,8 +299,8 @@ class _Clock:
         self.cpu += time.process_time() - self.cpu_at_lap
         self.last = time.perf_counter()
 
-    def lap(self, name):
-        now = time.perf_counter()
+    def lap(self, name, now=None):
+        now = time.perf_counter() if now is None else now
         self.times[name], self.last = now - self.last, now
         self.times["finished"] = time.time()
         self.cpu_at_lap = time.process_time()
