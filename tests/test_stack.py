@@ -14,7 +14,7 @@ from pyro_vae import VAE, fit
 from pyro_vae.data import load_digits
 from pyro_vae.experiments.compare import compare
 from pyro_vae.infer.objectives import parse_objective
-from pyro_vae.train.stack import RunwiseNormal, StackedVAE, fit_runs, runwise_elbo
+from pyro_vae.train.stack import RunwiseNormal, StackedVAE, runwise_elbo
 
 
 @pytest.fixture(scope="module")
