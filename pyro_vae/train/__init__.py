@@ -11,7 +11,9 @@ The public names, each defined in the module named here:
   :func:`load_checkpoint`;
 - β schedules (:mod:`.schedules`): :class:`constant`, :class:`warmup`,
   :class:`anneal_down`, :func:`parse_schedule`;
-- published settings (:mod:`.presets`): :class:`Preset`, :data:`PRESETS`.
+- published settings (:mod:`.presets`): :class:`Preset`, :data:`PRESETS`;
+- many runs in one pass (:mod:`.stack`): :func:`fit_runs` (also ``fit([...],
+  seeds=[...])``), :class:`StackedVAE`.
 
 Training with PyTorch Lightning (``fit_lightning``, DDP on several processes or GPUs)
 is the optional extra :mod:`pyro_vae.train.lightning`, imported on its own so that this
@@ -23,6 +25,7 @@ from .checkpoints import load_checkpoint, save_checkpoint
 from .config import MAIN_JOB, TrainConfig
 from .presets import PRESETS, Preset
 from .schedules import anneal_down, constant, parse_schedule, warmup
+from .stack import StackedVAE, fit_runs
 from .state import EarlyStopping, FitResult, TrainingState
 from .training import Trainer, fit
 
@@ -33,12 +36,14 @@ __all__ = [
     "EarlyStopping",
     "FitResult",
     "Preset",
+    "StackedVAE",
     "TrainConfig",
     "Trainer",
     "TrainingState",
     "anneal_down",
     "constant",
     "fit",
+    "fit_runs",
     "load_checkpoint",
     "parse_schedule",
     "save_checkpoint",
