@@ -97,7 +97,7 @@ def chunks(
     (:func:`release_freed_memory`), so the peak is that of one block; after the last
     block only with ``release_last``. A caller that runs again soon (the per-epoch
     validation of :func:`pyro_vae.fit`) passes False: its next call would take the same
-    pages back, one page fault each (about 5000 for 180 points × 50 draws).
+    pages back, one page fault each (about 4700 for 180 points × 50 draws).
 
     Yields
     ------
