@@ -658,14 +658,17 @@ def evaluate_bounds(vae, x, num_samples, ks, seed, *, log_px=False):
 
     Notes
     -----
-    At the main job's validation (180 digits, S = 50, one torch thread) the decoder's
-    pass over the S × batch draws is most of the cost: about 18 ms of the traced path's
-    39 ms per call, and of this path's 23 ms (``benchmarks/validation.json``). The
-    traced path adds Pyro's traces of guide and model, the estimates the validation does
-    not read, and the release of the freed heap to the operating system after each call,
-    which the next call takes back one page fault at a time (about 4700 per call);
-    this path leaves the heap to the next call (:func:`~pyro_vae.infer.traces.chunks`
-    with ``release_last=False``).
+    At the main job's validation (180 digits, S = 50, one torch thread) the decoder and
+    likelihood over the 9000 draws take about 19 ms, the floor of both paths. The
+    traced path added about 1.4 ms of Pyro's traces, 0.8 ms of estimates the validation
+    does not read and, the largest part, the release of the freed heap to the operating
+    system after each call, which the next call took back one page fault at a time
+    (about 4700 faults, 15 ms). This path keeps the heap for the next call
+    (:func:`~pyro_vae.infer.traces.chunks` with ``release_last=False``), and the
+    decoder's activations run in place without gradients
+    (:data:`~pyro_vae.models.guides.ACTIVATIONS_IN_PLACE`), small enough a heap that
+    glibc does not release it either: 39 → 23 ms per call
+    (``benchmarks/validation.json``).
 
     Pyro's param store and the global RNG state are left as found, as by
     :func:`evaluate_unchecked`.
