@@ -287,7 +287,7 @@ def test_monitor_selects_the_best_epoch_by_its_bound(linear_data, monitor, seed,
     # test could not tell the monitors apart), so the validation bounds are the real
     # ones plus 100 nats on the ELBO at epoch 4 and on the IWAE bound at epoch 7: the
     # maxima are there on every stream.
-    real = training.evaluate_unchecked
+    real = training.evaluate_bounds
     calls = []
 
     def boosted(*args, **kwargs):
@@ -300,7 +300,7 @@ def test_monitor_selects_the_best_epoch_by_its_bound(linear_data, monitor, seed,
                 summary[name] = (mean + 100.0, se)
         return types.SimpleNamespace(summary=lambda: summary)
 
-    monkeypatch.setattr(training, "evaluate_unchecked", boosted)
+    monkeypatch.setattr(training, "evaluate_bounds", boosted)
     x = linear_data.x
     torch.manual_seed(seed(0))
     vae = LinearGaussianVAE(6, 2)
@@ -317,7 +317,7 @@ def test_monitor_selects_the_best_epoch_by_its_bound(linear_data, monitor, seed,
 
 def _boost_epoch(monkeypatch, boost_epoch):
     """Validation bounds as they are, plus 100 nats on both at ``boost_epoch``."""
-    real = training.evaluate_unchecked
+    real = training.evaluate_bounds
     calls = []
 
     def boosted(*args, **kwargs):
@@ -327,7 +327,7 @@ def _boost_epoch(monkeypatch, boost_epoch):
             summary = {k: (v[0] + 100.0, v[1]) for k, v in summary.items()}
         return types.SimpleNamespace(summary=lambda: summary)
 
-    monkeypatch.setattr(training, "evaluate_unchecked", boosted)
+    monkeypatch.setattr(training, "evaluate_bounds", boosted)
 
 
 @pytest.mark.parametrize("restore_best", [True, False])

@@ -88,8 +88,16 @@ def chunk_sizes(num_rows: int, num_samples: int) -> tuple[int, int]:
     return rows, samples
 
 
-def chunks(num_rows: int, num_samples: int) -> Iterator[tuple[slice, list[int]]]:
+def chunks(
+    num_rows: int, num_samples: int, release_last: bool = True
+) -> Iterator[tuple[slice, list[int]]]:
     """The passes of :func:`chunk_sizes`, in the order their draws are made.
+
+    After each block of rows the freed memory goes back to the operating system
+    (:func:`release_freed_memory`), so the peak is that of one block; after the last
+    block only with ``release_last``. A caller that runs again soon (the per-epoch
+    validation of :func:`pyro_vae.fit`) passes False: its next call would take the same
+    pages back, one page fault each (about 4700 for 180 points × 50 draws).
 
     Yields
     ------
@@ -102,7 +110,8 @@ def chunks(num_rows: int, num_samples: int) -> Iterator[tuple[slice, list[int]]]
     counts = [min(samples, num_samples - s) for s in range(0, num_samples, samples)]
     for start in range(0, num_rows, rows):
         yield slice(start, min(start + rows, num_rows)), counts
-        release_freed_memory()
+        if release_last or start + rows < num_rows:
+            release_freed_memory()
 
 
 def _takes_rows(fn):

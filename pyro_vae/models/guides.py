@@ -12,11 +12,29 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["ACTIVATIONS", "Encoder", "LinearEncoder", "check_activation", "check_guide_class"]
+__all__ = [
+    "ACTIVATIONS",
+    "ACTIVATIONS_IN_PLACE",
+    "Encoder",
+    "LinearEncoder",
+    "check_activation",
+    "check_guide_class",
+]
 
 ACTIVATIONS = {"softplus": F.softplus, "elu": F.elu, "relu": F.relu, "tanh": torch.tanh}
 """The hidden units of the MLPs of :class:`Encoder` and the decoder, by name: softplus (the
 default), ELU (Cremer et al. 2018's networks), ReLU and tanh."""
+
+ACTIVATIONS_IN_PLACE = {
+    "softplus": lambda h: torch.ops.aten.softplus.out(h, 1.0, 20.0, out=h),
+    "elu": lambda h: F.elu(h, inplace=True),
+    "relu": torch.relu_,
+    "tanh": torch.tanh_,
+}
+"""Each of :data:`ACTIVATIONS` written over its input: the same kernel, so the same
+numbers (softplus with F.softplus's β = 1 and threshold 20). For passes without
+gradients, whose hidden layers over S × batch draws would otherwise hold two buffers
+at once (``tests/test_models.py`` checks the numbers)."""
 
 
 def check_activation(activation):

@@ -18,7 +18,7 @@ from torch import nn
 from .._checks import is_int
 from .base import BaseVAE
 from .flows import FlowEncoder, parse_guide
-from .guides import ACTIVATIONS, Encoder, check_activation
+from .guides import ACTIVATIONS, ACTIVATIONS_IN_PLACE, Encoder, check_activation
 from .linear_gaussian import LinearGaussianVAE
 
 # LinearGaussianVAE is re-exported for the callers of ``pyro_vae.models.vae`` before the split.
@@ -43,7 +43,11 @@ class Decoder(nn.Module):
         self.x_log_scale = nn.Parameter(torch.zeros(x_dim)) if learn_scale else None
 
     def forward(self, z):
-        h, act = z, ACTIVATIONS[self.activation]
+        # Without gradients the activation overwrites the layer's output (same numbers):
+        # one hidden buffer of S × batch rows, not two, whose release and page faults
+        # cost the per-epoch validation more than the activation itself.
+        table = ACTIVATIONS if torch.is_grad_enabled() else ACTIVATIONS_IN_PLACE
+        h, act = z, table[self.activation]
         for layer in self.hidden:
             h = act(layer(h))
         return self.fc_out(h)

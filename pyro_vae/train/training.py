@@ -33,7 +33,7 @@ from .._checks import check_int
 from .._device import check_device, on_device
 from .._threads import torch_threads
 from ..data import Dataset, check_data
-from ..infer.evaluation import evaluate_unchecked
+from ..infer.evaluation import evaluate_bounds
 from ..infer.objectives import make_elbo
 from .checkpoints import (
     check_resumed_run,
@@ -180,12 +180,16 @@ class Trainer:
         return loss.detach()
 
     def validate(self, record):
-        """Add the validation ELBO and IWAE bound to ``record`` and update the best epoch."""
+        """Add the validation ELBO and IWAE bound to ``record`` and update the best epoch.
+
+        The numbers of :func:`pyro_vae.infer.evaluation.evaluate_unchecked` with
+        ``val_samples`` draws per point, seeded with the run's ``seed``, computed by
+        :func:`pyro_vae.infer.evaluation.evaluate_bounds` (bit for bit the same, without
+        Pyro's traces for the package's models).
+        """
         if self.validation is not None:
             k, seed = self.config["val_samples"], self.config["seed"]
-            summary = evaluate_unchecked(
-                self.vae, self.validation, k, (k,), seed, khat=False
-            ).summary()
+            summary = evaluate_bounds(self.vae, self.validation, k, (k,), seed).summary()
             record["val_elbo"] = summary["elbo"][0]
             record["val_iwae"] = summary[f"iwae_{k}"][0]
         self.stopping.update(self.state, record, self.vae)
@@ -201,7 +205,8 @@ class Trainer:
     def track_gap(self, record):
         """Add log p(x), the ELBO and the gap on the gap subset to ``record``.
 
-        Estimates, with :func:`pyro_vae.infer.evaluation.evaluate_unchecked` on the first
+        Estimates, with :func:`pyro_vae.infer.evaluation.evaluate_bounds` (the numbers of
+        :func:`~pyro_vae.infer.evaluation.evaluate_unchecked`) on the first
         ``gap_points`` validation points and ``gap_samples`` draws z ~ q(z|x) per point,
         seeded with the run's ``seed`` (the same draws of the standard normal at every
         call, and the global RNG state restored, so training draws the same numbers as
@@ -213,8 +218,8 @@ class Trainer:
         """
         config = self.config
         x = self.validation[: config["gap_points"]]
-        summary = evaluate_unchecked(
-            self.vae, x, config["gap_samples"], (), config["seed"], khat=False
+        summary = evaluate_bounds(
+            self.vae, x, config["gap_samples"], (), config["seed"], log_px=True
         ).summary()
         record["gap_log_px"] = summary["log_px"][0]
         record["gap_elbo"] = summary["elbo"][0]
