@@ -44,6 +44,7 @@ import threading
 import time
 
 TARGET_S = 150.0
+_KEEP = []  # --results DIR
 
 
 def _child(out_dir, times_path, extra):
@@ -68,7 +69,7 @@ def _child(out_dir, times_path, extra):
         setattr(module, name, wrapper)
 
     timed(command, "load_dataset", "load_data")
-    timed(command.main_job, "compare", "compare")
+    timed(command, "compare", "compare")
     timed(report, "write_results", "report")
     begin = time.perf_counter()
     status = cli.main(["compare", "--no-progress", "--out", out_dir, *extra])
@@ -104,6 +105,11 @@ def measure(extra):
             child = json.load(f)
         with open(os.path.join(out_dir, "results.json")) as f:
             meta = json.load(f)["meta"]
+        if _KEEP:  # --results DIR: keep each job's results.json
+            import shutil
+
+            name = "results_seeds.json" if "--seeds" in extra else "results_one_seed.json"
+            shutil.copy(os.path.join(out_dir, "results.json"), os.path.join(_KEEP[0], name))
     cpu = (usage.children_user - usage_before.children_user) + (
         usage.children_system - usage_before.children_system
     )
@@ -152,8 +158,12 @@ def main():
     parser.add_argument("--workers", type=int, help="passed to pyro-vae compare --workers")
     parser.add_argument("--seeds", type=int, help="also time pyro-vae compare --seeds N")
     parser.add_argument("--repeats", type=int, default=1, help="repetitions with --seeds")
+    parser.add_argument("--results", help="folder to copy each job's results.json into")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args, extra = parser.parse_known_args()
+    if args.results:
+        os.makedirs(args.results, exist_ok=True)
+        _KEEP.append(args.results)
     if args.workers is not None:
         extra = ["--workers", str(args.workers), *extra]
     if args.child:
