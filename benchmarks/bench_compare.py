@@ -25,7 +25,7 @@ writes to ``--out`` (JSON, atomically):
 ``--workers N`` passes ``--workers N`` to the job (``--workers 1``: the sequential
 job, for comparison). The numbers the job reports do not depend on the workers.
 
-``--seeds N`` (issue 33) also runs ``pyro-vae compare --seeds N`` in the same session,
+``--compare-seeds N`` (issue 33) also runs ``pyro-vae compare --seeds N`` in the same session,
 alternating with the one-seed job over ``--repeats`` repetitions, and writes both
 measurements (``one_seed``, ``seeds``: lists, one per repetition) and
 ``seeds_ratio``, the median wall time of the N-seed job over the one-seed job's (the
@@ -96,7 +96,12 @@ def measure(extra):
         usage_before = os.times()
         sampler.start()
         begin = time.perf_counter()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        if _KEEP:  # --results DIR: keep what the job printed too
+            name = "printed_seeds.txt" if "--seeds" in extra else "printed_one_seed.txt"
+            with open(os.path.join(_KEEP[0], name), "w") as printed:
+                subprocess.run(command, check=True, stdout=printed)
+        else:
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - begin
         usage = os.times()
         stop.set()
@@ -156,7 +161,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="benchmarks/compare.json", help="JSON file written")
     parser.add_argument("--workers", type=int, help="passed to pyro-vae compare --workers")
-    parser.add_argument("--seeds", type=int, help="also time pyro-vae compare --seeds N")
+    parser.add_argument("--compare-seeds", type=int, help="also time pyro-vae compare --seeds N")
     parser.add_argument("--repeats", type=int, default=1, help="repetitions with --seeds")
     parser.add_argument("--results", help="folder to copy each job's results.json into")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
@@ -171,7 +176,7 @@ def main():
         return
     from pyro_vae._io import atomic_path
 
-    if args.seeds is not None:
+    if args.compare_seeds is not None:
         return _seeds_ratio(args, extra, atomic_path)
     result = measure(extra)
     with atomic_path(args.out) as tmp, open(tmp, "w") as f:
@@ -196,7 +201,7 @@ def _seeds_ratio(args, extra, atomic_path):
     """The one-seed job and the ``--seeds N`` job, alternating; both and their ratio."""
     import statistics
 
-    more = [*extra, "--seeds", str(args.seeds)]
+    more = [*extra, "--seeds", str(args.compare_seeds)]
     one, many = [], []
     for repeat in range(args.repeats):
         for which in ("one", "many") if repeat % 2 == 0 else ("many", "one"):
@@ -207,10 +212,11 @@ def _seeds_ratio(args, extra, atomic_path):
     ratio = statistics.median(r["wall_s"] for r in many) / statistics.median(
         r["wall_s"] for r in one
     )
-    payload = {"one_seed": one, "seeds": many, "num_seeds": args.seeds, "seeds_ratio": ratio}
+    seeds = args.compare_seeds
+    payload = {"one_seed": one, "seeds": many, "num_seeds": seeds, "seeds_ratio": ratio}
     with atomic_path(args.out) as tmp, open(tmp, "w") as f:
         json.dump(payload, f, indent=2)
-    print(f"--seeds {args.seeds} / one seed: {ratio:.2f} (median wall times); to {args.out}")
+    print(f"--seeds {seeds} / one seed: {ratio:.2f} (median wall times); to {args.out}")
 
 
 if __name__ == "__main__":

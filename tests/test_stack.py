@@ -14,7 +14,7 @@ from pyro_vae import VAE, fit
 from pyro_vae.data import load_digits
 from pyro_vae.experiments.compare import compare
 from pyro_vae.infer.objectives import parse_objective
-from pyro_vae.train.stack import RunwiseNormal, StackedVAE, runwise_elbo
+from pyro_vae.train.stack import RunwiseNormal, StackedVAE, fit_runs, runwise_elbo
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +169,23 @@ def test_the_main_jobs_seeds_train_as_one_stack(digits, seed):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
     fits = [times["fit_s"] for times in both.meta["run_times"]]
     assert fits[0] == fits[1]  # one stack
+
+
+def test_only_the_runs_told_track_the_gap(small, seed):
+    train, validation = small
+    seeds = [seed(0), seed(1)]
+    settings = {"epochs": 2, "progress": False, "gap_every": 1, "gap_points": 10,
+                "gap_samples": 5}  # fmt: skip
+    vaes, singles = _models(seeds), None
+    singles = [_copy(vae) for vae in vaes]
+    runs = fit_runs(vaes, train, validation=validation, seeds=seeds, gap_runs=[0], **settings)
+    assert all("gap" in record for record in runs[0].history)
+    assert not any("gap" in record for record in runs[1].history)
+    assert runs[1].config["gap_every"] is None
+    alone = fit(singles[1], train, validation=validation, seed=seeds[1], **settings)
+    # the gap's draws are its own: the run trains and validates as with it
+    for a, b in zip(alone.history, runs[1].history, strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5, abs=0)
 
 
 @pytest.mark.parametrize(

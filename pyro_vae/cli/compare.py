@@ -38,8 +38,8 @@ def add_parser(sub):
         help=f"comma-separated amortized guides, each objective trained with each: {GUIDE_GRAMMAR}")
     add("--num-samples", type=opt.num_samples, default=NUM_SAMPLES, help=opt.NUM_SAMPLES_HELP)
     add("--seeds", type=opt.positive_int, default=1,
-        help="train each objective with this many training seeds (--seed, --seed+1, ...) and "
-        "report mean ± s.d. across them")
+        help="train each objective with this many training seeds (--seed, --seed+1, ...), "
+        "as one stack of runs, and report mean ± s.d. across them")
     add("--posterior-points", type=opt.non_negative_int, default=POSTERIOR_POINTS,
         help="test points on which each guide is checked against HMC draws of the exact "
         "posterior (0 skips the check)")

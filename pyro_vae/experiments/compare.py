@@ -441,7 +441,13 @@ def compare(
         least :data:`MIN_SAMPLES` (:func:`check_num_samples`).
     seeds : sequence of int, default (0,)
         Training seeds (initialization, shuffling, binarization and z draws); each
-        objective is trained once per seed.
+        objective is trained once per seed. With several seeds, the runs of one
+        objective with the diagonal guide train as one stack of parameters
+        (:func:`pyro_vae.train.stack.fit_runs`): each run the computation it is alone
+        (its own initialization, minibatches, draws, Adam state, best epoch and early
+        stopping), to float rounding of batched matrix products, at a fraction of the
+        time; their ``fit_s`` in ``meta["run_times"]`` is the stack's. One seed runs as
+        before, bit for bit.
     posterior_points : int, default POSTERIOR_POINTS
         Test points (the first ones) on which each objective's first-seed guide is
         checked against its exact posterior
@@ -471,8 +477,9 @@ def compare(
         The objective spec of the β runs; default the first of ``objectives``.
     workers : int, default 1
         Processes that run the runs (one per objective and seed, one per β schedule:
-        training, test evaluation, anatomy and guide check) side by side; at most the
-        number of runs is used. 1 runs everything in this process. With more, each
+        training, test evaluation, anatomy and guide check) side by side, an objective's
+        seeds together as one stack; at most the number of stacks and single runs is
+        used. 1 runs everything in this process. With more, each
         worker is a fresh Python process (``multiprocessing``'s ``"spawn"`` start
         method, safe with torch's thread pools where ``fork`` is not) that imports
         ``pyro_vae`` and, like any spawned process, re-imports the calling script

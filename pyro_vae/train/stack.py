@@ -512,7 +512,16 @@ class _StackTrainer:
                     )
 
 
-def fit_runs(vaes, data, config: TrainConfig | None = None, *, seeds, validation=None, **overrides):
+def fit_runs(
+    vaes,
+    data,
+    config: TrainConfig | None = None,
+    *,
+    seeds,
+    validation=None,
+    gap_runs=None,
+    **overrides,
+):
     """Train R runs of one architecture and objective as one stack (the runs of R seeds).
 
     Run r is what ``fit(vaes[r], data, config, seed=seeds[r])`` computes (module
@@ -539,6 +548,9 @@ def fit_runs(vaes, data, config: TrainConfig | None = None, *, seeds, validation
         One training seed per module (distinct integers).
     validation : torch.Tensor or False, optional
         As :func:`pyro_vae.fit`.
+    gap_runs : sequence of int, optional
+        With ``gap_every``, the indices of the runs that track the gap (default: every
+        run); the others train without it (the main job reads the first seed's only).
     **overrides
         Settings of ``config`` to change, as :func:`pyro_vae.fit`.
 
@@ -581,10 +593,13 @@ def fit_runs(vaes, data, config: TrainConfig | None = None, *, seeds, validation
             "measured on the first gap_points validation points) but there are none"
         )
     lr = DEFAULT_LR if config.lr is None else config.lr
+    gap_runs = range(len(vaes)) if gap_runs is None else set(gap_runs)
     trainers = [
-        Trainer(vae, train, validation, config.replace(seed=seed).record(lr), config.schedule)
-        for vae, seed in zip(vaes, seeds, strict=True)
-    ]
+        Trainer(vae, train, validation,
+                config.replace(seed=seed, gap_every=config.gap_every if r in gap_runs else None)
+                .record(lr), config.schedule)
+        for r, (vae, seed) in enumerate(zip(vaes, seeds, strict=True))
+    ]  # fmt: skip
     stack = _StackTrainer(vaes, trainers, config, device)
     results = [FitResult(config=t.config) for t in trainers]
     with torch_threads(config.num_threads) as threads:
