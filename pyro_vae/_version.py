@@ -1,3 +1,3 @@
 """The package version (one place: setup.cfg reads it, results record it)."""
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"

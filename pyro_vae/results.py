@@ -171,7 +171,9 @@ class ObjectiveRow:
         For each name in :data:`ESTIMATES`: the mean over seeds of the test-set mean
         (nats per point), its Monte-Carlo s.e. and its s.d. across seeds.
     train_time_s, train_cpu_s : float
-        Means over seeds of the wall and CPU seconds of training (validation included).
+        Means over seeds of the wall and CPU seconds of training (validation included);
+        a run trained in a stack of R runs counts the stack's seconds over R
+        (:func:`pyro_vae.train.stack.fit_runs`).
     loss, alpha, num_particles
         The objective spec (:func:`pyro_vae.parse_objective`).
     guide : str

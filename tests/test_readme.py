@@ -24,6 +24,24 @@ def test_readme_snippet_runs_verbatim():
     assert -64 < log_px < 0 and 0 < se < 0.05
 
 
+def test_readme_seeds_snippet_trains_each_run_as_alone():
+    # "Many seeds in one pass": three runs as one stack, 2 epochs instead of 100; each run
+    # is the run fit(vae, data, seed=s) trains alone (to float rounding)
+    code = _python_block(README, "seeds=[0, 1, 2]")
+    namespace = {}
+    exec(code.replace("epochs=100", "epochs=2"), namespace)
+    import torch
+
+    from pyro_vae import VAE, fit
+
+    runs, data = namespace["runs"], namespace["data"]
+    assert [len(run.history) for run in runs] == [2, 2, 2]
+    torch.manual_seed(2)
+    alone = fit(VAE(x_dim=64, z_dim=8), data, seed=2, epochs=2, progress=False)
+    for a, b in zip(alone.history, runs[2].history, strict=True):
+        assert abs(a["val_iwae"] - b["val_iwae"]) < 1e-4 * abs(a["val_iwae"])
+
+
 def test_home_page_snippet_runs(capsys):
     # The docs home page's "A first run" block, with 2 epochs instead of 100: it prints
     # log p(x) as (mean, s.e.) in nats per test point

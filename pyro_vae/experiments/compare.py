@@ -854,8 +854,9 @@ def _row(label, loss, alpha, k, guide, seeds, outs):
         best_epoch=[run.best_epoch for run in fits],
         stopped_early=[run.stopped_early for run in fits],
         still_rising=rises,
-        train_time_s=statistics.fmean(run.train_time for run in fits),
-        train_cpu_s=statistics.fmean(run.cpu_time for run in fits),
+        # a stacked run's share of its stack
+        train_time_s=statistics.fmean(run.train_time / run.num_runs for run in fits),
+        train_cpu_s=statistics.fmean(run.cpu_time / run.num_runs for run in fits),
         converged=all(_converged(run, rise) for run, rise in zip(fits, rises, strict=True)),
         test={name: Estimate.over_seeds(tests, name) for name in ESTIMATES},
         khat_unreliable=max(int(out.test.unreliable().sum()) for out in outs),
