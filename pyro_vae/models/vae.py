@@ -53,6 +53,20 @@ class Decoder(nn.Module):
         return self.fc_out(h)
 
 
+def likelihood_of(likelihood, out, x_log_scale=None):
+    """p_θ(x|z) from the decoder's output ``out`` (``(..., x_dim)``): event shape ``(x_dim,)``.
+
+    ``likelihood`` is one of :data:`LIKELIHOODS`; ``out`` the logits (Bernoulli, continuous
+    Bernoulli) or the mean (Gaussian, whose log-scale ``x_log_scale`` broadcasts with it).
+    """
+    if likelihood == "bernoulli":
+        # Binary x is checked in model(); no per-step support check here.
+        return dist.Bernoulli(logits=out, validate_args=False).to_event(1)
+    if likelihood == "continuous_bernoulli":
+        return dist.ContinuousBernoulli(logits=out).to_event(1)
+    return dist.Normal(out, x_log_scale.exp()).to_event(1)
+
+
 def _check_hidden_dims(hidden_dims):
     """``hidden_dims`` (an int or a sequence of ints > 0) as a non-empty tuple."""
     if is_int(hidden_dims):
@@ -198,10 +212,4 @@ class VAE(BaseVAE):
 
     def likelihood_dist(self, z):
         """p_θ(x|z) with batch shape ``z.shape[:-1]`` and event shape ``(x_dim,)``."""
-        out = self.decoder(z)
-        if self.likelihood == "bernoulli":
-            # Binary x is checked in model(); no per-step support check here.
-            return dist.Bernoulli(logits=out, validate_args=False).to_event(1)
-        if self.likelihood == "continuous_bernoulli":
-            return dist.ContinuousBernoulli(logits=out).to_event(1)
-        return dist.Normal(out, self.decoder.x_log_scale.exp()).to_event(1)
+        return likelihood_of(self.likelihood, self.decoder(z), self.decoder.x_log_scale)

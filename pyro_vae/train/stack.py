@@ -50,7 +50,7 @@ from .._threads import torch_threads
 from ..data import Dataset
 from ..infer.objectives import _LogWeightELBO, make_elbo
 from ..models.guides import ACTIVATIONS, Encoder
-from ..models.vae import VAE, Decoder
+from ..models.vae import VAE, Decoder, likelihood_of
 from .config import DEFAULT_LR, TrainConfig, with_overrides
 from .schedules import burda2016_lr_factor, check_beta
 from .state import FitResult
@@ -243,13 +243,10 @@ class StackedVAE(nn.Module):
 
     def likelihood_dist(self, z):
         """p_θ(x|z) of every run: batch shape ``z.shape[:-1]``, event ``(x_dim,)``."""
-        out = self.decode(z)
-        if self.likelihood == "bernoulli":
-            return dist.Bernoulli(logits=out, validate_args=False).to_event(1)
-        if self.likelihood == "continuous_bernoulli":
-            return dist.ContinuousBernoulli(logits=out).to_event(1)
-        scale = self._param("decoder.x_log_scale").exp().unsqueeze(-2)  # (R, 1, x_dim)
-        return dist.Normal(out, scale).to_event(1)
+        log_scale = None
+        if self.likelihood == "gaussian":
+            log_scale = self._param("decoder.x_log_scale").unsqueeze(-2)  # (R, 1, x_dim)
+        return likelihood_of(self.likelihood, self.decode(z), log_scale)
 
     def _plates(self, batch, num_data, device):
         """``pyro.plate("runs")`` at dim -2 and ``pyro.plate("data")`` at dim -1."""
@@ -570,15 +567,16 @@ def fit_runs(
         If a run's loss is NaN or inf; the message names its seed, epoch and step.
     """
     vaes = list(vaes)
-    seeds = list(seeds) if not isinstance(seeds, (str, bytes)) else seeds
+    given = seeds
+    seeds = list(seeds) if isinstance(seeds, (list, tuple, range)) else None
     if (
-        not isinstance(seeds, list)
+        seeds is None
         or len(seeds) != len(vaes)
         or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
         or len(set(seeds)) != len(seeds)
     ):
         raise ValueError(
-            f"Expected seeds to be {len(vaes)} distinct integers, one per module, but got {seeds!r}"
+            f"Expected seeds to be {len(vaes)} distinct integers, one per module, but got {given!r}"
         )
     config = with_overrides(config, overrides).validate()
     device = check_device(config.device)
@@ -626,16 +624,8 @@ def _train_stack(stack, results, progress):
         for epoch in range(1, epochs + 1):
             records = stack.train_epoch(epoch)
             for r in list(stack.active):
-                trainer, record, result = trainers[r], records[r], results[r]
-                trainer.validate(record)
-                stop = trainer.should_stop()
-                if trainer.gap_due(epoch, stop):
-                    trainer.track_gap(record)
-                record["wall_time"] = time.perf_counter() - start
-                trainer.state.history.append(record)
-                trainer.state.epoch = epoch
-                if stop:
-                    result.stopped_early = True
+                if trainers[r].end_epoch(records[r], start):
+                    results[r].stopped_early = True
                     stack.active.remove(r)
             bar.update()
             if not stack.active:

@@ -226,6 +226,19 @@ class Trainer:
         record["gap"] = record["gap_log_px"] - record["gap_elbo"]
         record["gap_se"] = summary["gap"][1]
 
+    def end_epoch(self, record, start):
+        """After the epoch of ``record``: validate, track the gap when due, time and
+        record it (``wall_time``: seconds since ``start``, a ``time.perf_counter()``);
+        returns whether ``patience`` stops the run now (bool)."""
+        self.validate(record)
+        stop = self.should_stop()
+        if self.gap_due(record["epoch"], stop):
+            self.track_gap(record)
+        record["wall_time"] = time.perf_counter() - start
+        self.state.history.append(record)
+        self.state.epoch = record["epoch"]
+        return stop
+
     def should_stop(self):
         """Whether ``patience`` epochs passed without a better monitored bound (bool)."""
         return self.stopping.should_stop(self.state)
@@ -521,13 +534,7 @@ def _train(trainer, result, checkpoint, checkpoint_every, data_spec, progress):
     with pyro.get_param_store().scope(), pyro.validation_enabled(False):
         for epoch in range(trainer.state.epoch + 1, epochs + 1):
             record = trainer.train_epoch(epoch)
-            trainer.validate(record)
-            stop = trainer.should_stop()
-            if trainer.gap_due(epoch, stop):
-                trainer.track_gap(record)
-            record["wall_time"] = time.perf_counter() - start
-            trainer.state.history.append(record)
-            trainer.state.epoch = epoch
+            stop = trainer.end_epoch(record, start)
             bar.update()
             bar.set_postfix({k: f"{record[k]:.2f}" for k in _SHOWN if k in record})
             if checkpoint is not None and checkpoint_every and epoch % checkpoint_every == 0:
