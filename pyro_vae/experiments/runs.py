@@ -5,7 +5,9 @@ A run is a :class:`Task` under the comparison's
 :class:`~pyro_vae.experiments.compare.RunSettings`; :func:`run_task` does its work in
 whatever process it is given (this one, or a worker of
 :mod:`pyro_vae.experiments.workers`) and returns a :class:`RunOutput`, what
-:func:`pyro_vae.experiments.compare.compare` assembles. Every estimate draws from a
+:func:`pyro_vae.experiments.compare.compare` assembles. :func:`run_group` does the same
+for an objective's runs over several seeds, trained as one stack
+(:func:`pyro_vae.train.stack.fit_runs`). Every estimate draws from a
 seeded, forked RNG, so the runs are independent of each other and of their order.
 """
 

@@ -1,6 +1,6 @@
 """Worker processes of a comparison: its runs side by side, with the numbers of one process.
 
-:func:`run_in_workers` runs :func:`pyro_vae.experiments.runs.run_task` for every task in
+:func:`run_in_workers` runs :func:`pyro_vae.experiments.runs.run_group` for every group of tasks in
 a pool of spawned processes (:class:`concurrent.futures.ProcessPoolExecutor`, only its
 public API). Each worker keeps the data and settings given once to its initializer and
 reports its process id, so that on the first error the parent can stop the busy workers

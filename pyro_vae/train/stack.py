@@ -62,7 +62,7 @@ __all__ = ["RunwiseNormal", "StackedVAE", "check_stackable", "fit_runs", "runwis
 class _BatchedLinear(torch.autograd.Function):
     """y = x Wᵀ + b for R stacked layers: x ``(R, N, in)``, W ``(R, out, in)``, b ``(R, out)``.
 
-    The backward pass takes the products :func:`torch.nn.functional.linear` takes for one
+    The backward pass takes the products ``torch.nn.functional.linear`` takes for one
     layer (∂W = gᵀx, ∂x = gW, ∂b = Σ g), batched, so a stack of one has the single
     layer's gradients bit for bit (``torch.baddbmm``'s own backward computes ∂W as
     (xᵀg)ᵀ, which rounds differently).
@@ -89,7 +89,7 @@ class RunwiseNormal(dist.Normal):
     z_dim)`` under ``.to_event(1)``, or ``(K, R, B, z_dim)`` with K vectorized
     particles). :meth:`rsample` draws the standard-normal noise of run r, of the shape
     a single run draws, from ``generators[r]`` (``torch.empty(shape).normal_()``, as
-    :class:`torch.distributions.Normal` does from the global generator), then returns
+    ``torch.distributions.Normal`` does from the global generator), then returns
     loc + ε · scale. Everything else (``log_prob``, KL, entropy) is the Normal's.
     """
 
@@ -98,12 +98,22 @@ class RunwiseNormal(dist.Normal):
         self.generators, self.run_dim = list(generators), run_dim
 
     def expand(self, batch_shape, _instance=None):
+        """The Normal expanded to ``batch_shape`` (as Pyro's plates expand a site's
+        distribution), drawing from the same generators."""
         new = self._get_checked_instance(RunwiseNormal, _instance)
         new = super().expand(batch_shape, _instance=new)
         new.generators, new.run_dim = self.generators, self.run_dim
         return new
 
     def rsample(self, sample_shape=()):
+        """loc + ε · scale, run r's ε from ``generators[r]``; shape ``sample_shape +
+        batch_shape``.
+
+        Raises
+        ------
+        ValueError
+            If the draws do not have one run per generator at ``run_dim``.
+        """
         shape = self._extended_shape(torch.Size(sample_shape))
         run = len(shape) + self.run_dim
         if shape[run] != len(self.generators):
