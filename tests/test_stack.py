@@ -203,3 +203,22 @@ def test_only_the_runs_told_track_the_gap(small, seed):
 def test_a_stack_refuses_what_it_cannot_train(small, call, match):
     with pytest.raises(ValueError, match=match):
         call(small[0])
+
+
+def test_a_stack_leaves_the_users_param_store_and_other_models_alone(small, seed):
+    train, validation = small
+    pyro.param("user_scale", torch.tensor(2.5))
+    other = _models([seed(9)])[0]
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    fit(_models([seed(0), seed(1)]), train, validation=False, seeds=[seed(0), seed(1)],
+        epochs=1, progress=False)  # fmt: skip
+    assert set(pyro.get_param_store().keys()) == {"user_scale"}
+    assert pyro.param("user_scale").item() == 2.5
+    for name, value in other.state_dict().items():
+        assert torch.equal(value, before[name])
+    # and a second model still trains alone in the same process
+    run = fit(other, train, validation=False, seed=seed(2), epochs=1, progress=False)
+    assert not torch.equal(
+        other.state_dict()["decoder.fc_out.weight"], before["decoder.fc_out.weight"]
+    )
+    assert len(run.history) == 1
