@@ -52,7 +52,7 @@ def test_a_small_run_trains_resumes_and_writes_the_gap_table(tmp_path):
     assert saved["fit_config"]["lr_schedule"] == "burda2016"
     out = tmp_path / "gaps.json"
     bench.main(["evaluate", "--evaluate-only", str(tmp_path / "ffg.pt"), "--points", "2",
-                "--ais-steps", "4", "--ais-chains", "2", "--bdmc-points", "2",
+                "--ais-bridges", "4", "--ais-chains", "2", "--bdmc-points", "2",
                 "--iwae-samples", "8", "--max-steps", "4", "--out", str(out)])  # fmt: skip
     table = json.loads(out.read_text())
     (model,) = table["models"]
