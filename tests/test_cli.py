@@ -11,6 +11,7 @@ from pyro_vae.experiments.workers import available_cores
 from pyro_vae.infer.objectives import parse_objective
 
 
+@pytest.mark.slow  # 25-110 s on 2 cores: CI runs it; the default suite stays under 10 min
 def test_compare_smoke(tmp_path, capsys, seed):
     out = tmp_path / "out"
     status = main(
@@ -140,6 +141,7 @@ def test_train_resume_continues_the_run(tmp_path, capsys, seed):
     assert saved["fit_config"]["seed"] == seed(5) and saved["fit_config"]["lr"] == 0.01
 
 
+@pytest.mark.slow  # 25-110 s on 2 cores: CI runs it; the default suite stays under 10 min
 def test_cli_shows_the_packages_own_warnings(tmp_path, seed):
     argv = ["compare", "--objectives", "renyi:-0.5:2", "--epochs", "1", "--num-samples",
             "100", "--z-dim", "2", "--hidden-dims", "8", "--no-progress",
@@ -225,6 +227,7 @@ def _figure_links(report):
                   if line.startswith("!["))  # fmt: skip
 
 
+@pytest.mark.slow  # 25-110 s on 2 cores: CI runs it; the default suite stays under 10 min
 def test_a_second_run_into_the_same_folder_reports_only_its_own_figures(tmp_path, capsys, seed):
     """Figure names are unique per objective (the minus sign kept); a second run removes
     the first run's figures it does not rewrite, and nothing the user put there."""
@@ -250,6 +253,7 @@ def test_a_second_run_into_the_same_folder_reports_only_its_own_figures(tmp_path
     assert json.loads((out / "results.json").read_text())["meta"]["figures"]
 
 
+@pytest.mark.slow  # 25-110 s on 2 cores: CI runs it; the default suite stays under 10 min
 def test_compare_reports_the_elbo_anatomy_and_beta_schedules(tmp_path, capsys, seed):
     """The three decompositions, ELBO surgery, active units and a β-schedule table."""
     out = tmp_path / "out"

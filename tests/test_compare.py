@@ -103,6 +103,7 @@ def _run(digits, workers, seeds):
     return result, shown, torch.rand(4)  # the global RNG as the runs left it
 
 
+@pytest.mark.slow  # 25-110 s on 2 cores: CI runs it; the default suite stays under 10 min
 def test_workers_give_the_numbers_of_one_process(digits, seed):
     """Every number, table, module and history of a run in worker processes is the one
     of the run in this process, bit for bit; so are the warnings shown and the global
@@ -129,6 +130,7 @@ def test_workers_give_the_numbers_of_one_process(digits, seed):
     assert ("check_s" in runs[0]) and ("check_s" not in runs[2])
 
 
+@pytest.mark.slow  # 25-110 s on 2 cores: CI runs it; the default suite stays under 10 min
 def test_the_decompositions_take_log_px_from_the_test_evaluation(digits, seed, tmp_path):
     """log p(x) by importance sampling is computed once per model: the third way to the
     ELBO reads it, and the gap, from the test evaluation. The result writes the whole
@@ -231,6 +233,7 @@ def test_bad_gap_settings_are_refused_before_any_work(digits, kwargs, message):
         compare(digits, **{**QUIET, **kwargs})
 
 
+@pytest.mark.slow  # 25-110 s on 2 cores: CI runs it; the default suite stays under 10 min
 def test_without_gap_families_the_ais_column_sits_beside_the_test_evaluation(digits, seed):
     """With no per-point families the gap table still holds log p(x) by importance
     sampling (the test evaluation's, on the checked points) beside AIS; ``ais_bridges=0``

@@ -148,6 +148,7 @@ def test_hmc_starts_from_a_flow_guide(flow_2d, seed):
     assert idata.posterior["z"].shape == (2, 50, 2, 2)
 
 
+@pytest.mark.slow  # 25-110 s on 2 cores: CI runs it; the default suite stays under 10 min
 def test_compare_guides(tmp_path, seed):
     # end to end: training, evaluation, anatomy, the HMC check, the gap split and the
     # figures (the latent map of a 2-D model reads the flow's mean from draws); 40 test

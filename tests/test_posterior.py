@@ -172,6 +172,7 @@ def test_arviz_functions_run_on_it_unchanged(hmc_run, tmp_path):
     assert back.posterior_predictive["x"].dims == ("chain", "draw", "datum", "pixel")
 
 
+@pytest.mark.slow  # 25-110 s on 2 cores: CI runs it; the default suite stays under 10 min
 def test_agrees_with_pyro_nuts_per_point(linear_gaussian, seed):
     vae, x = linear_gaussian
     x = x[8:10]

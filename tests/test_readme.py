@@ -1,6 +1,8 @@
 import ast
 import pathlib
 
+import pytest
+
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -93,6 +95,7 @@ def test_ais_docs_snippet_runs(seed):
     assert set(namespace["sandwich"].summary()) == {"forward", "reverse", "width"}
 
 
+@pytest.mark.slow  # 25-110 s on 2 cores: CI runs it; the default suite stays under 10 min
 def test_readme_report_from_python_snippet_writes_the_report(tmp_path, monkeypatch):
     # "The same from Python": compare(...).write_report, with 2 epochs, few samples and
     # 2 posterior points so that it runs in seconds; the report is written without the CLI.
