@@ -428,3 +428,20 @@ def test_the_sandwich_section_reads_the_numbers(tmp_path):
     with pytest.raises(ValueError, match="Expected key 'width' in the row of BDMC row 0"):
         write_results(tmp_path, _rows(), _histories(), META,
                       sandwich={k: v for k, v in sandwich.items() if k != "width"})  # fmt: skip
+
+
+def test_the_report_names_the_binarization_of_every_number(tmp_path):
+    """static, dynamic, threshold and none each get their sentence: a number on thresholded
+    images is not comparable with one on stochastically binarized images."""
+    cases = {
+        "dynamic": "training images redrawn every epoch (dynamic), validation and test images "
+        "drawn once (static)",
+        "static": "training images drawn once (static), validation and test images drawn once",
+        "threshold": "every image of every split set to 1[intensity > 0.5] (threshold",
+        "none": "Binarization: none; the data are used as given.",
+    }
+    for binarize, expected in cases.items():
+        write_results(tmp_path, _rows(), {}, {**META, "binarize": binarize})
+        report = " ".join((tmp_path / "report.md").read_text(encoding="utf-8").split())
+        assert expected in report, binarize
+        assert report.count("Binarization:") == 1, binarize

@@ -153,6 +153,14 @@ def _describe(meta, num_objectives):
             f" Binarization: training images {train} ({binarize}), validation and test "
             "images drawn once (static): every log p(x) here is on those binary test images."
         )
+    elif binarize == "threshold":
+        parts.append(
+            " Binarization: every image of every split set to 1[intensity > 0.5] (threshold, "
+            "Cremer et al. 2018's preprocessing): every log p(x) here is on those thresholded "
+            "images, not comparable with numbers on stochastically binarized ones."
+        )
+    elif binarize == "none":
+        parts.append(" Binarization: none; the data are used as given.")
     if "wall_time_s" in meta:
         parts.append(f" Total wall time: {float(meta['wall_time_s']):.1f} s")
         if meta.get("cpu_time_s") is not None:
