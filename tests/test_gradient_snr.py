@@ -142,17 +142,23 @@ def test_a_frozen_model_has_no_gradient_to_measure():
         gradient_snr(vae, x, "trace", num_draws=3)
 
 
+def _five_epoch_digits_vae(seed):
+    """The slope tests' model: a tiny digits VAE (z 4, 32 hidden) after 5 epochs, and the
+    first 100 test digits (the signal of a summed gradient grows as √points)."""
+    data = load_digits(binarize="dynamic")
+    torch.manual_seed(seed(4))
+    vae = VAE(data.x_dim, 4, (32,))
+    fit(vae, data, epochs=5, progress=False, seed=seed(4))
+    return vae, data.test[:100]
+
+
 @pytest.mark.slow
 def test_iwae_encoder_snr_falls_and_decoder_snr_rises_with_k(seed):
     # Rainforth et al. 2018: encoder O(1/√K), decoder O(√K). On a tiny VAE after 5 epochs
     # the encoder's median nears the noise floor of 100 draws (≈ 0.67/√100) by K = 100,
     # so the batch is 100 points (the signal of a summed gradient grows as √points) and
     # K = 1 is compared with K = 100 for the encoder
-    data = load_digits(binarize="dynamic")
-    torch.manual_seed(seed(4))
-    vae = VAE(data.x_dim, 4, (32,))
-    fit(vae, data, epochs=5, progress=False, seed=seed(4))
-    x = data.test[:100]
+    vae, x = _five_epoch_digits_vae(seed)
     snr = {k: gradient_snr(vae, x, f"iwae:{k}", 100, seed=seed(5)).summary() for k in (1, 10, 100)}
     enc = {k: s["encoder"] for k, s in snr.items()}
     dec = {k: s["decoder"] for k, s in snr.items()}
@@ -169,11 +175,7 @@ def test_dreg_encoder_snr_does_not_fall_with_k_where_the_weights_allow_it(seed):
     # premise is checked first (after 5 epochs most points have k̂ < ¼), then the slope
     # sign, one-sided: the SNR at K = 30 is not below K = 3's by 3 combined s.e. IWAE's
     # encoder fails the same check by 5 to 8 s.e. on this model (seeds 0, 2, 4).
-    data = load_digits(binarize="dynamic")
-    torch.manual_seed(seed(4))
-    vae = VAE(data.x_dim, 4, (32,))
-    fit(vae, data, epochs=5, progress=False, seed=seed(4))
-    x = data.test[:100]
+    vae, x = _five_epoch_digits_vae(seed)
     khat = evaluate(vae, x, num_samples=2000, seed=seed(6)).values["khat"]
     assert khat.median() < 0.25, khat
     snr = {k: gradient_snr(vae, x, f"dreg:{k}", 300, seed=seed(5)).summary() for k in (3, 30)}
