@@ -37,6 +37,25 @@ def test_train_seconds_add_up_across_resumed_calls():
     assert _bench().train_seconds(history) == 2.0 + 1.5 + 0.2
 
 
+def test_evaluate_only_prints_and_leaves_the_committed_table_alone(tmp_path, monkeypatch, capsys):
+    """One model's evaluation must not replace the two-model table: without --out,
+    --evaluate-only prints; the evaluation of both models writes the table."""
+    bench = _bench()
+    table = tmp_path / "cremer2018.json"
+    monkeypatch.setattr(bench, "TABLE", table)
+    monkeypatch.setattr(bench, "evaluate_checkpoint", lambda path, args: {"checkpoint": str(path)})
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    bench.main(["evaluate", "--evaluate-only", "ffg.pt"])
+    assert '"checkpoint": "ffg.pt"' in capsys.readouterr().out and not table.exists()
+    bench.main(["evaluate", "--evaluate-only", "ffg.pt", "--out", str(tmp_path / "one.json")])
+    assert json.loads((tmp_path / "one.json").read_text())["models"] == [{"checkpoint": "ffg.pt"}]
+    assert not table.exists()
+    bench.main(["evaluate", "--ais-steps", "7"])  # the old name of --ais-bridges
+    written = json.loads(table.read_text())
+    assert [pathlib.Path(m["checkpoint"]).name for m in written["models"]] == ["ffg.pt", "flow.pt"]
+    assert written["ais_bridges"] == 7
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
     not os.path.isdir(FASHION_MNIST_DIR),
